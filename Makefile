@@ -1,0 +1,70 @@
+# Eventloom developer entry points (GNU make). `make help` lists them.
+#
+# Database: targets that need one use LOOM_DATABASE_URL if set, else a
+# throwaway PostgreSQL 15 cluster in build/pg (scripts/pg.sh), stopped again
+# afterwards. Extra arguments reach the scripts through the environment:
+#   make test  CTEST_ARGS='-R append'
+#   make demo  DEMO_ARGS='...'
+#   make bench BENCH_ARGS='...'
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: help deps build build-asan test demo bench format format-check clean
+
+help:
+	@echo "make deps          install missing Debian packages (scripts/deps.sh)"
+	@echo "make build         RelWithDebInfo build in build/ (default)"
+	@echo "make build-asan    Debug build with ASan/UBSan in build-asan/"
+	@echo "make test          both builds, format check, all tests (what CI runs)"
+	@echo "make demo          migrate a database and run the quickstart example"
+	@echo "make bench         append/read benchmarks"
+	@echo "make format        clang-format the C sources in place"
+	@echo "make format-check  fail if any C source is not clang-formatted"
+	@echo "make clean         delete build/ and build-asan/ (and the test cluster)"
+
+deps:
+	@scripts/deps.sh
+
+# $(call cmake_build,DIR,CONFIGURE-ARGS): configure DIR once, then build.
+# Later runs leave the cache alone; cmake --build re-configures by itself
+# when a CMakeLists.txt changes. A configure that failed half-way (cache
+# but no build system) is retried.
+define cmake_build
+	@echo "==> building in $(1)/"
+	@if [ ! -f $(1)/CMakeCache.txt ] || \
+	    { [ ! -f $(1)/Makefile ] && [ ! -f $(1)/build.ninja ]; }; then \
+	    cmake -S . -B $(1) $(2); \
+	fi
+	@cmake --build $(1) -j$(NPROC)
+endef
+
+build: deps
+	$(call cmake_build,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+
+build-asan: deps
+	$(call cmake_build,build-asan,-DCMAKE_BUILD_TYPE=Debug -DLOOM_SANITIZE=ON)
+
+test: deps build build-asan format-check
+	@scripts/test.sh
+
+demo: deps build
+	@scripts/demo.sh
+
+bench: deps build
+	@scripts/bench.sh
+
+format:
+	@scripts/format.sh fix
+
+format-check:
+	@scripts/format.sh check
+
+# Stop (and delete) the test cluster first: it may be running, and it may
+# live under /tmp (see scripts/pg.sh), which rm -rf build would orphan.
+clean:
+	@if [ -e build/pg ] || [ -e build/pg.path ]; then \
+	    scripts/pg.sh destroy build/pg; \
+	fi
+	rm -rf build build-asan

@@ -1,0 +1,31 @@
+# Installation: the library, public headers, a CMake package config
+# (find_package(Eventloom)) and a pkg-config file (pkg-config loom).
+include(CMakePackageConfigHelpers)
+
+install(TARGETS loom EXPORT EventloomTargets
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/framework/include/loom
+                  ${PROJECT_SOURCE_DIR}/eventstore/include/loom
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/framework/proto/loom/metadata.proto
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/eventloom/proto/loom)
+
+install(EXPORT EventloomTargets NAMESPACE Eventloom::
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
+configure_package_config_file(
+  ${PROJECT_SOURCE_DIR}/cmake/EventloomConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/EventloomConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
+write_basic_package_version_file(
+  ${PROJECT_BINARY_DIR}/EventloomConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/EventloomConfig.cmake
+              ${PROJECT_BINARY_DIR}/EventloomConfigVersion.cmake
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
+
+configure_file(${PROJECT_SOURCE_DIR}/cmake/loom.pc.in
+               ${PROJECT_BINARY_DIR}/loom.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/loom.pc
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,295 @@
+/*
+ * Appending events: argument checks, then ONE statement, loom.append(),
+ * with the whole batch as binary arrays. One round trip per append, one
+ * WAL flush per commit, whatever the number of events (see DESIGN.md,
+ * "What this machine taught us about speed").
+ */
+#include <string.h>
+
+#include "loom/alloc.h"
+#include "pgwire.h"
+#include "store_int.h"
+
+static const char append_sql[] =
+    "SELECT first_version, last_version, first_position, last_position, "
+    "replayed FROM loom.append($1, $2, $3, $4, $5, $6, $7)";
+
+static const char version_sql[] =
+    "SELECT version FROM loom.streams WHERE stream = $1";
+
+static loom_err
+append_check_event(loom_store *s, size_t i, const loom_event_data *e)
+{
+    size_t tlen;
+
+    if (e->type == NULL || e->type[0] == '\0')
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "event %zu has no type name", i);
+    tlen = strnlen(e->type, LOOM_MAX_TYPE_NAME + 1);
+    if (tlen > LOOM_MAX_TYPE_NAME)
+        return loom__store_fail(s, LOOM_ETOOBIG,
+                                "event %zu: type name longer than %zu bytes",
+                                i, LOOM_MAX_TYPE_NAME);
+    if (!loom__utf8_valid(e->type, tlen))
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "event %zu: type name is not valid UTF-8", i);
+    if (e->schema_version < 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "event %zu (%s): schema_version %d is "
+                                "negative",
+                                i, e->type, (int) e->schema_version);
+    if (e->data == NULL && e->data_len > 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "event %zu (%s): data is NULL but data_len "
+                                "is %zu",
+                                i, e->type, e->data_len);
+    if (e->data_len > s->cfg.max_payload)
+        return loom__store_fail(s, LOOM_ETOOBIG,
+                                "event %zu (%s): payload of %zu bytes is "
+                                "over the limit of %zu (max_payload)",
+                                i, e->type, e->data_len, s->cfg.max_payload);
+    if (e->headers == NULL && e->n_headers > 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "event %zu (%s): headers is NULL but "
+                                "n_headers is %zu",
+                                i, e->type, e->n_headers);
+    for (size_t h = 0; h < e->n_headers; h++)
+        if (e->headers[h].key == NULL || e->headers[h].key[0] == '\0' ||
+            e->headers[h].value == NULL)
+            return loom__store_fail(s, LOOM_EINVAL,
+                                    "event %zu (%s): header %zu has an "
+                                    "empty key or a NULL value",
+                                    i, e->type, h);
+    return LOOM_OK;
+}
+
+static loom_err
+append_check(loom_store *s, const char *stream, int64_t expected,
+             const loom_event_data *events, size_t n)
+{
+    loom_err rc = loom__store_check_stream(s, stream);
+
+    if (rc != LOOM_OK)
+        return rc;
+    if (expected < 0 && expected != LOOM_EXPECT_ANY &&
+        expected != LOOM_EXPECT_NO_STREAM && expected != LOOM_EXPECT_EXISTS)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "expected version %lld is not a version nor "
+                                "LOOM_EXPECT_ANY/NO_STREAM/EXISTS",
+                                (long long) expected);
+    if (events == NULL || n == 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "append to \"%s\" has no events", stream);
+    if (n > s->cfg.max_append)
+        return loom__store_fail(s, LOOM_ETOOBIG,
+                                "append of %zu events to \"%s\" is over the "
+                                "limit of %zu (max_append): split it",
+                                n, stream, s->cfg.max_append);
+    for (size_t i = 0; i < n; i++) {
+        rc = append_check_event(s, i, &events[i]);
+        if (rc != LOOM_OK)
+            return rc;
+    }
+    return LOOM_OK;
+}
+
+/* Appends the metadata array, encoding each event's metadata straight
+ * into the parameter buffer and checking its size. */
+static loom_err
+append_put_metadata(loom_store *s, const loom_event_data *events, size_t n)
+{
+    loom__buf *b = &s->params;
+
+    loom__pg_array_begin(b, LOOM__OID_BYTEA, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = b->len, len;
+        if (!loom__metadata_present(&events[i])) {
+            loom__pg_array_add(b, NULL, LOOM__PG_NULL);
+            continue;
+        }
+        loom__buf_put_be32(b, 0);
+        loom__metadata_encode(b, &events[i]);
+        len = b->len - slot - 4;
+        if (!b->failed && len > s->cfg.max_metadata)
+            return loom__store_fail(s, LOOM_ETOOBIG,
+                                    "event %zu (%s): metadata of %zu bytes "
+                                    "is over the limit of %zu (max_metadata)",
+                                    i, events[i].type, len,
+                                    s->cfg.max_metadata);
+        loom__buf_patch_be32(b, slot, (uint32_t) len);
+    }
+    return LOOM_OK;
+}
+
+/* Builds the seven parameters into s->params; offsets[] and lengths[]
+ * locate each one (the buffer may move while it grows). */
+static loom_err
+append_build(loom_store *s, const char *stream, int64_t expected,
+             const loom_event_data *ev, size_t n, size_t offsets[7],
+             int lengths[7])
+{
+    loom__buf *b = &s->params;
+    loom_err rc;
+
+    loom__buf_reset(b);
+    offsets[0] = b->len;
+    loom__buf_puts(b, stream);
+    offsets[1] = b->len;
+    loom__buf_put_be64(b, (uint64_t) expected);
+    offsets[2] = b->len;
+    loom__pg_array_begin(b, LOOM__OID_UUID, (uint32_t) n);
+    for (size_t i = 0; i < n; i++)
+        loom__pg_array_add(b, ev[i].id.bytes, 16);
+    offsets[3] = b->len;
+    loom__pg_array_begin(b, LOOM__OID_TEXT, (uint32_t) n);
+    for (size_t i = 0; i < n; i++)
+        loom__pg_array_add(b, ev[i].type, strlen(ev[i].type));
+    offsets[4] = b->len;
+    loom__pg_array_begin(b, LOOM__OID_INT4, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
+        loom__buf_put_be32(b, 4);
+        loom__buf_put_be32(b, (uint32_t) ev[i].schema_version);
+    }
+    offsets[5] = b->len;
+    loom__pg_array_begin(b, LOOM__OID_BYTEA, (uint32_t) n);
+    for (size_t i = 0; i < n; i++)
+        loom__pg_array_add(b, ev[i].data_len ? ev[i].data : "",
+                           ev[i].data_len);
+    offsets[6] = b->len;
+    rc = append_put_metadata(s, ev, n);
+    if (rc != LOOM_OK)
+        return rc;
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory building an "
+                                                "append");
+    for (int i = 0; i < 7; i++)
+        lengths[i] = (int) ((i < 6 ? offsets[i + 1] : b->len) - offsets[i]);
+    return LOOM_OK;
+}
+
+static loom_err
+append_assign_ids(loom_store *s, loom_event_data *events, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (loom_uuid_is_nil(&events[i].id) &&
+            loom_uuid_generate(&events[i].id) != LOOM_OK)
+            return loom__store_fail(s, LOOM_EIO,
+                                    "the system's random source failed");
+    return LOOM_OK;
+}
+
+loom_err
+loom_store_append_send(loom_store *s, const char *stream, int64_t expected,
+                       loom_event_data *events, size_t n)
+{
+    static const Oid types[7] = {LOOM__OID_TEXT,  LOOM__OID_INT8,
+                                 LOOM__OID_AUUID, LOOM__OID_ATEXT,
+                                 LOOM__OID_AINT4, LOOM__OID_ABYTEA,
+                                 LOOM__OID_ABYTEA};
+    size_t offsets[7];
+    int lengths[7];
+    const char *values[7];
+    loom_err rc;
+
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = loom__store_begin(s);
+    if (rc == LOOM_OK)
+        rc = append_check(s, stream, expected, events, n);
+    if (rc == LOOM_OK)
+        rc = append_assign_ids(s, events, n);
+    if (rc == LOOM_OK)
+        rc = append_build(s, stream, expected, events, n, offsets, lengths);
+    if (rc != LOOM_OK)
+        return rc;
+    for (int i = 0; i < 7; i++)
+        values[i] = s->params.data + offsets[i];
+    return loom__store_send(s, LOOM__OP_APPEND, append_sql, 7, types, values,
+                            lengths);
+}
+
+/* A conflict's DETAIL holds the actual version (see loom.append_conflict). */
+static int64_t
+append_actual_version(const char *detail)
+{
+    long long v;
+
+    if (detail == NULL || sscanf(detail, "%lld", &v) != 1)
+        return -1;
+    return (int64_t) v;
+}
+
+loom_err
+loom_store_append_recv(loom_store *s, loom_append_result *res)
+{
+    loom_append_result tmp = {0, 0, 0, 0, 0, 0};
+    PGresult *r = NULL;
+    loom_err rc;
+
+    if (s == NULL)
+        return LOOM_EINVAL;
+    if (s->op == LOOM__OP_APPEND && !s->ready)
+        return LOOM_EAGAIN;
+    if (s->op == LOOM__OP_APPEND && s->result != NULL &&
+        strcmp(loom__pg_sqlstate(s->result), "LM001") == 0)
+        tmp.actual_version = append_actual_version(
+            PQresultErrorField(s->result, PG_DIAG_MESSAGE_DETAIL));
+    rc = loom__store_take(s, LOOM__OP_APPEND, &r);
+    if (rc == LOOM_OK) {
+        if (PQntuples(r) != 1 || PQnfields(r) != 5 ||
+            !loom__pg_get_i64(r, 0, 0, &tmp.first_version) ||
+            !loom__pg_get_i64(r, 0, 1, &tmp.last_version) ||
+            !loom__pg_get_i64(r, 0, 2, &tmp.first_position) ||
+            !loom__pg_get_i64(r, 0, 3, &tmp.last_position) ||
+            !loom__pg_get_bool(r, 0, 4, &tmp.replayed))
+            rc = loom__store_fail(s, LOOM_ESCHEMA,
+                                  "loom.append() returned an unexpected "
+                                  "row: run `loomctl migrate`");
+        tmp.actual_version = tmp.last_version;
+    }
+    PQclear(r);
+    if (res != NULL)
+        *res = tmp;
+    return rc;
+}
+
+loom_err
+loom_store_append(loom_store *s, const char *stream, int64_t expected,
+                  loom_event_data *events, size_t n, loom_append_result *res)
+{
+    loom_err rc = loom_store_append_send(s, stream, expected, events, n);
+
+    if (rc == LOOM_OK)
+        rc = loom__store_wait(s);
+    if (rc == LOOM_OK)
+        return loom_store_append_recv(s, res);
+    if (res != NULL)
+        memset(res, 0, sizeof *res);
+    return rc;
+}
+
+loom_err
+loom_store_stream_version(loom_store *s, const char *stream, int64_t *version)
+{
+    static const Oid types[1] = {LOOM__OID_TEXT};
+    const char *values[1];
+    int lengths[1];
+    PGresult *r = NULL;
+    loom_err rc;
+
+    if (s == NULL || version == NULL)
+        return LOOM_EINVAL;
+    *version = -1;
+    rc = loom__store_begin(s);
+    if (rc == LOOM_OK)
+        rc = loom__store_check_stream(s, stream);
+    if (rc != LOOM_OK)
+        return rc;
+    values[0] = stream;
+    lengths[0] = (int) strlen(stream);
+    rc = loom__store_query(s, version_sql, 1, types, values, lengths, &r);
+    if (rc == LOOM_OK && PQntuples(r) == 1)
+        loom__pg_get_i64(r, 0, 0, version);
+    PQclear(r);
+    return rc;
+}

@@ -1,0 +1,255 @@
+/*
+ * Reads: one stream by version, all events in commit order, one category
+ * in commit order with consumer-group hashing. Each is one keyset-paged
+ * statement with binary results (see DESIGN.md, "Reading in commit
+ * order").
+ */
+#include <string.h>
+
+#include "pgwire.h"
+#include "store_int.h"
+
+#define READ_COLUMNS                                                           \
+    "SELECT position, tx, stream, version, event_id, type, schema_version, "   \
+    "data, metadata, recorded_at FROM loom.events "
+
+static const char read_forward_sql[] =
+    READ_COLUMNS "WHERE stream = $1 AND version >= $2 "
+                 "ORDER BY version LIMIT $3";
+
+static const char read_backward_sql[] =
+    READ_COLUMNS "WHERE stream = $1 AND version <= $2 "
+                 "ORDER BY version DESC LIMIT $3";
+
+/* Only rows of transactions below the snapshot's xmin: all of those have
+ * ended, so nothing can commit behind the cursor later. */
+static const char read_all_sql[] =
+    READ_COLUMNS "WHERE (tx, position) > ($1, $2) "
+                 "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
+                 "ORDER BY tx, position LIMIT $3";
+
+static const char read_category_sql[] =
+    READ_COLUMNS "WHERE category = $1 AND (tx, position) > ($2, $3) "
+                 "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
+                 "ORDER BY tx, position LIMIT $4";
+
+static const char read_group_sql[] =
+    READ_COLUMNS "WHERE category = $1 AND (tx, position) > ($2, $3) "
+                 "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
+                 "AND loom.group_member(stream, $6) = $5 "
+                 "ORDER BY tx, position LIMIT $4";
+
+static loom_err
+read_check_max(loom_store *s, size_t max)
+{
+    if (max == 0)
+        return loom__store_fail(s, LOOM_EINVAL, "a read of 0 events");
+    if (max > s->cfg.max_read)
+        return loom__store_fail(s, LOOM_ETOOBIG,
+                                "a read of %zu events is over the limit of "
+                                "%zu (max_read): read in pages",
+                                max, s->cfg.max_read);
+    return LOOM_OK;
+}
+
+loom_err
+loom_store_read_stream_send(loom_store *s, const char *stream, int64_t from,
+                            loom_direction dir, size_t max)
+{
+    static const Oid types[3] = {LOOM__OID_TEXT, LOOM__OID_INT8,
+                                 LOOM__OID_INT8};
+    const char *values[3];
+    int lengths[3];
+    loom__buf *b;
+    loom_err rc;
+
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = loom__store_begin(s);
+    if (rc == LOOM_OK)
+        rc = loom__store_check_stream(s, stream);
+    if (rc == LOOM_OK)
+        rc = read_check_max(s, max);
+    if (rc != LOOM_OK)
+        return rc;
+    if (from < 0 || (dir != LOOM_FORWARD && dir != LOOM_BACKWARD))
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "reading \"%s\": version %lld or direction "
+                                "%d is invalid",
+                                stream, (long long) from, (int) dir);
+    b = &s->params;
+    loom__buf_reset(b);
+    loom__buf_put_be64(b, (uint64_t) from);
+    loom__buf_put_be64(b, (uint64_t) max);
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
+    values[0] = stream;
+    values[1] = b->data;
+    values[2] = b->data + 8;
+    lengths[0] = (int) strlen(stream);
+    lengths[1] = lengths[2] = 8;
+    s->read_after.tx = 0;
+    s->read_after.position = 0;
+    return loom__store_send(s, LOOM__OP_EVENTS,
+                            dir == LOOM_FORWARD ? read_forward_sql
+                                                : read_backward_sql,
+                            3, types, values, lengths);
+}
+
+loom_err
+loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
+{
+    static const Oid types[3] = {LOOM__OID_XID8, LOOM__OID_INT8,
+                                 LOOM__OID_INT8};
+    const char *values[3];
+    int lengths[3] = {8, 8, 8};
+    loom__buf *b;
+    loom_err rc;
+
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = loom__store_begin(s);
+    if (rc == LOOM_OK)
+        rc = read_check_max(s, max);
+    if (rc != LOOM_OK)
+        return rc;
+    b = &s->params;
+    loom__buf_reset(b);
+    loom__buf_put_be64(b, after.tx);
+    loom__buf_put_be64(b, (uint64_t) after.position);
+    loom__buf_put_be64(b, (uint64_t) max);
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
+    for (int i = 0; i < 3; i++)
+        values[i] = b->data + 8 * i;
+    s->read_after = after;
+    return loom__store_send(s, LOOM__OP_EVENTS, read_all_sql, 3, types,
+                            values, lengths);
+}
+
+static loom_err
+read_check_category(loom_store *s, const char *category,
+                    const loom_group *group)
+{
+    loom_err rc = loom__store_check_stream(s, category);
+
+    if (rc != LOOM_OK)
+        return rc;
+    if (strchr(category, '-') != NULL)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "category \"%s\" contains '-': a category is "
+                                "the part of a stream name before the first "
+                                "'-'",
+                                category);
+    if (group != NULL &&
+        (group->size == 0 || group->member >= group->size ||
+         group->size > INT32_MAX))
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "consumer group member %u of %u is invalid: "
+                                "need 0 <= member < size",
+                                group->member, group->size);
+    return LOOM_OK;
+}
+
+loom_err
+loom_store_read_category_send(loom_store *s, const char *category,
+                              loom_position after, const loom_group *group,
+                              size_t max)
+{
+    static const Oid types[6] = {LOOM__OID_TEXT, LOOM__OID_XID8,
+                                 LOOM__OID_INT8, LOOM__OID_INT8,
+                                 LOOM__OID_INT4, LOOM__OID_INT4};
+    const char *values[6];
+    int lengths[6] = {0, 8, 8, 8, 4, 4};
+    loom__buf *b;
+    loom_err rc;
+
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = loom__store_begin(s);
+    if (rc == LOOM_OK)
+        rc = read_check_category(s, category, group);
+    if (rc == LOOM_OK)
+        rc = read_check_max(s, max);
+    if (rc != LOOM_OK)
+        return rc;
+    b = &s->params;
+    loom__buf_reset(b);
+    loom__buf_put_be64(b, after.tx);
+    loom__buf_put_be64(b, (uint64_t) after.position);
+    loom__buf_put_be64(b, (uint64_t) max);
+    loom__buf_put_be32(b, group ? group->member : 0);
+    loom__buf_put_be32(b, group ? group->size : 0);
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
+    values[0] = category;
+    lengths[0] = (int) strlen(category);
+    for (int i = 0; i < 3; i++)
+        values[i + 1] = b->data + 8 * i;
+    values[4] = b->data + 24;
+    values[5] = b->data + 28;
+    s->read_after = after;
+    return loom__store_send(s, LOOM__OP_EVENTS,
+                            group ? read_group_sql : read_category_sql,
+                            group ? 6 : 4, types, values, lengths);
+}
+
+loom_err
+loom_store_events_recv(loom_store *s, loom_events **out)
+{
+    PGresult *r = NULL;
+    loom_err rc;
+
+    if (out != NULL)
+        *out = NULL;
+    if (s == NULL || out == NULL)
+        return LOOM_EINVAL;
+    rc = loom__store_take(s, LOOM__OP_EVENTS, &r);
+    if (rc != LOOM_OK)
+        return rc;
+    return loom__events_from_result(s, r, s->read_after, out);
+}
+
+/* The blocking reads: send, wait, receive. */
+static loom_err
+read_finish(loom_store *s, loom_err rc, loom_events **out)
+{
+    if (rc == LOOM_OK)
+        rc = loom__store_wait(s);
+    if (rc == LOOM_OK)
+        return loom_store_events_recv(s, out);
+    return rc;
+}
+
+loom_err
+loom_store_read_stream(loom_store *s, const char *stream, int64_t from,
+                       loom_direction dir, size_t max, loom_events **out)
+{
+    if (out == NULL)
+        return LOOM_EINVAL;
+    *out = NULL;
+    return read_finish(
+        s, loom_store_read_stream_send(s, stream, from, dir, max), out);
+}
+
+loom_err
+loom_store_read_all(loom_store *s, loom_position after, size_t max,
+                    loom_events **out)
+{
+    if (out == NULL)
+        return LOOM_EINVAL;
+    *out = NULL;
+    return read_finish(s, loom_store_read_all_send(s, after, max), out);
+}
+
+loom_err
+loom_store_read_category(loom_store *s, const char *category,
+                         loom_position after, const loom_group *group,
+                         size_t max, loom_events **out)
+{
+    if (out == NULL)
+        return LOOM_EINVAL;
+    *out = NULL;
+    return read_finish(
+        s, loom_store_read_category_send(s, category, after, group, max), out);
+}

@@ -1,0 +1,520 @@
+/*
+ * The store handle: connecting, reconnecting, errors, and the single
+ * send/poll/receive path that both the blocking and the non-blocking API
+ * take.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom/alloc.h"
+#include "migrate_int.h"
+#include "pgwire.h"
+
+static char *
+store_strdup(const char *s)
+{
+    size_t n;
+    char *p;
+
+    if (s == NULL)
+        return NULL;
+    n = strlen(s) + 1;
+    p = loom_malloc(n);
+    if (p != NULL)
+        memcpy(p, s, n);
+    return p;
+}
+
+loom_err
+loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    loom__buf_reset(&s->err);
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && loom__buf_reserve(&s->err, (size_t) n) == 0) {
+        va_start(ap, fmt);
+        vsnprintf(s->err.data, (size_t) n + 1, fmt, ap);
+        va_end(ap);
+        s->err.len = (size_t) n;
+    }
+    return rc;
+}
+
+/* Strips libpq's trailing newlines so messages compose into one line. */
+static void
+store_chomp(loom__buf *b)
+{
+    while (b->len > 0 &&
+           (b->data[b->len - 1] == '\n' || b->data[b->len - 1] == ' '))
+        b->data[--b->len] = '\0';
+}
+
+static loom_err
+store_resolve_limits(loom_store_config *c)
+{
+    if (c->max_payload == 0)
+        c->max_payload = LOOM_DEFAULT_MAX_PAYLOAD;
+    if (c->max_metadata == 0)
+        c->max_metadata = LOOM_DEFAULT_MAX_METADATA;
+    if (c->max_append == 0)
+        c->max_append = LOOM_DEFAULT_MAX_APPEND;
+    if (c->max_stream_name == 0)
+        c->max_stream_name = LOOM_DEFAULT_MAX_STREAM_NAME;
+    if (c->max_read == 0)
+        c->max_read = LOOM_DEFAULT_MAX_READ;
+    /* PostgreSQL caps a bytea at 1 GB and a message at 1 GB; stay well
+     * inside so that one append of limits still fits. */
+    if (c->max_payload > ((size_t) 256 << 20) ||
+        c->max_metadata > ((size_t) 16 << 20) || c->max_append > 1000000 ||
+        c->max_stream_name > LOOM_MAX_STREAM_NAME_LIMIT ||
+        c->max_read > 1000000 || c->migrate > LOOM_MIGRATE_SKIP)
+        return LOOM_EINVAL;
+    return LOOM_OK;
+}
+
+/* Server notices (NOTICE, WARNING) are not errors; keep them off the
+ * caller's stderr. */
+static void
+store_ignore_notice(void *arg, const char *message)
+{
+    (void) arg;
+    (void) message;
+}
+
+/* Connects (blocking) and switches the connection to non-blocking mode. */
+static loom_err
+store_connect(loom_store *s)
+{
+    const char *keys[] = {"dbname", "fallback_application_name",
+                          "client_encoding", NULL};
+    const char *vals[] = {s->conninfo ? s->conninfo : "", s->appname, "UTF8",
+                          NULL};
+
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (s->conn == NULL)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory connecting");
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        loom__store_fail(s, LOOM_ECONN,
+                         "cannot connect to PostgreSQL: %s(set "
+                         "LOOM_DATABASE_URL or the store's conninfo)",
+                         PQerrorMessage(s->conn));
+        return LOOM_ECONN;
+    }
+    PQsetNoticeProcessor(s->conn, store_ignore_notice, NULL);
+    if (PQsetnonblocking(s->conn, 1) != 0)
+        return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    return LOOM_OK;
+}
+
+static loom_err
+store_check_schema(loom_store *s)
+{
+    int have = 0, want = loom__schema_latest();
+    loom_err rc;
+
+    if (s->cfg.migrate == LOOM_MIGRATE_SKIP)
+        return LOOM_OK;
+    if (s->cfg.migrate == LOOM_MIGRATE_AUTO)
+        return loom_store_migrate(s, NULL, NULL, NULL);
+    rc = loom_store_schema_version(s, &have, NULL);
+    if (rc != LOOM_OK)
+        return rc;
+    if (have < want)
+        return loom__store_fail(s, LOOM_ESCHEMA,
+                                "database schema is at version %d, this "
+                                "library needs %d: run `loomctl migrate`",
+                                have, want);
+    return LOOM_OK;
+}
+
+static void
+store_errcopy(const loom_store *s, char *errbuf, size_t errlen)
+{
+    if (errbuf != NULL && errlen > 0)
+        snprintf(errbuf, errlen, "%s", loom_store_errmsg(s));
+}
+
+loom_err
+loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
+                size_t errlen)
+{
+    static const loom_store_config defaults = LOOM_STORE_CONFIG_INIT;
+    loom_store *s;
+    loom_err rc;
+
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    if (out == NULL)
+        return LOOM_EINVAL;
+    *out = NULL;
+    s = loom_malloc(sizeof *s);
+    if (s == NULL)
+        return LOOM_ENOMEM;
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg ? *cfg : defaults;
+    rc = store_resolve_limits(&s->cfg);
+    if (rc != LOOM_OK) {
+        loom__store_fail(s, rc, "a store limit is out of range");
+        goto fail;
+    }
+    if (s->cfg.conninfo == NULL)
+        s->cfg.conninfo = getenv("LOOM_DATABASE_URL");
+    s->conninfo = store_strdup(s->cfg.conninfo);
+    s->appname = store_strdup(s->cfg.application_name
+                                  ? s->cfg.application_name
+                                  : "eventloom");
+    s->cfg.conninfo = s->conninfo;
+    s->cfg.application_name = s->appname;
+    rc = (s->cfg.conninfo != NULL && s->conninfo == NULL) ||
+                 s->appname == NULL
+             ? LOOM_ENOMEM
+             : store_connect(s);
+    if (rc == LOOM_OK)
+        rc = store_check_schema(s);
+    if (rc == LOOM_OK) {
+        *out = s;
+        return LOOM_OK;
+    }
+fail:
+    store_errcopy(s, errbuf, errlen);
+    loom_store_close(s);
+    return rc;
+}
+
+void
+loom_store_close(loom_store *s)
+{
+    if (s == NULL)
+        return;
+    PQclear(s->result);
+    PQfinish(s->conn);
+    loom__buf_free(&s->err);
+    loom__buf_free(&s->params);
+    loom_free(s->conninfo);
+    loom_free(s->appname);
+    loom_free(s);
+}
+
+const char *
+loom_store_errmsg(const loom_store *s)
+{
+    if (s == NULL)
+        return "no store handle (NULL)";
+    return s->err.data != NULL ? s->err.data : "";
+}
+
+const char *
+loom_store_sqlstate(const loom_store *s)
+{
+    return s != NULL ? s->sqlstate : "";
+}
+
+int
+loom_store_socket(const loom_store *s)
+{
+    if (s == NULL || s->conn == NULL)
+        return -1;
+    return PQsocket(s->conn);
+}
+
+loom_err
+loom__store_begin(loom_store *s)
+{
+    if (s->op != LOOM__OP_NONE)
+        return loom__store_fail(s, LOOM_EBUSY,
+                                "an operation is already in progress on "
+                                "this store handle: receive it first");
+    loom__buf_reset(&s->err);
+    s->sqlstate[0] = '\0';
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        return LOOM_OK;
+    /* The connection broke during an earlier call: reconnect once. */
+    PQreset(s->conn);
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        return loom__store_fail(s, LOOM_ECONN,
+                                "reconnecting to PostgreSQL failed: %s",
+                                PQerrorMessage(s->conn));
+    if (PQsetnonblocking(s->conn, 1) != 0)
+        return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    return LOOM_OK;
+}
+
+loom_err
+loom__store_send(loom_store *s, loom__store_op op, const char *sql, int n,
+                 const Oid *types, const char *const *values,
+                 const int *lengths)
+{
+    int formats[16];
+    int flushed;
+
+    for (int i = 0; i < n && i < 16; i++)
+        formats[i] = 1;
+    if (!PQsendQueryParams(s->conn, sql, n, types, values, lengths, formats,
+                           1)) {
+        loom__store_fail(s, LOOM_ECONN, "sending to PostgreSQL failed: %s",
+                         PQerrorMessage(s->conn));
+        store_chomp(&s->err);
+        return LOOM_ECONN;
+    }
+    flushed = PQflush(s->conn);
+    if (flushed < 0)
+        return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    s->op = op;
+    s->flushing = flushed == 1;
+    s->ready = 0;
+    return LOOM_OK;
+}
+
+/* Collects results until libpq has no more for this statement; keeps the
+ * first (an error, or the rows) and drops the rest. */
+static void
+store_collect(loom_store *s)
+{
+    PGresult *r;
+
+    while (!PQisBusy(s->conn) && (r = PQgetResult(s->conn)) != NULL) {
+        if (s->result == NULL)
+            s->result = r;
+        else
+            PQclear(r);
+    }
+}
+
+loom_err
+loom_store_poll(loom_store *s, int *wait)
+{
+    if (wait != NULL)
+        *wait = 0;
+    if (s == NULL || s->op == LOOM__OP_NONE)
+        return LOOM_EINVAL;
+    if (s->ready)
+        return LOOM_OK;
+    if (s->flushing) {
+        int f = PQflush(s->conn);
+        if (f < 0)
+            goto broken;
+        s->flushing = f == 1;
+    }
+    if (!PQconsumeInput(s->conn))
+        goto broken;
+    store_collect(s);
+    if (PQisBusy(s->conn) || s->flushing) {
+        if (wait != NULL)
+            *wait = LOOM_POLL_READ | (s->flushing ? LOOM_POLL_WRITE : 0);
+        return LOOM_EAGAIN;
+    }
+    s->ready = 1;
+    return LOOM_OK;
+broken:
+    /* The result may still hold the server's reason (e.g. 57P01). */
+    store_collect(s);
+    s->ready = 1;
+    return LOOM_ECONN;
+}
+
+loom_err
+loom__store_wait(loom_store *s)
+{
+    for (;;) {
+        int want = 0;
+        loom_err rc = loom_store_poll(s, &want);
+        struct pollfd p;
+
+        if (rc != LOOM_EAGAIN)
+            return rc == LOOM_ECONN ? LOOM_OK : rc; /* take() reports it */
+        p.fd = PQsocket(s->conn);
+        p.events = (short) ((want & LOOM_POLL_READ ? POLLIN : 0) |
+                            (want & LOOM_POLL_WRITE ? POLLOUT : 0));
+        p.revents = 0;
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+            return loom__store_fail(s, LOOM_EIO, "poll: %s", strerror(errno));
+    }
+}
+
+/* Maps a failed result to an error code, message and SQLSTATE. */
+static loom_err
+store_result_error(loom_store *s, const PGresult *r)
+{
+    const char *state = loom__pg_sqlstate(r);
+    const char *hint = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_HINT) : NULL;
+    const char *cons =
+        r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    loom_err rc = LOOM_EDB;
+
+    snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state);
+    if (PQstatus(s->conn) != CONNECTION_OK || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57P0", 4) == 0)
+        rc = LOOM_ECONN;
+    else if (strcmp(state, "LM001") == 0)
+        rc = LOOM_ECONFLICT;
+    else if (strcmp(state, "LM002") == 0 ||
+             (strcmp(state, "23505") == 0 && cons != NULL &&
+              strcmp(cons, "events_event_id") == 0))
+        rc = LOOM_EDUPLICATE;
+    else if (strcmp(state, "42883") == 0 || strcmp(state, "42P01") == 0 ||
+             strcmp(state, "3F000") == 0)
+        rc = LOOM_ESCHEMA;
+    loom__store_fail(s, rc, "%s",
+                     r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                                 ? PQresultErrorField(r,
+                                                      PG_DIAG_MESSAGE_PRIMARY)
+                                 : PQresultErrorMessage(r)
+                       : PQerrorMessage(s->conn));
+    store_chomp(&s->err);
+    if (rc == LOOM_ESCHEMA)
+        loom__buf_puts(&s->err, " (the Eventloom schema is missing or old: "
+                                "run `loomctl migrate`)");
+    else if (rc == LOOM_ECONN)
+        loom__buf_puts(&s->err, " (connection lost; the next call "
+                                "reconnects, and an append's outcome is "
+                                "unknown: retry it with the same event ids)");
+    else if (hint != NULL)
+        loom__buf_printf(&s->err, " (%s)", hint);
+    return rc;
+}
+
+loom_err
+loom__store_take(loom_store *s, loom__store_op op, PGresult **out)
+{
+    PGresult *r;
+    ExecStatusType st;
+    loom_err rc = LOOM_OK;
+
+    *out = NULL;
+    if (s->op != op)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "no such operation in progress on this "
+                                "store handle");
+    if (!s->ready)
+        return LOOM_EAGAIN;
+    r = s->result;
+    s->result = NULL;
+    s->op = LOOM__OP_NONE;
+    s->ready = 0;
+    st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        rc = store_result_error(s, r);
+        PQclear(r);
+        return rc;
+    }
+    *out = r;
+    return LOOM_OK;
+}
+
+loom_err
+loom__store_query(loom_store *s, const char *sql, int n, const Oid *types,
+                  const char *const *values, const int *lengths,
+                  PGresult **out)
+{
+    loom_err rc = loom__store_send(s, LOOM__OP_QUERY, sql, n, types, values,
+                                   lengths);
+
+    *out = NULL;
+    if (rc == LOOM_OK)
+        rc = loom__store_wait(s);
+    if (rc == LOOM_OK)
+        rc = loom__store_take(s, LOOM__OP_QUERY, out);
+    return rc;
+}
+
+loom_err
+loom__store_check_stream(loom_store *s, const char *stream)
+{
+    size_t n;
+
+    if (stream == NULL || stream[0] == '\0')
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "stream name is empty: give a name such as "
+                                "\"order-42\"");
+    n = strnlen(stream, s->cfg.max_stream_name + 1);
+    if (n > s->cfg.max_stream_name)
+        return loom__store_fail(s, LOOM_ETOOBIG,
+                                "stream name is longer than the limit of "
+                                "%zu bytes (max_stream_name)",
+                                s->cfg.max_stream_name);
+    if (!loom__utf8_valid(stream, n))
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "stream name is not valid UTF-8");
+    return LOOM_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Schema                                                              */
+
+static void
+store_migrate_cb(const loom__migration *m, int done, void *arg)
+{
+    void **pair = arg;
+    loom_migrate_fn fn = (loom_migrate_fn) (uintptr_t) pair[0];
+
+    if (fn != NULL)
+        fn(m->version, m->name, done, pair[1]);
+}
+
+/* The migration runner uses the blocking libpq calls: leave non-blocking
+ * mode for its duration. */
+static loom_err
+store_blocking_begin(loom_store *s)
+{
+    loom_err rc = loom__store_begin(s);
+
+    if (rc == LOOM_OK && PQsetnonblocking(s->conn, 0) != 0)
+        rc = loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    return rc;
+}
+
+static loom_err
+store_blocking_end(loom_store *s, loom_err rc)
+{
+    if (PQstatus(s->conn) == CONNECTION_OK && PQsetnonblocking(s->conn, 1))
+        return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    return rc;
+}
+
+loom_err
+loom_store_migrate(loom_store *s, loom_migrate_fn fn, void *arg, int *applied)
+{
+    void *pair[2] = {(void *) (uintptr_t) fn, arg};
+    loom_err rc;
+
+    if (applied != NULL)
+        *applied = 0;
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = store_blocking_begin(s);
+    if (rc != LOOM_OK)
+        return rc;
+    rc = loom__migrate(s->conn, store_migrate_cb, pair, applied, &s->err);
+    return store_blocking_end(s, rc);
+}
+
+loom_err
+loom_store_schema_version(loom_store *s, int *applied, int *latest)
+{
+    int have = 0;
+    loom_err rc;
+
+    if (latest != NULL)
+        *latest = loom__schema_latest();
+    if (applied != NULL)
+        *applied = 0;
+    if (s == NULL)
+        return LOOM_EINVAL;
+    rc = store_blocking_begin(s);
+    if (rc != LOOM_OK)
+        return rc;
+    rc = loom__schema_version(s->conn, &have, &s->err);
+    if (applied != NULL)
+        *applied = have;
+    return store_blocking_end(s, rc);
+}

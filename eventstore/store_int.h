@@ -1,0 +1,79 @@
+/*
+ * Private to the event store: the handle, and the one path every
+ * operation takes (begin, send, poll, receive). The blocking functions are
+ * the non-blocking ones plus a wait, so both forms run the same SQL.
+ */
+#ifndef LOOM_STORE_INT_H
+#define LOOM_STORE_INT_H
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+#include "loom/eventstore.h"
+
+/* What is in flight on a handle. */
+typedef enum loom__store_op {
+    LOOM__OP_NONE = 0,
+    LOOM__OP_APPEND,
+    LOOM__OP_EVENTS,
+    LOOM__OP_QUERY
+} loom__store_op;
+
+struct loom_store {
+    PGconn *conn;
+    loom_store_config cfg; /* limits resolved; strings point below */
+    char *conninfo;        /* owned copies */
+    char *appname;
+    loom__buf err;         /* loom_store_errmsg() */
+    char sqlstate[6];      /* loom_store_sqlstate() */
+    loom__buf params;      /* scratch for binary parameters, reused */
+    /* The operation in flight: set by loom__store_send(), cleared by the
+     * receive functions. */
+    loom__store_op op;
+    int flushing;          /* the request is not fully written yet */
+    int ready;             /* every result has arrived */
+    PGresult *result;      /* first result of the operation, owned */
+    loom_position read_after; /* cursor of a read, for an empty page */
+    int64_t append_actual;    /* actual version from a conflict */
+};
+
+/* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
+ * reconnects a broken connection (blocking). */
+loom_err loom__store_begin(loom_store *s);
+
+/* Sends one statement with binary parameters and binary results. */
+loom_err loom__store_send(loom_store *s, loom__store_op op, const char *sql,
+                          int n, const Oid *types, const char *const *values,
+                          const int *lengths);
+
+/* Blocks until the operation in flight has its result. */
+loom_err loom__store_wait(loom_store *s);
+
+/* Takes the operation's result (the caller PQclears it) and maps a
+ * failed one to an error with errmsg and sqlstate set. Clears the op. */
+loom_err loom__store_take(loom_store *s, loom__store_op op, PGresult **out);
+
+/* Sends, waits for and takes the result of a one-off statement (the
+ * caller has called loom__store_begin()). *out is NULL on failure. */
+loom_err loom__store_query(loom_store *s, const char *sql, int n,
+                           const Oid *types, const char *const *values,
+                           const int *lengths, PGresult **out);
+
+/* Sets the error message (printf-style) and returns `rc`. */
+loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Validates a stream name against the handle's limits. */
+loom_err loom__store_check_stream(loom_store *s, const char *stream);
+
+/* Builds a page from a result of the events query (takes `r`). */
+loom_err loom__events_from_result(loom_store *s, PGresult *r,
+                                  loom_position after, loom_events **out);
+
+/* Event metadata, stored as a protobuf message (framework/proto/loom/
+ * metadata.proto): 1 correlation_id, 2 causation_id, 3 repeated header
+ * {1 key, 2 value}. */
+int loom__metadata_present(const loom_event_data *e);
+void loom__metadata_encode(loom__buf *b, const loom_event_data *e);
+
+#endif /* LOOM_STORE_INT_H */

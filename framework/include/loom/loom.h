@@ -1,0 +1,19 @@
+/*
+ * Eventloom: event sourcing, sagas and reliable messaging on PostgreSQL.
+ * This umbrella header includes every public module.
+ */
+#ifndef LOOM_LOOM_H
+#define LOOM_LOOM_H
+
+#include "loom/aggregate.h"
+#include "loom/alloc.h"
+#include "loom/error.h"
+#include "loom/eventstore.h"
+#include "loom/registry.h"
+#include "loom/uuid.h"
+
+#define LOOM_VERSION_MAJOR 0
+#define LOOM_VERSION_MINOR 1
+#define LOOM_VERSION_PATCH 0
+
+#endif /* LOOM_LOOM_H */

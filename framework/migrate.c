@@ -1,0 +1,184 @@
+/* Applying the embedded schema migrations (see migrate_int.h). */
+#include "migrate_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgwire.h"
+
+/* The advisory lock key: "loommigr" read as a 64-bit integer. */
+#define MIGRATE_LOCK_KEY "7813586394288842610"
+
+static const char migrate_bootstrap_sql[] =
+    "CREATE SCHEMA IF NOT EXISTS loom;"
+    "CREATE TABLE IF NOT EXISTS loom.schema_migrations ("
+    " version integer PRIMARY KEY,"
+    " name text NOT NULL,"
+    " checksum text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())";
+
+int
+loom__schema_latest(void)
+{
+    return loom__n_migrations == 0
+               ? 0
+               : loom__migrations[loom__n_migrations - 1].version;
+}
+
+/* FNV-1a, 64 bits, as 16 hex digits: detects a migration edited after it
+ * shipped (not an adversary: the database is trusted). */
+static void
+migrate_checksum(const char *sql, char out[17])
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+    for (const unsigned char *p = (const unsigned char *) sql; *p; p++) {
+        h ^= *p;
+        h *= UINT64_C(0x100000001b3);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long) h);
+}
+
+static loom_err
+migrate_fail(PGconn *c, PGresult *r, loom__buf *err, const char *what)
+{
+    loom__buf_reset(err);
+    loom__buf_printf(err, "%s: %s", what,
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    while (err->len > 0 && err->data[err->len - 1] == '\n')
+        err->data[--err->len] = '\0';
+    return PQstatus(c) == CONNECTION_OK ? LOOM_EDB : LOOM_ECONN;
+}
+
+/* Runs `sql` (may hold several statements) and expects success. */
+static loom_err
+migrate_exec(PGconn *c, const char *sql, loom__buf *err, const char *what)
+{
+    PGresult *r = PQexec(c, sql);
+    loom_err rc = LOOM_OK;
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        rc = migrate_fail(c, r, err, what);
+    PQclear(r);
+    return rc;
+}
+
+loom_err
+loom__schema_version(PGconn *c, int *version, loom__buf *err)
+{
+    PGresult *r;
+    loom_err rc = LOOM_OK;
+
+    *version = 0;
+    r = PQexec(c, "SELECT coalesce(max(version), 0)::text FROM "
+                  "loom.schema_migrations");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        *version = atoi(PQgetvalue(r, 0, 0));
+    else if (strcmp(loom__pg_sqlstate(r), "42P01") != 0 &&
+             strcmp(loom__pg_sqlstate(r), "3F000") != 0)
+        rc = migrate_fail(c, r, err, "reading loom.schema_migrations");
+    PQclear(r);
+    return rc;
+}
+
+/* Compares the checksum recorded for `m` with the embedded text. Returns
+ * 1 when applied, 0 when not applied yet, -1 on error. */
+static int
+migrate_applied(PGconn *c, const loom__migration *m, loom__buf *err,
+                loom_err *rc)
+{
+    char want[17], num[16];
+    const char *params[1] = {num};
+    PGresult *r;
+    int applied = 0;
+
+    snprintf(num, sizeof num, "%d", m->version);
+    migrate_checksum(m->sql, want);
+    r = PQexecParams(c,
+                     "SELECT checksum FROM loom.schema_migrations "
+                     "WHERE version = $1::integer",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *rc = migrate_fail(c, r, err, "reading loom.schema_migrations");
+        applied = -1;
+    } else if (PQntuples(r) == 1) {
+        applied = 1;
+        if (strcmp(PQgetvalue(r, 0, 0), want) != 0) {
+            loom__buf_reset(err);
+            loom__buf_printf(err,
+                             "migration %s was applied from different text "
+                             "than this library embeds (checksum %s, "
+                             "expected %s): restore the original file",
+                             m->name, PQgetvalue(r, 0, 0), want);
+            *rc = LOOM_ESCHEMA;
+            applied = -1;
+        }
+    }
+    PQclear(r);
+    return applied;
+}
+
+/* Applies `m` and records it, in one transaction. */
+static loom_err
+migrate_apply(PGconn *c, const loom__migration *m, loom__buf *err)
+{
+    char sum[17], num[16];
+    const char *params[3] = {num, m->name, sum};
+    PGresult *r;
+    loom_err rc;
+
+    snprintf(num, sizeof num, "%d", m->version);
+    migrate_checksum(m->sql, sum);
+    rc = migrate_exec(c, "BEGIN", err, "starting a migration");
+    if (rc == LOOM_OK)
+        rc = migrate_exec(c, m->sql, err, m->name);
+    if (rc == LOOM_OK) {
+        r = PQexecParams(c,
+                         "INSERT INTO loom.schema_migrations "
+                         "(version, name, checksum) VALUES ($1, $2, $3)",
+                         3, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = migrate_fail(c, r, err, "recording a migration");
+        PQclear(r);
+    }
+    if (rc == LOOM_OK)
+        return migrate_exec(c, "COMMIT", err, m->name);
+    PQclear(PQexec(c, "ROLLBACK"));
+    return rc;
+}
+
+loom_err
+loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
+              loom__buf *err)
+{
+    loom_err rc;
+    int n = 0;
+
+    rc = migrate_exec(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", err,
+                      "taking the migration lock");
+    if (rc != LOOM_OK)
+        return rc;
+    rc = migrate_exec(c, migrate_bootstrap_sql, err,
+                      "creating loom.schema_migrations");
+    for (size_t i = 0; rc == LOOM_OK && i < loom__n_migrations; i++) {
+        const loom__migration *m = &loom__migrations[i];
+        int done = migrate_applied(c, m, err, &rc);
+        if (done != 0)
+            continue;
+        if (cb != NULL)
+            cb(m, 0, arg);
+        rc = migrate_apply(c, m, err);
+        if (rc == LOOM_OK) {
+            n++;
+            if (cb != NULL)
+                cb(m, 1, arg);
+        }
+    }
+    /* Unlock even after a failure; a broken connection drops it anyway. */
+    PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+    if (applied != NULL)
+        *applied = n;
+    return rc;
+}

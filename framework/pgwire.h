@@ -1,0 +1,55 @@
+/*
+ * PostgreSQL binary format helpers: parameters are sent and results are
+ * received in binary, so payloads travel as raw bytes (no hex escaping)
+ * and numbers need no text parsing.
+ */
+#ifndef LOOM_PGWIRE_H
+#define LOOM_PGWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+
+/* Type oids from pg_type.h (stable across PostgreSQL versions). */
+#define LOOM__OID_BOOL   16
+#define LOOM__OID_BYTEA  17
+#define LOOM__OID_INT8   20
+#define LOOM__OID_INT4   23
+#define LOOM__OID_TEXT   25
+#define LOOM__OID_UUID   2950
+#define LOOM__OID_XID8   5069
+#define LOOM__OID_TSTZ   1184
+#define LOOM__OID_AINT4  1007
+#define LOOM__OID_ATEXT  1009
+#define LOOM__OID_ABYTEA 1001
+#define LOOM__OID_AUUID  2951
+
+/* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
+#define LOOM__PG_EPOCH_US INT64_C(946684800000000)
+
+/* One-dimensional binary array: begin with the element count, then add
+ * exactly that many elements (NULL data with len (size_t)-1 for NULL). */
+void loom__pg_array_begin(loom__buf *b, uint32_t elem_oid, uint32_t n);
+void loom__pg_array_add(loom__buf *b, const void *data, size_t len);
+#define LOOM__PG_NULL ((size_t) -1)
+
+uint64_t loom__pg_be64(const char *p);
+uint32_t loom__pg_be32(const char *p);
+
+/* Binary-format field accessors; the caller has checked the column type.
+ * Each returns 0 when the value is NULL or not the expected size. */
+int loom__pg_get_i64(const PGresult *r, int row, int col, int64_t *v);
+int loom__pg_get_u64(const PGresult *r, int row, int col, uint64_t *v);
+int loom__pg_get_i32(const PGresult *r, int row, int col, int32_t *v);
+int loom__pg_get_bool(const PGresult *r, int row, int col, int *v);
+
+/* SQLSTATE of a failed result, or "" (borrowed from `r`). */
+const char *loom__pg_sqlstate(const PGresult *r);
+
+/* 1 when `len` bytes at `s` are valid UTF-8 without NUL bytes. */
+int loom__utf8_valid(const char *s, size_t len);
+
+#endif /* LOOM_PGWIRE_H */
