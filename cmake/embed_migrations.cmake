@@ -1,6 +1,5 @@
 # Writes OUT, a C file holding every migration in FILES as a string, in
-cmake_policy(SET CMP0007 NEW)
-# order. Called by framework/CMakeLists.txt at build time.
+# order. Included by framework/CMakeLists.txt at configure time.
 set(body "/* Generated from the files in framework/migrations/: do not edit. */\n")
 string(APPEND body "#include \"migrate_int.h\"\n\n")
 set(entries "")
