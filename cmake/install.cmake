@@ -25,6 +25,10 @@ install(FILES ${PROJECT_BINARY_DIR}/EventloomConfig.cmake
               ${PROJECT_BINARY_DIR}/EventloomConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
 
+# The .pc file finds its prefix relative to itself, so an installed tree
+# can be moved (or installed with `cmake --install --prefix`).
+file(RELATIVE_PATH LOOM_PC_TO_PREFIX ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig
+     ${CMAKE_INSTALL_PREFIX})
 configure_file(${PROJECT_SOURCE_DIR}/cmake/loom.pc.in
                ${PROJECT_BINARY_DIR}/loom.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/loom.pc

@@ -23,13 +23,13 @@ append_check_event(loom_store *s, size_t i, const loom_event_data *e)
     size_t tlen;
 
     if (e->type == NULL || e->type[0] == '\0')
-        return loom__store_fail(s, LOOM_EINVAL,
-                                "event %zu has no type name", i);
+        return loom__store_fail(s, LOOM_EINVAL, "event %zu has no type name",
+                                i);
     tlen = strnlen(e->type, LOOM_MAX_TYPE_NAME + 1);
     if (tlen > LOOM_MAX_TYPE_NAME)
         return loom__store_fail(s, LOOM_ETOOBIG,
-                                "event %zu: type name longer than %zu bytes",
-                                i, LOOM_MAX_TYPE_NAME);
+                                "event %zu: type name longer than %zu bytes", i,
+                                LOOM_MAX_TYPE_NAME);
     if (!loom__utf8_valid(e->type, tlen))
         return loom__store_fail(s, LOOM_EINVAL,
                                 "event %zu: type name is not valid UTF-8", i);
@@ -153,15 +153,15 @@ append_build(loom_store *s, const char *stream, int64_t expected,
     offsets[5] = b->len;
     loom__pg_array_begin(b, LOOM__OID_BYTEA, (uint32_t) n);
     for (size_t i = 0; i < n; i++)
-        loom__pg_array_add(b, ev[i].data_len ? ev[i].data : "",
-                           ev[i].data_len);
+        loom__pg_array_add(b, ev[i].data_len ? ev[i].data : "", ev[i].data_len);
     offsets[6] = b->len;
     rc = append_put_metadata(s, ev, n);
     if (rc != LOOM_OK)
         return rc;
     if (b->failed)
-        return loom__store_fail(s, LOOM_ENOMEM, "out of memory building an "
-                                                "append");
+        return loom__store_fail(s, LOOM_ENOMEM,
+                                "out of memory building an "
+                                "append");
     for (int i = 0; i < 7; i++)
         lengths[i] = (int) ((i < 6 ? offsets[i + 1] : b->len) - offsets[i]);
     return LOOM_OK;
@@ -182,10 +182,9 @@ loom_err
 loom_store_append_send(loom_store *s, const char *stream, int64_t expected,
                        loom_event_data *events, size_t n)
 {
-    static const Oid types[7] = {LOOM__OID_TEXT,  LOOM__OID_INT8,
-                                 LOOM__OID_AUUID, LOOM__OID_ATEXT,
-                                 LOOM__OID_AINT4, LOOM__OID_ABYTEA,
-                                 LOOM__OID_ABYTEA};
+    static const Oid types[7] = {
+        LOOM__OID_TEXT,  LOOM__OID_INT8,   LOOM__OID_AUUID, LOOM__OID_ATEXT,
+        LOOM__OID_AINT4, LOOM__OID_ABYTEA, LOOM__OID_ABYTEA};
     size_t offsets[7];
     int lengths[7];
     const char *values[7];

@@ -35,7 +35,7 @@ typedef struct events_chunk {
 struct loom_events {
     PGresult *result; /* owned; every string and payload points into it */
     size_t n;
-    loom_event *ev;   /* n events */
+    loom_event *ev; /* n events */
     loom_position next;
     events_chunk *arena; /* decoded metadata */
 };
@@ -129,8 +129,7 @@ events_varint(events_reader *r, uint64_t *v)
 
 /* Reads one length-delimited field: its number and bytes. */
 static int
-events_field(events_reader *r, uint32_t *field, const uint8_t **p,
-             size_t *len)
+events_field(events_reader *r, uint32_t *field, const uint8_t **p, size_t *len)
 {
     uint64_t key, n;
 
@@ -157,8 +156,7 @@ events_strdup(loom_events *page, const uint8_t *p, size_t len)
 }
 
 static loom_err
-events_header(loom_events *page, const uint8_t *p, size_t len,
-              loom_header *h)
+events_header(loom_events *page, const uint8_t *p, size_t len, loom_header *h)
 {
     events_reader r = {p, p + len};
     const uint8_t *fp;
@@ -191,8 +189,7 @@ events_count_headers(const uint8_t *p, size_t len)
 }
 
 static loom_err
-events_metadata(loom_events *page, const uint8_t *p, size_t len,
-                loom_event *ev)
+events_metadata(loom_events *page, const uint8_t *p, size_t len, loom_event *ev)
 {
     events_reader r = {p, p + len};
     size_t nh = events_count_headers(p, len);
@@ -261,8 +258,9 @@ loom__events_from_result(loom_store *s, PGresult *r, loom_position after,
     *out = NULL;
     if (PQnfields(r) != EV_NCOLS) {
         PQclear(r);
-        return loom__store_fail(s, LOOM_ESCHEMA, "unexpected columns reading "
-                                                 "loom.events");
+        return loom__store_fail(s, LOOM_ESCHEMA,
+                                "unexpected columns reading "
+                                "loom.events");
     }
     page = loom_malloc(sizeof *page);
     if (page == NULL) {
@@ -272,8 +270,8 @@ loom__events_from_result(loom_store *s, PGresult *r, loom_position after,
     memset(page, 0, sizeof *page);
     page->result = r;
     page->next = after;
-    if (n > 0 && (page->ev = loom_malloc((size_t) n * sizeof *page->ev)) ==
-                     NULL)
+    if (n > 0 &&
+        (page->ev = loom_malloc((size_t) n * sizeof *page->ev)) == NULL)
         rc = LOOM_ENOMEM;
     for (int i = 0; rc == LOOM_OK && i < n; i++) {
         rc = events_row(page, r, i, &page->ev[i]);

@@ -123,8 +123,8 @@ loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
     for (int i = 0; i < 3; i++)
         values[i] = b->data + 8 * i;
     s->read_after = after;
-    return loom__store_send(s, LOOM__OP_EVENTS, read_all_sql, 3, types,
-                            values, lengths);
+    return loom__store_send(s, LOOM__OP_EVENTS, read_all_sql, 3, types, values,
+                            lengths);
 }
 
 static loom_err
@@ -141,9 +141,8 @@ read_check_category(loom_store *s, const char *category,
                                 "the part of a stream name before the first "
                                 "'-'",
                                 category);
-    if (group != NULL &&
-        (group->size == 0 || group->member >= group->size ||
-         group->size > INT32_MAX))
+    if (group != NULL && (group->size == 0 || group->member >= group->size ||
+                          group->size > INT32_MAX))
         return loom__store_fail(s, LOOM_EINVAL,
                                 "consumer group member %u of %u is invalid: "
                                 "need 0 <= member < size",

@@ -26,8 +26,8 @@ loom_err
 loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
                          int32_t schema_version, const void *data, size_t len)
 {
-    static const Oid types[4] = {LOOM__OID_TEXT, LOOM__OID_INT8,
-                                 LOOM__OID_INT4, LOOM__OID_BYTEA};
+    static const Oid types[4] = {LOOM__OID_TEXT, LOOM__OID_INT8, LOOM__OID_INT4,
+                                 LOOM__OID_BYTEA};
     const char *values[4];
     int lengths[4];
     char num[12];
@@ -65,8 +65,7 @@ loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
     lengths[1] = 8;
     lengths[2] = 4;
     lengths[3] = (int) len;
-    rc = loom__store_query(s, snapshot_save_sql, 4, types, values, lengths,
-                           &r);
+    rc = loom__store_query(s, snapshot_save_sql, 4, types, values, lengths, &r);
     PQclear(r);
     return rc;
 }
@@ -98,8 +97,7 @@ loom_store_snapshot_load(loom_store *s, const char *stream,
     values[1] = num;
     lengths[0] = (int) strlen(stream);
     lengths[1] = 4;
-    rc = loom__store_query(s, snapshot_load_sql, 2, types, values, lengths,
-                           &r);
+    rc = loom__store_query(s, snapshot_load_sql, 2, types, values, lengths, &r);
     if (rc == LOOM_OK && PQntuples(r) == 0)
         rc = loom__store_fail(s, LOOM_ENOTFOUND,
                               "no snapshot of \"%s\" with schema version %d",

@@ -170,13 +170,11 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     if (s->cfg.conninfo == NULL)
         s->cfg.conninfo = getenv("LOOM_DATABASE_URL");
     s->conninfo = store_strdup(s->cfg.conninfo);
-    s->appname = store_strdup(s->cfg.application_name
-                                  ? s->cfg.application_name
-                                  : "eventloom");
+    s->appname = store_strdup(s->cfg.application_name ? s->cfg.application_name
+                                                      : "eventloom");
     s->cfg.conninfo = s->conninfo;
     s->cfg.application_name = s->appname;
-    rc = (s->cfg.conninfo != NULL && s->conninfo == NULL) ||
-                 s->appname == NULL
+    rc = (s->cfg.conninfo != NULL && s->conninfo == NULL) || s->appname == NULL
              ? LOOM_ENOMEM
              : store_connect(s);
     if (rc == LOOM_OK)
@@ -366,9 +364,8 @@ store_result_error(loom_store *s, const PGresult *r)
         rc = LOOM_ESCHEMA;
     loom__store_fail(s, rc, "%s",
                      r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                                 ? PQresultErrorField(r,
-                                                      PG_DIAG_MESSAGE_PRIMARY)
-                                 : PQresultErrorMessage(r)
+                             ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                             : PQresultErrorMessage(r)
                        : PQerrorMessage(s->conn));
     store_chomp(&s->err);
     if (rc == LOOM_ESCHEMA)
@@ -413,11 +410,10 @@ loom__store_take(loom_store *s, loom__store_op op, PGresult **out)
 
 loom_err
 loom__store_query(loom_store *s, const char *sql, int n, const Oid *types,
-                  const char *const *values, const int *lengths,
-                  PGresult **out)
+                  const char *const *values, const int *lengths, PGresult **out)
 {
-    loom_err rc = loom__store_send(s, LOOM__OP_QUERY, sql, n, types, values,
-                                   lengths);
+    loom_err rc =
+        loom__store_send(s, LOOM__OP_QUERY, sql, n, types, values, lengths);
 
     *out = NULL;
     if (rc == LOOM_OK)

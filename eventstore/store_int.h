@@ -24,15 +24,15 @@ struct loom_store {
     loom_store_config cfg; /* limits resolved; strings point below */
     char *conninfo;        /* owned copies */
     char *appname;
-    loom__buf err;         /* loom_store_errmsg() */
-    char sqlstate[6];      /* loom_store_sqlstate() */
-    loom__buf params;      /* scratch for binary parameters, reused */
+    loom__buf err;    /* loom_store_errmsg() */
+    char sqlstate[6]; /* loom_store_sqlstate() */
+    loom__buf params; /* scratch for binary parameters, reused */
     /* The operation in flight: set by loom__store_send(), cleared by the
      * receive functions. */
     loom__store_op op;
-    int flushing;          /* the request is not fully written yet */
-    int ready;             /* every result has arrived */
-    PGresult *result;      /* first result of the operation, owned */
+    int flushing;             /* the request is not fully written yet */
+    int ready;                /* every result has arrived */
+    PGresult *result;         /* first result of the operation, owned */
     loom_position read_after; /* cursor of a read, for an empty page */
     int64_t append_actual;    /* actual version from a conflict */
 };

@@ -48,8 +48,8 @@ agg_event_size(const loom_event_data *ev)
                   agg_strsize(ev->causation_id);
 
     for (size_t i = 0; i < ev->n_headers; i++)
-        size += agg_strsize(ev->headers[i].key) +
-                agg_strsize(ev->headers[i].value);
+        size +=
+            agg_strsize(ev->headers[i].key) + agg_strsize(ev->headers[i].value);
     return size;
 }
 
@@ -152,8 +152,7 @@ agg_from_snapshot(loom_store *s, const loom_aggregate_type *t,
     *version = -1;
     if (t->snapshot_every == 0)
         return LOOM_OK;
-    rc = loom_store_snapshot_load(s, stream, t->state_version, &data, &len,
-                                  &v);
+    rc = loom_store_snapshot_load(s, stream, t->state_version, &data, &len, &v);
     if (rc == LOOM_OK && len == t->state_size) {
         memcpy(state, data, len);
         *version = v;
@@ -192,8 +191,8 @@ agg_load(loom_store *s, const loom_aggregate_type *t, const char *stream,
 }
 
 loom_err
-loom_aggregate_load(loom_store *s, const loom_aggregate_type *t,
-                    const char *id, void *state, int64_t *version)
+loom_aggregate_load(loom_store *s, const loom_aggregate_type *t, const char *id,
+                    void *state, int64_t *version)
 {
     loom__buf stream = LOOM__BUF_INIT;
     int64_t v = -1;
@@ -215,8 +214,7 @@ loom_aggregate_load(loom_store *s, const loom_aggregate_type *t,
 /* Folds the appended events into `state` and stores it as a snapshot. */
 static void
 agg_snapshot(loom_store *s, const loom_aggregate_type *t, const char *stream,
-             void *state, const loom_decision *d,
-             const loom_append_result *ar)
+             void *state, const loom_decision *d, const loom_append_result *ar)
 {
     for (size_t i = 0; i < d->n; i++) {
         const loom_event_data *e = &d->ev[i];

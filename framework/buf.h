@@ -11,13 +11,16 @@
 #include <stdint.h>
 
 typedef struct loom__buf {
-    char *data;  /* NUL-terminated when len < cap; owned */
+    char *data; /* NUL-terminated when len < cap; owned */
     size_t len;
     size_t cap;
-    int failed;  /* an allocation failed; contents are incomplete */
+    int failed; /* an allocation failed; contents are incomplete */
 } loom__buf;
 
-#define LOOM__BUF_INIT {NULL, 0, 0, 0}
+#define LOOM__BUF_INIT                                                         \
+    {                                                                          \
+        NULL, 0, 0, 0                                                          \
+    }
 
 void loom__buf_free(loom__buf *b);
 void loom__buf_reset(loom__buf *b);

@@ -26,8 +26,7 @@ extern const loom__migration loom__migrations[];
 extern const size_t loom__n_migrations;
 
 /* Called before (done = 0) and after (done = 1) applying a migration. */
-typedef void (*loom__migrate_cb)(const loom__migration *m, int done,
-                                 void *arg);
+typedef void (*loom__migrate_cb)(const loom__migration *m, int done, void *arg);
 
 /* The newest version this library knows. */
 int loom__schema_latest(void);

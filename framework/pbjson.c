@@ -11,7 +11,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
+#include <stdlib.h> /* strtod(), strtof() */
 #include <string.h>
 
 #include "loom/alloc.h"
@@ -38,8 +38,7 @@ typedef struct pbj_field {
     size_t seq; /* wire position: keeps repeats in order after sorting */
 } pbj_field;
 
-static loom_err pbj_message(loom__buf *b, const ProtobufCMessage *m,
-                            int depth);
+static loom_err pbj_message(loom__buf *b, const ProtobufCMessage *m, int depth);
 static loom_err pbj_raw_message(loom__buf *b, const uint8_t *d, size_t len,
                                 int depth);
 
@@ -309,8 +308,7 @@ pbj_varint(const uint8_t *d, size_t len, size_t *pos, uint64_t *out)
 
 /* Reads a little-endian fixed32 or fixed64. */
 static int
-pbj_fixed(const uint8_t *d, size_t len, size_t *pos, size_t size,
-          uint64_t *out)
+pbj_fixed(const uint8_t *d, size_t len, size_t *pos, size_t size, uint64_t *out)
 {
     uint64_t v = 0;
     size_t i;
@@ -463,6 +461,36 @@ pbj_put_enum(loom__buf *b, const ProtobufCEnumDescriptor *ed, int v)
         loom__buf_printf(b, "%d", v);
 }
 
+/* Writes an integer value: 64-bit ones quoted, as the JSON mapping wants,
+ * since JSON readers that use doubles would round them. Returns 0 when
+ * `type` is not an integer type. */
+static int
+pbj_put_integer(loom__buf *b, ProtobufCType type, const void *p)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        loom__buf_printf(b, "%" PRId32, *(const int32_t *) p);
+        return 1;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        loom__buf_printf(b, "%" PRIu32, *(const uint32_t *) p);
+        return 1;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        loom__buf_printf(b, "\"%" PRId64 "\"", *(const int64_t *) p);
+        return 1;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        pbj_put_u64(b, *(const uint64_t *) p, 1);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* Writes one value of field `f` stored at `p`. */
 static loom_err
 pbj_value(loom__buf *b, const ProtobufCFieldDescriptor *f, const void *p,
@@ -471,25 +499,9 @@ pbj_value(loom__buf *b, const ProtobufCFieldDescriptor *f, const void *p,
     const ProtobufCBinaryData *bd = p;
     const char *s;
 
+    if (pbj_put_integer(b, f->type, p))
+        return LOOM_OK;
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        loom__buf_printf(b, "%" PRId32, *(const int32_t *) p);
-        break;
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        loom__buf_printf(b, "%" PRIu32, *(const uint32_t *) p);
-        break;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        loom__buf_printf(b, "\"%" PRId64 "\"", *(const int64_t *) p);
-        break;
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        pbj_put_u64(b, *(const uint64_t *) p, 1);
-        break;
     case PROTOBUF_C_TYPE_FLOAT:
         pbj_put_real(b, *(const float *) p, 1);
         break;
@@ -510,8 +522,7 @@ pbj_value(loom__buf *b, const ProtobufCFieldDescriptor *f, const void *p,
         pbj_put_base64(b, bd->data, bd->len);
         break;
     case PROTOBUF_C_TYPE_MESSAGE:
-        return pbj_message(b, *(const ProtobufCMessage *const *) p,
-                           depth + 1);
+        return pbj_message(b, *(const ProtobufCMessage *const *) p, depth + 1);
     default:
         return LOOM_EDECODE;
     }
@@ -675,18 +686,57 @@ loom__pb_check_nesting(const ProtobufCMessageDescriptor *desc,
 
 /* Orders fields by number, then by wire position. */
 static int
-pbj_raw_cmp(const void *a, const void *b)
+pbj_field_less(const pbj_field *x, const pbj_field *y)
 {
-    const pbj_field *x = a, *y = b;
-
     if (x->num != y->num)
-        return x->num < y->num ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
+        return x->num < y->num;
+    return x->seq < y->seq;
+}
+
+static void
+pbj_sift_down(pbj_field *v, size_t i, size_t n)
+{
+    pbj_field t;
+    size_t c;
+
+    while ((c = 2 * i + 1) < n) {
+        if (c + 1 < n && pbj_field_less(&v[c], &v[c + 1]))
+            c++;
+        if (!pbj_field_less(&v[i], &v[c]))
+            return;
+        t = v[i];
+        v[i] = v[c];
+        v[c] = t;
+        i = c;
+    }
+}
+
+/* Sorts fields by number, keeping repeats in wire order. A heapsort rather
+ * than qsort(), which in glibc may call malloc() behind loom_malloc()'s
+ * back. Encoders write fields in number order, so check for that first. */
+static void
+pbj_sort(pbj_field *v, size_t n)
+{
+    pbj_field t;
+    size_t i;
+
+    for (i = 1; i < n && v[i - 1].num <= v[i].num; i++)
+        ;
+    if (i >= n)
+        return;
+    for (i = n / 2; i > 0; i--)
+        pbj_sift_down(v, i - 1, n);
+    for (i = n; i > 1; i--) {
+        t = v[0];
+        v[0] = v[i - 1];
+        v[i - 1] = t;
+        pbj_sift_down(v, 0, i - 1);
+    }
 }
 
 /* A length-delimited value: a nested message if it parses as one, else
  * text, else base64. Past the depth limit it is not tried as a message,
- * so deep input degrades to base64 instead of failing. */
+ * so deep input degrades to text or base64 instead of failing. */
 static loom_err
 pbj_raw_bytes(loom__buf *b, const uint8_t *p, size_t n, int depth)
 {
@@ -768,8 +818,7 @@ pbj_raw_message(loom__buf *b, const uint8_t *d, size_t len, int depth)
         (void) pbj_next(d, len, &pos, &v[i]);
         v[i].seq = i;
     }
-    if (n > 1)
-        qsort(v, n, sizeof(*v), pbj_raw_cmp);
+    pbj_sort(v, n);
     rc = pbj_raw_object(b, v, n, depth);
     loom_free(v);
     return rc;

@@ -48,8 +48,9 @@ loom_err loom__pb_to_json(loom__buf *b, const ProtobufCMessage *m);
  * numbers, quoted when above 2^53 (where JSON readers lose precision);
  * fixed32 as unsigned numbers. A length-delimited value is printed as a
  * nested object when it is non-empty and parses completely as a message,
- * else as a string when it is printable UTF-8, else as base64. Below
- * LOOM__PB_MAX_DEPTH levels values are no longer tried as messages.
+ * else as a string when it is printable UTF-8, else as base64. At
+ * LOOM__PB_MAX_DEPTH levels of objects, values are no longer tried as
+ * messages, so deep input degrades to strings instead of failing.
  * Errors: LOOM_EDECODE (truncated or malformed input, field number 0 or
  * above 2^29-1, a varint over 10 bytes, group or reserved wire types),
  * LOOM_ENOMEM. Safe on arbitrary bytes.

@@ -16,7 +16,7 @@
 #define REG_NAME_MAX 255
 
 typedef struct reg_entry {
-    char *name; /* owned copy */
+    char *name;                             /* owned copy */
     const ProtobufCMessageDescriptor *desc; /* borrowed */
 } reg_entry;
 

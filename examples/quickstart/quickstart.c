@@ -142,9 +142,8 @@ check(loom_store *s, loom_err rc, const char *what)
 static int
 run_commands(loom_store *s, const char *id)
 {
-    static const item_cmd items[] = {{"SKU-APPLE", 3, 120},
-                                     {"SKU-PEAR", 2, 95},
-                                     {"SKU-FIG", 1, 410}};
+    static const item_cmd items[] = {
+        {"SKU-APPLE", 3, 120}, {"SKU-PEAR", 2, 95}, {"SKU-FIG", 1, 410}};
     loom_execute_result r;
     loom_err rc;
 
@@ -159,8 +158,7 @@ run_commands(loom_store *s, const char *id)
                                     (void *) &items[i], NULL, &r);
         if (check(s, rc, "add item"))
             return 1;
-        printf("  add %-10s-> version %" PRId64 "\n", items[i].sku,
-               r.version);
+        printf("  add %-10s-> version %" PRId64 "\n", items[i].sku, r.version);
     }
     rc = loom_aggregate_execute(s, &order_type, id, confirm, NULL, NULL, &r);
     if (check(s, rc, "confirm"))
@@ -193,13 +191,13 @@ static int
 print_stream(loom_store *s, const loom_registry *reg, const char *stream)
 {
     loom_events *page = NULL;
-    loom_err rc = loom_store_read_stream(s, stream, 0, LOOM_FORWARD, 100,
-                                         &page);
+    loom_err rc =
+        loom_store_read_stream(s, stream, 0, LOOM_FORWARD, 100, &page);
 
     if (check(s, rc, "read"))
         return 1;
-    printf("\n== %s, read back\n  %-7s  %-20s  %s\n", stream, "VERSION",
-           "TYPE", "DATA");
+    printf("\n== %s, read back\n  %-7s  %-20s  %s\n", stream, "VERSION", "TYPE",
+           "DATA");
     for (size_t i = 0; i < loom_events_count(page); i++) {
         const loom_event *ev = loom_events_at(page, i);
         char *json = NULL;
@@ -233,8 +231,8 @@ replay(loom_store *s, int64_t *revenue, size_t *events)
         for (size_t i = 0; i < loom_events_count(page); i++) {
             const loom_event *ev = loom_events_at(page, i);
             if (strcmp(ev->type, "shop.OrderConfirmed") == 0) {
-                Shop__OrderConfirmed *m = shop__order_confirmed__unpack(
-                    NULL, ev->data_len, ev->data);
+                Shop__OrderConfirmed *m =
+                    shop__order_confirmed__unpack(NULL, ev->data_len, ev->data);
                 *revenue += m ? m->total_cents : 0;
                 shop__order_confirmed__free_unpacked(m, NULL);
             }

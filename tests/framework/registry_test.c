@@ -6,9 +6,9 @@
  * Built a second time with REGISTRY_TEST_PLUGIN defined, this file is the
  * shared object that test_registry_load_returns_plugin_result loads.
  */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
 
 #include "loom/registry.h"
@@ -65,13 +65,13 @@ static const ProtobufCFieldDescriptor legacy_fields[] = {
     {"id", 1, PROTOBUF_C_LABEL_REQUIRED, PROTOBUF_C_TYPE_INT32, 0,
      offsetof(legacy_msg, id), NULL, NULL, 0, 0, NULL, NULL},
     {"count", 2, PROTOBUF_C_LABEL_OPTIONAL, PROTOBUF_C_TYPE_INT32,
-     offsetof(legacy_msg, has_count), offsetof(legacy_msg, count), NULL,
-     NULL, 0, 0, NULL, NULL},
+     offsetof(legacy_msg, has_count), offsetof(legacy_msg, count), NULL, NULL,
+     0, 0, NULL, NULL},
     {"name", 3, PROTOBUF_C_LABEL_OPTIONAL, PROTOBUF_C_TYPE_STRING, 0,
      offsetof(legacy_msg, name), NULL, legacy_name_default, 0, 0, NULL, NULL},
     {"data", 4, PROTOBUF_C_LABEL_OPTIONAL, PROTOBUF_C_TYPE_BYTES,
-     offsetof(legacy_msg, has_data), offsetof(legacy_msg, data), NULL, NULL,
-     0, 0, NULL, NULL},
+     offsetof(legacy_msg, has_data), offsetof(legacy_msg, data), NULL, NULL, 0,
+     0, NULL, NULL},
     {"inner", 5, PROTOBUF_C_LABEL_OPTIONAL, PROTOBUF_C_TYPE_MESSAGE, 0,
      offsetof(legacy_msg, inner), &loomtest__inner__descriptor, NULL, 0, 0,
      NULL, NULL},
@@ -152,8 +152,7 @@ expect_json(const loom_registry *r, const char *type, const void *data,
 {
     char *json = NULL;
 
-    assert_int_equal(loom_registry_to_json(r, type, data, len, &json),
-                     LOOM_OK);
+    assert_int_equal(loom_registry_to_json(r, type, data, len, &json), LOOM_OK);
     assert_non_null(json);
     assert_string_equal(json, want);
     loom_free(json);
@@ -371,11 +370,10 @@ test_registry_add_same_descriptor_twice_is_noop(void **state)
     size_t n = loom_registry_count(f->r);
 
     assert_int_equal(
-        loom_registry_add(f->r, NULL, &loomtest__inner__descriptor),
+        loom_registry_add(f->r, NULL, &loomtest__inner__descriptor), LOOM_OK);
+    assert_int_equal(
+        loom_registry_add(f->r, "loomtest.Inner", &loomtest__inner__descriptor),
         LOOM_OK);
-    assert_int_equal(loom_registry_add(f->r, "loomtest.Inner",
-                                       &loomtest__inner__descriptor),
-                     LOOM_OK);
     assert_int_equal(loom_registry_count(f->r), n);
 }
 
@@ -430,19 +428,24 @@ static void
 test_registry_names_are_sorted(void **state)
 {
     static const char *names[] = {"m", "b", "z", "a", "ab", "B", "mm", "0"};
-    static const char *sorted[] = {"0",  "B",
-                                   "a",  "ab",
-                                   "b",  "loomtest.AllTypes",
-                                   "loomtest.Inner", "loomtest.Legacy",
-                                   "m",  "mm",
+    static const char *sorted[] = {"0",
+                                   "B",
+                                   "a",
+                                   "ab",
+                                   "b",
+                                   "loomtest.AllTypes",
+                                   "loomtest.Inner",
+                                   "loomtest.Legacy",
+                                   "m",
+                                   "mm",
                                    "z"};
     struct fx *f = *state;
     size_t i;
 
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        assert_int_equal(loom_registry_add(f->r, names[i],
-                                           &loomtest__inner__descriptor),
-                         LOOM_OK);
+        assert_int_equal(
+            loom_registry_add(f->r, names[i], &loomtest__inner__descriptor),
+            LOOM_OK);
     }
     assert_int_equal(loom_registry_count(f->r),
                      sizeof(sorted) / sizeof(sorted[0]));
@@ -455,6 +458,32 @@ test_registry_names_are_sorted(void **state)
 /*
  * Typed JSON.
  */
+
+/* Sets every singular scalar field of AllTypes to a value that tests its
+ * printing: extremes, precision limits, escapes, binary. */
+static void
+fill_scalars(Loomtest__AllTypes *m)
+{
+    static uint8_t blob[] = {0x00, 0xff, 0x10, 0x80, 0x7f};
+
+    m->i32 = -42;
+    m->i64 = INT64_MIN;
+    m->u32 = UINT32_MAX;
+    m->u64 = UINT64_MAX;
+    m->s32 = INT32_MIN;
+    m->s64 = -1;
+    m->f32 = 7;
+    m->f64 = 9007199254740993u;
+    m->sf32 = -9;
+    m->sf64 = 123;
+    m->flt = 0.1f;
+    m->dbl = 0.1;
+    m->flag = 1;
+    m->text = "say \"hi\"\nline2\t\x01\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\";
+    m->blob.data = blob;
+    m->blob.len = sizeof(blob);
+    m->color = LOOMTEST__COLOR__COLOR_GREEN;
+}
 
 /* Fills every field of AllTypes. The pointers refer to static storage, so
  * the message stays valid after the call. */
@@ -473,7 +502,6 @@ fill_all_types(Loomtest__AllTypes *m)
     static int32_t nums[] = {1, -2, 3};
     static char *tags[] = {"x", "y"};
     static Loomtest__Color colors[] = {LOOMTEST__COLOR__COLOR_RED, 7};
-    static uint8_t blob[] = {0x00, 0xff, 0x10, 0x80, 0x7f};
 
     inner.label = "in";
     inner.n = -7;
@@ -485,23 +513,7 @@ fill_all_types(Loomtest__AllTypes *m)
     e2.key = "k2";
     e2.value = 2;
     loomtest__all_types__init(m);
-    m->i32 = -42;
-    m->i64 = INT64_MIN;
-    m->u32 = UINT32_MAX;
-    m->u64 = UINT64_MAX;
-    m->s32 = INT32_MIN;
-    m->s64 = -1;
-    m->f32 = 7;
-    m->f64 = 9007199254740993u;
-    m->sf32 = -9;
-    m->sf64 = 123;
-    m->flt = 0.1f;
-    m->dbl = 0.1;
-    m->flag = 1;
-    m->text = "say \"hi\"\nline2\t\x01\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\";
-    m->blob.data = blob;
-    m->blob.len = sizeof(blob);
-    m->color = LOOMTEST__COLOR__COLOR_GREEN;
+    fill_scalars(m);
     m->inner = &inner;
     m->n_nums = 3;
     m->nums = nums;
@@ -653,7 +665,8 @@ test_registry_to_json_floats(void **state)
                     "{\"flt\":0.33333334,\"dbl\":0.3333333333333333}");
     m.flt = -2.5f;
     m.dbl = 5e-324;
-    expect_msg_json(f->r, &m.base, "{\"flt\":-2.5,\"dbl\":4.94065645841247e-324}");
+    expect_msg_json(f->r, &m.base,
+                    "{\"flt\":-2.5,\"dbl\":4.94065645841247e-324}");
 }
 
 static void
@@ -662,13 +675,12 @@ test_registry_to_json_rejects_invalid_args(void **state)
     struct fx *f = *state;
     char *json = (char *) "unchanged";
 
-    assert_int_equal(loom_registry_to_json(NULL, "loomtest.Inner", "", 0,
-                                           &json),
-                     LOOM_EINVAL);
-    assert_null(json);
     assert_int_equal(
-        loom_registry_to_json(f->r, "loomtest.Inner", "", 0, NULL),
+        loom_registry_to_json(NULL, "loomtest.Inner", "", 0, &json),
         LOOM_EINVAL);
+    assert_null(json);
+    assert_int_equal(loom_registry_to_json(f->r, "loomtest.Inner", "", 0, NULL),
+                     LOOM_EINVAL);
     expect_error(f->r, "loomtest.Inner", NULL, 1, LOOM_EINVAL);
     expect_error(f->r, UNKNOWN_TYPE, NULL, 1, LOOM_EINVAL);
     /* NULL with length 0 is an empty message, and a NULL type is unknown. */
@@ -684,13 +696,10 @@ test_registry_to_json_corrupt_bytes_fail_decode(void **state)
     /* Truncated varint, length past the end, a string where Inner.n wants
      * a varint, a group, and a nested Inner that is itself truncated. */
     expect_error(f->r, "loomtest.Inner", "\x10", 1, LOOM_EDECODE);
-    expect_error(f->r, "loomtest.Inner", "\x0a\x05"
-                                         "ab",
-                 4, LOOM_EDECODE);
+    expect_error(f->r, "loomtest.Inner", "\x0a\x05\x61\x62", 4, LOOM_EDECODE);
     expect_error(f->r, "loomtest.Inner", "\x12\x01x", 3, LOOM_EDECODE);
     expect_error(f->r, "loomtest.Inner", "\x0b\x0c", 2, LOOM_EDECODE);
-    expect_error(f->r, "loomtest.Inner", "\x1a\x02\x10\x80", 4,
-                 LOOM_EDECODE);
+    expect_error(f->r, "loomtest.Inner", "\x1a\x02\x10\x80", 4, LOOM_EDECODE);
     /* The same bytes as an unknown type, where a nested value that does
      * not parse is just bytes. */
     expect_json(f->r, UNKNOWN_TYPE, "\x1a\x02\x10\x80", 4, "{\"3\":\"EIA=\"}");
@@ -728,8 +737,8 @@ test_registry_to_json_depth_limit(void **state)
     assert_non_null(buf);
     p = nest_inner(buf, cap, 64);
     n = (size_t) (buf + cap - p);
-    assert_int_equal(
-        loom_registry_to_json(f->r, "loomtest.Inner", p, n, &json), LOOM_OK);
+    assert_int_equal(loom_registry_to_json(f->r, "loomtest.Inner", p, n, &json),
+                     LOOM_OK);
     assert_true(json_valid(json));
     assert_non_null(strstr(json, "{}}}}"));
     loom_free(json);
@@ -757,7 +766,7 @@ test_registry_raw_decode_known_bytes(void **state)
 {
     static const uint8_t in[] = {
         0x08, 0x96, 0x01,                                     /* 1: 150 */
-        0x12, 0x07, 't', 'e', 's', 't', 'i', 'n', 'g',        /* 2 */
+        0x12, 0x07, 't',  'e',  's',  't',  'i',  'n',  'g',  /* 2 */
         0x1a, 0x02, 0x08, 0x01,                               /* 3: {1: 1} */
         0x08, 0x02,                                           /* 1: 2 */
         0x25, 0x01, 0x00, 0x00, 0x00,                         /* 4: fixed32 */
@@ -766,7 +775,7 @@ test_registry_raw_decode_known_bytes(void **state)
         0x30, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, /* 2^53+1 */
         0x3a, 0x02, 0xff, 0x00,                               /* 7: bytes */
         0x42, 0x00,                                           /* 8: "" */
-        0x4a, 0x03, 'a', '\n', 'b',                           /* 9 */
+        0x4a, 0x03, 'a',  '\n', 'b',                          /* 9 */
     };
     struct fx *f = *state;
 
@@ -776,6 +785,10 @@ test_registry_raw_decode_known_bytes(void **state)
                 "\"6\":[9007199254740992,\"9007199254740993\"],"
                 "\"7\":\"/wA=\",\"8\":\"\",\"9\":\"a\\nb\"}");
     expect_json(f->r, UNKNOWN_TYPE, NULL, 0, "{}");
+    /* Out of order: keys sorted, each number's values kept in wire order. */
+    expect_json(f->r, UNKNOWN_TYPE,
+                "\x18\x05\x08\x01\x10\x02\x08\x03\x18\x06\x08\x04", 12,
+                "{\"1\":[1,3,4],\"2\":2,\"3\":[5,6]}");
 }
 
 static void
@@ -785,23 +798,21 @@ test_registry_raw_decode_rejects_malformed(void **state)
         const char *bytes;
         size_t len;
     } bad[] = {
-        {"\x08", 1},                     /* value missing */
-        {"\x08\x80", 2},                 /* truncated varint */
-        {"\x80", 1},                     /* truncated tag */
-        {"\x12\x05"
-         "a",
-         3},                             /* length past the end */
+        {"\x08", 1},         /* value missing */
+        {"\x08\x80", 2},     /* truncated varint */
+        {"\x80", 1},         /* truncated tag */
+        {"\x12\x05\x61", 3}, /* length past the end */
         {"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11}, /* 2^64-1 */
         {"\x00\x01", 2},                 /* field number 0 */
         {"\x80\x80\x80\x80\x10\x00", 6}, /* field number 2^29 */
         {"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12}, /* 11 B */
-        {"\x0b", 1},                     /* start group */
-        {"\x0c", 1},                     /* end group */
-        {"\x0e\x00", 2},                 /* wire type 6 */
-        {"\x0f\x00", 2},                 /* wire type 7 */
-        {"\x0d\x01\x02\x03", 4},         /* fixed32 cut short */
+        {"\x0b", 1},                             /* start group */
+        {"\x0c", 1},                             /* end group */
+        {"\x0e\x00", 2},                         /* wire type 6 */
+        {"\x0f\x00", 2},                         /* wire type 7 */
+        {"\x0d\x01\x02\x03", 4},                 /* fixed32 cut short */
         {"\x09\x01\x02\x03\x04\x05\x06\x07", 8}, /* fixed64 cut short */
-        {"\x08\x01\x08", 3},             /* good field, then garbage */
+        {"\x08\x01\x08", 3},                     /* good field, then garbage */
     };
     struct fx *f = *state;
     size_t i;
@@ -899,8 +910,8 @@ gen_message(uint8_t *p, size_t cap, int depth, uint64_t *seed)
                 len = gen_message(p + n + 1, len, depth + 1, seed);
             else
                 for (len = rnd(seed) % (len + 1), k = 0; k < len; k++)
-                    p[n + 1 + k] = (uint8_t) (rnd(seed) % 3 ? 'a' + k % 26
-                                                          : rnd(seed));
+                    p[n + 1 + k] =
+                        (uint8_t) (rnd(seed) % 3 ? 'a' + k % 26 : rnd(seed));
             p[n++] = (uint8_t) len;
             n += len;
         }
@@ -1095,8 +1106,7 @@ test_registry_load_returns_plugin_result(void **state)
 #ifdef LOOM_TEST_PLUGIN
     struct fx *f = *state;
 
-    assert_int_equal(loom_registry_load(f->r, LOOM_TEST_PLUGIN),
-                     LOOM_EHANDLER);
+    assert_int_equal(loom_registry_load(f->r, LOOM_TEST_PLUGIN), LOOM_EHANDLER);
 #else
     (void) state;
     skip();
@@ -1136,8 +1146,7 @@ main(void)
         T(test_registry_load_returns_plugin_result),
     };
 
-    return cmocka_run_group_tests_name("framework.registry", tests, NULL,
-                                       NULL);
+    return cmocka_run_group_tests_name("framework.registry", tests, NULL, NULL);
 }
 
 #endif /* REGISTRY_TEST_PLUGIN */

@@ -32,8 +32,8 @@ pgt_build_dsn(const char *base, const char *dbname, char *out, size_t len)
         const char *v = strcmp(o->keyword, "dbname") == 0 ? dbname : o->val;
         if (v == NULL)
             continue;
-        used += (size_t) snprintf(out + used, len - used, "%s%s='", used ? " " : "",
-                                  o->keyword);
+        used += (size_t) snprintf(out + used, len - used, "%s%s='",
+                                  used ? " " : "", o->keyword);
         for (const char *p = v; *p && used + 3 < len; p++) {
             if (*p == '\'' || *p == '\\')
                 out[used++] = '\\';

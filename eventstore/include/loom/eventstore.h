@@ -91,7 +91,10 @@ typedef struct loom_store_config {
     size_t max_read;
 } loom_store_config;
 
-#define LOOM_STORE_CONFIG_INIT {NULL, NULL, LOOM_MIGRATE_CHECK, 0, 0, 0, 0, 0}
+#define LOOM_STORE_CONFIG_INIT                                                 \
+    {                                                                          \
+        NULL, NULL, LOOM_MIGRATE_CHECK, 0, 0, 0, 0, 0                          \
+    }
 
 #define LOOM_DEFAULT_MAX_PAYLOAD     ((size_t) 1 << 20)
 #define LOOM_DEFAULT_MAX_METADATA    ((size_t) 64 << 10)
@@ -281,7 +284,10 @@ LOOM_API loom_position loom_events_next(const loom_events *page);
 /* Frees `page` and everything borrowed from it. NULL is a no-op. */
 LOOM_API void loom_events_free(loom_events *page);
 
-typedef enum loom_direction { LOOM_FORWARD = 0, LOOM_BACKWARD = 1 } loom_direction;
+typedef enum loom_direction {
+    LOOM_FORWARD = 0,
+    LOOM_BACKWARD = 1
+} loom_direction;
 
 /* For a backward read: start from the stream's last event. */
 #define LOOM_VERSION_END INT64_MAX
@@ -354,9 +360,8 @@ LOOM_API loom_err loom_store_snapshot_save(loom_store *s, const char *stream,
  * another schema version (so a changed state layout ignores it).
  */
 LOOM_API loom_err loom_store_snapshot_load(loom_store *s, const char *stream,
-                                           int32_t schema_version,
-                                           void **data, size_t *len,
-                                           int64_t *version);
+                                           int32_t schema_version, void **data,
+                                           size_t *len, int64_t *version);
 
 /* ------------------------------------------------------------------ */
 /* The non-blocking form                                               */
@@ -379,9 +384,9 @@ LOOM_API loom_err loom_store_append_send(loom_store *s, const char *stream,
 
 /* Non-blocking halves of the three reads; receive with
  * loom_store_events_recv(). */
-LOOM_API loom_err loom_store_read_stream_send(loom_store *s,
-                                              const char *stream, int64_t from,
-                                              loom_direction dir, size_t max);
+LOOM_API loom_err loom_store_read_stream_send(loom_store *s, const char *stream,
+                                              int64_t from, loom_direction dir,
+                                              size_t max);
 LOOM_API loom_err loom_store_read_all_send(loom_store *s, loom_position after,
                                            size_t max);
 LOOM_API loom_err loom_store_read_category_send(loom_store *s,

@@ -35,9 +35,8 @@ extern "C" {
     X(LOOM_EAGAIN, 10, "operation would block; try again when ready")          \
     X(LOOM_EBUSY, 11, "another operation is in progress on this handle")       \
     X(LOOM_EDECODE, 12, "payload could not be decoded")                        \
-    X(LOOM_ERETRIES, 13, "retries exhausted")                                  \
-    X(LOOM_EHANDLER, 14, "a user callback reported failure")                   \
-    X(LOOM_EIO, 15, "input/output error")
+    X(LOOM_EHANDLER, 13, "a user callback reported failure")                   \
+    X(LOOM_EIO, 14, "input/output error")
 
 typedef enum loom_err {
 #define LOOM__ERR_ENUM(name, value, msg) name = value,

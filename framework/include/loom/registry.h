@@ -56,15 +56,17 @@ LOOM_API const char *loom_registry_name(const loom_registry *r, size_t i);
  * strings, bytes as base64, enums by name). When the type is not in the
  * registry the payload is decoded without a schema, field numbers as keys
  * (like `protoc --decode_raw`). On success *out owns a NUL-terminated
- * string to free with loom_free().
+ * string to free with loom_free(); on failure *out is NULL. Map fields
+ * print as arrays of {"key":...,"value":...} objects (protobuf-c does not
+ * tell map entries from other messages), and invalid UTF-8 in strings is
+ * replaced by U+FFFD, so the output is always valid JSON.
  * Errors: LOOM_EINVAL (r or out NULL, data NULL with len > 0),
- * LOOM_EDECODE (the bytes are not valid protobuf for that type),
- * LOOM_ENOMEM.
+ * LOOM_EDECODE (the bytes are not valid protobuf for that type, or nest
+ * messages more than 64 deep), LOOM_ENOMEM.
  */
 LOOM_API loom_err loom_registry_to_json(const loom_registry *r,
-                                        const char *type_name,
-                                        const void *data, size_t len,
-                                        char **out);
+                                        const char *type_name, const void *data,
+                                        size_t len, char **out);
 
 /*
  * Loads a shared object that registers types: it must export

@@ -28,8 +28,7 @@ LOOM_API int loom_uuid_is_nil(const loom_uuid *u);
 LOOM_API loom_err loom_uuid_generate(loom_uuid *u);
 
 /* Writes the lowercase canonical text form of `u` into `out`. */
-LOOM_API void loom_uuid_format(const loom_uuid *u,
-                               char out[LOOM_UUID_STRLEN]);
+LOOM_API void loom_uuid_format(const loom_uuid *u, char out[LOOM_UUID_STRLEN]);
 
 /* Parses canonical text (either case, hyphens required) into *u. Returns
  * LOOM_EINVAL when `s` is not a UUID; *u is unchanged then. */
