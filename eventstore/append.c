@@ -67,7 +67,7 @@ static loom_err
 append_check(loom_store *s, const char *stream, int64_t expected,
              const loom_event_data *events, size_t n)
 {
-    loom_err rc = loom__store_check_stream(s, stream);
+    loom_err rc = loom__store_check_stream(s, stream, s->cfg.max_stream_name);
 
     if (rc != LOOM_OK)
         return rc;
@@ -281,7 +281,7 @@ loom_store_stream_version(loom_store *s, const char *stream, int64_t *version)
     *version = -1;
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
-        rc = loom__store_check_stream(s, stream);
+        rc = loom__store_check_stream(s, stream, LOOM_MAX_STREAM_NAME_LIMIT);
     if (rc != LOOM_OK)
         return rc;
     values[0] = stream;

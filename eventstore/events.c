@@ -278,11 +278,14 @@ loom__events_from_result(loom_store *s, PGresult *r, loom_position after,
         page->n = (size_t) i + 1;
     }
     if (rc != LOOM_OK) {
+        int64_t pos = -1;
+        loom__pg_get_i64(r, (int) page->n - 1, EV_POSITION, &pos);
+        loom__store_fail(s, rc, "reading events: %s at position %lld",
+                         rc == LOOM_ENOMEM ? "out of memory"
+                                           : "undecodable metadata or columns",
+                         (long long) pos);
         loom_events_free(page);
-        return loom__store_fail(s, rc, "reading events: %s",
-                                rc == LOOM_ENOMEM ? "out of memory"
-                                                  : "a row could not be "
-                                                    "decoded");
+        return rc;
     }
     if (page->n > 0) {
         page->next.tx = page->ev[page->n - 1].tx;

@@ -67,7 +67,7 @@ loom_store_read_stream_send(loom_store *s, const char *stream, int64_t from,
         return LOOM_EINVAL;
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
-        rc = loom__store_check_stream(s, stream);
+        rc = loom__store_check_stream(s, stream, LOOM_MAX_STREAM_NAME_LIMIT);
     if (rc == LOOM_OK)
         rc = read_check_max(s, max);
     if (rc != LOOM_OK)
@@ -131,7 +131,8 @@ static loom_err
 read_check_category(loom_store *s, const char *category,
                     const loom_group *group)
 {
-    loom_err rc = loom__store_check_stream(s, category);
+    loom_err rc =
+        loom__store_check_stream(s, category, LOOM_MAX_STREAM_NAME_LIMIT);
 
     if (rc != LOOM_OK)
         return rc;

@@ -38,7 +38,7 @@ loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
         return LOOM_EINVAL;
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
-        rc = loom__store_check_stream(s, stream);
+        rc = loom__store_check_stream(s, stream, s->cfg.max_stream_name);
     if (rc != LOOM_OK)
         return rc;
     if (version < 0 || schema_version < 0 || (data == NULL && len > 0))
@@ -88,7 +88,7 @@ loom_store_snapshot_load(loom_store *s, const char *stream,
         return LOOM_EINVAL;
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
-        rc = loom__store_check_stream(s, stream);
+        rc = loom__store_check_stream(s, stream, LOOM_MAX_STREAM_NAME_LIMIT);
     if (rc != LOOM_OK)
         return rc;
     for (int i = 0; i < 4; i++)

@@ -104,10 +104,11 @@ store_connect(loom_store *s)
     if (s->conn == NULL)
         return loom__store_fail(s, LOOM_ENOMEM, "out of memory connecting");
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        loom__store_fail(s, LOOM_ECONN,
-                         "cannot connect to PostgreSQL: %s(set "
-                         "LOOM_DATABASE_URL or the store's conninfo)",
+        loom__store_fail(s, LOOM_ECONN, "cannot connect to PostgreSQL: %s",
                          PQerrorMessage(s->conn));
+        store_chomp(&s->err);
+        loom__buf_puts(&s->err, " (set LOOM_DATABASE_URL or the store's "
+                                "conninfo)");
         return LOOM_ECONN;
     }
     PQsetNoticeProcessor(s->conn, store_ignore_notice, NULL);
@@ -238,10 +239,12 @@ loom__store_begin(loom_store *s)
         return LOOM_OK;
     /* The connection broke during an earlier call: reconnect once. */
     PQreset(s->conn);
-    if (PQstatus(s->conn) != CONNECTION_OK)
-        return loom__store_fail(s, LOOM_ECONN,
-                                "reconnecting to PostgreSQL failed: %s",
-                                PQerrorMessage(s->conn));
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
+                         PQerrorMessage(s->conn));
+        store_chomp(&s->err);
+        return LOOM_ECONN;
+    }
     if (PQsetnonblocking(s->conn, 1) != 0)
         return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
     return LOOM_OK;
@@ -371,10 +374,13 @@ store_result_error(loom_store *s, const PGresult *r)
     if (rc == LOOM_ESCHEMA)
         loom__buf_puts(&s->err, " (the Eventloom schema is missing or old: "
                                 "run `loomctl migrate`)");
+    else if (rc == LOOM_ECONN && s->op == LOOM__OP_APPEND)
+        loom__buf_puts(&s->err, " (connection lost; the next call "
+                                "reconnects, and the append's outcome is "
+                                "unknown: retry it with the same event ids)");
     else if (rc == LOOM_ECONN)
         loom__buf_puts(&s->err, " (connection lost; the next call "
-                                "reconnects, and an append's outcome is "
-                                "unknown: retry it with the same event ids)");
+                                "reconnects)");
     else if (hint != NULL)
         loom__buf_printf(&s->err, " (%s)", hint);
     return rc;
@@ -396,14 +402,15 @@ loom__store_take(loom_store *s, loom__store_op op, PGresult **out)
         return LOOM_EAGAIN;
     r = s->result;
     s->result = NULL;
-    s->op = LOOM__OP_NONE;
     s->ready = 0;
     st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = store_result_error(s, r);
+        rc = store_result_error(s, r); /* reads s->op for the message */
+        s->op = LOOM__OP_NONE;
         PQclear(r);
         return rc;
     }
+    s->op = LOOM__OP_NONE;
     *out = r;
     return LOOM_OK;
 }
@@ -424,7 +431,7 @@ loom__store_query(loom_store *s, const char *sql, int n, const Oid *types,
 }
 
 loom_err
-loom__store_check_stream(loom_store *s, const char *stream)
+loom__store_check_stream(loom_store *s, const char *stream, size_t limit)
 {
     size_t n;
 
@@ -432,12 +439,12 @@ loom__store_check_stream(loom_store *s, const char *stream)
         return loom__store_fail(s, LOOM_EINVAL,
                                 "stream name is empty: give a name such as "
                                 "\"order-42\"");
-    n = strnlen(stream, s->cfg.max_stream_name + 1);
-    if (n > s->cfg.max_stream_name)
+    n = strnlen(stream, limit + 1);
+    if (n > limit)
         return loom__store_fail(s, LOOM_ETOOBIG,
                                 "stream name is longer than the limit of "
                                 "%zu bytes (max_stream_name)",
-                                s->cfg.max_stream_name);
+                                limit);
     if (!loom__utf8_valid(stream, n))
         return loom__store_fail(s, LOOM_EINVAL,
                                 "stream name is not valid UTF-8");

@@ -63,8 +63,11 @@ loom_err loom__store_query(loom_store *s, const char *sql, int n,
 loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Validates a stream name against the handle's limits. */
-loom_err loom__store_check_stream(loom_store *s, const char *stream);
+/* Validates a stream name: non-empty UTF-8 of at most `limit` bytes. Writes
+ * use the handle's max_stream_name; reads accept any name a writer with
+ * a higher limit could have stored (LOOM_MAX_STREAM_NAME_LIMIT). */
+loom_err loom__store_check_stream(loom_store *s, const char *stream,
+                                  size_t limit);
 
 /* Builds a page from a result of the events query (takes `r`). */
 loom_err loom__events_from_result(loom_store *s, PGresult *r,

@@ -5,7 +5,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-loomctl=build/tools/loomctl
+loomctl=build/tools/loomctl/loomctl
 quickstart=build/examples/quickstart/loom-quickstart
 loom_need_binary "$loomctl"
 loom_need_binary "$quickstart"
@@ -16,3 +16,7 @@ say "migrating the database"
 "$loomctl" migrate
 say "running $quickstart${ARGS[*]:+ ${ARGS[*]}}"
 "$quickstart" "${ARGS[@]}"
+say "the newest order events, as an operator sees them"
+"$loomctl" tail --category order --limit 6
+say "store statistics"
+"$loomctl" stats

@@ -1,0 +1,254 @@
+/*
+ * Connections: the event store (reads, migrations) and a plain libpq
+ * connection for the catalog queries the store's API does not cover
+ * (stream listings, statistics, cursor look-ups). Both use the same
+ * connection string. Errors name the database, never its password.
+ */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loomctl.h"
+
+const char *
+ctl_conninfo(const ctl *c)
+{
+    const char *env;
+
+    if (c->db != NULL)
+        return c->db;
+    env = getenv("LOOM_DATABASE_URL");
+    return env != NULL && env[0] != '\0' ? env : NULL;
+}
+
+/* libpq expands a dbname that looks like a connection string (a URL, or
+ * with '='); anything else is just the database's name. */
+static int
+conn_is_string(const char *conninfo)
+{
+    return strchr(conninfo, '=') != NULL ||
+           strncmp(conninfo, "postgresql://", 13) == 0 ||
+           strncmp(conninfo, "postgres://", 11) == 0;
+}
+
+/* Appends " key=value" to out, within len. */
+static void
+conn_append(char *out, size_t len, const char *key, const char *val)
+{
+    size_t used = strlen(out);
+
+    if (used < len)
+        snprintf(out + used, len - used, "%s%s=%s", used ? " " : "", key, val);
+}
+
+/*
+ * libpq parses both forms (URL and key=value), so the description shows
+ * the settings that pick the server, whatever form was given. A string
+ * libpq cannot parse is not shown at all: it might hold a password in a
+ * place the parser did not recognise.
+ */
+void
+ctl_conninfo_describe(const char *conninfo, char *out, size_t len)
+{
+    static const char *const keys[] = {"host", "hostaddr", "port",
+                                       "user", "dbname",   NULL};
+    PQconninfoOption *opts;
+    char *err = NULL;
+    int password = 0;
+
+    out[0] = '\0';
+    if (conninfo == NULL) {
+        snprintf(out, len, "libpq defaults (PGHOST, PGDATABASE, ...)");
+        return;
+    }
+    if (!conn_is_string(conninfo)) {
+        snprintf(out, len, "dbname=%s", conninfo);
+        return;
+    }
+    opts = PQconninfoParse(conninfo, &err);
+    if (opts == NULL) {
+        snprintf(out, len, "(unparsable connection string)");
+        PQfreemem(err);
+        return;
+    }
+    for (const char *const *k = keys; *k != NULL; k++) {
+        for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+            if (strcmp(o->keyword, *k) == 0 && o->val != NULL &&
+                o->val[0] != '\0')
+                conn_append(out, len, *k, o->val);
+        }
+    }
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        password |= strcmp(o->keyword, "password") == 0 && o->val != NULL;
+    if (password)
+        conn_append(out, len, "password", "***");
+    if (out[0] == '\0')
+        snprintf(out, len, "libpq defaults (PGHOST, PGDATABASE, ...)");
+    PQconninfoFree(opts);
+}
+
+/* Copies libpq's parse error with every quoted token shown as "***": a
+ * token can be a piece of the password ("invalid percent-encoded token",
+ * "missing = after ..."), and the message must never show one. */
+static void
+conn_redact(const char *err, char *out, size_t len)
+{
+    size_t n = 0;
+    int quoted = 0;
+
+    for (; err != NULL && *err != '\0' && *err != '\n' && n + 5 < len; err++) {
+        if (*err == '"') {
+            if (!quoted) {
+                memcpy(out + n, "\"***", 4);
+                n += 4;
+            } else {
+                out[n++] = '"';
+            }
+            quoted = !quoted;
+        } else if (!quoted) {
+            out[n++] = *err;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* Checks the connection string before connecting, for a clear message:
+ * libpq's own parse errors otherwise arrive as connection failures. */
+static int
+conn_check(const char *conninfo)
+{
+    PQconninfoOption *opts;
+    char *err = NULL;
+
+    if (conninfo == NULL || !conn_is_string(conninfo))
+        return CTL_OK;
+    opts = PQconninfoParse(conninfo, &err);
+    if (opts == NULL) {
+        char why[512];
+        conn_redact(err != NULL ? err : "out of memory", why, sizeof why);
+        ctl_fail("the connection string (--db or LOOM_DATABASE_URL) is "
+                 "invalid: %s; give a URL such as "
+                 "postgresql://user@host/dbname or key=value settings",
+                 why);
+        PQfreemem(err);
+        return CTL_ERR;
+    }
+    PQconninfoFree(opts);
+    return CTL_OK;
+}
+
+loom_store *
+ctl_store_open(const ctl *c, loom_migrate_mode mode)
+{
+    loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
+    loom_store *s = NULL;
+    char err[1024], where[512];
+    loom_err rc;
+
+    cfg.conninfo = ctl_conninfo(c);
+    cfg.application_name = "loomctl";
+    cfg.migrate = mode;
+    /* Read whatever a writer with a higher limit stored. */
+    cfg.max_stream_name = LOOM_MAX_STREAM_NAME_LIMIT;
+    if (conn_check(cfg.conninfo) != CTL_OK)
+        return NULL;
+    rc = loom_store_open(&s, &cfg, err, sizeof err);
+    if (rc != LOOM_OK) {
+        ctl_conninfo_describe(cfg.conninfo, where, sizeof where);
+        ctl_fail("opening the event store at %s: %s", where,
+                 err[0] != '\0' ? err : loom_strerror(rc));
+        return NULL;
+    }
+    return s;
+}
+
+PGconn *
+ctl_pg_open(const ctl *c)
+{
+    const char *keys[] = {"dbname", "fallback_application_name",
+                          "client_encoding", NULL};
+    const char *vals[] = {NULL, "loomctl", "UTF8", NULL};
+    const char *conninfo = ctl_conninfo(c);
+    char where[512];
+    PGconn *pg;
+
+    if (conn_check(conninfo) != CTL_OK)
+        return NULL;
+    /* dbname is expanded as a connection string; "" means defaults. */
+    vals[0] = conninfo != NULL ? conninfo : "";
+    pg = PQconnectdbParams(keys, vals, 1);
+    if (pg == NULL) {
+        ctl_fail("connecting to PostgreSQL: out of memory");
+        return NULL;
+    }
+    if (PQstatus(pg) != CONNECTION_OK) {
+        ctl_conninfo_describe(conninfo, where, sizeof where);
+        ctl_fail("cannot connect to PostgreSQL at %s: %s (check --db or "
+                 "LOOM_DATABASE_URL)",
+                 where, PQerrorMessage(pg));
+        PQfinish(pg);
+        return NULL;
+    }
+    return pg;
+}
+
+PGresult *
+ctl_pg_exec(PGconn *pg, const char *what, const char *sql, int nparams,
+            const char *const *params)
+{
+    PGresult *r = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    const char *state, *msg;
+
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    msg = r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = PQerrorMessage(pg);
+    /* Undefined table, schema or function: the schema is not there. */
+    if (state != NULL &&
+        (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0 ||
+         strcmp(state, "42883") == 0))
+        ctl_fail("%s in database \"%s\": %s (the Eventloom schema is missing "
+                 "or old: run `loomctl migrate`)",
+                 what, PQdb(pg), msg);
+    else
+        ctl_fail("%s in database \"%s\": %s", what, PQdb(pg), msg);
+    PQclear(r);
+    return NULL;
+}
+
+int
+ctl_registry(ctl *c)
+{
+    loom_err rc;
+
+    if (c->reg == NULL && (rc = loom_registry_new(&c->reg)) != LOOM_OK) {
+        ctl_fail("creating the type registry: %s", loom_strerror(rc));
+        return CTL_ERR;
+    }
+    for (size_t i = 0; i < c->ntypes; i++) {
+        char path[4096];
+        /* dlopen() searches the library path for a bare name; the user
+         * means a file, so "types.so" is "./types.so". */
+        snprintf(path, sizeof path, "%s%s",
+                 strchr(c->types[i], '/') != NULL ? "" : "./", c->types[i]);
+        rc = loom_registry_load(c->reg, path);
+        if (rc == LOOM_OK)
+            continue;
+        if (rc == LOOM_ENOTFOUND) {
+            /* The registry does not say why; dlopen() or dlsym() does. */
+            const char *why = dlerror();
+            ctl_fail("--types %s: cannot load it or it lacks %s(): %s",
+                     c->types[i], LOOM_REGISTER_TYPES_SYMBOL,
+                     why != NULL ? why : "no details");
+        } else {
+            ctl_fail("--types %s: %s() failed: %s", c->types[i],
+                     LOOM_REGISTER_TYPES_SYMBOL, loom_strerror(rc));
+        }
+        return CTL_ERR;
+    }
+    return CTL_OK;
+}

@@ -1,0 +1,256 @@
+/*
+ * loomctl: the Eventloom operator CLI. This file finds the command,
+ * handles -h/--help, prints usage and errors, and maps the outcome to the
+ * exit status (0 ok, 1 runtime error, 2 usage error).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loomctl.h"
+
+typedef struct main_cmd {
+    const char *name;
+    const char *synopsis; /* after "loomctl NAME " */
+    const char *summary;  /* one line for the command list */
+    const char *help;     /* what it does and its options */
+    int (*run)(ctl *c, int argc, char **argv);
+} main_cmd;
+
+static const main_cmd main_cmds[] = {
+    {"migrate", "[--status]", "apply schema migrations, or show the version",
+     "Applies the schema migrations the database lacks, each in its own\n"
+     "transaction (concurrent runs wait for each other), and prints the\n"
+     "schema version. --json prints {\"applied\":n,\"version\":N}.\n"
+     "  --status   only show the applied and the latest version\n",
+     ctl_cmd_migrate},
+    {"streams", "[--category C] [--limit N] [--after NAME]",
+     "list streams by name",
+     "Lists streams ordered by name: name, category, version, number of\n"
+     "events, creation time.\n"
+     "  --category C   only streams of category C (\"order\" for order-42)\n"
+     "  --limit N      at most N streams (default 50, at most 100000)\n"
+     "  --after NAME   start after stream NAME (page with the last name)\n",
+     ctl_cmd_streams},
+    {"read", "STREAM [--from V] [--backward] [--limit N]",
+     "print one stream's events",
+     "Prints the events of one stream by version, payloads decoded to\n"
+     "JSON (with --types, by name; else by field number).\n"
+     "  --from V     first version to print (default 0, or the newest\n"
+     "               with --backward)\n"
+     "  --backward   newest first\n"
+     "  --limit N    at most N events (default 100); when reached, the\n"
+     "               version to continue from is printed as \"next: V\"\n"
+     "A stream name that starts with '-' goes after \"--\".\n",
+     ctl_cmd_read},
+    {"tail",
+     "[--from CURSOR] [--category C] [--group M/N] [--limit N] [--follow] "
+     "[--poll-ms MS]",
+     "print events in commit order, or follow them",
+     "Prints events of all streams (or of one category) in commit order.\n"
+     "Without --from, starts with the newest N events.\n"
+     "  --from CURSOR  start after TX:POS (a cursor, as printed by "
+     "\"next:\"),\n"
+     "                 at POS (an event's position; finding its transaction\n"
+     "                 scans loom.events), or at \"start\"\n"
+     "  --category C   only streams of category C\n"
+     "  --group M/N    with --category: member M (0-based) of N readers\n"
+     "  --limit N      at most N events (default 20); with --follow, only\n"
+     "                 the number of newest events shown first\n"
+     "  --follow       keep printing new events until interrupted\n"
+     "  --poll-ms MS   how often --follow looks (default 200)\n"
+     "Ends with \"next: TX:POS\", the cursor to continue from (on stderr with\n"
+     "--json or --follow).\n",
+     ctl_cmd_tail},
+    {"stats", "", "counts, sizes, event rate, what holds readers back",
+     "Shows event, stream and category counts, the size of the loom\n"
+     "tables, events per second over the last minute, and the oldest\n"
+     "open transaction, which holds readers in commit order back.\n",
+     ctl_cmd_stats},
+};
+
+#define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
+
+static const char main_globals[] =
+    "Global options (before or after the command):\n"
+    "  --db URL          PostgreSQL connection string (default:\n"
+    "                    $LOOM_DATABASE_URL, else libpq's PG* variables)\n"
+    "  --json            one JSON object per line, for scripts\n"
+    "  --types PATH.so   a shared object exporting loom_register_types(),\n"
+    "                    to decode payloads by type name (repeatable)\n"
+    "  -h, --help        show help\n"
+    "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
+
+static const main_cmd *
+main_find(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < MAIN_NCMDS; i++) {
+        if (strcmp(main_cmds[i].name, name) == 0)
+            return &main_cmds[i];
+    }
+    return NULL;
+}
+
+static void
+main_usage(FILE *f, const main_cmd *cmd, int full)
+{
+    if (cmd != NULL) {
+        fprintf(f, "usage: loomctl %s%s%s\n", cmd->name,
+                cmd->synopsis[0] ? " " : "", cmd->synopsis);
+        if (full)
+            fprintf(f, "\n%s\n%s", cmd->help, main_globals);
+        return;
+    }
+    fprintf(f, "usage: loomctl [--db URL] [--json] [--types PATH.so] "
+               "COMMAND [ARGS]\n");
+    if (!full) {
+        fprintf(f, "Try 'loomctl --help'.\n");
+        return;
+    }
+    fprintf(f, "\nCommands:\n");
+    for (size_t i = 0; i < MAIN_NCMDS; i++)
+        fprintf(f, "  %-9s %s\n", main_cmds[i].name, main_cmds[i].summary);
+    fprintf(f, "  %-9s %s\n\n%s", "help", "help on a command (or -h after it)",
+            main_globals);
+}
+
+/* Prints the message with control characters (libpq's line breaks, or
+ * an escape sequence in a stream name) turned into spaces. */
+static void
+main_vprint(const char *prefix, const char *fmt, va_list ap)
+{
+    char msg[2048];
+    size_t n, j = 0;
+
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char) msg[i];
+        int space = ch < 0x20 || ch == 0x7f || ch == ' ';
+        if (space && (j == 0 || msg[j - 1] == ' '))
+            continue; /* one space for a run such as "\n\t" */
+        msg[j++] = space ? ' ' : msg[i];
+    }
+    while (j > 0 && msg[j - 1] == ' ')
+        j--;
+    msg[j] = '\0';
+    fprintf(stderr, "loomctl: %s%s\n", prefix, msg);
+}
+
+void
+ctl_fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout); /* keep stdout and stderr in order on a terminal */
+    va_start(ap, fmt);
+    main_vprint("", fmt, ap);
+    va_end(ap);
+}
+
+int
+ctl_usage_error(const ctl *c, const char *fmt, ...)
+{
+    char prefix[64];
+    va_list ap;
+
+    snprintf(prefix, sizeof prefix, "%s%s", c->cmd ? c->cmd : "",
+             c->cmd ? ": " : "");
+    va_start(ap, fmt);
+    main_vprint(prefix, fmt, ap);
+    va_end(ap);
+    main_usage(stderr, main_find(c->cmd), 0);
+    return CTL_USAGE;
+}
+
+/* -h or --help anywhere before "--". */
+static int
+main_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Finds the command: the first argument that is not a global option. */
+static int
+main_find_cmd(ctl *c, int argc, char **argv)
+{
+    ctl scratch = *c; /* globals are applied for real by the command */
+    ctl_args a;
+    const char *val;
+    int r;
+
+    ctl_args_init(&a, argc, argv);
+    r = ctl_args_next(&scratch, &a, NULL, &val);
+    if (r == CTL_ARG_BAD)
+        return CTL_USAGE;
+    if (r == CTL_ARG_POS) {
+        c->cmd = val;
+        c->cmd_index = a.i - 1;
+    }
+    return CTL_OK;
+}
+
+static int
+main_help(ctl *c, int argc, char **argv)
+{
+    const char *topic = NULL;
+    ctl_args a;
+    const char *val;
+    int r;
+
+    ctl_args_init(&a, argc, argv);
+    while ((r = ctl_args_next(c, &a, NULL, &val)) == CTL_ARG_POS) {
+        if (topic != NULL)
+            return ctl_usage_error(c, "give at most one command");
+        topic = val;
+    }
+    if (r == CTL_ARG_BAD)
+        return CTL_USAGE;
+    if (topic != NULL && main_find(topic) == NULL)
+        return ctl_usage_error(c, "no command \"%s\"", topic);
+    main_usage(stdout, main_find(topic), 1);
+    return CTL_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+    ctl c;
+    const main_cmd *cmd;
+    int rc;
+
+    memset(&c, 0, sizeof c);
+    c.cmd_index = -1;
+    if (main_find_cmd(&c, argc, argv) != CTL_OK)
+        return CTL_USAGE;
+    cmd = main_find(c.cmd);
+    if (main_wants_help(argc, argv) && (cmd != NULL || c.cmd == NULL)) {
+        main_usage(stdout, cmd, 1);
+        return CTL_OK;
+    }
+    if (c.cmd == NULL) {
+        main_usage(stderr, NULL, 0);
+        return CTL_USAGE;
+    }
+    if (strcmp(c.cmd, "help") == 0)
+        return main_help(&c, argc, argv);
+    if (cmd == NULL) {
+        const char *name = c.cmd;
+        c.cmd = NULL;
+        return ctl_usage_error(&c, "unknown command \"%s\"", name);
+    }
+    rc = cmd->run(&c, argc, argv);
+    loom_registry_free(c.reg);
+    /* Output that could not be written (a full disk) is a failure. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        ctl_fail("writing the output failed");
+        if (rc == CTL_OK)
+            rc = CTL_ERR;
+    }
+    return rc;
+}
