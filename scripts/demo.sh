@@ -17,6 +17,6 @@ say "migrating the database"
 say "running $quickstart${ARGS[*]:+ ${ARGS[*]}}"
 "$quickstart" "${ARGS[@]}"
 say "the newest order events, as an operator sees them"
-"$loomctl" tail --category order --limit 6
+"$loomctl" --types build/examples/quickstart/quickstart-types.so tail --category order --limit 6
 say "store statistics"
 "$loomctl" stats
