@@ -135,6 +135,11 @@ store_check_schema(loom_store *s)
                                 "database schema is at version %d, this "
                                 "library needs %d: run `loomctl migrate`",
                                 have, want);
+    if (have > want)
+        return loom__store_fail(s, LOOM_ESCHEMA,
+                                "database schema is at version %d, newer "
+                                "than this library's %d: upgrade the library",
+                                have, want);
     return LOOM_OK;
 }
 
@@ -173,11 +178,15 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     s->conninfo = store_strdup(s->cfg.conninfo);
     s->appname = store_strdup(s->cfg.application_name ? s->cfg.application_name
                                                       : "eventloom");
+    /* A lost copy must not fall back to libpq's defaults: another server. */
+    if ((s->cfg.conninfo != NULL && s->conninfo == NULL) ||
+        s->appname == NULL) {
+        rc = loom__store_fail(s, LOOM_ENOMEM, "out of memory opening a store");
+        goto fail;
+    }
     s->cfg.conninfo = s->conninfo;
     s->cfg.application_name = s->appname;
-    rc = (s->cfg.conninfo != NULL && s->conninfo == NULL) || s->appname == NULL
-             ? LOOM_ENOMEM
-             : store_connect(s);
+    rc = store_connect(s);
     if (rc == LOOM_OK)
         rc = store_check_schema(s);
     if (rc == LOOM_OK) {
@@ -284,10 +293,17 @@ store_collect(loom_store *s)
     PGresult *r;
 
     while (!PQisBusy(s->conn) && (r = PQgetResult(s->conn)) != NULL) {
-        if (s->result == NULL)
+        /* In autocommit the rows arrive before the commit runs: a commit
+         * that fails (serialization, deferred constraint, disk full) is a
+         * later result, and it must win over the rows. */
+        if (s->result == NULL ||
+            (PQresultStatus(r) == PGRES_FATAL_ERROR &&
+             PQresultStatus(s->result) != PGRES_FATAL_ERROR)) {
+            PQclear(s->result);
             s->result = r;
-        else
+        } else {
             PQclear(r);
+        }
     }
 }
 
@@ -381,6 +397,11 @@ store_result_error(loom_store *s, const PGresult *r)
     else if (rc == LOOM_ECONN)
         loom__buf_puts(&s->err, " (connection lost; the next call "
                                 "reconnects)");
+    else if (rc == LOOM_EDUPLICATE && strcmp(state, "23505") == 0)
+        loom__buf_printf(&s->err, ": %s (give each new event a new id)",
+                         PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)
+                             ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)
+                             : "");
     else if (hint != NULL)
         loom__buf_printf(&s->err, " (%s)", hint);
     return rc;

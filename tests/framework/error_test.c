@@ -88,8 +88,8 @@ test_error_messages_are_non_empty_and_distinct(void **state)
         /* A known code must never fall through to the fallback text. */
         assert_string_not_equal(msg, "unknown error");
         for (size_t j = i + 1; j < ERR_COUNT; j++)
-            assert_string_not_equal(
-                msg, loom_strerror((loom_err) err_all[j].value));
+            assert_string_not_equal(msg,
+                                    loom_strerror((loom_err) err_all[j].value));
     }
 }
 
@@ -114,8 +114,8 @@ test_error_strings_are_literals(void **state)
 static void
 test_error_unknown_values(void **state)
 {
-    const int unknown[] = {err_max_value() + 1, err_max_value() + 100, 1000,
-                           INT_MAX, -1, INT_MIN};
+    const int unknown[] = {
+        err_max_value() + 1, err_max_value() + 100, 1000, INT_MAX, -1, INT_MIN};
 
     (void) state;
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {

@@ -81,8 +81,8 @@ test_uuid_v7_layout(void **state)
         loom_uuid u;
         memset(&u, 0, sizeof u);
         assert_int_equal(loom_uuid_generate(&u), LOOM_OK);
-        assert_int_equal(u.bytes[6] >> 4, 7);       /* version */
-        assert_int_equal(u.bytes[8] & 0xc0, 0x80);  /* variant 10xx */
+        assert_int_equal(u.bytes[6] >> 4, 7);      /* version */
+        assert_int_equal(u.bytes[8] & 0xc0, 0x80); /* variant 10xx */
         assert_false(loom_uuid_is_nil(&u));
     }
 }
@@ -188,22 +188,22 @@ test_uuid_parse_rejects_bad_input(void **state)
     static const char *const bad[] = {
         "",
         "0",
-        "0189f7e4-3b2a-7c3d-8e4f-0123456789a",    /* 35: too short */
-        "0189f7e4-3b2a-7c3d-8e4f-0123456789abc",  /* 37: trailing junk */
-        "0189f7e4-3b2a-7c3d-8e4f-0123456789ab ",  /* trailing space */
-        "0189f7e4-3b2a-7c3d-8e4f-0123456789ab\n", /* trailing newline */
-        " 0189f7e4-3b2a-7c3d-8e4f-0123456789ab",  /* leading space */
-        "0189f7e43b2a7c3d8e4f0123456789ab",       /* no hyphens */
-        "0189f7e43b2a-7c3d-8e4f-0123456789ab",    /* one missing */
-        "0189f7e4-3b2a7c3d-8e4f-0123456789ab00",  /* hyphen replaced */
-        "0189f7e-43b2a-7c3d-8e4f-0123456789ab",   /* hyphen moved */
-        "0189f7e4_3b2a_7c3d_8e4f_0123456789ab",   /* wrong separator */
-        "{0189f7e4-3b2a-7c3d-8e4f-0123456789ab}", /* braces */
-        "g189f7e4-3b2a-7c3d-8e4f-0123456789ab",   /* bad hex, first */
-        "0189f7e4-3b2a-7c3d-8e4f-0123456789aG",   /* bad hex, last */
-        "0189f7e4-3b2a-7c3d-8e4f-01234567 9ab",   /* space inside */
-        "0189f7e4-3b2a-7c3d-8e4f--123456789ab",   /* hyphen as a digit */
-        "0189f7e4-+b2a-7c3d-8e4f-0123456789ab",   /* sign as a digit */
+        "0189f7e4-3b2a-7c3d-8e4f-0123456789a",        /* 35: too short */
+        "0189f7e4-3b2a-7c3d-8e4f-0123456789abc",      /* 37: trailing junk */
+        "0189f7e4-3b2a-7c3d-8e4f-0123456789ab ",      /* trailing space */
+        "0189f7e4-3b2a-7c3d-8e4f-0123456789ab\n",     /* trailing newline */
+        " 0189f7e4-3b2a-7c3d-8e4f-0123456789ab",      /* leading space */
+        "0189f7e43b2a7c3d8e4f0123456789ab",           /* no hyphens */
+        "0189f7e43b2a-7c3d-8e4f-0123456789ab",        /* one missing */
+        "0189f7e4-3b2a7c3d-8e4f-0123456789ab00",      /* hyphen replaced */
+        "0189f7e-43b2a-7c3d-8e4f-0123456789ab",       /* hyphen moved */
+        "0189f7e4_3b2a_7c3d_8e4f_0123456789ab",       /* wrong separator */
+        "{0189f7e4-3b2a-7c3d-8e4f-0123456789ab}",     /* braces */
+        "g189f7e4-3b2a-7c3d-8e4f-0123456789ab",       /* bad hex, first */
+        "0189f7e4-3b2a-7c3d-8e4f-0123456789aG",       /* bad hex, last */
+        "0189f7e4-3b2a-7c3d-8e4f-01234567 9ab",       /* space inside */
+        "0189f7e4-3b2a-7c3d-8e4f--123456789ab",       /* hyphen as a digit */
+        "0189f7e4-+b2a-7c3d-8e4f-0123456789ab",       /* sign as a digit */
         "0189f7e4-3b2a-7c3d-8e4f-0123456789\xc3\xa9", /* non-ASCII */
         "urn:uuid:0189f7e4-3b2a-7c3d-8e4f-0123456789ab",
     };

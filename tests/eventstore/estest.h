@@ -1,0 +1,88 @@
+/*
+ * Helpers shared by the event store tests: raw libpq access to the test
+ * database (to hold a transaction open, inspect tables, or do what the
+ * store API deliberately refuses), extra databases for tests that need an
+ * empty schema, and event builders. Every helper fails the running test
+ * on error, so call them from the cmocka thread only.
+ */
+#ifndef LOOM_ESTEST_H
+#define LOOM_ESTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "pgtest.h"
+
+/* A libpq connection to `dsn`, or to the test database when NULL. */
+PGconn *est_connect(const char *dsn);
+
+/* Runs `sql` on `c` and returns its result (PQclear it); fails the test
+ * unless it succeeded. */
+PGresult *est_query(PGconn *c, const char *sql);
+
+/* Runs `sql` on `c` and fails the test unless it succeeded. */
+void est_exec(PGconn *c, const char *sql);
+
+/* Runs `sql` on `c` and fails the test unless it failed with SQLSTATE
+ * `state`. */
+void est_exec_fails(PGconn *c, const char *sql, const char *state);
+
+/* loomt_sql_ll() with a printf format. Only for trusted text: nothing is
+ * quoted. */
+long long est_ll(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Opens a store on the test database (or cfg->conninfo when set) with
+ * the limits and options of `cfg` (NULL: defaults) and migrations
+ * applied unless cfg->migrate says otherwise. Fails the test on error. */
+loom_store *est_store_open(const loom_store_config *cfg);
+
+/* Fills `e` with an event of `type` and the borrowed payload. */
+void est_event(loom_event_data *e, const char *type, const void *data,
+               size_t len);
+
+/* Creates an empty database loomtx_<tag>_<pid> beside the test database
+ * and writes its connection string into dsn. Drop it with
+ * est_db_drop_extra(). */
+void est_db_create_extra(const char *tag, char *dsn, size_t len);
+void est_db_drop_extra(const char *tag);
+
+/* Reads all events to the current end and returns the cursor there, so a
+ * test can look only at what it writes afterwards. */
+loom_position est_read_all_end(loom_store *s);
+
+/* 1 when a is strictly before b in commit order. */
+int est_pos_before(loom_position a, loom_position b);
+
+/* Counts events of `stream` (a trusted literal) in loom.events. */
+long long est_count_stream(const char *stream);
+
+/* One event as a reader saw it, copied out of its page. */
+typedef struct est_seen {
+    loom_position at;
+    int64_t version;
+    loom_uuid id;
+    char stream[128];
+} est_seen;
+
+/*
+ * Reads every event after *cursor with loom_store_read_all() in pages of
+ * `page`, advancing *cursor, and copies those whose stream name starts
+ * with `prefix` (NULL: all) into out[0..cap). Stops once `want` are kept
+ * and the page ends, or after `timeout_ms` (an empty page only means the
+ * horizon has not passed them yet: see CMakeLists.txt). Fails the test on
+ * a read error or an event not strictly after the one before. Returns the
+ * number kept, which exceeds `want` if more matching events arrived.
+ */
+size_t est_collect_all(loom_store *s, loom_position *cursor, size_t page,
+                       const char *prefix, est_seen *out, size_t cap,
+                       size_t want, int timeout_ms);
+
+/* Milliseconds on a monotonic clock. */
+int64_t est_now_ms(void);
+
+/* Sleeps `ms` milliseconds. */
+void est_sleep_ms(int ms);
+
+#endif /* LOOM_ESTEST_H */
