@@ -1,8 +1,12 @@
 /*
- * Appending events: argument checks, then ONE statement, loom.append(),
- * with the whole batch as binary arrays. One round trip per append, one
- * WAL flush per commit, whatever the number of events (see DESIGN.md,
- * "What this machine taught us about speed").
+ * Appending events: argument checks, then ONE prepared statement,
+ * loom.append(), with the whole batch as binary arrays. One round trip per
+ * append, one WAL flush per commit, whatever the number of events (see
+ * DESIGN.md, "What this machine taught us about speed").
+ *
+ * Idempotency costs nothing on the hot path: only an append that failed
+ * with a version conflict or a reused event id asks the database, in a
+ * second statement, whether it was the retry of an append that committed.
  */
 #include <string.h>
 
@@ -10,12 +14,29 @@
 #include "pgwire.h"
 #include "store_int.h"
 
-static const char append_sql[] =
+static const loom__stmt append_stmt = {
+    LOOM__STMT_APPEND,
+    "loom_append",
     "SELECT first_version, last_version, first_position, last_position, "
-    "replayed FROM loom.append($1, $2, $3, $4, $5, $6, $7)";
+    "replayed FROM loom.append($1, $2, $3, $4, $5, $6, $7)",
+    7,
+    {LOOM__OID_TEXT, LOOM__OID_INT8, LOOM__OID_AUUID, LOOM__OID_ATEXT,
+     LOOM__OID_AINT4, LOOM__OID_ABYTEA, LOOM__OID_ABYTEA}};
 
-static const char version_sql[] =
-    "SELECT version FROM loom.streams WHERE stream = $1";
+static const loom__stmt replay_stmt = {
+    LOOM__STMT_REPLAY,
+    "loom_append_replay",
+    "SELECT first_version, last_version, first_position, last_position, "
+    "replayed FROM loom.append_replay($1, $2)",
+    2,
+    {LOOM__OID_TEXT, LOOM__OID_AUUID}};
+
+static const loom__stmt version_stmt = {
+    LOOM__STMT_VERSION,
+    "loom_stream_version",
+    "SELECT version FROM loom.streams WHERE stream = $1",
+    1,
+    {LOOM__OID_TEXT}};
 
 static loom_err
 append_check_event(loom_store *s, size_t i, const loom_event_data *e)
@@ -182,9 +203,6 @@ loom_err
 loom_store_append_send(loom_store *s, const char *stream, int64_t expected,
                        loom_event_data *events, size_t n)
 {
-    static const Oid types[7] = {
-        LOOM__OID_TEXT,  LOOM__OID_INT8,   LOOM__OID_AUUID, LOOM__OID_ATEXT,
-        LOOM__OID_AINT4, LOOM__OID_ABYTEA, LOOM__OID_ABYTEA};
     size_t offsets[7];
     int lengths[7];
     const char *values[7];
@@ -203,25 +221,91 @@ loom_store_append_send(loom_store *s, const char *stream, int64_t expected,
         return rc;
     for (int i = 0; i < 7; i++)
         values[i] = s->params.data + offsets[i];
-    return loom__store_send(s, LOOM__OP_APPEND, append_sql, 7, types, values,
-                            lengths);
+    /* Kept for the replay check, which reuses the stream and the ids. */
+    s->append_stream_len = lengths[0];
+    s->append_ids = offsets[2];
+    s->append_ids_len = lengths[2];
+    return loom__store_send(s, LOOM__OP_APPEND, &append_stmt, values, lengths);
+}
+
+/* A failure that a retry of a committed append would also produce. */
+static int
+append_maybe_replay(const PGresult *r)
+{
+    const char *state = loom__pg_sqlstate(r);
+    const char *cons = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+
+    return strcmp(state, "LM001") == 0 ||
+           (strcmp(state, "23505") == 0 && cons != NULL &&
+            strcmp(cons, "events_event_id") == 0);
+}
+
+int
+loom__append_followup(loom_store *s)
+{
+    const char *values[2];
+    int lengths[2];
+
+    if (s->append_failure != NULL || s->result == NULL ||
+        PQresultStatus(s->result) != PGRES_FATAL_ERROR ||
+        !append_maybe_replay(s->result))
+        return 0;
+    s->append_failure = s->result;
+    s->result = NULL;
+    values[0] = s->params.data;
+    lengths[0] = s->append_stream_len;
+    values[1] = s->params.data + s->append_ids;
+    lengths[1] = s->append_ids_len;
+    if (loom__store_send(s, LOOM__OP_APPEND, &replay_stmt, values, lengths) !=
+        LOOM_OK) {
+        /* Report the append's own failure rather than the check's. */
+        s->result = s->append_failure;
+        s->append_failure = NULL;
+        return 0;
+    }
+    return 1;
 }
 
 /* A conflict's DETAIL holds the actual version (see loom.append_conflict). */
 static int64_t
-append_actual_version(const char *detail)
+append_actual_version(const PGresult *r)
 {
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
     long long v;
 
-    if (detail == NULL || sscanf(detail, "%lld", &v) != 1)
+    if (strcmp(loom__pg_sqlstate(r), "LM001") != 0 || detail == NULL ||
+        sscanf(detail, "%lld", &v) != 1)
         return -1;
     return (int64_t) v;
+}
+
+/* After a replay check: a retry succeeds with the original result; else
+ * the append's own failure stands (or the check's LM002). */
+static void
+append_settle(loom_store *s, loom_append_result *tmp)
+{
+    PGresult *r = s->result;
+    int replayed = 0;
+
+    tmp->actual_version = append_actual_version(s->append_failure);
+    if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK &&
+        PQntuples(r) == 1 && loom__pg_get_bool(r, 0, 4, &replayed) &&
+        replayed) {
+        PQclear(s->append_failure);
+    } else if (r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+               strcmp(loom__pg_sqlstate(r), "LM002") == 0) {
+        PQclear(s->append_failure);
+    } else {
+        PQclear(r);
+        s->result = s->append_failure;
+    }
+    s->append_failure = NULL;
 }
 
 loom_err
 loom_store_append_recv(loom_store *s, loom_append_result *res)
 {
-    loom_append_result tmp = {0, 0, 0, 0, 0, 0};
+    loom_append_result tmp = {0, 0, 0, 0, 0, -1};
     PGresult *r = NULL;
     loom_err rc;
 
@@ -229,10 +313,10 @@ loom_store_append_recv(loom_store *s, loom_append_result *res)
         return LOOM_EINVAL;
     if (s->op == LOOM__OP_APPEND && !s->ready)
         return LOOM_EAGAIN;
-    if (s->op == LOOM__OP_APPEND && s->result != NULL &&
-        strcmp(loom__pg_sqlstate(s->result), "LM001") == 0)
-        tmp.actual_version = append_actual_version(
-            PQresultErrorField(s->result, PG_DIAG_MESSAGE_DETAIL));
+    if (s->op == LOOM__OP_APPEND && s->append_failure != NULL)
+        append_settle(s, &tmp);
+    else if (s->op == LOOM__OP_APPEND && s->result != NULL)
+        tmp.actual_version = append_actual_version(s->result);
     rc = loom__store_take(s, LOOM__OP_APPEND, &r);
     if (rc == LOOM_OK) {
         if (PQntuples(r) != 1 || PQnfields(r) != 5 ||
@@ -270,7 +354,6 @@ loom_store_append(loom_store *s, const char *stream, int64_t expected,
 loom_err
 loom_store_stream_version(loom_store *s, const char *stream, int64_t *version)
 {
-    static const Oid types[1] = {LOOM__OID_TEXT};
     const char *values[1];
     int lengths[1];
     PGresult *r = NULL;
@@ -286,7 +369,7 @@ loom_store_stream_version(loom_store *s, const char *stream, int64_t *version)
         return rc;
     values[0] = stream;
     lengths[0] = (int) strlen(stream);
-    rc = loom__store_query(s, version_sql, 1, types, values, lengths, &r);
+    rc = loom__store_query(s, &version_stmt, values, lengths, &r);
     if (rc == LOOM_OK && PQntuples(r) == 1)
         loom__pg_get_i64(r, 0, 0, version);
     PQclear(r);

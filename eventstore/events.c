@@ -225,6 +225,7 @@ static loom_err
 events_row(loom_events *page, const PGresult *r, int row, loom_event *ev)
 {
     int64_t at;
+    loom_err rc;
 
     memset(ev, 0, sizeof *ev);
     if (!loom__pg_get_i64(r, row, EV_POSITION, &ev->position) ||
@@ -242,9 +243,18 @@ events_row(loom_events *page, const PGresult *r, int row, loom_event *ev)
     ev->data_len = (size_t) PQgetlength(r, row, EV_DATA);
     if (PQgetisnull(r, row, EV_METADATA))
         return LOOM_OK;
-    return events_metadata(page,
-                           (const uint8_t *) PQgetvalue(r, row, EV_METADATA),
-                           (size_t) PQgetlength(r, row, EV_METADATA), ev);
+    rc =
+        events_metadata(page, (const uint8_t *) PQgetvalue(r, row, EV_METADATA),
+                        (size_t) PQgetlength(r, row, EV_METADATA), ev);
+    if (rc == LOOM_EDECODE) {
+        /* Metadata written by something else than Eventloom: show it as
+         * absent rather than block every reader behind this event. */
+        ev->correlation_id = ev->causation_id = NULL;
+        ev->headers = NULL;
+        ev->n_headers = 0;
+        rc = LOOM_OK;
+    }
+    return rc;
 }
 
 loom_err

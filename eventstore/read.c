@@ -13,31 +13,56 @@
     "SELECT position, tx, stream, version, event_id, type, schema_version, "   \
     "data, metadata, recorded_at FROM loom.events "
 
-static const char read_forward_sql[] =
-    READ_COLUMNS "WHERE stream = $1 AND version >= $2 "
-                 "ORDER BY version LIMIT $3";
+#define OID_T LOOM__OID_TEXT
+#define OID_X LOOM__OID_XID8
+#define OID_8 LOOM__OID_INT8
+#define OID_4 LOOM__OID_INT4
 
-static const char read_backward_sql[] =
+static const loom__stmt read_forward_stmt = {
+    LOOM__STMT_READ_FORWARD,
+    "loom_read_forward",
+    READ_COLUMNS "WHERE stream = $1 AND version >= $2 "
+                 "ORDER BY version LIMIT $3",
+    3,
+    {OID_T, OID_8, OID_8}};
+
+static const loom__stmt read_backward_stmt = {
+    LOOM__STMT_READ_BACKWARD,
+    "loom_read_backward",
     READ_COLUMNS "WHERE stream = $1 AND version <= $2 "
-                 "ORDER BY version DESC LIMIT $3";
+                 "ORDER BY version DESC LIMIT $3",
+    3,
+    {OID_T, OID_8, OID_8}};
 
 /* Only rows of transactions below the snapshot's xmin: all of those have
  * ended, so nothing can commit behind the cursor later. */
-static const char read_all_sql[] =
+static const loom__stmt read_all_stmt = {
+    LOOM__STMT_READ_ALL,
+    "loom_read_all",
     READ_COLUMNS "WHERE (tx, position) > ($1, $2) "
                  "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
-                 "ORDER BY tx, position LIMIT $3";
+                 "ORDER BY tx, position LIMIT $3",
+    3,
+    {OID_X, OID_8, OID_8}};
 
-static const char read_category_sql[] =
+static const loom__stmt read_category_stmt = {
+    LOOM__STMT_READ_CATEGORY,
+    "loom_read_category",
     READ_COLUMNS "WHERE category = $1 AND (tx, position) > ($2, $3) "
                  "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
-                 "ORDER BY tx, position LIMIT $4";
+                 "ORDER BY tx, position LIMIT $4",
+    4,
+    {OID_T, OID_X, OID_8, OID_8}};
 
-static const char read_group_sql[] =
+static const loom__stmt read_group_stmt = {
+    LOOM__STMT_READ_GROUP,
+    "loom_read_group",
     READ_COLUMNS "WHERE category = $1 AND (tx, position) > ($2, $3) "
                  "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
                  "AND loom.group_member(stream, $6) = $5 "
-                 "ORDER BY tx, position LIMIT $4";
+                 "ORDER BY tx, position LIMIT $4",
+    6,
+    {OID_T, OID_X, OID_8, OID_8, OID_4, OID_4}};
 
 static loom_err
 read_check_max(loom_store *s, size_t max)
@@ -56,8 +81,6 @@ loom_err
 loom_store_read_stream_send(loom_store *s, const char *stream, int64_t from,
                             loom_direction dir, size_t max)
 {
-    static const Oid types[3] = {LOOM__OID_TEXT, LOOM__OID_INT8,
-                                 LOOM__OID_INT8};
     const char *values[3];
     int lengths[3];
     loom__buf *b;
@@ -91,16 +114,14 @@ loom_store_read_stream_send(loom_store *s, const char *stream, int64_t from,
     s->read_after.tx = 0;
     s->read_after.position = 0;
     return loom__store_send(s, LOOM__OP_EVENTS,
-                            dir == LOOM_FORWARD ? read_forward_sql
-                                                : read_backward_sql,
-                            3, types, values, lengths);
+                            dir == LOOM_FORWARD ? &read_forward_stmt
+                                                : &read_backward_stmt,
+                            values, lengths);
 }
 
 loom_err
 loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
 {
-    static const Oid types[3] = {LOOM__OID_XID8, LOOM__OID_INT8,
-                                 LOOM__OID_INT8};
     const char *values[3];
     int lengths[3] = {8, 8, 8};
     loom__buf *b;
@@ -123,7 +144,7 @@ loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
     for (int i = 0; i < 3; i++)
         values[i] = b->data + 8 * i;
     s->read_after = after;
-    return loom__store_send(s, LOOM__OP_EVENTS, read_all_sql, 3, types, values,
+    return loom__store_send(s, LOOM__OP_EVENTS, &read_all_stmt, values,
                             lengths);
 }
 
@@ -156,9 +177,6 @@ loom_store_read_category_send(loom_store *s, const char *category,
                               loom_position after, const loom_group *group,
                               size_t max)
 {
-    static const Oid types[6] = {LOOM__OID_TEXT, LOOM__OID_XID8,
-                                 LOOM__OID_INT8, LOOM__OID_INT8,
-                                 LOOM__OID_INT4, LOOM__OID_INT4};
     const char *values[6];
     int lengths[6] = {0, 8, 8, 8, 4, 4};
     loom__buf *b;
@@ -190,8 +208,8 @@ loom_store_read_category_send(loom_store *s, const char *category,
     values[5] = b->data + 28;
     s->read_after = after;
     return loom__store_send(s, LOOM__OP_EVENTS,
-                            group ? read_group_sql : read_category_sql,
-                            group ? 6 : 4, types, values, lengths);
+                            group ? &read_group_stmt : &read_category_stmt,
+                            values, lengths);
 }
 
 loom_err

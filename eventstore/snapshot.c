@@ -10,24 +10,30 @@
 #include "store_int.h"
 
 /* Keeps only the newest: an older snapshot never replaces a newer one. */
-static const char snapshot_save_sql[] =
+static const loom__stmt snapshot_save_stmt = {
+    LOOM__STMT_SNAPSHOT_SAVE,
+    "loom_snapshot_save",
     "INSERT INTO loom.snapshots AS s (stream, version, schema_version, data) "
     "VALUES ($1, $2, $3, $4) ON CONFLICT (stream) DO UPDATE "
     "SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, "
     "data = EXCLUDED.data, taken_at = now() "
     "WHERE s.version <= EXCLUDED.version "
-    "OR s.schema_version <> EXCLUDED.schema_version";
+    "OR s.schema_version <> EXCLUDED.schema_version",
+    4,
+    {LOOM__OID_TEXT, LOOM__OID_INT8, LOOM__OID_INT4, LOOM__OID_BYTEA}};
 
-static const char snapshot_load_sql[] =
+static const loom__stmt snapshot_load_stmt = {
+    LOOM__STMT_SNAPSHOT_LOAD,
+    "loom_snapshot_load",
     "SELECT version, data FROM loom.snapshots "
-    "WHERE stream = $1 AND schema_version = $2";
+    "WHERE stream = $1 AND schema_version = $2",
+    2,
+    {LOOM__OID_TEXT, LOOM__OID_INT4}};
 
 loom_err
 loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
                          int32_t schema_version, const void *data, size_t len)
 {
-    static const Oid types[4] = {LOOM__OID_TEXT, LOOM__OID_INT8, LOOM__OID_INT4,
-                                 LOOM__OID_BYTEA};
     const char *values[4];
     int lengths[4];
     char num[12];
@@ -65,7 +71,7 @@ loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
     lengths[1] = 8;
     lengths[2] = 4;
     lengths[3] = (int) len;
-    rc = loom__store_query(s, snapshot_save_sql, 4, types, values, lengths, &r);
+    rc = loom__store_query(s, &snapshot_save_stmt, values, lengths, &r);
     PQclear(r);
     return rc;
 }
@@ -75,7 +81,6 @@ loom_store_snapshot_load(loom_store *s, const char *stream,
                          int32_t schema_version, void **data, size_t *len,
                          int64_t *version)
 {
-    static const Oid types[2] = {LOOM__OID_TEXT, LOOM__OID_INT4};
     const char *values[2];
     int lengths[2];
     char num[4];
@@ -97,7 +102,7 @@ loom_store_snapshot_load(loom_store *s, const char *stream,
     values[1] = num;
     lengths[0] = (int) strlen(stream);
     lengths[1] = 4;
-    rc = loom__store_query(s, snapshot_load_sql, 2, types, values, lengths, &r);
+    rc = loom__store_query(s, &snapshot_load_stmt, values, lengths, &r);
     if (rc == LOOM_OK && PQntuples(r) == 0)
         rc = loom__store_fail(s, LOOM_ENOTFOUND,
                               "no snapshot of \"%s\" with schema version %d",

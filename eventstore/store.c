@@ -205,6 +205,7 @@ loom_store_close(loom_store *s)
     if (s == NULL)
         return;
     PQclear(s->result);
+    PQclear(s->append_failure);
     PQfinish(s->conn);
     loom__buf_free(&s->err);
     loom__buf_free(&s->params);
@@ -246,7 +247,9 @@ loom__store_begin(loom_store *s)
     s->sqlstate[0] = '\0';
     if (PQstatus(s->conn) == CONNECTION_OK)
         return LOOM_OK;
-    /* The connection broke during an earlier call: reconnect once. */
+    /* The connection broke during an earlier call: reconnect once. The new
+     * session has no prepared statements. */
+    s->prepared = 0;
     PQreset(s->conn);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
@@ -259,18 +262,39 @@ loom__store_begin(loom_store *s)
     return LOOM_OK;
 }
 
-loom_err
-loom__store_send(loom_store *s, loom__store_op op, const char *sql, int n,
-                 const Oid *types, const char *const *values,
-                 const int *lengths)
-{
-    int formats[16];
-    int flushed;
+static loom_err store_result_error(loom_store *s, const PGresult *r);
 
-    for (int i = 0; i < n && i < 16; i++)
-        formats[i] = 1;
-    if (!PQsendQueryParams(s->conn, sql, n, types, values, lengths, formats,
-                           1)) {
+/* Prepares `st` on the connection unless it already is. Blocking: libpq
+ * runs PQprepare() synchronously even in non-blocking mode. */
+static loom_err
+store_prepare(loom_store *s, const loom__stmt *st)
+{
+    PGresult *r;
+    loom_err rc = LOOM_OK;
+
+    if (s->prepared & (1u << st->id))
+        return LOOM_OK;
+    r = PQprepare(s->conn, st->name, st->sql, st->n, st->types);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = store_result_error(s, r);
+    else
+        s->prepared |= 1u << st->id;
+    PQclear(r);
+    return rc;
+}
+
+loom_err
+loom__store_send(loom_store *s, loom__store_op op, const loom__stmt *st,
+                 const char *const *values, const int *lengths)
+{
+    static const int formats[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int flushed;
+    loom_err rc = store_prepare(s, st);
+
+    if (rc != LOOM_OK)
+        return rc;
+    if (!PQsendQueryPrepared(s->conn, st->name, st->n, values, lengths, formats,
+                             1)) {
         loom__store_fail(s, LOOM_ECONN, "sending to PostgreSQL failed: %s",
                          PQerrorMessage(s->conn));
         store_chomp(&s->err);
@@ -325,6 +349,9 @@ loom_store_poll(loom_store *s, int *wait)
     if (!PQconsumeInput(s->conn))
         goto broken;
     store_collect(s);
+    if (!PQisBusy(s->conn) && !s->flushing && s->op == LOOM__OP_APPEND &&
+        loom__append_followup(s))
+        store_collect(s);
     if (PQisBusy(s->conn) || s->flushing) {
         if (wait != NULL)
             *wait = LOOM_POLL_READ | (s->flushing ? LOOM_POLL_WRITE : 0);
@@ -437,11 +464,10 @@ loom__store_take(loom_store *s, loom__store_op op, PGresult **out)
 }
 
 loom_err
-loom__store_query(loom_store *s, const char *sql, int n, const Oid *types,
+loom__store_query(loom_store *s, const loom__stmt *st,
                   const char *const *values, const int *lengths, PGresult **out)
 {
-    loom_err rc =
-        loom__store_send(s, LOOM__OP_QUERY, sql, n, types, values, lengths);
+    loom_err rc = loom__store_send(s, LOOM__OP_QUERY, st, values, lengths);
 
     *out = NULL;
     if (rc == LOOM_OK)

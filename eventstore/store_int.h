@@ -11,6 +11,33 @@
 #include "buf.h"
 #include "loom/eventstore.h"
 
+/*
+ * The statements the store runs. Each is prepared once per connection, on
+ * first use (a blocking round trip; again after a reconnect), so the hot
+ * paths skip parsing and planning.
+ */
+typedef enum loom__stmt_id {
+    LOOM__STMT_APPEND,
+    LOOM__STMT_REPLAY,
+    LOOM__STMT_VERSION,
+    LOOM__STMT_READ_FORWARD,
+    LOOM__STMT_READ_BACKWARD,
+    LOOM__STMT_READ_ALL,
+    LOOM__STMT_READ_CATEGORY,
+    LOOM__STMT_READ_GROUP,
+    LOOM__STMT_SNAPSHOT_SAVE,
+    LOOM__STMT_SNAPSHOT_LOAD,
+    LOOM__STMT_COUNT
+} loom__stmt_id;
+
+typedef struct loom__stmt {
+    loom__stmt_id id;
+    const char *name; /* server-side name, "loom_<what>" */
+    const char *sql;
+    int n; /* parameters, all sent in binary */
+    Oid types[8];
+} loom__stmt;
+
 /* What is in flight on a handle. */
 typedef enum loom__store_op {
     LOOM__OP_NONE = 0,
@@ -34,16 +61,24 @@ struct loom_store {
     int ready;                /* every result has arrived */
     PGresult *result;         /* first result of the operation, owned */
     loom_position read_after; /* cursor of a read, for an empty page */
-    int64_t append_actual;    /* actual version from a conflict */
+    unsigned prepared;        /* bit per loom__stmt_id prepared on conn */
+    /* An append that failed with a conflict or a reused id asks
+     * loom.append_replay() whether it was a retry; meanwhile the append's
+     * own failure waits here. */
+    PGresult *append_failure;
+    int append_stream_len; /* the stream name starts params */
+    size_t append_ids;     /* offset of the id array in params */
+    int append_ids_len;
 };
 
 /* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
  * reconnects a broken connection (blocking). */
 loom_err loom__store_begin(loom_store *s);
 
-/* Sends one statement with binary parameters and binary results. */
-loom_err loom__store_send(loom_store *s, loom__store_op op, const char *sql,
-                          int n, const Oid *types, const char *const *values,
+/* Sends one prepared statement (preparing it first if needed) with
+ * binary parameters and binary results. */
+loom_err loom__store_send(loom_store *s, loom__store_op op,
+                          const loom__stmt *st, const char *const *values,
                           const int *lengths);
 
 /* Blocks until the operation in flight has its result. */
@@ -55,9 +90,9 @@ loom_err loom__store_take(loom_store *s, loom__store_op op, PGresult **out);
 
 /* Sends, waits for and takes the result of a one-off statement (the
  * caller has called loom__store_begin()). *out is NULL on failure. */
-loom_err loom__store_query(loom_store *s, const char *sql, int n,
-                           const Oid *types, const char *const *values,
-                           const int *lengths, PGresult **out);
+loom_err loom__store_query(loom_store *s, const loom__stmt *st,
+                           const char *const *values, const int *lengths,
+                           PGresult **out);
 
 /* Sets the error message (printf-style) and returns `rc`. */
 loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
@@ -68,6 +103,10 @@ loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
  * a higher limit could have stored (LOOM_MAX_STREAM_NAME_LIMIT). */
 loom_err loom__store_check_stream(loom_store *s, const char *stream,
                                   size_t limit);
+
+/* Called by loom_store_poll() when an append's result is in: sends the
+ * replay check after a conflict or duplicate. Returns 1 when it did. */
+int loom__append_followup(loom_store *s);
 
 /* Builds a page from a result of the events query (takes `r`). */
 loom_err loom__events_from_result(loom_store *s, PGresult *r,

@@ -2,6 +2,7 @@
 #include "loom/uuid.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
@@ -15,8 +16,36 @@ loom_uuid_is_nil(const loom_uuid *u)
     return u == NULL || memcmp(u->bytes, nil.bytes, sizeof nil.bytes) == 0;
 }
 
+/*
+ * Random bytes come from a per-thread pool refilled with one getrandom()
+ * call, because a system call per id was most of the client's cost of a
+ * large append. A forked child must not reuse its parent's pool (the two
+ * would generate the same ids), so the fork handler empties the pool of
+ * the thread that forked (the only thread the child has).
+ */
+#define UUID_POOL 4096
+
+static _Thread_local struct {
+    unsigned char bytes[UUID_POOL];
+    size_t left; /* unused bytes at the end of `bytes` */
+} uuid_pool;
+
+static pthread_once_t uuid_once = PTHREAD_ONCE_INIT;
+
+static void
+uuid_after_fork(void)
+{
+    uuid_pool.left = 0;
+}
+
+static void
+uuid_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, uuid_after_fork);
+}
+
 static int
-uuid_random(unsigned char *p, size_t n)
+uuid_fill(unsigned char *p, size_t n)
 {
     while (n > 0) {
         ssize_t got = getrandom(p, n, 0);
@@ -28,6 +57,22 @@ uuid_random(unsigned char *p, size_t n)
         p += got;
         n -= (size_t) got;
     }
+    return 0;
+}
+
+static int
+uuid_random(unsigned char *p, size_t n)
+{
+    pthread_once(&uuid_once, uuid_register_fork);
+    if (uuid_pool.left < n) {
+        if (uuid_fill(uuid_pool.bytes, UUID_POOL) != 0)
+            return -1;
+        uuid_pool.left = UUID_POOL;
+    }
+    memcpy(p, uuid_pool.bytes + UUID_POOL - uuid_pool.left, n);
+    /* Used bytes are wiped so a memory dump does not reveal past ids. */
+    memset(uuid_pool.bytes + UUID_POOL - uuid_pool.left, 0, n);
+    uuid_pool.left -= n;
     return 0;
 }
 

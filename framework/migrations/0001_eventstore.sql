@@ -100,32 +100,40 @@ BEGIN
 END;
 $$;
 
--- The retry of an append that committed: when every id is already in
--- p_stream, in order, at consecutive versions, returns the original
--- versions and positions with replayed = true. Otherwise the ids were
--- used by a different append: LM002.
-CREATE FUNCTION loom.append_replay(p_stream text, p_ids uuid[])
-RETURNS TABLE (first_version bigint, last_version bigint,
-               first_position bigint, last_position bigint,
-               replayed boolean)
+-- Is a failed append the retry of one that committed? Eventloom calls
+-- this only after loom.append() failed with a conflict or a duplicate id,
+-- so appends pay nothing for idempotency on the hot path. replayed is true
+-- (with the original versions and positions) when every id is already in
+-- p_stream, in order, at consecutive versions; false when the first id is
+-- unknown (the failure stands); LM002 when the ids were used by a
+-- different append.
+CREATE FUNCTION loom.append_replay(p_stream text, p_ids uuid[],
+                                   OUT first_version bigint,
+                                   OUT last_version bigint,
+                                   OUT first_position bigint,
+                                   OUT last_position bigint,
+                                   OUT replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_stream  text;
     v_version bigint;
     v_matches integer;
-    v_first   bigint;
-    v_last    bigint;
 BEGIN
+    replayed := false;
     SELECT e.stream, e.version INTO v_stream, v_version
       FROM loom.events e WHERE e.event_id = p_ids[1];
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     SELECT count(*), min(e.position), max(e.position)
-      INTO v_matches, v_first, v_last
+      INTO v_matches, first_position, last_position
       FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
       JOIN loom.events e ON e.event_id = u.id
      WHERE e.stream = p_stream AND e.version = v_version + u.ord - 1;
     IF v_stream = p_stream AND v_matches = cardinality(p_ids) THEN
-        RETURN QUERY SELECT v_version, v_version + v_matches - 1,
-                            v_first, v_last, true;
+        first_version := v_version;
+        last_version := v_version + v_matches - 1;
+        replayed := true;
         RETURN;
     END IF;
     RAISE EXCEPTION 'event id % is already used by stream "%" version %',
@@ -137,10 +145,12 @@ $$;
 
 -- Appends events to one stream atomically with an expected-version check.
 -- p_expected: -2 any, -1 no stream, -4 stream exists, >= 0 exact version.
--- Errors: LM001 version conflict (DETAIL = actual version), LM002 event id
--- already used elsewhere, 23505 on events_event_id when a later id of the
--- batch is reused. The stream row lock serialises appends to one stream
--- only; appends to other streams run in parallel.
+-- Errors: LM001 version conflict (DETAIL = actual version), 23505 on
+-- events_event_id when an id is reused (the caller then asks
+-- loom.append_replay() whether it was a retry). The row lock taken by the
+-- UPDATE serialises appends to one stream only; appends to other streams
+-- run in parallel. Two statements on the hot path: the stream row and the
+-- events.
 CREATE FUNCTION loom.append(
     p_stream          text,
     p_expected        bigint,
@@ -148,55 +158,42 @@ CREATE FUNCTION loom.append(
     p_types           text[],
     p_schema_versions integer[],
     p_data            bytea[],
-    p_metadata        bytea[])
-RETURNS TABLE (first_version bigint, last_version bigint,
-               first_position bigint, last_position bigint,
-               replayed boolean)
+    p_metadata        bytea[],
+    OUT first_version  bigint,
+    OUT last_version   bigint,
+    OUT first_position bigint,
+    OUT last_position  bigint,
+    OUT replayed       boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_n        integer := cardinality(p_ids);
     v_current  bigint;
-    v_created  boolean := false;
     v_category text := split_part(p_stream, '-', 1);
-    v_first    bigint;
-    v_last     bigint;
 BEGIN
     LOOP
-        SELECT s.version INTO v_current
-          FROM loom.streams s WHERE s.stream = p_stream FOR UPDATE;
-        EXIT WHEN FOUND;
-        -- A new stream: create its row with the final version, unless
-        -- this is a retry or the expectation fails.
+        -- Advance the stream first; a failed check below raises, which
+        -- rolls the advance back with everything else.
+        UPDATE loom.streams SET version = version + v_n
+         WHERE stream = p_stream
+        RETURNING version - v_n INTO v_current;
+        IF FOUND THEN
+            IF p_expected = -1
+               OR (p_expected >= 0 AND v_current <> p_expected) THEN
+                PERFORM loom.append_conflict(p_stream, p_expected, v_current);
+            END IF;
+            EXIT;
+        END IF;
+        -- A new stream: create its row with the final version.
         v_current := -1;
-        EXIT WHEN EXISTS (SELECT 1 FROM loom.events e
-                           WHERE e.event_id = p_ids[1]);
         IF p_expected >= 0 OR p_expected = -4 THEN
             PERFORM loom.append_conflict(p_stream, p_expected, -1);
         END IF;
         INSERT INTO loom.streams (stream, category, version)
              VALUES (p_stream, v_category, v_n - 1)
         ON CONFLICT (stream) DO NOTHING;
-        IF FOUND THEN
-            v_created := true;
-            EXIT;
-        END IF;
-        -- Another transaction created the stream meanwhile: lock its row.
+        EXIT WHEN FOUND;
+        -- Another transaction created the stream meanwhile: advance it.
     END LOOP;
-
-    IF NOT v_created THEN
-        IF EXISTS (SELECT 1 FROM loom.events e WHERE e.event_id = p_ids[1])
-        THEN
-            RETURN QUERY SELECT * FROM loom.append_replay(p_stream, p_ids);
-            RETURN;
-        END IF;
-        IF (p_expected = -1 AND v_current <> -1)
-           OR (p_expected = -4 AND v_current = -1)
-           OR (p_expected >= 0 AND v_current <> p_expected) THEN
-            PERFORM loom.append_conflict(p_stream, p_expected, v_current);
-        END IF;
-        UPDATE loom.streams SET version = v_current + v_n
-         WHERE stream = p_stream;
-    END IF;
 
     WITH ins AS (
         INSERT INTO loom.events (stream, category, version, event_id, type,
@@ -207,8 +204,10 @@ BEGIN
                WITH ORDINALITY AS u(id, type, sv, data, meta, ord)
          ORDER BY u.ord
         RETURNING position)
-    SELECT min(position), max(position) INTO v_first, v_last FROM ins;
-
-    RETURN QUERY SELECT v_current + 1, v_current + v_n, v_first, v_last, false;
+    SELECT min(position), max(position)
+      INTO first_position, last_position FROM ins;
+    first_version := v_current + 1;
+    last_version := v_current + v_n;
+    replayed := false;
 END;
 $$;

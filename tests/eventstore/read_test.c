@@ -166,6 +166,30 @@ test_read_stream_backward_paging(void **state)
     loom_events_free(page);
 }
 
+/* A row whose metadata is not loom.Metadata (written by other software)
+ * must not block readers: it reads with its payload and no metadata. */
+static void
+test_read_undecodable_metadata_reads_as_absent(void **state)
+{
+    struct fx *f = *state;
+    loom_events *page;
+    const loom_event *ev;
+
+    loomt_sql_exec("INSERT INTO loom.streams (stream, category, version) "
+                   "VALUES ('alien-1', 'alien', 0);"
+                   "INSERT INTO loom.events (stream, category, version, "
+                   "event_id, type, schema_version, data, metadata) VALUES "
+                   "('alien-1', 'alien', 0, gen_random_uuid(), 'X', 1, "
+                   "'\\x0102', '\\xffffffff')");
+    page = read_stream(f->s, "alien-1", 0, LOOM_FORWARD, 10);
+    assert_int_equal(loom_events_count(page), 1);
+    ev = loom_events_at(page, 0);
+    assert_int_equal(ev->data_len, 2);
+    assert_null(ev->correlation_id);
+    assert_int_equal(ev->n_headers, 0);
+    loom_events_free(page);
+}
+
 static void
 test_read_stream_missing_is_empty(void **state)
 {
@@ -614,6 +638,7 @@ main(void)
         T(test_read_stream_forward_paging),
         T(test_read_stream_backward_paging),
         T(test_read_stream_missing_is_empty),
+        T(test_read_undecodable_metadata_reads_as_absent),
         T(test_read_all_pages_in_commit_order),
         T(test_read_all_cursor_is_exclusive),
         T(test_read_all_pages_inside_one_transaction),

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -65,10 +67,44 @@ test_uuid_generate_retries_interrupted_and_short_reads(void **state)
     wrap_mode = 2;
     wrap_calls = 0;
     assert_int_equal(loom_uuid_generate(&u), LOOM_OK);
-    /* EINTR once, then 10 one-byte reads. */
-    assert_int_equal(wrap_calls, 11);
+    /* EINTR once, then one-byte reads until the pool (4 KiB) is full. */
+    assert_int_equal(wrap_calls, 1 + 4096);
     assert_int_equal(u.bytes[6] >> 4, 7);
     wrap_mode = 0;
+}
+
+/* A forked child must not draw the same random bytes as its parent: the
+ * per-thread pool is emptied in the child. */
+static void
+test_uuid_fork_child_does_not_repeat_parent_ids(void **state)
+{
+    loom_uuid first, parent, child;
+    int fds[2];
+    pid_t pid;
+    int status = 0;
+
+    (void) state;
+    wrap_mode = 0;
+    assert_int_equal(loom_uuid_generate(&first), LOOM_OK); /* fills pool */
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ssize_t w;
+        if (loom_uuid_generate(&child) != LOOM_OK)
+            _exit(2);
+        w = write(fds[1], &child, sizeof child);
+        _exit(w == (ssize_t) sizeof child ? 0 : 3);
+    }
+    assert_int_equal(loom_uuid_generate(&parent), LOOM_OK);
+    assert_int_equal(read(fds[0], &child, sizeof child),
+                     (ssize_t) sizeof child);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* Compare the random parts only; the time prefix may match. */
+    assert_memory_not_equal(parent.bytes + 6, child.bytes + 6, 10);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 int
@@ -78,6 +114,7 @@ main(void)
         cmocka_unit_test(test_uuid_generate_reports_random_failure),
         cmocka_unit_test(
             test_uuid_generate_retries_interrupted_and_short_reads),
+        cmocka_unit_test(test_uuid_fork_child_does_not_repeat_parent_ids),
     };
 
     return cmocka_run_group_tests_name("framework.uuid_fail", tests, NULL,

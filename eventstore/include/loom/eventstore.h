@@ -250,7 +250,9 @@ typedef struct loom_position {
 } loom_position;
 
 /* A recorded event. Every pointer is borrowed from the page that holds it
- * and valid until loom_events_free(). */
+ * and valid until loom_events_free(). Metadata that cannot be decoded (a
+ * row written by other software) reads as absent rather than failing the
+ * page. */
 typedef struct loom_event {
     int64_t position;
     uint64_t tx;
