@@ -119,12 +119,33 @@ loom_store_read_stream_send(loom_store *s, const char *stream, int64_t from,
                             values, lengths);
 }
 
+/* The parameters of a read in commit order, into s->params: the cursor,
+ * the page size, and the group (member, size) when there is one. */
+static loom_err
+read_put_cursor(loom_store *s, loom_position after, size_t max,
+                const loom_group *group)
+{
+    loom__buf *b = &s->params;
+
+    loom__buf_reset(b);
+    loom__buf_put_be64(b, after.tx);
+    loom__buf_put_be64(b, (uint64_t) after.position);
+    loom__buf_put_be64(b, (uint64_t) max);
+    if (group != NULL) {
+        loom__buf_put_be32(b, group->member);
+        loom__buf_put_be32(b, group->size);
+    }
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
+    s->read_after = after;
+    return LOOM_OK;
+}
+
 loom_err
 loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
 {
     const char *values[3];
     int lengths[3] = {8, 8, 8};
-    loom__buf *b;
     loom_err rc;
 
     if (s == NULL)
@@ -134,16 +155,11 @@ loom_store_read_all_send(loom_store *s, loom_position after, size_t max)
         rc = read_check_max(s, max);
     if (rc != LOOM_OK)
         return rc;
-    b = &s->params;
-    loom__buf_reset(b);
-    loom__buf_put_be64(b, after.tx);
-    loom__buf_put_be64(b, (uint64_t) after.position);
-    loom__buf_put_be64(b, (uint64_t) max);
-    if (b->failed)
-        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
+    rc = read_put_cursor(s, after, max, NULL);
+    if (rc != LOOM_OK)
+        return rc;
     for (int i = 0; i < 3; i++)
-        values[i] = b->data + 8 * i;
-    s->read_after = after;
+        values[i] = s->params.data + 8 * i;
     return loom__store_send(s, LOOM__OP_EVENTS, &read_all_stmt, values,
                             lengths);
 }
@@ -191,22 +207,16 @@ loom_store_read_category_send(loom_store *s, const char *category,
         rc = read_check_max(s, max);
     if (rc != LOOM_OK)
         return rc;
+    rc = read_put_cursor(s, after, max, group);
+    if (rc != LOOM_OK)
+        return rc;
     b = &s->params;
-    loom__buf_reset(b);
-    loom__buf_put_be64(b, after.tx);
-    loom__buf_put_be64(b, (uint64_t) after.position);
-    loom__buf_put_be64(b, (uint64_t) max);
-    loom__buf_put_be32(b, group ? group->member : 0);
-    loom__buf_put_be32(b, group ? group->size : 0);
-    if (b->failed)
-        return loom__store_fail(s, LOOM_ENOMEM, "out of memory");
     values[0] = category;
     lengths[0] = (int) strlen(category);
     for (int i = 0; i < 3; i++)
         values[i + 1] = b->data + 8 * i;
     values[4] = b->data + 24;
     values[5] = b->data + 28;
-    s->read_after = after;
     return loom__store_send(s, LOOM__OP_EVENTS,
                             group ? &read_group_stmt : &read_category_stmt,
                             values, lengths);
