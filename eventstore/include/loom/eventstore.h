@@ -36,7 +36,10 @@
  *   below is either blocking (returns when PostgreSQL has answered) or one
  *   half of the non-blocking form (loom_store_*_send() then
  *   loom_store_poll() until it returns LOOM_OK, then loom_store_*_recv()),
- *   which the libuv runtime drives. Both forms run the same SQL.
+ *   which the libuv runtime drives. Both forms run the same SQL, as
+ *   prepared statements: the first use of each statement on a connection
+ *   (and the first after a reconnect) prepares it with one blocking round
+ *   trip, even in the non-blocking form.
  *
  * Errors
  *   Every function returns LOOM_OK or an error code. After an error,
