@@ -143,3 +143,9 @@ loom__buf_take(loom__buf *b)
     b->len = b->cap = 0;
     return p;
 }
+
+const char *
+loom__buf_str(const loom__buf *b)
+{
+    return b->data != NULL && !b->failed ? b->data : "";
+}

@@ -37,5 +37,8 @@ void loom__buf_patch_be32(loom__buf *b, size_t at, uint32_t v);
 /* Hands the contents (NUL-terminated) to the caller, who frees them with
  * loom_free(); NULL after a failure. The buffer is left empty. */
 char *loom__buf_take(loom__buf *b);
+/* The contents as a C string, borrowed from `b` until its next change:
+ * "" when nothing was appended or after a failure. */
+const char *loom__buf_str(const loom__buf *b);
 
 #endif /* LOOM_BUF_H */

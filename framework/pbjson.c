@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "loom/alloc.h"
+#include "pgwire.h"
 
 /* Field numbers are 29 bits wide (protobuf's FieldDescriptor::kMaxNumber). */
 #define PBJ_MAX_FIELD 536870911u
@@ -46,46 +47,10 @@ static loom_err pbj_raw_message(loom__buf *b, const uint8_t *d, size_t len,
  * JSON output.
  */
 
-/* Length of the well-formed UTF-8 sequence at `s` (n >= 1 bytes left), or
- * 0. Follows Unicode table 3-7, so overlong forms, surrogates and values
- * past U+10FFFF are rejected: JSON readers would refuse them. */
-static size_t
-pbj_utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t need, i;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        need = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        need = 3;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        need = 4;
-    else
-        return 0;
-    if (s[0] == 0xe0)
-        lo = 0xa0;
-    else if (s[0] == 0xed)
-        hi = 0x9f;
-    else if (s[0] == 0xf0)
-        lo = 0x90;
-    else if (s[0] == 0xf4)
-        hi = 0x8f;
-    if (n < need || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 2; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    }
-    return need;
-}
-
 /* The JSON escape for ASCII byte `c`, or NULL when it needs none. The
  * short forms keep logged text readable; other controls get \u00XX. */
 static const char *
-pbj_escape(unsigned char c, char tmp[8])
+pbj_escape(unsigned char c, unsigned flags, char tmp[8])
 {
     switch (c) {
     case '"':
@@ -103,17 +68,15 @@ pbj_escape(unsigned char c, char tmp[8])
     case '\f':
         return "\\f";
     }
-    if (c >= 0x20)
+    if (c >= 0x20 && !(c == 0x7f && (flags & LOOM__JSON_ESCAPE_DEL)))
         return NULL;
     snprintf(tmp, 8, "\\u%04x", c);
     return tmp;
 }
 
-/* Writes `n` bytes as a JSON string. A byte that does not start a
- * well-formed UTF-8 sequence becomes U+FFFD, so the output stays valid
- * JSON whatever the input. Unescaped runs are copied in one go. */
-static void
-pbj_put_string(loom__buf *b, const char *str, size_t n)
+/* Unescaped runs are copied in one go. */
+void
+loom__json_string(loom__buf *b, const char *str, size_t n, unsigned flags)
 {
     const unsigned char *s = (const unsigned char *) str;
     size_t i = 0, start = 0, k;
@@ -124,9 +87,9 @@ pbj_put_string(loom__buf *b, const char *str, size_t n)
     while (i < n) {
         k = 1;
         if (s[i] < 0x80) {
-            esc = pbj_escape(s[i], tmp);
+            esc = pbj_escape(s[i], flags, tmp);
         } else {
-            k = pbj_utf8_seq(s + i, n - i);
+            k = loom__utf8_seq(s + i, n - i);
             esc = k == 0 ? "\\ufffd" : NULL;
             k = k == 0 ? 1 : k;
         }
@@ -150,7 +113,7 @@ pbj_is_text(const uint8_t *s, size_t n)
 
     while (i < n) {
         if (s[i] >= 0x80) {
-            k = pbj_utf8_seq(s + i, n - i);
+            k = loom__utf8_seq(s + i, n - i);
             if (k == 0)
                 return 0;
             i += k;
@@ -184,10 +147,10 @@ pbj_base64_quantum(loom__buf *b, const uint8_t *p, size_t n)
     loom__buf_put(b, q, 4);
 }
 
-/* Writes bytes as a JSON string in standard, padded base64 (RFC 4648). */
-static void
-pbj_put_base64(loom__buf *b, const uint8_t *p, size_t n)
+void
+loom__json_base64(loom__buf *b, const void *data, size_t n)
 {
+    const uint8_t *p = data;
     size_t i;
 
     /* One reservation up front; the buffer checks the size for overflow. */
@@ -456,7 +419,7 @@ pbj_put_enum(loom__buf *b, const ProtobufCEnumDescriptor *ed, int v)
     if (ed != NULL)
         ev = protobuf_c_enum_descriptor_get_value(ed, v);
     if (ev != NULL && ev->name != NULL)
-        pbj_put_string(b, ev->name, strlen(ev->name));
+        loom__json_string(b, ev->name, strlen(ev->name), 0);
     else
         loom__buf_printf(b, "%d", v);
 }
@@ -516,10 +479,10 @@ pbj_value(loom__buf *b, const ProtobufCFieldDescriptor *f, const void *p,
         break;
     case PROTOBUF_C_TYPE_STRING:
         s = *(const char *const *) p;
-        pbj_put_string(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+        loom__json_string(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0, 0);
         break;
     case PROTOBUF_C_TYPE_BYTES:
-        pbj_put_base64(b, bd->data, bd->len);
+        loom__json_base64(b, bd->data, bd->len);
         break;
     case PROTOBUF_C_TYPE_MESSAGE:
         return pbj_message(b, *(const ProtobufCMessage *const *) p, depth + 1);
@@ -745,9 +708,9 @@ pbj_raw_bytes(loom__buf *b, const uint8_t *p, size_t n, int depth)
     if (n > 0 && depth < LOOM__PB_MAX_DEPTH && pbj_count(p, n, &count) == 0)
         return pbj_raw_message(b, p, n, depth + 1);
     if (pbj_is_text(p, n))
-        pbj_put_string(b, (const char *) p, n);
+        loom__json_string(b, (const char *) p, n, 0);
     else
-        pbj_put_base64(b, p, n);
+        loom__json_base64(b, p, n);
     return LOOM_OK;
 }
 

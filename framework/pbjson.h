@@ -22,6 +22,23 @@
 extern "C" {
 #endif
 
+/*
+ * Appends `n` bytes as a JSON string: '"', '\\' and control characters
+ * escaped (\n \r \t \b \f in short form, others as \u00XX), and each
+ * byte that does not start a well-formed UTF-8 sequence (see
+ * loom__utf8_seq()) as \ufffd, so the output is valid JSON whatever the
+ * input. NUL bytes are allowed and come out as \u0000. With
+ * LOOM__JSON_ESCAPE_DEL, DEL (0x7f) is written as \u007f too: JSON allows
+ * it raw, but it is invisible on a terminal. Allocation failure is left
+ * in `b` (see buf.h).
+ */
+#define LOOM__JSON_ESCAPE_DEL 0x1u
+void loom__json_string(loom__buf *b, const char *s, size_t n, unsigned flags);
+
+/* Appends `n` bytes as a JSON string in standard, padded base64
+ * (RFC 4648). */
+void loom__json_base64(loom__buf *b, const void *p, size_t n);
+
 /* The deepest nesting of messages either printer accepts; the outermost
  * message is level 1. It bounds recursion on untrusted input. */
 #define LOOM__PB_MAX_DEPTH 64

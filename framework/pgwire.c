@@ -88,41 +88,50 @@ loom__pg_sqlstate(const PGresult *r)
     return s ? s : "";
 }
 
-/* Length of the UTF-8 sequence starting with byte c, or 0 if invalid. */
-static size_t
-pgwire_utf8_seqlen(unsigned char c)
+size_t
+loom__utf8_seq(const unsigned char *s, size_t n)
 {
-    if (c < 0x80)
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t need, i;
+
+    if (s[0] < 0x80)
         return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return 2;
-    if (c >= 0xe0 && c <= 0xef)
-        return 3;
-    if (c >= 0xf0 && c <= 0xf4)
-        return 4;
-    return 0;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        need = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        need = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        need = 4;
+    else
+        return 0;
+    if (s[0] == 0xe0)
+        lo = 0xa0; /* no overlong 3-byte forms */
+    else if (s[0] == 0xed)
+        hi = 0x9f; /* no surrogates */
+    else if (s[0] == 0xf0)
+        lo = 0x90; /* no overlong 4-byte forms */
+    else if (s[0] == 0xf4)
+        hi = 0x8f; /* nothing past U+10FFFF */
+    if (n < need || s[1] < lo || s[1] > hi)
+        return 0;
+    for (i = 2; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    }
+    return need;
 }
 
 int
 loom__utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *) s;
-    size_t i = 0;
+    size_t i = 0, k;
 
     while (i < len) {
-        size_t n = pgwire_utf8_seqlen(p[i]);
-        if (n == 0 || n > len - i || p[i] == 0)
+        k = loom__utf8_seq(p + i, len - i);
+        if (k == 0 || p[i] == 0)
             return 0;
-        for (size_t k = 1; k < n; k++)
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-        /* Overlong 3/4-byte forms, surrogates and values past U+10FFFF. */
-        if ((p[i] == 0xe0 && p[i + 1] < 0xa0) ||
-            (p[i] == 0xed && p[i + 1] > 0x9f) ||
-            (p[i] == 0xf0 && p[i + 1] < 0x90) ||
-            (p[i] == 0xf4 && p[i + 1] > 0x8f))
-            return 0;
-        i += n;
+        i += k;
     }
     return 1;
 }

@@ -144,47 +144,6 @@ decide_nothing(const void *state, int64_t version, loom_decision *out,
 
 /* ------------------------------------------------------------------ */
 
-struct fx {
-    loom_store *s;
-};
-
-static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("aggregate");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-
-    assert_non_null(f);
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-
-    loom_store_close(f->s);
-    free(f);
-    return 0;
-}
-
 static loom_execute_result
 execute_ok(loom_store *s, const loom_aggregate_type *t, const char *id,
            loom_decide_fn decide, void *arg)
@@ -211,7 +170,7 @@ add_items(loom_store *s, const loom_aggregate_type *t, const char *id,
 static void
 test_aggregate_commands_fold_into_state(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     int64_t prices[3] = {100, 250, 50};
     loom_execute_result res;
     order_state o;
@@ -241,7 +200,7 @@ test_aggregate_commands_fold_into_state(void **state)
 static void
 test_aggregate_load_new_is_initial_state(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     order_state o;
     int64_t v = 99;
 
@@ -258,7 +217,7 @@ test_aggregate_load_new_is_initial_state(void **state)
 static void
 test_aggregate_rejected_command_appends_nothing(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     int64_t price = 10;
     loom_execute_result res;
 
@@ -292,7 +251,7 @@ test_aggregate_rejected_command_appends_nothing(void **state)
 static void
 test_aggregate_empty_decision_is_ok(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_execute_result res;
 
     execute_ok(f->s, &order_type, "3", decide_place, NULL);
@@ -305,7 +264,7 @@ test_aggregate_empty_decision_is_ok(void **state)
 static void
 test_aggregate_snapshot_is_taken_and_used(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     order_state o, o2, snap;
     void *data = NULL;
     size_t len = 0;
@@ -376,7 +335,7 @@ decide_add_items(const void *state, int64_t version, loom_decision *out,
 static void
 test_aggregate_snapshot_after_batch(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     int64_t three[2] = {3, 1000};
     loom_execute_result res;
     order_state o;
@@ -409,7 +368,7 @@ test_aggregate_snapshot_after_batch(void **state)
 static void
 test_aggregate_snapshot_of_other_size_is_ignored(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     order_state o;
     int64_t v = -9;
 
@@ -433,7 +392,7 @@ test_aggregate_snapshot_of_other_size_is_ignored(void **state)
 static void
 test_aggregate_snapshot_keeps_newest(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     void *data = NULL;
     size_t len = 0;
     int64_t v = -9;
@@ -475,7 +434,7 @@ test_aggregate_snapshot_keeps_newest(void **state)
 static void
 test_aggregate_load_pages_through_long_streams(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
     loom_store *small;
     order_state o;
@@ -506,7 +465,7 @@ test_aggregate_load_pages_through_long_streams(void **state)
 static void
 test_aggregate_apply_error_stops_load(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev;
     order_state o;
     int64_t v = -9;
@@ -528,7 +487,7 @@ test_aggregate_apply_error_stops_load(void **state)
 static void
 test_aggregate_invalid_arguments(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_aggregate_type dash = order_type, noapply = order_type,
                         nosize = order_type;
     order_state o;
@@ -654,7 +613,7 @@ incrementer_main(void *arg)
 static void
 test_aggregate_concurrent_commands_retry(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     incrementer inc[INCREMENTERS];
     pthread_barrier_t start;
     counter_state c, c2;
@@ -726,7 +685,7 @@ decide_sabotaged(const void *state, int64_t version, loom_decision *out,
 static void
 test_aggregate_attempts_exhausted_is_conflict(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     saboteur sab = {loomt_store_open(), 0};
     loom_execute_options opt = {3};
     loom_execute_result res;
@@ -754,7 +713,7 @@ test_aggregate_attempts_exhausted_is_conflict(void **state)
 int
 main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, est_setup, est_teardown)
     const struct CMUnitTest tests[] = {
         T(test_aggregate_commands_fold_into_state),
         T(test_aggregate_load_new_is_initial_state),
@@ -773,5 +732,5 @@ main(void)
 #undef T
 
     return cmocka_run_group_tests_name("eventstore.aggregate", tests,
-                                       group_setup, group_teardown);
+                                       est_group_setup, est_group_teardown);
 }

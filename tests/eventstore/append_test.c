@@ -16,47 +16,6 @@
 
 #include "estest.h"
 
-struct fx {
-    loom_store *s;
-};
-
-static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("append");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-
-    assert_non_null(f);
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-
-    loom_store_close(f->s);
-    free(f);
-    return 0;
-}
-
 /* Appends `n` fresh events of type "T" and checks it worked. */
 static loom_append_result
 append_n(loom_store *s, const char *stream, int64_t expected, size_t n)
@@ -124,7 +83,7 @@ expect_conflict(loom_store *s, const char *stream, int64_t expected,
 static void
 test_append_any_on_new_stream(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res = append_n(f->s, "any-new", LOOM_EXPECT_ANY, 1);
 
     assert_int_equal(res.first_version, 0);
@@ -141,7 +100,7 @@ test_append_any_on_new_stream(void **state)
 static void
 test_append_any_on_existing_stream(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res;
 
     append_n(f->s, "any-existing", LOOM_EXPECT_NO_STREAM, 2);
@@ -154,7 +113,7 @@ test_append_any_on_existing_stream(void **state)
 static void
 test_append_no_stream_on_new_stream(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res =
         append_n(f->s, "nostream-new", LOOM_EXPECT_NO_STREAM, 2);
 
@@ -165,7 +124,7 @@ test_append_no_stream_on_new_stream(void **state)
 static void
 test_append_no_stream_on_existing_conflicts(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
 
     append_n(f->s, "nostream-existing", LOOM_EXPECT_NO_STREAM, 3);
     expect_conflict(f->s, "nostream-existing", LOOM_EXPECT_NO_STREAM, 2);
@@ -174,7 +133,7 @@ test_append_no_stream_on_existing_conflicts(void **state)
 static void
 test_append_exists_on_new_conflicts(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
 
     expect_conflict(f->s, "exists-new", LOOM_EXPECT_EXISTS, -1);
     /* The refused append must not leave an empty stream row behind. */
@@ -186,7 +145,7 @@ test_append_exists_on_new_conflicts(void **state)
 static void
 test_append_exists_on_existing_stream(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res;
 
     append_n(f->s, "exists-existing", LOOM_EXPECT_ANY, 1);
@@ -198,7 +157,7 @@ test_append_exists_on_existing_stream(void **state)
 static void
 test_append_exact_version_matches(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res;
 
     append_n(f->s, "exact-ok", LOOM_EXPECT_NO_STREAM, 3);
@@ -212,7 +171,7 @@ test_append_exact_version_matches(void **state)
 static void
 test_append_stale_version_conflicts(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
 
     append_n(f->s, "exact-stale", LOOM_EXPECT_NO_STREAM, 3);
     expect_conflict(f->s, "exact-stale", 0, 2);
@@ -222,7 +181,7 @@ test_append_stale_version_conflicts(void **state)
 static void
 test_append_future_version_conflicts(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
 
     append_n(f->s, "exact-future", LOOM_EXPECT_NO_STREAM, 3);
     expect_conflict(f->s, "exact-future", 3, 2);
@@ -237,7 +196,7 @@ test_append_future_version_conflicts(void **state)
 static void
 test_append_batch_gets_consecutive_versions(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result a = append_n(f->s, "batch-1", LOOM_EXPECT_NO_STREAM, 5);
     loom_append_result b = append_n(f->s, "batch-1", 4, 3);
     loom_events *page;
@@ -271,7 +230,7 @@ test_append_batch_gets_consecutive_versions(void **state)
 static void
 test_append_writes_back_generated_ids(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[4];
     loom_uuid mine;
     loom_events *page;
@@ -302,7 +261,7 @@ test_append_writes_back_generated_ids(void **state)
 static void
 test_append_retry_is_idempotent(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[3];
     loom_append_result first, again;
     const int64_t expectations[] = {
@@ -335,7 +294,7 @@ test_append_retry_is_idempotent(void **state)
 static void
 test_append_retry_of_new_stream_is_idempotent(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[2];
     loom_append_result first, again;
 
@@ -357,7 +316,7 @@ test_append_retry_of_new_stream_is_idempotent(void **state)
 static void
 test_append_reused_id_is_duplicate(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data one, two[2];
     char text[LOOM_UUID_STRLEN];
 
@@ -392,7 +351,7 @@ test_append_reused_id_is_duplicate(void **state)
 static void
 test_append_retry_in_other_order_is_duplicate(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[3], swapped[2];
 
     for (int i = 0; i < 3; i++)
@@ -426,7 +385,7 @@ test_append_retry_in_other_order_is_duplicate(void **state)
 static void
 test_append_later_reused_id_writes_nothing(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data used, batch[4];
     char sql[256], text[LOOM_UUID_STRLEN];
 
@@ -469,7 +428,7 @@ test_append_later_reused_id_writes_nothing(void **state)
 static void
 test_append_duplicate_message_names_the_id(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data used, batch[2];
     char text[LOOM_UUID_STRLEN];
 
@@ -498,7 +457,7 @@ test_append_duplicate_message_names_the_id(void **state)
 static void
 test_append_same_id_twice_in_batch_is_duplicate(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data batch[2];
 
     est_event(&batch[0], "T", "a", 1);
@@ -513,7 +472,7 @@ test_append_same_id_twice_in_batch_is_duplicate(void **state)
 static void
 test_append_metadata_round_trips(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     char binary[256];
     static const char utf8[] = "\xd0\xb7\xd0\xb0\xd0\xba\xd0\xb0\xd0\xb7 "
                                "\xe6\xb3\xa8\xe6\x96\x87 \xf0\x9f\x93\xa6";
@@ -581,7 +540,7 @@ test_append_metadata_round_trips(void **state)
 static void
 test_append_type_and_schema_version_round_trip(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev;
     loom_events *page;
     const loom_event *e;
@@ -607,7 +566,7 @@ test_append_type_and_schema_version_round_trip(void **state)
 static void
 test_append_payload_all_bytes_round_trip(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     unsigned char all[256], *big;
     loom_event_data ev[2];
     loom_events *page;
@@ -638,7 +597,7 @@ test_append_payload_all_bytes_round_trip(void **state)
 static void
 test_append_empty_payload(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[2];
     loom_events *page;
 
@@ -667,7 +626,7 @@ test_append_empty_payload(void **state)
 static void
 test_append_commit_failure_is_reported(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev;
     loom_append_result res;
     loom_err rc;
@@ -704,7 +663,7 @@ test_append_commit_failure_is_reported(void **state)
 int
 main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, est_setup, est_teardown)
     const struct CMUnitTest tests[] = {
         T(test_append_any_on_new_stream),
         T(test_append_any_on_existing_stream),
@@ -732,6 +691,6 @@ main(void)
     };
 #undef T
 
-    return cmocka_run_group_tests_name("eventstore.append", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("eventstore.append", tests,
+                                       est_group_setup, est_group_teardown);
 }

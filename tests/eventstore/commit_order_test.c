@@ -20,47 +20,6 @@
 
 #include "estest.h"
 
-struct fx {
-    loom_store *s;
-};
-
-static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("commit_order");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-
-    assert_non_null(f);
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-
-    loom_store_close(f->s);
-    free(f);
-    return 0;
-}
-
 /* Appends one event to `stream` through loom.append() on a raw
  * connection, inside whatever transaction `c` has open; returns its
  * position. */
@@ -123,7 +82,7 @@ read_once(loom_store *s, loom_position after, est_seen *out, size_t cap)
 static void
 test_commit_order_open_transaction_holds_back_later_commits(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position cursor = est_read_all_end(f->s);
     PGconn *a = est_connect(NULL);
     long long pos_a, pos_b;
@@ -159,7 +118,7 @@ test_commit_order_open_transaction_holds_back_later_commits(void **state)
 static void
 test_commit_order_smaller_tx_larger_position(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position start = est_read_all_end(f->s), cursor = start;
     PGconn *x = est_connect(NULL);
     long long pos_x, pos_y;
@@ -349,7 +308,7 @@ reader_main(void *arg)
 static void
 test_commit_order_reader_sees_every_event_once(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     pthread_barrier_t start;
     writer w[WRITERS];
     reader r;
@@ -442,7 +401,7 @@ test_commit_order_reader_sees_every_event_once(void **state)
 int
 main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, est_setup, est_teardown)
     const struct CMUnitTest tests[] = {
         T(test_commit_order_open_transaction_holds_back_later_commits),
         T(test_commit_order_smaller_tx_larger_position),
@@ -451,5 +410,5 @@ main(void)
 #undef T
 
     return cmocka_run_group_tests_name("eventstore.commit_order", tests,
-                                       group_setup, group_teardown);
+                                       est_group_setup, est_group_teardown);
 }

@@ -43,22 +43,6 @@ struct fx {
 };
 
 static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("concurrency");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
@@ -353,5 +337,5 @@ main(void)
 #undef T
 
     return cmocka_run_group_tests_name("eventstore.concurrency", tests,
-                                       group_setup, group_teardown);
+                                       est_group_setup, est_group_teardown);
 }

@@ -1,6 +1,8 @@
 /* Helpers shared by the event store tests (see estest.h). */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "estest.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +12,49 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+int
+est_group_setup(void **state)
+{
+    const char *name = program_invocation_short_name;
+    const char *end = strstr(name, "_test");
+    char label[64];
+
+    (void) state;
+    snprintf(label, sizeof label, "%.*s",
+             (int) (end != NULL ? (size_t) (end - name) : strlen(name)), name);
+    loomt_db_create(label);
+    return 0;
+}
+
+int
+est_group_teardown(void **state)
+{
+    (void) state;
+    loomt_db_drop();
+    return 0;
+}
+
+int
+est_setup(void **state)
+{
+    est_fx *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    f->s = loomt_store_open();
+    *state = f;
+    return 0;
+}
+
+int
+est_teardown(void **state)
+{
+    est_fx *f = *state;
+
+    loom_store_close(f->s);
+    free(f);
+    return 0;
+}
 
 PGconn *
 est_connect(const char *dsn)
@@ -189,6 +234,16 @@ est_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+void
+est_seen_copy(est_seen *out, const loom_event *ev)
+{
+    out->at.tx = ev->tx;
+    out->at.position = ev->position;
+    out->version = ev->version;
+    out->id = ev->id;
+    snprintf(out->stream, sizeof out->stream, "%s", ev->stream);
+}
+
 size_t
 est_collect_all(loom_store *s, loom_position *cursor, size_t page_size,
                 const char *prefix, est_seen *out, size_t cap, size_t want,
@@ -219,13 +274,8 @@ est_collect_all(loom_store *s, loom_position *cursor, size_t page_size,
             *cursor = at;
             if (prefix != NULL && strncmp(ev->stream, prefix, plen) != 0)
                 continue;
-            if (kept < cap) {
-                out[kept].at = at;
-                out[kept].version = ev->version;
-                out[kept].id = ev->id;
-                snprintf(out[kept].stream, sizeof out[kept].stream, "%s",
-                         ev->stream);
-            }
+            if (kept < cap)
+                est_seen_copy(&out[kept], ev);
             kept++;
         }
         if (n > 0) {

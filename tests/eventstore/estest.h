@@ -15,6 +15,23 @@
 
 #include "pgtest.h"
 
+/*
+ * The cmocka fixture most of these tests share. The group functions give
+ * the executable a database of its own, named after it (loomt_append_<pid>
+ * for append_test), and drop it at the end. est_setup() hands each test an
+ * est_fx with a store opened by loomt_store_open(); est_teardown() closes
+ * it. Tests that need more keep a fixture of their own and use only the
+ * group functions.
+ */
+typedef struct est_fx {
+    loom_store *s;
+} est_fx;
+
+int est_group_setup(void **state);
+int est_group_teardown(void **state);
+int est_setup(void **state);
+int est_teardown(void **state);
+
 /* A libpq connection to `dsn`, or to the test database when NULL. */
 PGconn *est_connect(const char *dsn);
 
@@ -65,6 +82,9 @@ typedef struct est_seen {
     loom_uuid id;
     char stream[128];
 } est_seen;
+
+/* Copies what an est_seen keeps of `ev` into `out`. */
+void est_seen_copy(est_seen *out, const loom_event *ev);
 
 /*
  * Reads every event after *cursor with loom_store_read_all() in pages of

@@ -31,22 +31,6 @@ struct fx {
 static int probe_seq;
 
 static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("limits");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
@@ -819,6 +803,6 @@ main(void)
     };
 #undef T
 
-    return cmocka_run_group_tests_name("eventstore.limits", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("eventstore.limits", tests,
+                                       est_group_setup, est_group_teardown);
 }

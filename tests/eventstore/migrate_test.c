@@ -23,22 +23,6 @@ struct fx {
 };
 
 static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("migrate");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
 setup(void **state)
 {
     static int seq;
@@ -412,6 +396,6 @@ main(void)
     };
 #undef T
 
-    return cmocka_run_group_tests_name("eventstore.migrate", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("eventstore.migrate", tests,
+                                       est_group_setup, est_group_teardown);
 }

@@ -17,47 +17,6 @@
 
 #include "estest.h"
 
-struct fx {
-    loom_store *s;
-};
-
-static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("nonblocking");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-
-    assert_non_null(f);
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-
-    loom_store_close(f->s);
-    free(f);
-    return 0;
-}
-
 /* Waits with poll(2) for what loom_store_poll() asked for. */
 static void
 wait_socket(loom_store *s, int want)
@@ -165,7 +124,7 @@ seed(loom_store *s, const char *cat)
 static void
 test_nonblocking_append_matches_blocking(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev[3];
     loom_append_result res, again;
     loom_events *page = NULL;
@@ -211,7 +170,7 @@ test_nonblocking_append_matches_blocking(void **state)
 static void
 test_nonblocking_append_conflict_and_duplicate(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev, two[2];
     loom_append_result res;
 
@@ -245,7 +204,7 @@ test_nonblocking_append_conflict_and_duplicate(void **state)
 static void
 test_nonblocking_reads_match_blocking(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position start = est_read_all_end(f->s);
     loom_events *blocking = NULL, *nb;
     loom_group g = {1, 2};
@@ -313,7 +272,7 @@ test_nonblocking_reads_match_blocking(void **state)
 static void
 test_nonblocking_second_send_is_busy(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_event_data ev, other;
     loom_append_result res;
     loom_position zero = {0, 0};
@@ -367,7 +326,7 @@ test_nonblocking_second_send_is_busy(void **state)
 static void
 test_nonblocking_recv_before_ready_is_eagain(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position zero = {0, 0};
     loom_events *page = (loom_events *) f;
 
@@ -382,7 +341,7 @@ test_nonblocking_recv_before_ready_is_eagain(void **state)
 static void
 test_nonblocking_idle_poll_is_einval(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_append_result res;
     loom_events *page = NULL;
     int want = -1;
@@ -414,7 +373,7 @@ test_nonblocking_large_append_copies_and_flushes(void **state)
 {
     enum { N = 12 };
     const size_t len = LOOM_DEFAULT_MAX_PAYLOAD;
-    struct fx *f = *state;
+    est_fx *f = *state;
     unsigned char *data[N];
     char *type = malloc(4);
     loom_header *h = malloc(sizeof *h);
@@ -572,7 +531,7 @@ test_nonblocking_close_with_operation_in_flight(void **state)
 int
 main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, est_setup, est_teardown)
     const struct CMUnitTest tests[] = {
         T(test_nonblocking_append_matches_blocking),
         T(test_nonblocking_append_conflict_and_duplicate),
@@ -587,5 +546,5 @@ main(void)
 #undef T
 
     return cmocka_run_group_tests_name("eventstore.nonblocking", tests,
-                                       group_setup, group_teardown);
+                                       est_group_setup, est_group_teardown);
 }

@@ -15,47 +15,6 @@
 
 #include "estest.h"
 
-struct fx {
-    loom_store *s;
-};
-
-static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("read");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-
-    assert_non_null(f);
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-
-    loom_store_close(f->s);
-    free(f);
-    return 0;
-}
-
 /* Appends `n` events to `stream` whose payloads are "<stream>#<version>",
  * so every read can check it got the right bytes for each version. */
 static void
@@ -98,72 +57,54 @@ read_stream(loom_store *s, const char *stream, int64_t from, loom_direction dir,
     return page;
 }
 
-/* Checks a page holds versions first, first+step, ... (count of them). */
+/* Reads a page of `stream` and checks it holds `count` numbered events,
+ * from version `first` on in the direction read. */
 static void
-check_versions(loom_events *page, int64_t first, int step, size_t count)
+expect_page(loom_store *s, const char *stream, int64_t from, loom_direction dir,
+            size_t max, int64_t first, size_t count)
 {
+    loom_events *page = read_stream(s, stream, from, dir, max);
+    int64_t step = dir == LOOM_FORWARD ? 1 : -1;
+
     assert_int_equal(loom_events_count(page), count);
     for (size_t i = 0; i < count; i++) {
         const loom_event *ev = loom_events_at(page, i);
         assert_int_equal(ev->version, first + step * (int64_t) i);
         check_numbered(ev);
     }
+    loom_events_free(page);
 }
 
 static void
 test_read_stream_forward_paging(void **state)
 {
-    struct fx *f = *state;
-    loom_events *page;
+    est_fx *f = *state;
 
     append_numbered(f->s, "fwd-1", 7);
     append_numbered(f->s, "fwd-1", 1);
     append_numbered(f->s, "fwd-1", 17);
     append_numbered(f->s, "fwd-2", 3); /* another stream, never returned */
-    page = read_stream(f->s, "fwd-1", 0, LOOM_FORWARD, 10);
-    check_versions(page, 0, 1, 10);
-    loom_events_free(page);
-    page = read_stream(f->s, "fwd-1", 10, LOOM_FORWARD, 10);
-    check_versions(page, 10, 1, 10);
-    loom_events_free(page);
-    page = read_stream(f->s, "fwd-1", 20, LOOM_FORWARD, 10);
-    check_versions(page, 20, 1, 5);
-    loom_events_free(page);
-    page = read_stream(f->s, "fwd-1", 25, LOOM_FORWARD, 10);
-    check_versions(page, 25, 1, 0);
-    loom_events_free(page);
-    page = read_stream(f->s, "fwd-1", 1000, LOOM_FORWARD, 10);
-    check_versions(page, 0, 1, 0);
-    loom_events_free(page);
+    expect_page(f->s, "fwd-1", 0, LOOM_FORWARD, 10, 0, 10);
+    expect_page(f->s, "fwd-1", 10, LOOM_FORWARD, 10, 10, 10);
+    expect_page(f->s, "fwd-1", 20, LOOM_FORWARD, 10, 20, 5);
+    expect_page(f->s, "fwd-1", 25, LOOM_FORWARD, 10, 25, 0);
+    expect_page(f->s, "fwd-1", 1000, LOOM_FORWARD, 10, 0, 0);
     /* From the middle, one at a time. */
-    page = read_stream(f->s, "fwd-1", 13, LOOM_FORWARD, 1);
-    check_versions(page, 13, 1, 1);
-    loom_events_free(page);
+    expect_page(f->s, "fwd-1", 13, LOOM_FORWARD, 1, 13, 1);
 }
 
 static void
 test_read_stream_backward_paging(void **state)
 {
-    struct fx *f = *state;
-    loom_events *page;
+    est_fx *f = *state;
 
     append_numbered(f->s, "bwd-1", 25);
-    page = read_stream(f->s, "bwd-1", LOOM_VERSION_END, LOOM_BACKWARD, 10);
-    check_versions(page, 24, -1, 10);
-    loom_events_free(page);
-    page = read_stream(f->s, "bwd-1", 14, LOOM_BACKWARD, 10);
-    check_versions(page, 14, -1, 10);
-    loom_events_free(page);
-    page = read_stream(f->s, "bwd-1", 4, LOOM_BACKWARD, 10);
-    check_versions(page, 4, -1, 5);
-    loom_events_free(page);
-    page = read_stream(f->s, "bwd-1", 0, LOOM_BACKWARD, 10);
-    check_versions(page, 0, -1, 1);
-    loom_events_free(page);
+    expect_page(f->s, "bwd-1", LOOM_VERSION_END, LOOM_BACKWARD, 10, 24, 10);
+    expect_page(f->s, "bwd-1", 14, LOOM_BACKWARD, 10, 14, 10);
+    expect_page(f->s, "bwd-1", 4, LOOM_BACKWARD, 10, 4, 5);
+    expect_page(f->s, "bwd-1", 0, LOOM_BACKWARD, 10, 0, 1);
     /* Past the end starts at the newest event. */
-    page = read_stream(f->s, "bwd-1", 100, LOOM_BACKWARD, 3);
-    check_versions(page, 24, -1, 3);
-    loom_events_free(page);
+    expect_page(f->s, "bwd-1", 100, LOOM_BACKWARD, 3, 24, 3);
 }
 
 /* A row whose metadata is not loom.Metadata (written by other software)
@@ -171,7 +112,7 @@ test_read_stream_backward_paging(void **state)
 static void
 test_read_undecodable_metadata_reads_as_absent(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_events *page;
     const loom_event *ev;
 
@@ -193,7 +134,7 @@ test_read_undecodable_metadata_reads_as_absent(void **state)
 static void
 test_read_stream_missing_is_empty(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_events *page;
 
     page = read_stream(f->s, "missing-1", 0, LOOM_FORWARD, 10);
@@ -210,7 +151,7 @@ test_read_all_pages_in_commit_order(void **state)
 {
     enum { STREAMS = 7, TOTAL = 1234 };
     static const size_t sizes[] = {1, 3, 50, 7, 13};
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position cursor = est_read_all_end(f->s);
     loom_uuid *ids = malloc(TOTAL * sizeof *ids);
     est_seen *seen = malloc((TOTAL + 10) * sizeof *seen);
@@ -253,7 +194,7 @@ test_read_all_pages_in_commit_order(void **state)
 static void
 test_read_all_cursor_is_exclusive(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position cursor = est_read_all_end(f->s);
     est_seen seen[5];
     loom_events *page = NULL;
@@ -295,7 +236,7 @@ test_read_all_cursor_is_exclusive(void **state)
 static void
 test_read_all_pages_inside_one_transaction(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_position start = est_read_all_end(f->s), cursor;
     est_seen seen[51];
     loom_events *page = NULL;
@@ -332,7 +273,7 @@ test_read_all_pages_inside_one_transaction(void **state)
 static void
 test_read_event_fields_match_table(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_events *page;
     const loom_event *ev;
     char text[LOOM_UUID_STRLEN];
@@ -387,13 +328,8 @@ collect_category(loom_store *s, const char *category, const loom_group *group,
             loom_position at = {ev->tx, ev->position};
             assert_true(est_pos_before(cursor, at));
             cursor = at;
-            if (kept < cap) {
-                out[kept].at = at;
-                out[kept].version = ev->version;
-                out[kept].id = ev->id;
-                snprintf(out[kept].stream, sizeof out[kept].stream, "%s",
-                         ev->stream);
-            }
+            if (kept < cap)
+                est_seen_copy(&out[kept], ev);
             kept++;
         }
         loom_events_free(page);
@@ -416,7 +352,7 @@ test_read_category_only_that_category(void **state)
         {"cat1-a+b", 1}, {"other-1", 0}, {"cat1-b-c", 1},
     };
     const size_t n = sizeof order / sizeof order[0];
-    struct fx *f = *state;
+    est_fx *f = *state;
     est_seen seen[16];
     size_t want = 0, got, j = 0;
 
@@ -579,7 +515,7 @@ check_group_split(loom_store *s, uint32_t size, size_t total_events,
 static void
 test_read_category_groups_split_streams(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     const size_t nstreams = GROUP_STREAMS + GROUP_EXTRA;
     size_t *events_of = malloc(nstreams * sizeof *events_of);
     size_t total = 0;
@@ -610,7 +546,7 @@ test_read_category_groups_split_streams(void **state)
 static void
 test_read_page_accessors(void **state)
 {
-    struct fx *f = *state;
+    est_fx *f = *state;
     loom_events *page;
     loom_position none;
 
@@ -633,7 +569,7 @@ test_read_page_accessors(void **state)
 int
 main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, est_setup, est_teardown)
     const struct CMUnitTest tests[] = {
         T(test_read_stream_forward_paging),
         T(test_read_stream_backward_paging),
@@ -649,6 +585,6 @@ main(void)
     };
 #undef T
 
-    return cmocka_run_group_tests_name("eventstore.read", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("eventstore.read", tests,
+                                       est_group_setup, est_group_teardown);
 }

@@ -25,22 +25,6 @@ struct fx {
 };
 
 static int
-group_setup(void **state)
-{
-    (void) state;
-    loomt_db_create("reconnect");
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void) state;
-    loomt_db_drop();
-    return 0;
-}
-
-static int
 setup(void **state)
 {
     static int seq;
@@ -302,5 +286,5 @@ main(void)
 #undef T
 
     return cmocka_run_group_tests_name("eventstore.reconnect", tests,
-                                       group_setup, group_teardown);
+                                       est_group_setup, est_group_teardown);
 }

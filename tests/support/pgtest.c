@@ -56,6 +56,13 @@ pgt_base(void)
 }
 
 static void
+pgt_quiet(void *arg, const char *message)
+{
+    (void) arg;
+    (void) message;
+}
+
+static void
 pgt_admin(const char *sql)
 {
     char dsn[4096];
@@ -66,6 +73,7 @@ pgt_admin(const char *sql)
     c = PQconnectdb(dsn);
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("cannot connect to the test server: %s", PQerrorMessage(c));
+    PQsetNoticeProcessor(c, pgt_quiet, NULL); /* "does not exist, skipping" */
     r = PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("%s: %s", sql, PQresultErrorMessage(r));

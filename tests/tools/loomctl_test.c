@@ -200,6 +200,17 @@ get_raw(const char *obj, const char *key, char *out, size_t cap)
     out[end - v] = '\0';
 }
 
+/* Copies the only line of `out` into `line`, checking that it is one
+ * valid JSON value. */
+static void
+only_json_line(const char *out, char *line, size_t cap)
+{
+    assert_int_equal(count_lines(out), 1);
+    line_at(out, 0, line, cap);
+    if (!jl_valid(line))
+        fail_msg("not JSON: %s", line);
+}
+
 /* Every line of `out` is one valid JSON value. */
 static void
 assert_json_lines(const char *out)
@@ -326,9 +337,7 @@ test_loomctl_migrate_is_idempotent(void **state)
 
     r = lc("--json migrate");
     assert_int_equal(r.rc, 0);
-    assert_int_equal(count_lines(r.out), 1);
-    line_at(r.out, 0, obj, sizeof obj);
-    assert_true(jl_valid(obj));
+    only_json_line(r.out, obj, sizeof obj);
     assert_int_equal(get_i64(obj, "applied"), 0);
     assert_true(get_i64(obj, "version") >= 1);
     run_free(&r);
@@ -356,9 +365,7 @@ test_loomctl_read_json_round_trips_weird_stream(void **state)
     r = lc("read %s --json", sq(weird_stream));
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.err, "");
-    assert_int_equal(count_lines(r.out), 1);
-    line_at(r.out, 0, line, sizeof line);
-    assert_true(jl_valid(line));
+    only_json_line(r.out, line, sizeof line);
     /* Decoded, the name is byte for byte the one appended. */
     assert_true(jl_member(line, "stream", &v, NULL));
     assert_true(jl_string(v, s, sizeof s, &len));
@@ -445,8 +452,7 @@ test_loomctl_read_backward_pages_with_next(void **state)
     (void) state;
     r = lc("read order-1 --backward --limit 1 --json");
     assert_int_equal(r.rc, 0);
-    assert_int_equal(count_lines(r.out), 1);
-    line_at(r.out, 0, line, sizeof line);
+    only_json_line(r.out, line, sizeof line);
     assert_int_equal(get_i64(line, "version"), 1);
     assert_string_equal(r.err, "next: 0\n");
     run_free(&r);
@@ -575,8 +581,7 @@ test_loomctl_streams_lists_streams(void **state)
 
     /* Keyset paging. */
     r = lc("streams --json --limit 1 --after order-1");
-    assert_int_equal(count_lines(r.out), 1);
-    line_at(r.out, 0, line, sizeof line);
+    only_json_line(r.out, line, sizeof line);
     get_str(line, "stream", s, sizeof s);
     assert_string_equal(s, "order-2");
     run_free(&r);
@@ -602,9 +607,7 @@ test_loomctl_stats_reports_counts(void **state)
 
     r = lc("stats --json");
     assert_int_equal(r.rc, 0);
-    assert_int_equal(count_lines(r.out), 1);
-    line_at(r.out, 0, line, sizeof line);
-    assert_true(jl_valid(line));
+    only_json_line(r.out, line, sizeof line);
     assert_int_equal(get_i64(line, "events"), 5);
     assert_int_equal(get_i64(line, "streams"), 4);
     assert_int_equal(get_i64(line, "categories"), 3);

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
 #include "loomctl.h"
+#include "pgwire.h"
 
 enum { ARG_DB = 1, ARG_JSON, ARG_TYPES, ARG_HELP };
 
@@ -182,7 +182,7 @@ ctl_check_category(const ctl *c, const char *opt, const char *s)
 
     if (n == 0)
         return ctl_usage_error(c, "%s: the category is empty", opt);
-    if (n > LOOM_MAX_STREAM_NAME_LIMIT || !ctl_utf8_valid(s, n))
+    if (n > LOOM_MAX_STREAM_NAME_LIMIT || !loom__utf8_valid(s, n))
         return ctl_usage_error(c,
                                "%s: a category is valid UTF-8 of at most "
                                "%zu bytes",

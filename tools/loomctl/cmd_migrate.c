@@ -57,20 +57,20 @@ mig_status(ctl *c, loom_store *s)
 {
     int applied = 0, latest = 0;
     loom_err rc = loom_store_schema_version(s, &applied, &latest);
-    ctl_buf b = CTL_BUF_INIT;
+    loom__buf b = LOOM__BUF_INIT;
 
     if (rc != LOOM_OK) {
         ctl_fail("reading the schema version: %s", loom_store_errmsg(s));
         return CTL_ERR;
     }
     if (c->json) {
-        ctl_buf_putc(&b, '{');
+        loom__buf_putc(&b, '{');
         ctl_json_ki64(&b, "version", applied);
         ctl_json_ki64(&b, "latest", latest);
         ctl_json_ki64(&b, "pending", latest > applied ? latest - applied : 0);
-        ctl_buf_puts(&b, "}\n");
-        fputs(ctl_buf_str(&b), stdout);
-        ctl_buf_free(&b);
+        loom__buf_puts(&b, "}\n");
+        fputs(loom__buf_str(&b), stdout);
+        loom__buf_free(&b);
     } else if (applied < latest) {
         printf("schema is at version %d, latest is %d: run `loomctl "
                "migrate`\n",

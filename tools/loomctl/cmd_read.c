@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "evout.h"
-#include "json.h"
 #include "loomctl.h"
+#include "pgwire.h"
 
 /* Events per read; well under the store's max_read. */
 #define RD_PAGE 1000
@@ -69,7 +69,7 @@ rd_parse(ctl *c, int argc, char **argv, rd_args *ra)
     /* The same checks as the store's, as usage errors (exit 2). */
     if (ra->stream[0] == '\0' ||
         strlen(ra->stream) > LOOM_MAX_STREAM_NAME_LIMIT ||
-        !ctl_utf8_valid(ra->stream, strlen(ra->stream)))
+        !loom__utf8_valid(ra->stream, strlen(ra->stream)))
         return ctl_usage_error(c, "a stream name is 1 to %zu bytes of UTF-8",
                                LOOM_MAX_STREAM_NAME_LIMIT);
     if (ra->from < 0)

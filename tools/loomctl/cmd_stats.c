@@ -73,7 +73,7 @@ ctl_stats_bytes(int64_t n, char out[32])
 /* Prints a table section, or appends its rows to the JSON object as an
  * array of objects under `key`. */
 static int
-st_list(const ctl *c, ctl_buf *json, const char *title, const char *key,
+st_list(const ctl *c, loom__buf *json, const char *title, const char *key,
         const ctl_col *cols, size_t ncols, const PGresult *r, int bytes_col)
 {
     ctl_table *t = ctl_table_new(cols, ncols, 0, stdout);
@@ -83,20 +83,20 @@ st_list(const ctl *c, ctl_buf *json, const char *title, const char *key,
         return CTL_ERR;
     if (c->json) {
         ctl_json_key(json, key);
-        ctl_buf_putc(json, '[');
+        loom__buf_putc(json, '[');
     } else {
         printf("\n%s\n", title);
     }
     for (int i = 0; i < PQntuples(r); i++) {
         char size[32];
         if (c->json) {
-            ctl_buf_puts(json, i > 0 ? ",{" : "{");
+            loom__buf_puts(json, i > 0 ? ",{" : "{");
             ctl_json_kstr(json, cols[0].key, PQgetvalue(r, i, 0));
             ctl_json_ki64(json, cols[bytes_col ? 2 : 1].key,
                           ctl_stats_i64(r, i, 1));
             if (!bytes_col)
                 ctl_json_ki64(json, "events", ctl_stats_i64(r, i, 2));
-            ctl_buf_putc(json, '}');
+            loom__buf_putc(json, '}');
             continue;
         }
         ctl_table_cell(t, PQgetvalue(r, i, 0));
@@ -110,7 +110,7 @@ st_list(const ctl *c, ctl_buf *json, const char *title, const char *key,
         }
     }
     if (c->json)
-        ctl_buf_putc(json, ']');
+        loom__buf_putc(json, ']');
     else if (PQntuples(r) == 0)
         printf("(none)\n");
     else if (ctl_table_flush(t) != 0)
@@ -120,7 +120,7 @@ st_list(const ctl *c, ctl_buf *json, const char *title, const char *key,
 }
 
 static int
-st_totals(PGconn *pg, const ctl *c, ctl_buf *json)
+st_totals(PGconn *pg, const ctl *c, loom__buf *json)
 {
     PGresult *r = ctl_pg_exec(pg, "counting streams", st_totals_sql, 0, NULL);
 
@@ -144,7 +144,7 @@ st_totals(PGconn *pg, const ctl *c, ctl_buf *json)
 
 /* Sizes: the total on the overview, then one row per table. */
 static int
-st_sizes(PGconn *pg, const ctl *c, ctl_buf *json, const PGresult **keep)
+st_sizes(PGconn *pg, const ctl *c, loom__buf *json, const PGresult **keep)
 {
     PGresult *r =
         ctl_pg_exec(pg, "measuring the loom tables", st_sizes_sql, 0, NULL);
@@ -166,7 +166,7 @@ st_sizes(PGconn *pg, const ctl *c, ctl_buf *json, const PGresult **keep)
 }
 
 static int
-st_rate(PGconn *pg, const ctl *c, ctl_buf *json)
+st_rate(PGconn *pg, const ctl *c, loom__buf *json)
 {
     int64_t n = 0;
 
@@ -175,7 +175,7 @@ st_rate(PGconn *pg, const ctl *c, ctl_buf *json)
     if (c->json) {
         ctl_json_ki64(json, "events_last_minute", n);
         ctl_json_key(json, "events_per_second");
-        ctl_buf_printf(json, "%.2f", (double) n / 60.0);
+        loom__buf_printf(json, "%.2f", (double) n / 60.0);
     } else {
         printf("%-22s %.2f (%" PRId64 " in the last minute)\n",
                "events per second", (double) n / 60.0, n);
@@ -184,7 +184,7 @@ st_rate(PGconn *pg, const ctl *c, ctl_buf *json)
 }
 
 static int
-st_run(PGconn *pg, const ctl *c, ctl_buf *json)
+st_run(PGconn *pg, const ctl *c, loom__buf *json)
 {
     const PGresult *sizes = NULL;
     PGresult *cats = NULL;
@@ -215,7 +215,7 @@ st_run(PGconn *pg, const ctl *c, ctl_buf *json)
 int
 ctl_cmd_stats(ctl *c, int argc, char **argv)
 {
-    ctl_buf json = CTL_BUF_INIT;
+    loom__buf json = LOOM__BUF_INIT;
     const char *val;
     PGconn *pg;
     ctl_args a;
@@ -230,16 +230,16 @@ ctl_cmd_stats(ctl *c, int argc, char **argv)
     pg = ctl_pg_open(c);
     if (pg == NULL)
         return CTL_ERR;
-    ctl_buf_putc(&json, '{');
+    loom__buf_putc(&json, '{');
     rc = st_run(pg, c, &json);
-    ctl_buf_puts(&json, "}\n");
+    loom__buf_puts(&json, "}\n");
     if (rc == CTL_OK && c->json && json.failed) {
         ctl_fail("formatting statistics: out of memory");
         rc = CTL_ERR;
     } else if (rc == CTL_OK && c->json) {
         fputs(json.data, stdout);
     }
-    ctl_buf_free(&json);
+    loom__buf_free(&json);
     PQfinish(pg);
     return rc;
 }

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "json.h"
 #include "loomctl.h"
+#include "pgwire.h"
 #include "table.h"
 
 enum { STR_CATEGORY = 1, STR_LIMIT, STR_AFTER };
@@ -72,7 +72,7 @@ str_parse(ctl *c, int argc, char **argv, str_args *sa)
             rc = ctl_parse_i64(c, "--limit", val, 1, 100000, &sa->limit);
         } else if (r == STR_AFTER) {
             sa->after = val;
-            if (!ctl_utf8_valid(val, strlen(val)))
+            if (!loom__utf8_valid(val, strlen(val)))
                 rc = ctl_usage_error(c, "--after: not valid UTF-8");
         }
     }

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "json.h"
 #include "loom/alloc.h"
 #include "loomctl.h"
-#include "sbuf.h"
 #include "table.h"
 
 static const ctl_col evout_stream_cols[] = {
@@ -37,7 +37,7 @@ struct ctl_evout {
     int json;
     const loom_registry *reg;
     ctl_table *table; /* table mode only */
-    ctl_buf line;     /* scratch: a JSON line or the META cell */
+    loom__buf line;   /* scratch: a JSON line or the META cell */
 };
 
 ctl_evout *
@@ -69,7 +69,7 @@ ctl_evout_free(ctl_evout *o)
     if (o == NULL)
         return;
     ctl_table_free(o->table);
-    ctl_buf_free(&o->line);
+    loom__buf_free(&o->line);
     loom_free(o);
 }
 
@@ -119,13 +119,13 @@ evout_decode(const ctl_evout *o, const loom_event *ev, char **json)
 static void
 evout_json_line(ctl_evout *o, const loom_event *ev, const char *data)
 {
-    ctl_buf *b = &o->line;
+    loom__buf *b = &o->line;
     char id[LOOM_UUID_STRLEN], at[32];
 
     loom_uuid_format(&ev->id, id);
     ctl_format_time(ev->recorded_at, at);
-    ctl_buf_reset(b);
-    ctl_buf_putc(b, '{');
+    loom__buf_reset(b);
+    loom__buf_putc(b, '{');
     ctl_json_ki64(b, "position", ev->position);
     ctl_json_ku64(b, "tx", ev->tx);
     ctl_json_kstr(b, "stream", ev->stream);
@@ -137,40 +137,40 @@ evout_json_line(ctl_evout *o, const loom_event *ev, const char *data)
     ctl_json_kraw(b, "data", data);
     if (data == NULL) {
         ctl_json_key(b, "data_base64");
-        ctl_json_base64(b, ev->data, ev->data_len);
+        loom__json_base64(b, ev->data, ev->data_len);
     }
     ctl_json_kstr(b, "correlation_id", ev->correlation_id);
     ctl_json_kstr(b, "causation_id", ev->causation_id);
     ctl_json_key(b, "headers");
-    ctl_buf_putc(b, '{');
+    loom__buf_putc(b, '{');
     for (size_t i = 0; i < ev->n_headers; i++) {
         const loom_header *h = &ev->headers[i];
         /* Header keys are data: escaped like any other string. */
         if (i > 0)
-            ctl_buf_putc(b, ',');
+            loom__buf_putc(b, ',');
         ctl_json_str(b, h->key, strlen(h->key));
-        ctl_buf_putc(b, ':');
+        loom__buf_putc(b, ':');
         ctl_json_str(b, h->value, strlen(h->value));
     }
-    ctl_buf_puts(b, "}}\n");
+    loom__buf_puts(b, "}}\n");
 }
 
 /* The META cell: "corr=.. cause=.. key=value ...", empty when none. */
 static const char *
 evout_meta(ctl_evout *o, const loom_event *ev)
 {
-    ctl_buf *b = &o->line;
+    loom__buf *b = &o->line;
 
-    ctl_buf_reset(b);
-    ctl_buf_put(b, "", 0);
+    loom__buf_reset(b);
+    loom__buf_put(b, "", 0);
     if (ev->correlation_id != NULL)
-        ctl_buf_printf(b, "corr=%s", ev->correlation_id);
+        loom__buf_printf(b, "corr=%s", ev->correlation_id);
     if (ev->causation_id != NULL)
-        ctl_buf_printf(b, "%scause=%s", b->len ? " " : "", ev->causation_id);
+        loom__buf_printf(b, "%scause=%s", b->len ? " " : "", ev->causation_id);
     for (size_t i = 0; i < ev->n_headers; i++)
-        ctl_buf_printf(b, "%s%s=%s", b->len ? " " : "", ev->headers[i].key,
-                       ev->headers[i].value);
-    return ctl_buf_str(b);
+        loom__buf_printf(b, "%s%s=%s", b->len ? " " : "", ev->headers[i].key,
+                         ev->headers[i].value);
+    return loom__buf_str(b);
 }
 
 static void

@@ -9,8 +9,8 @@
 
 #include <libpq-fe.h>
 
+#include "buf.h"
 #include "loomctl.h"
-#include "sbuf.h"
 
 /* The integer in a result cell; 0 for NULL. */
 int64_t ctl_stats_i64(const PGresult *r, int row, int col);
@@ -23,6 +23,6 @@ int ctl_stats_last_minute(PGconn *pg, int64_t *n);
 
 /* Prints (or adds to the JSON object) the snapshot horizon that readers
  * in commit order wait for, and the sessions holding it. */
-int ctl_stats_horizon(PGconn *pg, const ctl *c, ctl_buf *json);
+int ctl_stats_horizon(PGconn *pg, const ctl *c, loom__buf *json);
 
 #endif /* LOOMCTL_STATS_H */

@@ -98,12 +98,12 @@ hz_age(const char *secs, char out[32])
 }
 
 static void
-hz_holders_json(ctl_buf *json, const PGresult *r)
+hz_holders_json(loom__buf *json, const PGresult *r)
 {
     ctl_json_key(json, "holders");
-    ctl_buf_putc(json, '[');
+    loom__buf_putc(json, '[');
     for (int i = 0; i < PQntuples(r); i++) {
-        ctl_buf_puts(json, i > 0 ? ",{" : "{");
+        loom__buf_puts(json, i > 0 ? ",{" : "{");
         for (int j = 0; j < HZ_NCOLS; j++) {
             const char *v = PQgetvalue(r, i, j);
             if (hz_cols[j].kind == CTL_COL_NUM || j == HZ_AGE)
@@ -111,9 +111,9 @@ hz_holders_json(ctl_buf *json, const PGresult *r)
             else
                 ctl_json_kstr(json, hz_cols[j].key, v);
         }
-        ctl_buf_putc(json, '}');
+        loom__buf_putc(json, '}');
     }
-    ctl_buf_putc(json, ']');
+    loom__buf_putc(json, ']');
 }
 
 static int
@@ -143,14 +143,14 @@ hz_holders_table(const PGresult *r)
 }
 
 static void
-hz_summary(const ctl *c, ctl_buf *json, const PGresult *r)
+hz_summary(const ctl *c, loom__buf *json, const PGresult *r)
 {
     const char *xmin = PQgetvalue(r, 0, 0), *newest = PQgetvalue(r, 0, 1);
     int64_t held = ctl_stats_i64(r, 0, 2);
 
     if (c->json) {
         ctl_json_key(json, "horizon");
-        ctl_buf_putc(json, '{');
+        loom__buf_putc(json, '{');
         ctl_json_kraw(json, "snapshot_xmin", xmin);
         ctl_json_kraw(json, "newest_event_tx",
                       PQgetisnull(r, 0, 1) ? NULL : newest);
@@ -170,7 +170,7 @@ hz_summary(const ctl *c, ctl_buf *json, const PGresult *r)
 }
 
 int
-ctl_stats_horizon(PGconn *pg, const ctl *c, ctl_buf *json)
+ctl_stats_horizon(PGconn *pg, const ctl *c, loom__buf *json)
 {
     PGresult *h, *r;
     int rc = CTL_OK;
@@ -187,7 +187,7 @@ ctl_stats_horizon(PGconn *pg, const ctl *c, ctl_buf *json)
     hz_summary(c, json, h);
     if (c->json) {
         hz_holders_json(json, r);
-        ctl_buf_putc(json, '}');
+        loom__buf_putc(json, '}');
     } else {
         rc = hz_holders_table(r);
     }

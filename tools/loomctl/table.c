@@ -7,9 +7,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "json.h"
 #include "loom/alloc.h"
-#include "sbuf.h"
 #include "termtext.h"
 
 #define TBL_GAP       2 /* spaces between columns */
@@ -26,7 +26,7 @@ struct ctl_table {
     size_t ncols;
     int json;
     FILE *out;
-    ctl_buf text;    /* every cell's bytes, shown form in table mode */
+    loom__buf text;  /* every cell's bytes, shown form in table mode */
     tbl_cell *cells; /* row-major */
     size_t ncells, cap;
     size_t *natural;      /* widest content seen so far, per column */
@@ -75,7 +75,7 @@ ctl_table_new(const ctl_col *cols, size_t ncols, int json, FILE *out)
     }
     t->term = json ? 0 : tbl_term_width(out);
     /* Allocate now, so cell offsets always point into a buffer. */
-    ctl_buf_put(&t->text, "", 0);
+    loom__buf_put(&t->text, "", 0);
     if (t->text.failed) {
         ctl_table_free(t);
         return NULL;
@@ -88,7 +88,7 @@ ctl_table_free(ctl_table *t)
 {
     if (t == NULL)
         return;
-    ctl_buf_free(&t->text);
+    loom__buf_free(&t->text);
     loom_free(t->cells);
     loom_free(t->natural);
     loom_free(t->width);
@@ -122,7 +122,7 @@ ctl_table_celln(ctl_table *t, const char *s, size_t n)
     c->null = s == NULL;
     c->width = 0;
     if (s != NULL && t->json)
-        ctl_buf_put(&t->text, s, n);
+        loom__buf_put(&t->text, s, n);
     else if (s != NULL)
         c->width = ctl_term_put(&t->text, s, n);
     c->len = t->text.len - c->off;
@@ -168,28 +168,28 @@ ctl_table_cellf(ctl_table *t, const char *fmt, ...)
 /* JSON mode                                                           */
 
 static void
-tbl_json_row(ctl_table *t, ctl_buf *line, const tbl_cell *row)
+tbl_json_row(ctl_table *t, loom__buf *line, const tbl_cell *row)
 {
-    ctl_buf_reset(line);
-    ctl_buf_putc(line, '{');
+    loom__buf_reset(line);
+    loom__buf_putc(line, '{');
     for (size_t i = 0; i < t->ncols; i++) {
         const tbl_cell *c = &row[i];
         const char *p = t->text.data + c->off;
         ctl_json_key(line, t->cols[i].key);
         if (c->null || (c->len == 0 && t->cols[i].kind != CTL_COL_TEXT))
-            ctl_buf_puts(line, "null");
+            loom__buf_puts(line, "null");
         else if (t->cols[i].kind == CTL_COL_TEXT)
             ctl_json_str(line, p, c->len);
         else
-            ctl_buf_put(line, p, c->len);
+            loom__buf_put(line, p, c->len);
     }
-    ctl_buf_puts(line, "}\n");
+    loom__buf_puts(line, "}\n");
 }
 
 static int
 tbl_flush_json(ctl_table *t)
 {
-    ctl_buf line = CTL_BUF_INIT;
+    loom__buf line = LOOM__BUF_INIT;
     size_t rows = ctl_table_rows(t);
     int rc = 0;
 
@@ -200,7 +200,7 @@ tbl_flush_json(ctl_table *t)
         else if (fwrite(line.data, 1, line.len, t->out) != line.len)
             rc = -1;
     }
-    ctl_buf_free(&line);
+    loom__buf_free(&line);
     return rc;
 }
 
@@ -276,27 +276,27 @@ tbl_fit(ctl_table *t, size_t rows)
 }
 
 static void
-tbl_put_cell(ctl_table *t, ctl_buf *line, size_t col, const char *p, size_t len,
-             size_t w, int last)
+tbl_put_cell(ctl_table *t, loom__buf *line, size_t col, const char *p,
+             size_t len, size_t w, int last)
 {
     size_t width = t->width[col];
     size_t pad = w < width ? width - w : 0;
 
     if (t->cols[col].kind == CTL_COL_NUM) {
-        ctl_buf_printf(line, "%*s", (int) pad, "");
-        ctl_buf_put(line, p, len);
+        loom__buf_printf(line, "%*s", (int) pad, "");
+        loom__buf_put(line, p, len);
         return;
     }
     if (w > width)
         pad = width - ctl_term_cut(line, p, len, width);
     else
-        ctl_buf_put(line, p, len);
+        loom__buf_put(line, p, len);
     if (!last)
-        ctl_buf_printf(line, "%*s", (int) pad, "");
+        loom__buf_printf(line, "%*s", (int) pad, "");
 }
 
 static int
-tbl_write_row(ctl_table *t, ctl_buf *line, const tbl_cell *row, int header)
+tbl_write_row(ctl_table *t, loom__buf *line, const tbl_cell *row, int header)
 {
     size_t lastcol = 0;
     int first = 1;
@@ -305,13 +305,13 @@ tbl_write_row(ctl_table *t, ctl_buf *line, const tbl_cell *row, int header)
         if (t->shown[i])
             lastcol = i;
     }
-    ctl_buf_reset(line);
+    loom__buf_reset(line);
     for (size_t i = 0; i < t->ncols; i++) {
         const char *h = t->cols[i].header;
         if (!t->shown[i])
             continue;
         if (!first)
-            ctl_buf_printf(line, "%*s", TBL_GAP, "");
+            loom__buf_printf(line, "%*s", TBL_GAP, "");
         first = 0;
         if (header)
             tbl_put_cell(t, line, i, h, strlen(h), strlen(h), i == lastcol);
@@ -322,7 +322,7 @@ tbl_write_row(ctl_table *t, ctl_buf *line, const tbl_cell *row, int header)
     /* An empty last cell leaves the padding of the one before it. */
     while (line->len > 0 && line->data[line->len - 1] == ' ')
         line->data[--line->len] = '\0';
-    ctl_buf_putc(line, '\n');
+    loom__buf_putc(line, '\n');
     if (line->failed)
         return -1;
     return fwrite(line->data, 1, line->len, t->out) == line->len ? 0 : -1;
@@ -331,7 +331,7 @@ tbl_write_row(ctl_table *t, ctl_buf *line, const tbl_cell *row, int header)
 static int
 tbl_flush_text(ctl_table *t)
 {
-    ctl_buf line = CTL_BUF_INIT;
+    loom__buf line = LOOM__BUF_INIT;
     size_t rows = ctl_table_rows(t);
     int rc = 0;
 
@@ -344,7 +344,7 @@ tbl_flush_text(ctl_table *t)
     }
     for (size_t r = 0; r < rows && rc == 0; r++)
         rc = tbl_write_row(t, &line, &t->cells[r * t->ncols], 0);
-    ctl_buf_free(&line);
+    loom__buf_free(&line);
     return rc;
 }
 
@@ -355,7 +355,7 @@ ctl_table_flush(ctl_table *t)
 
     t->failed = 0;
     t->ncells = 0;
-    ctl_buf_reset(&t->text);
+    loom__buf_reset(&t->text);
     if (rc == 0 && fflush(t->out) != 0)
         rc = -1;
     return rc;

@@ -3,7 +3,7 @@
 
 #include <stdint.h>
 
-#include "json.h"
+#include "pgwire.h"
 
 /* The code point of the well-formed sequence of `k` bytes at `s`. */
 static uint32_t
@@ -39,31 +39,31 @@ term_cp_width(uint32_t cp)
 }
 
 size_t
-ctl_term_put(ctl_buf *b, const char *str, size_t n)
+ctl_term_put(loom__buf *b, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *) str;
     size_t i = 0, k, width = 0;
 
     while (i < n) {
-        k = ctl_utf8_seq(s + i, n - i);
+        k = loom__utf8_seq(s + i, n - i);
         if (k == 0) {
-            ctl_buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD */
+            loom__buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD */
             k = 1;
             width++;
         } else if (s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
-            ctl_buf_puts(b, s[i] == '\n'   ? "\\n"
-                            : s[i] == '\t' ? "\\t"
-                                           : "\\r");
+            loom__buf_puts(b, s[i] == '\n'   ? "\\n"
+                              : s[i] == '\t' ? "\\t"
+                                             : "\\r");
             width += 2;
         } else if (s[i] < 0x20 || s[i] == 0x7f) {
-            ctl_buf_printf(b, "\\x%02x", s[i]);
+            loom__buf_printf(b, "\\x%02x", s[i]);
             width += 4;
         } else if (k == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0) {
             /* C1 controls (U+0080..U+009F) act on many terminals too. */
-            ctl_buf_printf(b, "\\u%04x", s[i + 1]);
+            loom__buf_printf(b, "\\u%04x", s[i + 1]);
             width += 6;
         } else {
-            ctl_buf_put(b, s + i, k);
+            loom__buf_put(b, s + i, k);
             width += term_cp_width(term_cp(s + i, k));
         }
         i += k;
@@ -72,21 +72,21 @@ ctl_term_put(ctl_buf *b, const char *str, size_t n)
 }
 
 size_t
-ctl_term_cut(ctl_buf *b, const char *p, size_t len, size_t width)
+ctl_term_cut(loom__buf *b, const char *p, size_t len, size_t width)
 {
     const unsigned char *s = (const unsigned char *) p;
     size_t i = 0, cols = 0;
 
     /* The text is already shown form: valid UTF-8, no controls. */
     while (i < len) {
-        size_t k = ctl_utf8_seq(s + i, len - i);
+        size_t k = loom__utf8_seq(s + i, len - i);
         size_t w = k ? term_cp_width(term_cp(s + i, k)) : 1;
         if (cols + w + 1 > width)
             break;
         i += k ? k : 1;
         cols += w;
     }
-    ctl_buf_put(b, p, i);
-    ctl_buf_puts(b, "\xe2\x80\xa6"); /* U+2026 */
+    loom__buf_put(b, p, i);
+    loom__buf_puts(b, "\xe2\x80\xa6"); /* U+2026 */
     return cols + 1;
 }

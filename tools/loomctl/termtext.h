@@ -9,14 +9,14 @@
 
 #include <stddef.h>
 
-#include "sbuf.h"
+#include "buf.h"
 
 /* Appends the shown form of `n` bytes at `s` to `b`; returns its width in
  * columns. */
-size_t ctl_term_put(ctl_buf *b, const char *s, size_t n);
+size_t ctl_term_put(loom__buf *b, const char *s, size_t n);
 
 /* Appends the longest prefix of shown text `p` (`len` bytes) that fits in
  * `width - 1` columns, then "…"; returns the columns written. */
-size_t ctl_term_cut(ctl_buf *b, const char *p, size_t len, size_t width);
+size_t ctl_term_cut(loom__buf *b, const char *p, size_t len, size_t width);
 
 #endif /* LOOMCTL_TERMTEXT_H */
