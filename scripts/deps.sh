@@ -18,7 +18,6 @@ PACKAGES=(
     libprotobuf-dev
     libuv1-dev
     libcmocka-dev
-    uuid-dev
     postgresql-15            # server for tests (scripts/pg.sh)
     postgresql-client-15
     clang-format             # version 14 on Debian 12
