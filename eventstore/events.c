@@ -101,6 +101,13 @@ events_alloc(loom_events *page, size_t size)
     return p;
 }
 
+/* events_alloc() for upcasters, which do not know the page type. */
+static void *
+events_arena(void *page, size_t size)
+{
+    return events_alloc(page, size);
+}
+
 /* ------------------------------------------------------------------ */
 /* Metadata decoding (protobuf wire format, see metadata.c)            */
 
@@ -286,6 +293,14 @@ loom__events_from_result(loom_store *s, PGresult *r, loom_position after,
     for (int i = 0; rc == LOOM_OK && i < n; i++) {
         rc = events_row(page, r, i, &page->ev[i]);
         page->n = (size_t) i + 1;
+        if (rc == LOOM_OK && s->upcasters != NULL) {
+            /* The upcaster's failure message names the event: keep it. */
+            rc = loom__upcast_event(s, &page->ev[i], events_arena, page);
+            if (rc != LOOM_OK) {
+                loom_events_free(page);
+                return rc;
+            }
+        }
     }
     if (rc != LOOM_OK) {
         int64_t pos = -1;

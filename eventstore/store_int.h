@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "loom/eventstore.h"
+#include "loom/upcast.h"
 
 /*
  * The statements the store runs. Each is prepared once per connection, on
@@ -69,6 +70,7 @@ struct loom_store {
     int append_stream_len; /* the stream name starts params */
     size_t append_ids;     /* offset of the id array in params */
     int append_ids_len;
+    const loom_upcasters *upcasters; /* applied to every read; borrowed */
 };
 
 /* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
@@ -107,6 +109,14 @@ loom_err loom__store_check_stream(loom_store *s, const char *stream,
 /* Called by loom_store_poll() when an append's result is in: sends the
  * replay check after a conflict or duplicate. Returns 1 when it did. */
 int loom__append_followup(loom_store *s);
+
+/* Page memory for upcast payloads and type names. */
+typedef void *(*loom__upcast_alloc_fn)(void *ctx, size_t size);
+
+/* Applies s->upcasters to `ev` until no step matches; new payloads and
+ * names live in memory from `alloc`. Sets errmsg on failure. */
+loom_err loom__upcast_event(loom_store *s, loom_event *ev,
+                            loom__upcast_alloc_fn alloc, void *ctx);
 
 /* Builds a page from a result of the events query (takes `r`). */
 loom_err loom__events_from_result(loom_store *s, PGresult *r,
