@@ -9,7 +9,9 @@
 #include "loom/alloc.h"
 #include "loom/error.h"
 #include "loom/eventstore.h"
+#include "loom/log.h"
 #include "loom/registry.h"
+#include "loom/runtime.h"
 #include "loom/upcast.h"
 #include "loom/uuid.h"
 
