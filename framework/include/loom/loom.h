@@ -12,6 +12,7 @@
 #include "loom/log.h"
 #include "loom/registry.h"
 #include "loom/runtime.h"
+#include "loom/subscription.h"
 #include "loom/upcast.h"
 #include "loom/uuid.h"
 
