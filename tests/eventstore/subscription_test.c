@@ -36,7 +36,8 @@ struct rec {
     int64_t failed_first;
     int64_t redelivered_first;
     int close_in_handler;
-    int append_at; /* append 5 to sub-stream once this many are seen */
+    int append_at;    /* append 5 to sub-stream once this many are seen */
+    size_t kill_call; /* 1-based call that kills the subscription's backend */
 };
 
 struct run {
@@ -50,6 +51,7 @@ struct run {
 };
 
 static int warn_refused;
+static int warn_kill_econn; /* lost-connection retries of "kill" */
 
 static void
 log_capture(void *arg, loom_log_level level, const char *msg)
@@ -57,6 +59,9 @@ log_capture(void *arg, loom_log_level level, const char *msg)
     (void) arg;
     if (level == LOOM_LOG_WARN && strstr(msg, "refused") != NULL)
         warn_refused++;
+    if (level == LOOM_LOG_WARN && strstr(msg, "\"kill\"") != NULL &&
+        strstr(msg, "LOOM_ECONN") != NULL)
+        warn_kill_econn++;
 }
 
 static int
@@ -144,6 +149,11 @@ on_events(const loom_event *const *events, size_t n, void *arg)
     }
     if (rec->fail_call != 0 && rec->calls == rec->fail_call + 1)
         rec->redelivered_first = events[0]->position;
+    if (rec->kill_call == rec->calls)
+        assert_int_equal(est_ll("SELECT count(pg_terminate_backend(pid)) "
+                                "FROM pg_stat_activity WHERE "
+                                "application_name = 'loomt-subkill'"),
+                         1);
     for (size_t i = 0; i < n && rec->n < SEEN_MAX; i++) {
         est_seen_copy(&rec->seen[rec->n], events[i]);
         snprintf(rec->types[rec->n], sizeof rec->types[0], "%s",
@@ -484,6 +494,51 @@ test_subscription_consumer_group_shares(void **state)
     loom_store_close(s);
 }
 
+/* The subscription's backend is killed while it holds a batch: it logs,
+ * reconnects after the backoff, saves the checkpoint it owed and goes on.
+ * Every event arrives, and none twice (the save, not the batch, is what
+ * gets retried). */
+static void
+test_subscription_survives_killed_backend(void **state)
+{
+    static char dsn[4200];
+    loom_store *s = est_store_open(NULL);
+    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
+    struct run r;
+    struct rec *rec;
+    char stream[32];
+
+    (void) state;
+    for (int i = 0; i < 30; i++) {
+        snprintf(stream, sizeof stream, "kill-%d", i % 10);
+        append_n(s, stream, 10, "kill.E");
+    }
+    snprintf(dsn, sizeof dsn, "%s application_name='loomt-subkill'",
+             loomt_dsn());
+    run_open(&r);
+    rec = rec_new(&r);
+    rec->kill_call = 2;
+    c.name = "kill";
+    c.source = LOOM_SUB_CATEGORY;
+    c.category = "kill";
+    c.batch = 50;
+    c.conninfo = dsn;
+    assert_int_equal(loom_subscribe(r.rt, &c, on_events, rec, &rec->sub),
+                     LOOM_OK);
+    run_until(&r, 300);
+    assert_true(warn_kill_econn >= 1); /* the kill was noticed, and survived */
+    assert_int_equal(rec->n, 300);
+    assert_commit_order(rec);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.checkpoints c JOIN "
+               "loom.events e ON e.position = c.position "
+               "WHERE c.name = 'kill' AND e.stream LIKE 'kill-%%'"),
+        1);
+    run_close(&r);
+    free(rec);
+    loom_store_close(s);
+}
+
 static loom_err
 never(const loom_event *const *events, size_t n, void *arg)
 {
@@ -576,6 +631,7 @@ main(void)
         cmocka_unit_test(test_subscription_filters_types),
         cmocka_unit_test(test_subscription_single_stream),
         cmocka_unit_test(test_subscription_consumer_group_shares),
+        cmocka_unit_test(test_subscription_survives_killed_backend),
         cmocka_unit_test(test_subscription_argument_errors),
     };
 
