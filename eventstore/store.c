@@ -12,24 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc_int.h"
 #include "loom/alloc.h"
 #include "migrate_int.h"
 #include "pgwire.h"
-
-static char *
-store_strdup(const char *s)
-{
-    size_t n;
-    char *p;
-
-    if (s == NULL)
-        return NULL;
-    n = strlen(s) + 1;
-    p = loom_malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
 
 loom_err
 loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
@@ -175,8 +161,8 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     }
     if (s->cfg.conninfo == NULL)
         s->cfg.conninfo = getenv("LOOM_DATABASE_URL");
-    s->conninfo = store_strdup(s->cfg.conninfo);
-    s->appname = store_strdup(s->cfg.application_name ? s->cfg.application_name
+    s->conninfo = loom__strdup(s->cfg.conninfo);
+    s->appname = loom__strdup(s->cfg.application_name ? s->cfg.application_name
                                                       : "eventloom");
     /* A lost copy must not fall back to libpq's defaults: another server. */
     if ((s->cfg.conninfo != NULL && s->conninfo == NULL) ||

@@ -7,21 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc_int.h"
 #include "log_int.h"
 #include "loom/alloc.h"
 #include "pgwire.h"
 #include "sub_int.h"
-
-static char *
-sub_strdup(const char *p)
-{
-    size_t n = strlen(p) + 1;
-    char *d = loom_malloc(n);
-
-    if (d != NULL)
-        memcpy(d, p, n);
-    return d;
-}
 
 static void
 sub_free(loom_subscription *s)
@@ -209,7 +199,7 @@ sub_copy(loom_subscription *s, const loom_subscription_config *c)
     s->group = c->source == LOOM_SUB_CATEGORY ? c->group : (loom_group){0, 0};
     s->batch = c->batch ? c->batch : LOOM_DEFAULT_SUB_BATCH;
     s->version = -1;
-    if (target != NULL && (s->target = sub_strdup(target)) == NULL)
+    if (target != NULL && (s->target = loom__strdup(target)) == NULL)
         return LOOM_ENOMEM;
     s->sel = loom_malloc(s->batch * sizeof *s->sel);
     if (s->sel == NULL)
@@ -219,7 +209,7 @@ sub_copy(loom_subscription *s, const loom_subscription_config *c)
         if (s->types == NULL)
             return LOOM_ENOMEM;
         for (; s->n_types < c->n_types; s->n_types++) {
-            s->types[s->n_types] = sub_strdup(c->types[s->n_types]);
+            s->types[s->n_types] = loom__strdup(c->types[s->n_types]);
             if (s->types[s->n_types] == NULL)
                 return LOOM_ENOMEM;
         }

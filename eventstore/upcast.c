@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "alloc_int.h"
 #include "loom/alloc.h"
 #include "store_int.h"
 
@@ -86,7 +87,7 @@ loom_err
 loom_upcasters_add(loom_upcasters *u, const char *type, int32_t from,
                    int32_t to, loom_upcast_fn fn, void *arg)
 {
-    size_t i, len;
+    size_t i;
     char *copy;
 
     if (u == NULL || type == NULL || type[0] == '\0' || fn == NULL ||
@@ -102,10 +103,8 @@ loom_upcasters_add(loom_upcasters *u, const char *type, int32_t from,
         u->v = v;
         u->cap = cap;
     }
-    len = strlen(type) + 1;
-    if ((copy = loom_malloc(len)) == NULL)
+    if ((copy = loom__strdup(type)) == NULL)
         return LOOM_ENOMEM;
-    memcpy(copy, type, len);
     i = upcast_lower_bound(u, type, from);
     memmove(&u->v[i + 1], &u->v[i], (u->n - i) * sizeof u->v[0]);
     u->v[i] = (upcast_step){copy, from, to, fn, arg};

@@ -2,6 +2,9 @@
 #include "loom/alloc.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "alloc_int.h"
 
 static void *
 alloc_std_malloc(size_t size, void *arg)
@@ -60,4 +63,19 @@ loom_free(void *ptr)
 {
     if (ptr != NULL)
         alloc_current.free_fn(ptr, alloc_current.arg);
+}
+
+char *
+loom__strdup(const char *s)
+{
+    size_t n;
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    n = strlen(s) + 1;
+    d = loom_malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
 }

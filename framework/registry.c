@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <string.h>
 
+#include "alloc_int.h"
 #include "buf.h"
 #include "loom/alloc.h"
 #include "pbjson.h"
@@ -121,10 +122,9 @@ loom_registry_add(loom_registry *r, const char *type_name,
     /* Grow first: a grown array with no new entry leaks nothing. */
     if (reg_grow(r) != 0)
         return LOOM_ENOMEM;
-    copy = loom_malloc(len + 1);
+    copy = loom__strdup(name);
     if (copy == NULL)
         return LOOM_ENOMEM;
-    memcpy(copy, name, len + 1);
     memmove(&r->v[i + 1], &r->v[i], (r->n - i) * sizeof(r->v[0]));
     r->v[i].name = copy;
     r->v[i].desc = desc;

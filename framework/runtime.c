@@ -16,19 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc_int.h"
 #include "log_int.h"
 #include "loom/alloc.h"
-
-static char *
-rt_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = loom_malloc(n);
-
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
-}
 
 static void
 rt_free(loom_runtime *rt)
@@ -56,11 +46,11 @@ rt_config(loom_runtime *rt, const loom_runtime_config *in)
         return LOOM_EINVAL;
     conninfo =
         rt->cfg.conninfo ? rt->cfg.conninfo : getenv("LOOM_DATABASE_URL");
-    rt->conninfo = rt_strdup(conninfo ? conninfo : "");
+    rt->conninfo = loom__strdup(conninfo ? conninfo : "");
     if (rt->conninfo == NULL)
         return LOOM_ENOMEM;
     if (rt->cfg.application_name != NULL) {
-        rt->appname = rt_strdup(rt->cfg.application_name);
+        rt->appname = loom__strdup(rt->cfg.application_name);
         if (rt->appname == NULL)
             return LOOM_ENOMEM;
     }

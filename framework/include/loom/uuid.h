@@ -17,7 +17,7 @@ typedef struct loom_uuid {
     unsigned char bytes[16];
 } loom_uuid;
 
-/* Length of the text form plus its NUL: "xxxxxxxx-xxxx-...". */
+/* Length of the text form (8-4-4-4-12 hex digits) plus its NUL. */
 #define LOOM_UUID_STRLEN 37
 
 /* 1 when every byte of `u` is zero (the nil UUID), else 0. */
