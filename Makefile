@@ -27,16 +27,13 @@ help:
 deps:
 	@scripts/deps.sh
 
-# $(call cmake_build,DIR,CONFIGURE-ARGS): configure DIR once, then build.
-# Later runs leave the cache alone; cmake --build re-configures by itself
-# when a CMakeLists.txt changes. A configure that failed half-way (cache
-# but no build system) is retried.
+# $(call cmake_build,DIR,CONFIGURE-ARGS): configure DIR, then build.
+# Configuring every time is cheap (a second or so) and makes the options
+# here win over whatever an older configure left in the cache (a build/
+# configured with tests off would otherwise make `make test` find none).
 define cmake_build
 	@echo "==> building in $(1)/"
-	@if [ ! -f $(1)/CMakeCache.txt ] || \
-	    { [ ! -f $(1)/Makefile ] && [ ! -f $(1)/build.ninja ]; }; then \
-	    cmake -S . -B $(1) $(2); \
-	fi
+	@cmake -S . -B $(1) -DLOOM_BUILD_TESTS=ON $(2) >/dev/null
 	@cmake --build $(1) -j$(NPROC)
 endef
 
