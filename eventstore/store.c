@@ -192,6 +192,7 @@ loom_store_close(loom_store *s)
         return;
     PQclear(s->result);
     PQclear(s->append_failure);
+    loom__store_txcache_clear(s, 1);
     PQfinish(s->conn);
     loom__buf_free(&s->err);
     loom__buf_free(&s->params);
@@ -236,6 +237,7 @@ loom__store_begin(loom_store *s)
     /* The connection broke during an earlier call: reconnect once. The new
      * session has no prepared statements. */
     s->prepared = 0;
+    loom__store_txcache_clear(s, 0);
     PQreset(s->conn);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
@@ -248,7 +250,7 @@ loom__store_begin(loom_store *s)
     return LOOM_OK;
 }
 
-static loom_err store_result_error(loom_store *s, const PGresult *r);
+#define store_result_error loom__store_result_error
 
 /* Prepares `st` on the connection unless it already is. Blocking: libpq
  * runs PQprepare() synchronously even in non-blocking mode. */
@@ -334,6 +336,16 @@ loom_store_poll(loom_store *s, int *wait)
     }
     if (!PQconsumeInput(s->conn))
         goto broken;
+    if (s->op == LOOM__OP_TX) {
+        loom__store_collect_tx(s);
+        if (!s->tx_synced || s->flushing) {
+            if (wait != NULL)
+                *wait = LOOM_POLL_READ | (s->flushing ? LOOM_POLL_WRITE : 0);
+            return LOOM_EAGAIN;
+        }
+        s->ready = 1;
+        return LOOM_OK;
+    }
     store_collect(s);
     if (!PQisBusy(s->conn) && !s->flushing && s->op == LOOM__OP_APPEND &&
         loom__append_followup(s))
@@ -347,7 +359,10 @@ loom_store_poll(loom_store *s, int *wait)
     return LOOM_OK;
 broken:
     /* The result may still hold the server's reason (e.g. 57P01). */
-    store_collect(s);
+    if (s->op == LOOM__OP_TX)
+        loom__store_collect_tx(s);
+    else
+        store_collect(s);
     s->ready = 1;
     return LOOM_ECONN;
 }
@@ -372,8 +387,8 @@ loom__store_wait(loom_store *s)
 }
 
 /* Maps a failed result to an error code, message and SQLSTATE. */
-static loom_err
-store_result_error(loom_store *s, const PGresult *r)
+loom_err
+loom__store_result_error(loom_store *s, const PGresult *r)
 {
     const char *state = loom__pg_sqlstate(r);
     const char *hint = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_HINT) : NULL;
@@ -385,7 +400,8 @@ store_result_error(loom_store *s, const PGresult *r)
     if (PQstatus(s->conn) != CONNECTION_OK || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
-    else if (strcmp(state, "LM001") == 0)
+    else if (strcmp(state, "LM001") == 0 ||
+             strcmp(state, "LM004") == 0)
         rc = LOOM_ECONFLICT;
     else if (strcmp(state, "LM002") == 0 ||
              (strcmp(state, "23505") == 0 && cons != NULL &&

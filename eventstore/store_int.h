@@ -47,8 +47,23 @@ typedef enum loom__store_op {
     LOOM__OP_NONE = 0,
     LOOM__OP_APPEND,
     LOOM__OP_EVENTS,
-    LOOM__OP_QUERY
+    LOOM__OP_QUERY,
+    LOOM__OP_TX /* a loom_tx in one pipeline (txexec.c) */
 } loom__store_op;
+
+/* Most distinct loom_tx statements prepared per connection; further ones
+ * are sent unprepared. */
+#define LOOM__TX_CACHE 64
+
+/* One loom_tx statement text prepared (or being prepared) as
+ * "loom_tx_<slot>" on the current connection. */
+typedef struct loom__tx_cached {
+    char *key; /* parameter count, types and SQL; owned */
+    size_t key_len;
+    uint64_t hash;
+    int state; /* 0 not prepared, 1 prepare in flight, 2 prepared */
+    int index; /* state 1: the prepare's result number in the pipeline */
+} loom__tx_cached;
 
 struct loom_store {
     PGconn *conn;
@@ -74,6 +89,12 @@ struct loom_store {
     size_t append_ids;     /* offset of the id array in params */
     int append_ids_len;
     const loom_upcasters *upcasters; /* applied to every read; borrowed */
+    /* LOOM__OP_TX: the statement cache, the pipeline's result counter,
+     * and whether its sync point has arrived. */
+    loom__tx_cached txcache[LOOM__TX_CACHE];
+    int tx_index;
+    int tx_pending; /* prepares in flight */
+    int tx_synced;
 };
 
 /* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
@@ -108,6 +129,29 @@ loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
  * a higher limit could have stored (LOOM_MAX_STREAM_NAME_LIMIT). */
 loom_err loom__store_check_stream(loom_store *s, const char *stream,
                                   size_t limit);
+
+/* Maps a failed result to an error code, errmsg and sqlstate. */
+loom_err loom__store_result_error(loom_store *s, const PGresult *r);
+
+/* Sends every statement of `tx` (loom/tx.h) in pipeline mode as one
+ * implicit transaction that commits at its sync point; op LOOM__OP_TX.
+ * The caller has called loom__store_begin(). */
+struct loom_tx;
+loom_err loom__store_send_tx(loom_store *s, const struct loom_tx *tx);
+
+/* loom_store_poll()'s collector for LOOM__OP_TX: reads results up to the
+ * sync point, keeping the first error in s->result. */
+void loom__store_collect_tx(loom_store *s);
+
+/* Takes the outcome of LOOM__OP_TX: LOOM_OK when everything committed,
+ * else the first failure (errmsg and sqlstate set; nothing committed
+ * unless the error is LOOM_ECONN during the commit, when the outcome is
+ * unknown). */
+loom_err loom__store_take_tx(loom_store *s);
+
+/* Forgets prepared loom_tx statements (a new session); frees with
+ * `release`. */
+void loom__store_txcache_clear(loom_store *s, int release);
 
 /* Called by loom_store_poll() when an append's result is in: sends the
  * replay check after a conflict or duplicate. Returns 1 when it did. */

@@ -2,32 +2,48 @@
  * Live subscriptions: a handler called with the events of all streams, of
  * a category (optionally one member's share of a consumer group) or of one
  * stream, first catching up from a stored checkpoint, then following new
- * events as they commit. Delivery is at-least-once.
+ * events as they commit.
  *
  * Guarantees
  *   - Order: events arrive in commit order (stream order for
  *     LOOM_SUB_STREAM), never skipping one: reads use the xid8 horizon of
  *     loom_store_read_all() (see loom/eventstore.h).
- *   - At-least-once: the checkpoint (table loom.checkpoints, one row per
- *     subscription name) is saved after each batch the handler accepted.
- *     A batch the handler refused, or one handled just before a crash or
- *     a lost connection, is delivered again.
+ *   - Checkpoints (table loom.checkpoints, one row per subscription name)
+ *     move by compare-and-set after each batch the handler accepted. When
+ *     someone else moved the row meanwhile (a second process under the
+ *     same name, a projection rebuild, an operator), the batch is rolled
+ *     back and the subscription reloads the checkpoint.
+ *   - Exactly-once effects (loom_subscribe_tx()): the handler queues its
+ *     SQL on a loom_tx (loom/tx.h); the statements and the checkpoint
+ *     commit in one transaction, so an effect is never applied twice nor
+ *     lost, whatever crashes or connections drop.
+ *   - At-least-once (loom_subscribe()): the checkpoint is saved after the
+ *     handler returns, so a batch handled just before a crash or a lost
+ *     connection is delivered again.
+ *   - Failures: a batch the handler refuses (or whose transaction fails)
+ *     is delivered again after a backoff. After max_attempts deliveries
+ *     the subscription delivers the batch's events one at a time to find
+ *     the one that fails, and after max_attempts deliveries of that event
+ *     it parks it (table loom.parked, with the error) and goes on.
+ *     `loomctl parked list|replay|drop` shows, retries or forgets parked
+ *     events; a replay request reaches the running subscription through
+ *     channel "loom_parked" and is delivered once more.
  *   - Live: once caught up, the subscription arms the wake-up of channel
  *     "loom_events" (docs/concepts.md, "Waking readers"), reads once more
  *     and sleeps until the runtime's listener wakes it: on a NOTIFY, after
  *     the LISTEN connection reconnects, and every poll_ms of the runtime.
- *
- * Not yet: handlers that write through the subscription's transaction
- * (exactly-once effects), parking of events that keep failing, and
- * projections. A handler that always fails blocks its subscription (it is
- * retried with capped backoff forever).
+ *   - Stalls: while caught up, the subscription checks every
+ *     horizon_warn_ms whether committed events wait behind a transaction
+ *     open longer than that, and logs a WARN naming its process id (also
+ *     shown by `loomctl stats`).
  *
  * Threads
  *   Everything runs on the runtime's loop thread. loom_subscribe() opens
  *   the subscription's own PostgreSQL connection with a blocking connect
  *   (call it before loom_runtime_run() or accept the pause); every later
- *   query is non-blocking, except that the first use of each prepared
- *   statement on a connection prepares it with one blocking round trip.
+ *   query is non-blocking, except that the first use of each of the
+ *   store's own prepared statements on a connection prepares it with one
+ *   blocking round trip.
  */
 #ifndef LOOM_SUBSCRIPTION_H
 #define LOOM_SUBSCRIPTION_H
@@ -38,6 +54,7 @@
 #include "loom/eventstore.h"
 #include "loom/export.h"
 #include "loom/runtime.h"
+#include "loom/tx.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,6 +74,17 @@ typedef enum loom_sub_source {
 
 /* Default number of events per read. */
 #define LOOM_DEFAULT_SUB_BATCH ((size_t) 500)
+
+/* Default deliveries of a failing batch (then of a failing event) before
+ * the subscription isolates (parks) it. */
+#define LOOM_DEFAULT_SUB_ATTEMPTS 5u
+
+/* max_attempts that never parks: a failing event blocks the subscription
+ * and is retried with backoff forever. */
+#define LOOM_SUB_NEVER_PARK 0xffffffffu
+
+/* Default period of the stall check, in milliseconds. */
+#define LOOM_DEFAULT_HORIZON_WARN_MS 10000u
 
 /* Subscription options. Start from LOOM_SUBSCRIPTION_CONFIG_INIT. Every
  * string and array is copied by loom_subscribe(). */
@@ -85,11 +113,18 @@ typedef struct loom_subscription_config {
     int from_start;
     /* libpq connection string or URL; NULL: $LOOM_DATABASE_URL. */
     const char *conninfo;
+    /* Deliveries of a failing batch, then of the failing event, before
+     * it is parked. 0: LOOM_DEFAULT_SUB_ATTEMPTS; LOOM_SUB_NEVER_PARK:
+     * retry forever. */
+    unsigned max_attempts;
+    /* Stall check period and the transaction age it reports, in ms. 0:
+     * LOOM_DEFAULT_HORIZON_WARN_MS. */
+    unsigned horizon_warn_ms;
 } loom_subscription_config;
 
 #define LOOM_SUBSCRIPTION_CONFIG_INIT                                          \
     {                                                                          \
-        NULL, LOOM_SUB_ALL, NULL, {0, 0}, NULL, NULL, 0, 0, 0, NULL            \
+        NULL, LOOM_SUB_ALL, NULL, {0, 0}, NULL, NULL, 0, 0, 0, NULL, 0, 0      \
     }
 
 /*
@@ -97,12 +132,23 @@ typedef struct loom_subscription_config {
  * batch that pass the type filter, in commit order (stream order for
  * LOOM_SUB_STREAM). The events and the array are borrowed until it
  * returns. LOOM_OK: the checkpoint advances past the batch. Any error: the
- * same batch is delivered again after a backoff (logged as a WARN). The
- * handler may call loom_runtime_stop() and loom_subscription_close() (the
- * subscription is then freed after the handler returns).
+ * batch is delivered again after a backoff (logged as a WARN), and
+ * eventually parked (see "Failures" above). The handler may call
+ * loom_runtime_stop() and loom_subscription_close() (the subscription is
+ * then freed after the handler returns).
  */
 typedef loom_err (*loom_sub_fn)(const loom_event *const *events, size_t n,
                                 void *arg);
+
+/*
+ * The transactional handler: as loom_sub_fn, and it queues its effects on
+ * `tx` (borrowed for the call), which commits with the checkpoint when it
+ * returns LOOM_OK. It may be called with the same events again only if
+ * that transaction did not commit. An error, or a queued statement that
+ * fails, rolls everything back.
+ */
+typedef loom_err (*loom_sub_tx_fn)(loom_tx *tx, const loom_event *const *events,
+                                   size_t n, void *arg);
 
 /*
  * Starts a subscription on `rt`: opens its connection (blocking), then,
@@ -133,6 +179,15 @@ LOOM_API loom_err loom_subscribe(loom_runtime *rt,
                                  const loom_subscription_config *cfg,
                                  loom_sub_fn fn, void *arg,
                                  loom_subscription **out);
+
+/*
+ * As loom_subscribe(), with a transactional handler: exactly-once effects
+ * for whatever the handler writes through its loom_tx. Same errors.
+ */
+LOOM_API loom_err loom_subscribe_tx(loom_runtime *rt,
+                                    const loom_subscription_config *cfg,
+                                    loom_sub_tx_fn fn, void *arg,
+                                    loom_subscription **out);
 
 /*
  * Stops the subscription gracefully (like a runtime stop: the batch in

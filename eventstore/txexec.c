@@ -1,0 +1,252 @@
+/*
+ * Runs a loom_tx (loom/tx.h) on a store's connection: every statement in
+ * libpq pipeline mode, then one sync point, so the batch costs one round
+ * trip and commits as one implicit transaction (the extended query
+ * protocol commits at Sync; an error skips everything up to it, so
+ * nothing of a failed batch commits).
+ *
+ * Each distinct statement is prepared in the same pipeline the first time
+ * it is sent ("loom_tx_<slot>"), and only marked prepared once its Parse
+ * succeeded, so a batch that fails early leaves no false entry behind.
+ */
+#include <string.h>
+
+#include "loom/alloc.h"
+#include "store_int.h"
+#include "tx_int.h"
+
+void
+loom__store_txcache_clear(loom_store *s, int release)
+{
+    for (int i = 0; i < LOOM__TX_CACHE; i++) {
+        loom__tx_cached *c = &s->txcache[i];
+        if (release) {
+            loom_free(c->key);
+            c->key = NULL;
+            c->key_len = 0;
+        }
+        c->state = 0;
+    }
+    s->tx_pending = 0;
+}
+
+/* FNV-1a: the cache is small and keys are compared in full anyway. */
+static uint64_t
+tx_hash(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char) p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* The cache key: parameter count and types (they shape the prepared
+ * statement), then the SQL text. */
+static void
+tx_key(loom__buf *k, const loom_tx *tx, const loom__tx_stmt *st)
+{
+    loom__buf_reset(k);
+    loom__buf_put_be32(k, (uint32_t) st->n);
+    for (int i = 0; i < st->n; i++)
+        loom__buf_put_be32(k, tx->params[st->first + (size_t) i].type);
+    loom__buf_puts(k, tx->data.data + st->sql);
+}
+
+/* The slot holding `key`, or a free slot claimed for it, or -1 (full, or
+ * no memory: the statement is sent unprepared). */
+static int
+tx_slot(loom_store *s, const loom__buf *key)
+{
+    uint64_t h = tx_hash(key->data, key->len);
+    int free_slot = -1;
+
+    for (int i = 0; i < LOOM__TX_CACHE; i++) {
+        loom__tx_cached *c = &s->txcache[i];
+        if (c->key == NULL) {
+            if (free_slot < 0)
+                free_slot = i;
+            continue;
+        }
+        if (c->hash == h && c->key_len == key->len &&
+            memcmp(c->key, key->data, key->len) == 0)
+            return i;
+    }
+    if (free_slot < 0)
+        return -1;
+    s->txcache[free_slot].key = loom_malloc(key->len);
+    if (s->txcache[free_slot].key == NULL)
+        return -1;
+    memcpy(s->txcache[free_slot].key, key->data, key->len);
+    s->txcache[free_slot].key_len = key->len;
+    s->txcache[free_slot].hash = h;
+    s->txcache[free_slot].state = 0;
+    return free_slot;
+}
+
+/* Sends one statement (and its Parse when it is new). `values` etc. are
+ * scratch arrays of LOOM_TX_MAX_PARAMS entries. */
+static int
+tx_send_stmt(loom_store *s, const loom_tx *tx, const loom__tx_stmt *st,
+             loom__buf *key)
+{
+    const char *values[LOOM_TX_MAX_PARAMS];
+    int lengths[LOOM_TX_MAX_PARAMS], formats[LOOM_TX_MAX_PARAMS];
+    Oid types[LOOM_TX_MAX_PARAMS];
+    const char *sql = tx->data.data + st->sql;
+    char name[32];
+    int slot;
+
+    for (int i = 0; i < st->n; i++) {
+        const loom__tx_param *p = &tx->params[st->first + (size_t) i];
+        values[i] = p->len < 0 ? NULL : tx->data.data + p->off;
+        lengths[i] = p->len < 0 ? 0 : p->len;
+        formats[i] = st->binary && p->type != 0;
+        types[i] = p->type;
+    }
+    tx_key(key, tx, st);
+    slot = key->failed ? -1 : tx_slot(s, key);
+    if (slot < 0)
+        return PQsendQueryParams(s->conn, sql, st->n, types, values, lengths,
+                                 formats, 1);
+    snprintf(name, sizeof name, "loom_tx_%d", slot);
+    if (s->txcache[slot].state == 0) {
+        if (!PQsendPrepare(s->conn, name, sql, st->n, types))
+            return 0;
+        s->txcache[slot].state = 1;
+        s->txcache[slot].index = s->tx_index++;
+        s->tx_pending++;
+    }
+    s->tx_index++;
+    return PQsendQueryPrepared(s->conn, name, st->n, values, lengths, formats,
+                               1);
+}
+
+loom_err
+loom__store_send_tx(loom_store *s, const loom_tx *tx)
+{
+    loom__buf key = LOOM__BUF_INIT;
+    int ok = 1, flushed;
+
+    if (!PQenterPipelineMode(s->conn))
+        return loom__store_fail(s, LOOM_ECONN,
+                                "cannot enter pipeline mode: %s",
+                                PQerrorMessage(s->conn));
+    s->tx_index = 0;
+    s->tx_synced = 0;
+    for (size_t i = 0; ok && i < tx->n_stmts; i++)
+        ok = tx_send_stmt(s, tx, &tx->stmts[i], &key);
+    loom__buf_free(&key);
+    if (ok)
+        ok = PQpipelineSync(s->conn);
+    if (!ok) {
+        loom__store_fail(s, LOOM_ECONN, "sending to PostgreSQL failed: %s",
+                         PQerrorMessage(s->conn));
+        /* A half-sent pipeline cannot be finished: drop the session (the
+         * next call reconnects). */
+        PQreset(s->conn);
+        loom__store_txcache_clear(s, 0);
+        s->prepared = 0;
+        if (PQstatus(s->conn) == CONNECTION_OK)
+            PQsetnonblocking(s->conn, 1);
+        return LOOM_ECONN;
+    }
+    flushed = PQflush(s->conn);
+    if (flushed < 0)
+        return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
+    s->op = LOOM__OP_TX;
+    s->flushing = flushed == 1;
+    s->ready = 0;
+    return LOOM_OK;
+}
+
+/* A prepare's result arrived: trust the slot once its Parse succeeded. */
+static void
+tx_prepared(loom_store *s, int index, int ok)
+{
+    for (int i = 0; i < LOOM__TX_CACHE; i++) {
+        loom__tx_cached *c = &s->txcache[i];
+        if (c->state == 1 && c->index == index) {
+            c->state = ok ? 2 : 0;
+            s->tx_pending--;
+            return;
+        }
+    }
+}
+
+void
+loom__store_collect_tx(loom_store *s)
+{
+    PGresult *r;
+
+    while (!s->tx_synced && !PQisBusy(s->conn)) {
+        ExecStatusType st;
+
+        r = PQgetResult(s->conn);
+        if (r == NULL) { /* the end of one statement's results */
+            s->tx_index++;
+            if (PQstatus(s->conn) != CONNECTION_OK)
+                break;
+            continue;
+        }
+        st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            s->tx_synced = 1;
+            PQclear(r);
+            break;
+        }
+        if (s->tx_pending > 0)
+            tx_prepared(s, s->tx_index, st == PGRES_COMMAND_OK);
+        if (st == PGRES_FATAL_ERROR && s->result == NULL)
+            s->result = r;
+        else
+            PQclear(r);
+    }
+}
+
+loom_err
+loom__store_take_tx(loom_store *s)
+{
+    PGresult *r;
+    loom_err rc = LOOM_OK;
+
+    if (s->op != LOOM__OP_TX)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "no transaction in progress on this store "
+                                "handle");
+    if (!s->ready)
+        return LOOM_EAGAIN;
+    r = s->result;
+    s->result = NULL;
+    s->ready = 0;
+    /* Prepares still marked in flight never ran (skipped or cut off). */
+    for (int i = 0; s->tx_pending > 0 && i < LOOM__TX_CACHE; i++)
+        if (s->txcache[i].state == 1) {
+            s->txcache[i].state = 0;
+            s->tx_pending--;
+        }
+    if (r != NULL || !s->tx_synced || PQstatus(s->conn) != CONNECTION_OK) {
+        rc = loom__store_result_error(s, r);
+        if (rc == LOOM_ECONN || !s->tx_synced)
+            loom__store_fail(s, LOOM_ECONN,
+                             "connection lost during a transaction (%s); its "
+                             "outcome is unknown until the checkpoint is "
+                             "read again",
+                             r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                                     ? PQresultErrorField(
+                                           r, PG_DIAG_MESSAGE_PRIMARY)
+                                     : "no reason given"
+                               : PQerrorMessage(s->conn));
+        if (!s->tx_synced)
+            rc = LOOM_ECONN;
+    }
+    PQclear(r);
+    if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF &&
+        !PQexitPipelineMode(s->conn) && rc == LOOM_OK)
+        rc = loom__store_fail(s, LOOM_ECONN, "cannot leave pipeline mode: %s",
+                              PQerrorMessage(s->conn));
+    s->op = LOOM__OP_NONE;
+    return rc;
+}

@@ -1,0 +1,77 @@
+/*
+ * A unit of work: the SQL statements a handler wants committed together
+ * with its subscription's checkpoint (or a projection's), in one
+ * PostgreSQL transaction. That is what makes a handler's effects
+ * exactly-once: the effects and the position they cover commit together
+ * or not at all.
+ *
+ * A handler does not run the statements itself: it queues them with
+ * loom_tx_exec(), and when it returns LOOM_OK its runner sends them all,
+ * followed by the checkpoint's compare-and-set, in one pipelined round
+ * trip (libpq pipeline mode) without blocking the loop. So a handler
+ * cannot read results inside the batch: write each effect as a statement
+ * that needs none (INSERT ... ON CONFLICT DO UPDATE, UPDATE ... SET n =
+ * n + 1), or keep what it must read in memory.
+ *
+ * Statements run in the order queued. Each distinct SQL text (with its
+ * parameter types) is prepared once per connection, so a statement
+ * repeated for every event is parsed and planned once. When any statement
+ * fails, nothing of the batch commits: the handler is called again with
+ * the same events (see loom/subscription.h for retries and parking).
+ *
+ * A loom_tx is owned by its runner and valid only during the handler call
+ * that received it. Everything passed in is copied.
+ */
+#ifndef LOOM_TX_H
+#define LOOM_TX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loom/error.h"
+#include "loom/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct loom_tx loom_tx;
+
+/* Most parameters of one statement. */
+#define LOOM_TX_MAX_PARAMS 64
+
+/* Most bytes queued in one transaction (SQL and parameters). */
+#define LOOM_TX_MAX_BYTES ((size_t) 256 << 20)
+
+/*
+ * Queues `sql` with `n` text parameters ($1 ... $n; a NULL value is SQL
+ * NULL; their types are inferred by PostgreSQL as in PQprepare()).
+ *
+ * Errors: LOOM_EINVAL (tx or sql NULL, sql empty, n outside 0..64, or
+ * values NULL with n > 0), LOOM_ETOOBIG (the transaction would exceed
+ * LOOM_TX_MAX_BYTES), LOOM_ENOMEM. After an error the statement is not
+ * queued; the others are kept.
+ */
+LOOM_API loom_err loom_tx_exec(loom_tx *tx, const char *sql, int n,
+                               const char *const *values);
+
+/*
+ * Queues `sql` with `n` parameters given in PostgreSQL's binary format:
+ * types[i] is the parameter's type OID (0: inferred, then values[i] must
+ * be text), lengths[i] its length in bytes. A NULL values[i] is SQL NULL.
+ * Errors as loom_tx_exec(), and LOOM_EINVAL when types or lengths is NULL
+ * with n > 0 or a length is negative.
+ */
+LOOM_API loom_err loom_tx_exec_binary(loom_tx *tx, const char *sql, int n,
+                                      const uint32_t *types,
+                                      const char *const *values,
+                                      const int *lengths);
+
+/* Number of statements queued so far (0 for NULL). */
+LOOM_API size_t loom_tx_count(const loom_tx *tx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOM_TX_H */
