@@ -193,6 +193,7 @@ loom_store_close(loom_store *s)
     PQclear(s->result);
     PQclear(s->append_failure);
     loom__store_txcache_clear(s, 1);
+    loom__buf_free(&s->tx_map);
     PQfinish(s->conn);
     loom__buf_free(&s->err);
     loom__buf_free(&s->params);
@@ -400,8 +401,7 @@ loom__store_result_error(loom_store *s, const PGresult *r)
     if (PQstatus(s->conn) != CONNECTION_OK || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
-    else if (strcmp(state, "LM001") == 0 ||
-             strcmp(state, "LM004") == 0)
+    else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0)
         rc = LOOM_ECONFLICT;
     else if (strcmp(state, "LM002") == 0 ||
              (strcmp(state, "23505") == 0 && cons != NULL &&

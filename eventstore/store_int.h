@@ -31,6 +31,8 @@ typedef enum loom__stmt_id {
     LOOM__STMT_CHECKPOINT_LOAD,
     LOOM__STMT_CHECKPOINT_SAVE,
     LOOM__STMT_ARM_WAKEUP,
+    LOOM__STMT_PARKED_LOAD,
+    LOOM__STMT_HORIZON,
     LOOM__STMT_COUNT
 } loom__stmt_id;
 
@@ -95,6 +97,8 @@ struct loom_store {
     int tx_index;
     int tx_pending; /* prepares in flight */
     int tx_synced;
+    loom__buf tx_map; /* per result: the statement it belongs to (int32) */
+    long tx_failed;   /* the statement that failed first, or -1 */
 };
 
 /* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
@@ -144,9 +148,10 @@ loom_err loom__store_send_tx(loom_store *s, const struct loom_tx *tx);
 void loom__store_collect_tx(loom_store *s);
 
 /* Takes the outcome of LOOM__OP_TX: LOOM_OK when everything committed,
- * else the first failure (errmsg and sqlstate set; nothing committed
- * unless the error is LOOM_ECONN during the commit, when the outcome is
- * unknown). */
+ * else the first failure (errmsg and sqlstate set; s->tx_failed the index
+ * of the failing statement in the tx when known, else -1; nothing
+ * committed unless the error is LOOM_ECONN during the commit, when the
+ * outcome is unknown). */
 loom_err loom__store_take_tx(loom_store *s);
 
 /* Forgets prepared loom_tx statements (a new session); frees with

@@ -8,10 +8,20 @@
  * socket, poll, receive):
  *
  *   start ─▶ LOAD checkpoint (or SAVE the zero cursor: from_start)
- *   READ ─▶ page ─▶ DELIVER (filtered; skipped when none pass) ─▶ SAVE ─▶ READ
- *     │ empty page
+ *   READ ─▶ page ─▶ DELIVER (filtered) ─▶ COMMIT ─▶ READ
+ *     │ empty page             │               the handler's statements and
+ *     │                        │               the checkpoint's compare-and-
+ *     │                        │               set, one pipelined transaction
+ *     │                        └ refused ─▶ BACKOFF ─▶ DELIVER again; after
+ *     │                          max_attempts one event at a time (isolating),
+ *     │                          then COMMIT parks the failing event
+ *     ├─ due: HORIZON check (a WARN when a transaction holds events back)
  *     ├─ not listening yet, or armed ─▶ SLEEP ─(listener called)─▶ READ
  *     └─ listening, not armed ─▶ ARM ─▶ READ (once more)
+ *   READ with a replay requested ─▶ PARKED load ─▶ DELIVER that event ─▶
+ *     COMMIT (unpark it, or record its new error) ─▶ READ
+ *   COMMIT moved by someone else (LM004) ─▶ LOAD; lost connection ─▶ the
+ *     same COMMIT again (its compare-and-set fails if the first committed)
  *   any failure ─▶ BACKOFF ─(timer)─▶ the step that failed
  *
  * Stopping waits for the step in flight (a read is delivered and saved),
@@ -24,6 +34,7 @@
 #include "loom/subscription.h"
 #include "runtime_int.h"
 #include "store_int.h"
+#include "tx_int.h"
 
 /* The channel every append wakes (framework/migrations/0002_wakeup.sql). */
 #define LOOM__SUB_CHANNEL "loom_events"
@@ -35,10 +46,21 @@ typedef enum loom__sub_state {
     LOOM__SUB_DELIVER,  /* inside the handler */
     LOOM__SUB_SAVE,     /* checkpoint save in flight */
     LOOM__SUB_ARM,      /* arm_wakeup in flight */
+    LOOM__SUB_COMMIT,   /* the batch's transaction in flight */
+    LOOM__SUB_PARKED,   /* loading a parked event to replay */
+    LOOM__SUB_HORIZON,  /* the stall check in flight */
     LOOM__SUB_SLEEP,    /* caught up: waiting for the listener */
     LOOM__SUB_BACKOFF,  /* waiting for the timer, then `retry` */
     LOOM__SUB_DONE      /* stopped: handles closing or closed */
 } loom__sub_state;
+
+/* What a COMMIT step commits. */
+typedef enum loom__sub_commit {
+    LOOM__COMMIT_ADVANCE = 0, /* the handler's effects, then the checkpoint */
+    LOOM__COMMIT_PARK,        /* park the failing event, pass the checkpoint */
+    LOOM__COMMIT_UNPARK,      /* a replayed event's effects; unpark it */
+    LOOM__COMMIT_REPARK       /* a replay failed: record its error */
+} loom__sub_commit;
 
 /* A uv_poll handle on the store's socket; allocated because it outlives
  * the socket (a reconnect changes it) until its close callback. */
@@ -53,7 +75,24 @@ struct loom_subscription {
     loom__component *comp;
     loom_listener *listener;
     loom_sub_fn fn;
+    loom_sub_tx_fn tx_fn; /* the transactional handler, or NULL */
     void *arg;
+    loom_listener *parked_listener;
+    char *search_path; /* projections: the model's schema, owned */
+    loom_tx tx;        /* the transaction a COMMIT sends */
+    loom__sub_commit commit;
+    unsigned max_attempts;
+    unsigned attempts; /* failed deliveries of the batch or event in hand */
+    int isolating;     /* delivering the page one event at a time */
+    size_t iso;        /* isolating: index in sel of the event in hand */
+    size_t n_sel;      /* events of the page that pass the filter */
+    int replaying;     /* the page is one parked event, replayed */
+    int parked_due;    /* a replay may have been requested */
+    uint64_t parked_checked; /* uv_now() of the last parked load */
+    uint64_t horizon_ms;     /* stall check period */
+    uint64_t horizon_checked;
+    loom__buf why;         /* the last delivery failure, for parking */
+    size_t h_first, h_end; /* the handler's statements in tx */
     char name[LOOM_MAX_SUBSCRIPTION_NAME + 1];
     loom_sub_source source;
     char *target; /* category or stream, owned */
@@ -84,6 +123,13 @@ struct loom_subscription {
     int poll_fd;
     loom__backoff backoff;
 };
+
+/* loom_subscribe() and loom_subscribe_tx() (exactly one of fn and tx_fn),
+ * and projections, whose transactions first set search_path to
+ * `search_path` (copied) when it is not NULL. */
+loom_err loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
+                         loom_sub_fn fn, loom_sub_tx_fn tx_fn, void *arg,
+                         const char *search_path, loom_subscription **out);
 
 /* Starts `step` (LOOM__SUB_LOAD, _READ, _SAVE, _ARM or _DELIVER). */
 void loom__sub_step(loom_subscription *s, loom__sub_state step);

@@ -12,13 +12,25 @@
 #include "loom/alloc.h"
 #include "pgwire.h"
 #include "sub_int.h"
+#include "tx_int.h"
+
+/* Where loomctl's replay requests arrive (loom.parked_request_replay). */
+#define SUB_PARKED_CHANNEL "loom_parked"
+
+/* A periodic wake-up (no payload) looks for replay requests whose NOTIFY
+ * was lost at most this often. */
+#define SUB_PARKED_RECHECK_MS 30000u
 
 static void
 sub_free(loom_subscription *s)
 {
     loom_listener_close(s->listener);
+    loom_listener_close(s->parked_listener);
     loom__runtime_remove_component(s->comp);
     loom_events_free(s->page);
+    loom__tx_free(&s->tx);
+    loom__buf_free(&s->why);
+    loom_free(s->search_path);
     loom_store_close(s->store);
     for (size_t i = 0; i < s->n_types; i++)
         loom_free(s->types[i]);
@@ -81,6 +93,8 @@ loom__sub_finish(loom_subscription *s)
     s->page = NULL;
     loom_listener_close(s->listener);
     s->listener = NULL;
+    loom_listener_close(s->parked_listener);
+    s->parked_listener = NULL;
     loom__sub_close_poll(s);
     if (!uv_is_closing((uv_handle_t *) &s->timer))
         uv_close((uv_handle_t *) &s->timer, sub_handle_closed);
@@ -102,6 +116,9 @@ sub_begin_stop(loom_subscription *s)
     case LOOM__SUB_DELIVER:
     case LOOM__SUB_SAVE:
     case LOOM__SUB_ARM:
+    case LOOM__SUB_COMMIT:
+    case LOOM__SUB_PARKED:
+    case LOOM__SUB_HORIZON:
         return;
     default:
         uv_timer_stop(&s->timer);
@@ -139,6 +156,26 @@ sub_on_wake(void *arg, const char *channel, const char *payload)
     } else {
         s->woken = 1;
     }
+}
+
+static void
+sub_on_parked(void *arg, const char *channel, const char *payload)
+{
+    loom_subscription *s = arg;
+
+    (void) channel;
+    if (s->stopping)
+        return;
+    if (payload == NULL) {
+        /* The periodic or reconnect wake-up: a NOTIFY may have been lost. */
+        if (uv_now(s->rt->loop) - s->parked_checked < SUB_PARKED_RECHECK_MS)
+            return;
+    } else if (strcmp(payload, s->name) != 0) {
+        return; /* another subscription's replay */
+    }
+    s->parked_due = 1;
+    if (s->state == LOOM__SUB_SLEEP)
+        loom__sub_step(s, LOOM__SUB_READ);
 }
 
 static int
@@ -199,6 +236,11 @@ sub_copy(loom_subscription *s, const loom_subscription_config *c)
     s->group = c->source == LOOM_SUB_CATEGORY ? c->group : (loom_group){0, 0};
     s->batch = c->batch ? c->batch : LOOM_DEFAULT_SUB_BATCH;
     s->version = -1;
+    s->max_attempts =
+        c->max_attempts ? c->max_attempts : LOOM_DEFAULT_SUB_ATTEMPTS;
+    s->horizon_ms =
+        c->horizon_warn_ms ? c->horizon_warn_ms : LOOM_DEFAULT_HORIZON_WARN_MS;
+    loom__tx_init(&s->tx);
     if (target != NULL && (s->target = loom__strdup(target)) == NULL)
         return LOOM_ENOMEM;
     s->sel = loom_malloc(s->batch * sizeof *s->sel);
@@ -234,15 +276,17 @@ sub_open_store(loom_subscription *s, const loom_subscription_config *c)
 }
 
 loom_err
-loom_subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
-               loom_sub_fn fn, void *arg, loom_subscription **out)
+loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
+                loom_sub_fn fn, loom_sub_tx_fn tx_fn, void *arg,
+                const char *search_path, loom_subscription **out)
 {
     loom_subscription *s;
     loom_err rc;
 
     if (out != NULL)
         *out = NULL;
-    if (rt == NULL || cfg == NULL || fn == NULL || out == NULL)
+    if (rt == NULL || cfg == NULL || (fn == NULL) == (tx_fn == NULL) ||
+        out == NULL)
         return LOOM_EINVAL;
     rc = sub_check(cfg);
     if (rc != LOOM_OK)
@@ -255,9 +299,14 @@ loom_subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
     memset(s, 0, sizeof *s);
     s->rt = rt;
     s->fn = fn;
+    s->tx_fn = tx_fn;
     s->arg = arg;
     s->poll_fd = -1;
+    s->parked_due = 1; /* replays requested while nothing ran */
     rc = sub_copy(s, cfg);
+    if (rc == LOOM_OK && search_path != NULL &&
+        (s->search_path = loom__strdup(search_path)) == NULL)
+        rc = LOOM_ENOMEM;
     if (rc == LOOM_OK)
         rc = sub_open_store(s, cfg);
     if (rc == LOOM_OK)
@@ -265,6 +314,9 @@ loom_subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
     if (rc == LOOM_OK)
         rc = loom_runtime_listen(rt, LOOM__SUB_CHANNEL, sub_on_wake, s,
                                  &s->listener);
+    if (rc == LOOM_OK)
+        rc = loom_runtime_listen(rt, SUB_PARKED_CHANNEL, sub_on_parked, s,
+                                 &s->parked_listener);
     if (rc == LOOM_OK && uv_timer_init(rt->loop, &s->timer) != 0)
         rc = LOOM_EIO;
     if (rc != LOOM_OK) {
@@ -282,6 +334,30 @@ loom_subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
     uv_timer_start(&s->timer, loom__sub_on_timer, 0, 0);
     *out = s;
     return LOOM_OK;
+}
+
+loom_err
+loom_subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
+               loom_sub_fn fn, void *arg, loom_subscription **out)
+{
+    if (fn == NULL) {
+        if (out != NULL)
+            *out = NULL;
+        return LOOM_EINVAL;
+    }
+    return loom__subscribe(rt, cfg, fn, NULL, arg, NULL, out);
+}
+
+loom_err
+loom_subscribe_tx(loom_runtime *rt, const loom_subscription_config *cfg,
+                  loom_sub_tx_fn fn, void *arg, loom_subscription **out)
+{
+    if (fn == NULL) {
+        if (out != NULL)
+            *out = NULL;
+        return LOOM_EINVAL;
+    }
+    return loom__subscribe(rt, cfg, NULL, fn, arg, NULL, out);
 }
 
 void

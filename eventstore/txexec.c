@@ -86,12 +86,20 @@ tx_slot(loom_store *s, const loom__buf *key)
     return free_slot;
 }
 
-/* Sends one statement (and its Parse when it is new). `values` etc. are
- * scratch arrays of LOOM_TX_MAX_PARAMS entries. */
-static int
-tx_send_stmt(loom_store *s, const loom_tx *tx, const loom__tx_stmt *st,
-             loom__buf *key)
+/* Records that the next result belongs to statement `i`. */
+static void
+tx_map(loom_store *s, size_t i)
 {
+    int32_t v = (int32_t) i;
+
+    loom__buf_put(&s->tx_map, &v, sizeof v);
+}
+
+/* Sends statement `k` (and its Parse when it is new). */
+static int
+tx_send_stmt(loom_store *s, const loom_tx *tx, size_t k, loom__buf *key)
+{
+    const loom__tx_stmt *st = &tx->stmts[k];
     const char *values[LOOM_TX_MAX_PARAMS];
     int lengths[LOOM_TX_MAX_PARAMS], formats[LOOM_TX_MAX_PARAMS];
     Oid types[LOOM_TX_MAX_PARAMS];
@@ -108,9 +116,11 @@ tx_send_stmt(loom_store *s, const loom_tx *tx, const loom__tx_stmt *st,
     }
     tx_key(key, tx, st);
     slot = key->failed ? -1 : tx_slot(s, key);
-    if (slot < 0)
+    if (slot < 0) {
+        tx_map(s, k);
         return PQsendQueryParams(s->conn, sql, st->n, types, values, lengths,
                                  formats, 1);
+    }
     snprintf(name, sizeof name, "loom_tx_%d", slot);
     if (s->txcache[slot].state == 0) {
         if (!PQsendPrepare(s->conn, name, sql, st->n, types))
@@ -118,8 +128,10 @@ tx_send_stmt(loom_store *s, const loom_tx *tx, const loom__tx_stmt *st,
         s->txcache[slot].state = 1;
         s->txcache[slot].index = s->tx_index++;
         s->tx_pending++;
+        tx_map(s, k);
     }
     s->tx_index++;
+    tx_map(s, k);
     return PQsendQueryPrepared(s->conn, name, st->n, values, lengths, formats,
                                1);
 }
@@ -131,14 +143,17 @@ loom__store_send_tx(loom_store *s, const loom_tx *tx)
     int ok = 1, flushed;
 
     if (!PQenterPipelineMode(s->conn))
-        return loom__store_fail(s, LOOM_ECONN,
-                                "cannot enter pipeline mode: %s",
+        return loom__store_fail(s, LOOM_ECONN, "cannot enter pipeline mode: %s",
                                 PQerrorMessage(s->conn));
     s->tx_index = 0;
     s->tx_synced = 0;
+    s->tx_failed = -1;
+    loom__buf_reset(&s->tx_map);
     for (size_t i = 0; ok && i < tx->n_stmts; i++)
-        ok = tx_send_stmt(s, tx, &tx->stmts[i], &key);
+        ok = tx_send_stmt(s, tx, i, &key);
     loom__buf_free(&key);
+    /* A map cut short by a lack of memory only blurs which statement
+     * failed (tx_failed -1). */
     if (ok)
         ok = PQpipelineSync(s->conn);
     if (!ok) {
@@ -153,6 +168,7 @@ loom__store_send_tx(loom_store *s, const loom_tx *tx)
             PQsetnonblocking(s->conn, 1);
         return LOOM_ECONN;
     }
+    s->tx_index = 0; /* now counts the results as they arrive */
     flushed = PQflush(s->conn);
     if (flushed < 0)
         return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
@@ -199,9 +215,14 @@ loom__store_collect_tx(loom_store *s)
         }
         if (s->tx_pending > 0)
             tx_prepared(s, s->tx_index, st == PGRES_COMMAND_OK);
-        if (st == PGRES_FATAL_ERROR && s->result == NULL)
+        if (st == PGRES_FATAL_ERROR && s->result == NULL) {
+            size_t at = (size_t) s->tx_index * sizeof(int32_t);
+            int32_t k = -1;
+            if (at + sizeof k <= s->tx_map.len)
+                memcpy(&k, s->tx_map.data + at, sizeof k);
+            s->tx_failed = k;
             s->result = r;
-        else
+        } else
             PQclear(r);
     }
 }
@@ -230,15 +251,15 @@ loom__store_take_tx(loom_store *s)
     if (r != NULL || !s->tx_synced || PQstatus(s->conn) != CONNECTION_OK) {
         rc = loom__store_result_error(s, r);
         if (rc == LOOM_ECONN || !s->tx_synced)
-            loom__store_fail(s, LOOM_ECONN,
-                             "connection lost during a transaction (%s); its "
-                             "outcome is unknown until the checkpoint is "
-                             "read again",
-                             r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                                     ? PQresultErrorField(
-                                           r, PG_DIAG_MESSAGE_PRIMARY)
-                                     : "no reason given"
-                               : PQerrorMessage(s->conn));
+            loom__store_fail(
+                s, LOOM_ECONN,
+                "connection lost during a transaction (%s); its "
+                "outcome is unknown until the checkpoint is "
+                "read again",
+                r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                        ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                        : "no reason given"
+                  : PQerrorMessage(s->conn));
         if (!s->tx_synced)
             rc = LOOM_ECONN;
     }

@@ -105,9 +105,8 @@ loom_tx_exec(loom_tx *tx, const char *sql, int n, const char *const *values)
 }
 
 loom_err
-loom_tx_exec_binary(loom_tx *tx, const char *sql, int n,
-                    const uint32_t *types, const char *const *values,
-                    const int *lengths)
+loom_tx_exec_binary(loom_tx *tx, const char *sql, int n, const uint32_t *types,
+                    const char *const *values, const int *lengths)
 {
     if (tx == NULL || sql == NULL || sql[0] == '\0' || n < 0 ||
         n > LOOM_TX_MAX_PARAMS ||
