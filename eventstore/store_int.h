@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "loom/eventstore.h"
+#include "loom/tx.h"
 #include "loom/upcast.h"
 
 /*
@@ -33,6 +34,11 @@ typedef enum loom__stmt_id {
     LOOM__STMT_ARM_WAKEUP,
     LOOM__STMT_PARKED_LOAD,
     LOOM__STMT_HORIZON,
+    LOOM__STMT_PROJ_LOOKUP,
+    LOOM__STMT_REBUILD_STATE,
+    LOOM__STMT_REBUILD_LOCK,
+    LOOM__STMT_REBUILD_COUNT,
+    LOOM__STMT_REBUILD_SWAP,
     LOOM__STMT_COUNT
 } loom__stmt_id;
 
@@ -134,14 +140,36 @@ loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
 loom_err loom__store_check_stream(loom_store *s, const char *stream,
                                   size_t limit);
 
+/* Statements a subscription and a rebuild queue on their transactions
+ * (framework/migrations/0004_exactly_once.sql). */
+#define LOOM__SQL_ADVANCE                                                      \
+    "SELECT loom.checkpoint_advance($1, $2, $3, $4, $5, $6, $7)"
+/* $1 subscription, $2 event id, $3 stream, $4 version, $5 tx, $6 position,
+ * $7 type, $8 error, $9 attempts; all text. */
+#define LOOM__SQL_PARK                                                         \
+    "INSERT INTO loom.parked AS p (subscription, event_id, stream, "           \
+    "version, tx, position, type, error, attempts) VALUES ($1, "               \
+    "$2::uuid, $3, $4::bigint, $5::xid8, $6::bigint, $7, $8, "                 \
+    "$9::integer) ON CONFLICT (subscription, event_id) DO UPDATE SET "         \
+    "error = EXCLUDED.error, attempts = p.attempts + EXCLUDED.attempts, "      \
+    "parked_at = now(), replay_requested_at = NULL"
+
+/* Queues LOOM__SQL_ADVANCE: checkpoint `name` from (from, from_ver) to
+ * (to, to_ver). */
+loom_err loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
+                          int64_t from_ver, loom_position to, int64_t to_ver);
+
+/* Queues LOOM__SQL_PARK for `ev` under `name`. */
+loom_err loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,
+                       const char *error, unsigned attempts);
+
 /* Maps a failed result to an error code, errmsg and sqlstate. */
 loom_err loom__store_result_error(loom_store *s, const PGresult *r);
 
 /* Sends every statement of `tx` (loom/tx.h) in pipeline mode as one
  * implicit transaction that commits at its sync point; op LOOM__OP_TX.
  * The caller has called loom__store_begin(). */
-struct loom_tx;
-loom_err loom__store_send_tx(loom_store *s, const struct loom_tx *tx);
+loom_err loom__store_send_tx(loom_store *s, const loom_tx *tx);
 
 /* loom_store_poll()'s collector for LOOM__OP_TX: reads results up to the
  * sync point, keeping the first error in s->result. */
@@ -153,6 +181,9 @@ void loom__store_collect_tx(loom_store *s);
  * committed unless the error is LOOM_ECONN during the commit, when the
  * outcome is unknown). */
 loom_err loom__store_take_tx(loom_store *s);
+
+/* Blocking: runs `tx` and returns loom__store_take_tx()'s outcome. */
+loom_err loom__store_run_tx(loom_store *s, const loom_tx *tx);
 
 /* Forgets prepared loom_tx statements (a new session); frees with
  * `release`. */

@@ -93,6 +93,7 @@ struct loom_subscription {
     uint64_t horizon_checked;
     loom__buf why;         /* the last delivery failure, for parking */
     size_t h_first, h_end; /* the handler's statements in tx */
+    int volatile_cursor;   /* the cursor lives in memory only */
     char name[LOOM_MAX_SUBSCRIPTION_NAME + 1];
     loom_sub_source source;
     char *target; /* category or stream, owned */
@@ -124,12 +125,18 @@ struct loom_subscription {
     loom__backoff backoff;
 };
 
+/* What projections add to a subscription. */
+typedef struct loom__sub_extra {
+    const char *search_path; /* set for each transaction; copied */
+    const char *appname;     /* the connection's application_name */
+    int volatile_cursor;     /* start at the beginning, store no cursor */
+} loom__sub_extra;
+
 /* loom_subscribe() and loom_subscribe_tx() (exactly one of fn and tx_fn),
- * and projections, whose transactions first set search_path to
- * `search_path` (copied) when it is not NULL. */
+ * and projections (`extra` not NULL). */
 loom_err loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
                          loom_sub_fn fn, loom_sub_tx_fn tx_fn, void *arg,
-                         const char *search_path, loom_subscription **out);
+                         const loom__sub_extra *extra, loom_subscription **out);
 
 /* Starts `step` (LOOM__SUB_LOAD, _READ, _SAVE, _ARM or _DELIVER). */
 void loom__sub_step(loom_subscription *s, loom__sub_state step);

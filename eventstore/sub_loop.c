@@ -64,6 +64,7 @@ static void sub_deliver(loom_subscription *s);
 static void sub_arm(loom_subscription *s);
 static void sub_drive(loom_subscription *s);
 static void sub_commit_send(loom_subscription *s);
+static void sub_committed(loom_subscription *s);
 
 static void
 sub_on_poll(uv_poll_t *h, int status, int events)
@@ -382,58 +383,31 @@ sub_queue_text(loom_subscription *s, const char *sql, int n,
 static loom_err
 sub_queue_advance(loom_subscription *s)
 {
-    static const uint32_t types[7] = {
-        LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT8,
-        LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT8};
     loom_position to;
     int64_t ver;
-    char num[48];
-    const char *values[7] = {s->name,  num,      num + 8, num + 16,
-                             num + 24, num + 32, num + 40};
-    int lengths[7] = {(int) strlen(s->name), 8, 8, 8, 8, 8, 8};
 
+    if (s->volatile_cursor)
+        return LOOM_OK; /* kept in memory only */
     sub_unit_next(s, &to, &ver);
-    sub_put_be64(num, s->cursor.tx);
-    sub_put_be64(num + 8, (uint64_t) s->cursor.position);
-    sub_put_be64(num + 16, (uint64_t) s->version);
-    sub_put_be64(num + 24, to.tx);
-    sub_put_be64(num + 32, (uint64_t) to.position);
-    sub_put_be64(num + 40, (uint64_t) ver);
-    return loom_tx_exec_binary(
-        &s->tx, "SELECT loom.checkpoint_advance($1, $2, $3, $4, $5, $6, $7)", 7,
-        types, values, lengths);
+    return loom__tx_advance(&s->tx, s->name, s->cursor, s->version, to, ver);
 }
 
 /* Queues the parking (or re-parking) of the event in hand. */
 static loom_err
 sub_queue_park(loom_subscription *s, const loom_event *ev, int repark)
 {
-    char pos[24], ver[24], tx[24], attempts[16], id[LOOM_UUID_STRLEN];
+    char id[LOOM_UUID_STRLEN];
     const char *why = loom__buf_str(&s->why);
-    const char *values[9] = {s->name, id,       ev->stream, ver,     tx,
-                             pos,     ev->type, why,        attempts};
 
+    if (!repark)
+        return loom__tx_park(&s->tx, s->name, ev, why, s->attempts);
     loom_uuid_format(&ev->id, id);
-    snprintf(pos, sizeof pos, "%lld", (long long) ev->position);
-    snprintf(ver, sizeof ver, "%lld", (long long) ev->version);
-    snprintf(tx, sizeof tx, "%llu", (unsigned long long) ev->tx);
-    snprintf(attempts, sizeof attempts, "%u", repark ? 1u : s->attempts);
-    if (repark)
-        return sub_queue_text(
-            s,
-            "UPDATE loom.parked SET error = $3, attempts = attempts + 1, "
-            "replay_requested_at = NULL, parked_at = now() "
-            "WHERE subscription = $1 AND event_id = $2::uuid",
-            3, (const char *const[]){s->name, id, why});
     return sub_queue_text(
         s,
-        "INSERT INTO loom.parked AS p (subscription, event_id, stream, "
-        "version, tx, position, type, error, attempts) VALUES ($1, "
-        "$2::uuid, $3, $4::bigint, $5::xid8, $6::bigint, $7, $8, "
-        "$9::integer) ON CONFLICT (subscription, event_id) DO UPDATE SET "
-        "error = EXCLUDED.error, attempts = p.attempts + EXCLUDED.attempts, "
-        "parked_at = now(), replay_requested_at = NULL",
-        9, values);
+        "UPDATE loom.parked SET error = $3, attempts = attempts + 1, "
+        "replay_requested_at = NULL, parked_at = now() "
+        "WHERE subscription = $1 AND event_id = $2::uuid",
+        3, (const char *const[]){s->name, id, why});
 }
 
 static loom_err
@@ -479,6 +453,10 @@ sub_commit(loom_subscription *s, loom__sub_commit kind)
     }
     if (rc != LOOM_OK) {
         sub_sent(s, LOOM__SUB_COMMIT, rc);
+        return;
+    }
+    if (loom_tx_count(&s->tx) == 0) {
+        sub_committed(s); /* nothing to write: a cursor kept in memory */
         return;
     }
     sub_commit_send(s);
@@ -682,6 +660,26 @@ sub_transient(const char *sqlstate)
     return 0;
 }
 
+/* The delivery in hand committed: move on. */
+static void
+sub_committed(loom_subscription *s)
+{
+    loom__backoff_reset(&s->backoff);
+    if (s->commit == LOOM__COMMIT_ADVANCE || s->commit == LOOM__COMMIT_PARK) {
+        sub_unit_next(s, &s->cursor, &s->version);
+        s->attempts = 0;
+        if (s->isolating && ++s->iso < s->n_sel && !s->stopping) {
+            sub_deliver(s);
+            return;
+        }
+    }
+    sub_drop_page(s);
+    if (s->stopping)
+        loom__sub_finish(s);
+    else
+        sub_read(s);
+}
+
 /* The COMMIT in flight finished. */
 static void
 sub_commit_done(loom_subscription *s)
@@ -692,21 +690,7 @@ sub_commit_done(loom_subscription *s)
     int by_handler = failed >= (long) s->h_first && failed < (long) s->h_end;
 
     if (rc == LOOM_OK) {
-        loom__backoff_reset(&s->backoff);
-        if (s->commit == LOOM__COMMIT_ADVANCE ||
-            s->commit == LOOM__COMMIT_PARK) {
-            sub_unit_next(s, &s->cursor, &s->version);
-            s->attempts = 0;
-            if (s->isolating && ++s->iso < s->n_sel && !s->stopping) {
-                sub_deliver(s);
-                return;
-            }
-        }
-        sub_drop_page(s);
-        if (s->stopping)
-            loom__sub_finish(s);
-        else
-            sub_read(s);
+        sub_committed(s);
         return;
     }
     if (strcmp(state, "LM004") == 0) {

@@ -260,14 +260,15 @@ sub_copy(loom_subscription *s, const loom_subscription_config *c)
 }
 
 static loom_err
-sub_open_store(loom_subscription *s, const loom_subscription_config *c)
+sub_open_store(loom_subscription *s, const loom_subscription_config *c,
+               const char *appname)
 {
     loom_store_config sc = LOOM_STORE_CONFIG_INIT;
     char err[512];
     loom_err rc;
 
     sc.conninfo = c->conninfo;
-    sc.application_name = "eventloom-subscription";
+    sc.application_name = appname ? appname : "eventloom-subscription";
     rc = loom_store_open(&s->store, &sc, err, sizeof err);
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_ERROR, "subscription \"%s\" cannot start: %s",
@@ -278,8 +279,9 @@ sub_open_store(loom_subscription *s, const loom_subscription_config *c)
 loom_err
 loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
                 loom_sub_fn fn, loom_sub_tx_fn tx_fn, void *arg,
-                const char *search_path, loom_subscription **out)
+                const loom__sub_extra *extra, loom_subscription **out)
 {
+    static const loom__sub_extra none = {NULL, NULL, 0};
     loom_subscription *s;
     loom_err rc;
 
@@ -303,12 +305,15 @@ loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
     s->arg = arg;
     s->poll_fd = -1;
     s->parked_due = 1; /* replays requested while nothing ran */
+    if (extra == NULL)
+        extra = &none;
+    s->volatile_cursor = extra->volatile_cursor;
     rc = sub_copy(s, cfg);
-    if (rc == LOOM_OK && search_path != NULL &&
-        (s->search_path = loom__strdup(search_path)) == NULL)
+    if (rc == LOOM_OK && extra->search_path != NULL &&
+        (s->search_path = loom__strdup(extra->search_path)) == NULL)
         rc = LOOM_ENOMEM;
     if (rc == LOOM_OK)
-        rc = sub_open_store(s, cfg);
+        rc = sub_open_store(s, cfg, extra->appname);
     if (rc == LOOM_OK)
         rc = loom__runtime_add_component(rt, sub_on_stop, s, &s->comp);
     if (rc == LOOM_OK)
@@ -330,7 +335,9 @@ loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
     /* The first step runs on the loop: load the checkpoint, or overwrite
      * it with the beginning. */
     s->state = LOOM__SUB_BACKOFF;
-    s->retry = cfg->from_start ? LOOM__SUB_SAVE : LOOM__SUB_LOAD;
+    s->retry = s->volatile_cursor ? LOOM__SUB_READ
+               : cfg->from_start  ? LOOM__SUB_SAVE
+                                  : LOOM__SUB_LOAD;
     uv_timer_start(&s->timer, loom__sub_on_timer, 0, 0);
     *out = s;
     return LOOM_OK;

@@ -9,9 +9,11 @@
  * it is sent ("loom_tx_<slot>"), and only marked prepared once its Parse
  * succeeded, so a batch that fails early leaves no false entry behind.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "loom/alloc.h"
+#include "pgwire.h"
 #include "store_int.h"
 #include "tx_int.h"
 
@@ -270,4 +272,63 @@ loom__store_take_tx(loom_store *s)
                               PQerrorMessage(s->conn));
     s->op = LOOM__OP_NONE;
     return rc;
+}
+
+loom_err
+loom__store_run_tx(loom_store *s, const loom_tx *tx)
+{
+    loom_err rc = loom__store_begin(s);
+
+    if (rc == LOOM_OK)
+        rc = loom__store_send_tx(s, tx);
+    if (rc == LOOM_OK)
+        rc = loom__store_wait(s);
+    if (rc == LOOM_OK)
+        rc = loom__store_take_tx(s);
+    return rc;
+}
+
+static void
+tx_put_be64(char *p, uint64_t v)
+{
+    for (int j = 0; j < 8; j++)
+        p[j] = (char) (v >> (56 - 8 * j));
+}
+
+loom_err
+loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
+                 int64_t from_ver, loom_position to, int64_t to_ver)
+{
+    static const uint32_t types[7] = {
+        LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT8,
+        LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT8};
+    char num[48];
+    const char *values[7] = {name,     num,      num + 8, num + 16,
+                             num + 24, num + 32, num + 40};
+    int lengths[7] = {(int) strlen(name), 8, 8, 8, 8, 8, 8};
+
+    tx_put_be64(num, from.tx);
+    tx_put_be64(num + 8, (uint64_t) from.position);
+    tx_put_be64(num + 16, (uint64_t) from_ver);
+    tx_put_be64(num + 24, to.tx);
+    tx_put_be64(num + 32, (uint64_t) to.position);
+    tx_put_be64(num + 40, (uint64_t) to_ver);
+    return loom_tx_exec_binary(tx, LOOM__SQL_ADVANCE, 7, types, values,
+                               lengths);
+}
+
+loom_err
+loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,
+              const char *error, unsigned attempts)
+{
+    char pos[24], ver[24], xid[24], att[16], id[LOOM_UUID_STRLEN];
+    const char *values[9] = {name, id,       ev->stream, ver, xid,
+                             pos,  ev->type, error,      att};
+
+    loom_uuid_format(&ev->id, id);
+    snprintf(pos, sizeof pos, "%lld", (long long) ev->position);
+    snprintf(ver, sizeof ver, "%lld", (long long) ev->version);
+    snprintf(xid, sizeof xid, "%llu", (unsigned long long) ev->tx);
+    snprintf(att, sizeof att, "%u", attempts);
+    return loom_tx_exec(tx, LOOM__SQL_PARK, 9, values);
 }

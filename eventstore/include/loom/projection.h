@@ -139,12 +139,12 @@ LOOM_API void loom_projection_close(loom_projection *p);
 
 /* Progress of a rebuild, reported about every progress_ms and at the end. */
 typedef struct loom_rebuild_progress {
-    int64_t done;    /* events replayed so far (all types) */
-    int64_t total;   /* events to replay, counted at the start (grows as
-                        writers append) */
-    double rate;     /* events per second since this run started */
-    double eta_s;    /* seconds left at that rate; -1 when unknown */
-    int finished;    /* 1 in the last report */
+    int64_t done;  /* events replayed so far (all types) */
+    int64_t total; /* events to replay, counted at the start (grows as
+                      writers append) */
+    double rate;   /* events per second since this run started */
+    double eta_s;  /* seconds left at that rate; -1 when unknown */
+    int finished;  /* 1 in the last report */
 } loom_rebuild_progress;
 
 typedef void (*loom_rebuild_progress_fn)(const loom_rebuild_progress *p,
