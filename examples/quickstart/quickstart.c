@@ -2,8 +2,10 @@
  * Eventloom quickstart: an Order aggregate whose events are protobuf
  * messages. It runs commands against the aggregate (load, decide, append
  * with optimistic versioning), shows a stale writer being refused, reads
- * the stream back with decoded payloads, and replays the "order" category
- * in commit order to rebuild a small read model.
+ * the stream back with decoded payloads, replays the "order" category in
+ * commit order, and runs the projection "order_summary" (summary.c) on
+ * the libuv runtime until it has handled this run's order, then prints
+ * its row from the read model in PostgreSQL.
  *
  * Run it with `make demo`, or: LOOM_DATABASE_URL=... loom-quickstart
  */
@@ -12,8 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "loom/loom.h"
+#include "loom/projection.h"
 #include "order.pb-c.h"
+#include "summary.h"
 
 /* The aggregate's state: a flat struct, so snapshots are its bytes. */
 typedef struct order_state {
@@ -246,6 +252,84 @@ replay(loom_store *s, int64_t *revenue, size_t *events)
     return 0;
 }
 
+/* Stops the runtime once the projection has handled our order's
+ * confirmation: the graceful stop commits that batch before run()
+ * returns. */
+typedef struct live_wait {
+    loom_runtime *rt;
+    const char *order_id;
+} live_wait;
+
+static void
+on_confirmed(const char *order_id, void *arg)
+{
+    live_wait *w = arg;
+
+    if (strcmp(order_id, w->order_id) == 0)
+        loom_runtime_stop(w->rt);
+}
+
+/* Prints the order's row of the read model, as any reader would see it. */
+static int
+print_summary(const char *id)
+{
+    const char *url = getenv("LOOM_DATABASE_URL");
+    PGconn *c = PQconnectdb(url ? url : "");
+    const char *v[1] = {id};
+    PGresult *r = NULL;
+    int rc = 1;
+
+    if (PQstatus(c) == CONNECTION_OK)
+        r = PQexecParams(c,
+                         "SELECT customer, items, total_cents, status FROM "
+                         "quickstart_read.orders WHERE order_id = $1",
+                         1, NULL, v, NULL, NULL, 0);
+    if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK &&
+        PQntuples(r) == 1) {
+        printf("  quickstart_read.orders: order %s, customer %s, %s items, "
+               "%s cents, %s\n",
+               id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+               PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+        rc = strcmp(PQgetvalue(r, 0, 2), "960") == 0 ? 0 : 1;
+    } else {
+        fprintf(stderr, "quickstart: reading the read model: %s\n",
+                PQerrorMessage(c));
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
+/* Runs the projection until it has handled this order, then shows it. */
+static int
+run_projection(const char *id)
+{
+    loom_runtime_config rc = LOOM_RUNTIME_CONFIG_INIT;
+    loom_runtime *rt = NULL;
+    loom_projection *p = NULL;
+    live_wait w = {NULL, id};
+    summary_watch watch = {on_confirmed, &w};
+    loom_projection_def def = summary_def(&watch);
+    loom_err err;
+
+    rc.handle_signals = 1;
+    if (loom_runtime_open(&rt, &rc) != LOOM_OK)
+        return 1;
+    w.rt = rt;
+    err = loom_projection_start(rt, &def, NULL, &p);
+    if (err == LOOM_OK)
+        err = loom_runtime_run(rt);
+    loom_projection_close(p);
+    loom_runtime_close(rt);
+    if (err != LOOM_OK) {
+        fprintf(stderr, "quickstart: projection: %s\n", loom_err_name(err));
+        return 1;
+    }
+    printf("\n== projection \"order_summary\" (exactly-once, in "
+           "PostgreSQL)\n");
+    return print_summary(id);
+}
+
 static int
 run(loom_store *s, loom_registry *reg, const char *id)
 {
@@ -271,7 +355,9 @@ run(loom_store *s, loom_registry *reg, const char *id)
     printf("\n== replay of category \"order\" in commit order\n"
            "  %zu events, revenue of confirmed orders: %" PRId64 " cents\n",
            n, revenue);
-    return st.total_cents == 960 && st.confirmed ? 0 : 1;
+    if (st.total_cents != 960 || !st.confirmed)
+        return 1;
+    return run_projection(id);
 }
 
 int
