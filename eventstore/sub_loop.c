@@ -612,6 +612,8 @@ sub_read_done(loom_subscription *s, loom__sub_state step)
     size_t n;
 
     if (rc != LOOM_OK) {
+        if (step == LOOM__SUB_PARKED)
+            s->parked_due = 1; /* look again after the backoff */
         sub_fail(s, step, rc, loom_store_errmsg(s->store));
         return;
     }
