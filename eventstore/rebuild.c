@@ -328,7 +328,13 @@ rb_try(rb *r, const loom_event *const *events, size_t n, loom_position to,
     *handler_failed = 0;
     snprintf(num, sizeof num, "%lld", (long long) done);
     loom__tx_reset(&r->tx);
-    rc = loom__proj_search_path(&r->tx, r->names.rebuild_schema);
+    /* A page's commit need not wait for its WAL flush: a crash can only
+     * lose whole pages (effects and checkpoint together), which the
+     * resumed rebuild replays. The swap itself commits durably. */
+    rc = loom_tx_exec(&r->tx,
+                      "SELECT set_config('search_path', $1, true), "
+                      "set_config('synchronous_commit', 'off', true)",
+                      1, (const char *const[]){r->quoted});
     if (rc == LOOM_OK && park) {
         rc = loom__tx_park(&r->tx, r->names.rebuild_cp, events[0],
                            loom__buf_str(&r->why), attempts);
