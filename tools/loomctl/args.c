@@ -4,6 +4,7 @@
  * in range, or a usage error naming the option).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,7 +102,7 @@ ctl_args_next(ctl *c, ctl_args *a, const ctl_opt *opts, const char **val)
         const ctl_opt *o;
 
         *val = NULL;
-        if (at == c->cmd_index)
+        if (at == c->cmd_index || at == c->sub_index)
             continue;
         if (a->only_pos || arg[0] != '-' || strcmp(arg, "-") == 0) {
             *val = arg;
@@ -128,6 +129,45 @@ ctl_args_next(ctl *c, ctl_args *a, const ctl_opt *opts, const char **val)
         return o->id;
     }
     return CTL_ARG_END;
+}
+
+int
+ctl_args_sub(ctl *c, int argc, char **argv, const ctl_opt *opts,
+             const char *const *names, int *which)
+{
+    ctl scratch = *c; /* globals are applied for real by the subcommand */
+    char list[256] = "";
+    const char *val;
+    ctl_args a;
+    int r, n = 0;
+
+    ctl_args_init(&a, argc, argv);
+    /* Options may come first ("parked --limit 5 list"); the subcommand
+     * checks which of them it takes. */
+    while ((r = ctl_args_next(&scratch, &a, opts, &val)) > 0)
+        ;
+    if (r == CTL_ARG_BAD)
+        return CTL_USAGE;
+    for (; names[n] != NULL; n++) {
+        if (r == CTL_ARG_POS && strcmp(names[n], val) == 0) {
+            c->sub = names[n];
+            c->sub_index = a.i - 1;
+            *which = n;
+            return CTL_OK;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s",
+                 i == 0       ? ""
+                 : i == n - 1 ? " or "
+                              : ", ",
+                 names[i]);
+    }
+    if (r == CTL_ARG_END)
+        return ctl_usage_error(c, "give a subcommand: %s", list);
+    return ctl_usage_error(c, "unknown subcommand \"%s\" (expected %s)", val,
+                           list);
 }
 
 /* strtoll and strtoull skip leading spaces and accept a sign; loomctl

@@ -36,6 +36,8 @@ typedef struct ctl {
     loom_registry *reg; /* decoder for payloads; see ctl_registry() */
     const char *cmd;    /* the command being run, for messages */
     int cmd_index;      /* its index in argv, skipped by ctl_args_next() */
+    const char *sub;    /* its subcommand ("list"), or NULL */
+    int sub_index;      /* the subcommand's index in argv, skipped too */
 } ctl;
 
 /* ------------------------------------------------------------------ */
@@ -46,8 +48,8 @@ typedef struct ctl {
  * become spaces, so each error is one line. */
 void ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Prints "loomctl: <command>: <message>" and the command's synopsis on
- * stderr; returns CTL_USAGE. */
+/* Prints "loomctl: <command> [<subcommand>]: <message>" and the
+ * command's synopsis on stderr; returns CTL_USAGE. */
 int ctl_usage_error(const ctl *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -83,6 +85,17 @@ void ctl_args_init(ctl_args *a, int argc, char **argv);
  * name. Accepts "--name value" and "--name=value"; "--" ends the options.
  */
 int ctl_args_next(ctl *c, ctl_args *a, const ctl_opt *opts, const char **val);
+
+/*
+ * For commands with subcommands (`parked list`): finds the first
+ * positional argument, skipping global options and `opts` (the options of
+ * every subcommand, with their values), and looks it up in `names`
+ * (NULL-terminated). On success sets c->sub and c->sub_index, so that
+ * ctl_args_next() skips it, and *which to its index in `names`. A
+ * missing or unknown subcommand is a usage error.
+ */
+int ctl_args_sub(ctl *c, int argc, char **argv, const ctl_opt *opts,
+                 const char *const *names, int *which);
 
 /* Parses a whole decimal number in [min, max] for option `opt` into *out;
  * anything else (empty, trailing text, out of range) is a usage error. */
@@ -132,5 +145,7 @@ int ctl_cmd_streams(ctl *c, int argc, char **argv);
 int ctl_cmd_read(ctl *c, int argc, char **argv);
 int ctl_cmd_tail(ctl *c, int argc, char **argv);
 int ctl_cmd_stats(ctl *c, int argc, char **argv);
+int ctl_cmd_parked(ctl *c, int argc, char **argv);
+int ctl_cmd_projection(ctl *c, int argc, char **argv);
 
 #endif /* LOOMCTL_H */

@@ -12,7 +12,7 @@
 
 typedef struct main_cmd {
     const char *name;
-    const char *synopsis; /* after "loomctl NAME " */
+    const char *synopsis; /* after "loomctl NAME "; a line per subcommand */
     const char *summary;  /* one line for the command list */
     const char *help;     /* what it does and its options */
     int (*run)(ctl *c, int argc, char **argv);
@@ -68,6 +68,43 @@ static const main_cmd main_cmds[] = {
      "tables, events per second over the last minute, and the oldest\n"
      "open transaction, which holds readers in commit order back.\n",
      ctl_cmd_stats},
+    {"parked",
+     "list [SUBSCRIPTION] [--limit N]\n"
+     "replay SUBSCRIPTION (EVENT_ID | --all)\n"
+     "drop SUBSCRIPTION (EVENT_ID | --all)",
+     "list, retry or forget events subscriptions gave up on",
+     "A subscription whose handler fails on an event max_attempts times\n"
+     "parks it (table loom.parked) and goes on past it.\n"
+     "  list      parked events by subscription and position: event id,\n"
+     "            stream@version, type, attempts, age, whether a replay is\n"
+     "            requested, the error (cut to one line; --json has it all)\n"
+     "    --limit N   at most N events (default 100, at most 100000)\n"
+     "  replay    asks the running subscription to deliver the event (or\n"
+     "            --all of its parked events) once more; it removes each\n"
+     "            one its handler accepts. Exit 1 when nothing matched.\n"
+     "  drop      deletes the event's (or --all) parked rows for good\n",
+     ctl_cmd_parked},
+    {"projection",
+     "list\n"
+     "status NAME\n"
+     "rebuild NAME --plugin LIB.so [--restart] [--batch N]",
+     "projections: lag, state, parked events; rebuild one",
+     "Projections are read models fed by events (loom/projection.h).\n"
+     "  list      one row per registered projection: its model (schema or\n"
+     "            memory), generation, checkpoint position, lag in events\n"
+     "            (counted up to 1,000,000) and seconds, parked events, and\n"
+     "            whether its runner or a rebuild is connected\n"
+     "  status    the same for one projection, with the rebuild's progress,\n"
+     "            what holds readers back, and its newest parked events\n"
+     "  rebuild   replays every event into a fresh copy of the read model\n"
+     "            (schema <schema>__rebuild) with the handlers of LIB.so, a\n"
+     "            shared object exporting loom_projections(), then swaps it\n"
+     "            in; the live runner keeps serving meanwhile. Ctrl-C stops\n"
+     "            between batches (exit 130); running it again resumes.\n"
+     "    --plugin LIB.so   the projection's code (required)\n"
+     "    --restart         drop a stopped rebuild's work, start over\n"
+     "    --batch N         events per batch (default 5000, at most 1000000)\n",
+     ctl_cmd_projection},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
@@ -92,12 +129,28 @@ main_find(const char *name)
     return NULL;
 }
 
+/* "usage: loomctl NAME SYNOPSIS", a line for each line of the synopsis. */
+static void
+main_synopsis(FILE *f, const main_cmd *cmd)
+{
+    const char *p = cmd->synopsis, *nl;
+    int first = 1;
+
+    do {
+        nl = strchr(p, '\n');
+        fprintf(f, "%s loomctl %s%s%.*s\n", first ? "usage:" : "      ",
+                cmd->name, p[0] ? " " : "",
+                (int) (nl != NULL ? (size_t) (nl - p) : strlen(p)), p);
+        first = 0;
+        p = nl + 1;
+    } while (nl != NULL);
+}
+
 static void
 main_usage(FILE *f, const main_cmd *cmd, int full)
 {
     if (cmd != NULL) {
-        fprintf(f, "usage: loomctl %s%s%s\n", cmd->name,
-                cmd->synopsis[0] ? " " : "", cmd->synopsis);
+        main_synopsis(f, cmd);
         if (full)
             fprintf(f, "\n%s\n%s", cmd->help, main_globals);
         return;
@@ -110,8 +163,8 @@ main_usage(FILE *f, const main_cmd *cmd, int full)
     }
     fprintf(f, "\nCommands:\n");
     for (size_t i = 0; i < MAIN_NCMDS; i++)
-        fprintf(f, "  %-9s %s\n", main_cmds[i].name, main_cmds[i].summary);
-    fprintf(f, "  %-9s %s\n\n%s", "help", "help on a command (or -h after it)",
+        fprintf(f, "  %-10s %s\n", main_cmds[i].name, main_cmds[i].summary);
+    fprintf(f, "  %-10s %s\n\n%s", "help", "help on a command (or -h after it)",
             main_globals);
 }
 
@@ -155,8 +208,8 @@ ctl_usage_error(const ctl *c, const char *fmt, ...)
     char prefix[64];
     va_list ap;
 
-    snprintf(prefix, sizeof prefix, "%s%s", c->cmd ? c->cmd : "",
-             c->cmd ? ": " : "");
+    snprintf(prefix, sizeof prefix, "%s%s%s%s", c->cmd ? c->cmd : "",
+             c->sub ? " " : "", c->sub ? c->sub : "", c->cmd ? ": " : "");
     va_start(ap, fmt);
     main_vprint(prefix, fmt, ap);
     va_end(ap);
@@ -226,6 +279,7 @@ main(int argc, char **argv)
 
     memset(&c, 0, sizeof c);
     c.cmd_index = -1;
+    c.sub_index = -1;
     if (main_find_cmd(&c, argc, argv) != CTL_OK)
         return CTL_USAGE;
     cmd = main_find(c.cmd);

@@ -1,6 +1,8 @@
 /*
  * The parts of `loomctl stats` that need more than one query: the event
- * rate and the reader horizon. Private to cmd_stats.c and its helpers.
+ * rate and the reader horizon. Private to cmd_stats.c and its helpers,
+ * except ctl_stats_i64(), which the parked and projection commands use
+ * as well.
  */
 #ifndef LOOMCTL_STATS_H
 #define LOOMCTL_STATS_H

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "json.h"
 #include "stats.h"
 #include "table.h"
@@ -83,18 +84,10 @@ hz_label(const char *holds)
 static void
 hz_age(const char *secs, char out[32])
 {
-    long long s = strtoll(secs, NULL, 10);
-
     if (secs[0] == '\0')
         snprintf(out, 32, "?");
-    else if (s >= 86400)
-        snprintf(out, 32, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
-    else if (s >= 3600)
-        snprintf(out, 32, "%lldh%02lldm", s / 3600, s % 3600 / 60);
-    else if (s >= 60)
-        snprintf(out, 32, "%lldm%02llds", s / 60, s % 60);
     else
-        snprintf(out, 32, "%llds", s);
+        ctl_fmt_age(strtoll(secs, NULL, 10), out);
 }
 
 static void
