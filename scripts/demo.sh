@@ -18,5 +18,9 @@ say "running $quickstart${ARGS[*]:+ ${ARGS[*]}}"
 "$quickstart" "${ARGS[@]}"
 say "the newest order events, as an operator sees them"
 "$loomctl" --types build/examples/quickstart/quickstart-types.so tail --category order --limit 6
+say "the projection's read model, rebuilt by replay beside the live one and swapped in"
+"$loomctl" projection rebuild order_summary \
+    --plugin build/examples/quickstart/quickstart-projections.so
+"$loomctl" projection list
 say "store statistics"
 "$loomctl" stats
