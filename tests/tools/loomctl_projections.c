@@ -3,7 +3,12 @@
  * loomctl_projection_test: two projections, "orders" (a PostgreSQL read
  * model counting orders per stream) and "cache" (in memory). The loom_tx
  * functions resolve to the copies inside loomctl, which exports them.
+ *
+ * An event of type loomctl.Interrupt makes "orders" raise SIGINT in the
+ * process running it, as an operator's Ctrl-C would at that point, so
+ * the test can stop a rebuild at a known event.
  */
+#include <signal.h>
 #include <stddef.h>
 
 #include "loom/projection.h"
@@ -32,15 +37,26 @@ orders_placed(loom_tx *tx, const loom_event *ev, void *arg)
                         1, params);
 }
 
+static loom_err
+orders_interrupt(loom_tx *tx, const loom_event *ev, void *arg)
+{
+    (void) tx;
+    (void) ev;
+    (void) arg;
+    raise(SIGINT);
+    return LOOM_OK;
+}
+
 static const loom_projection_handler orders_handlers[] = {
     {"shop.OrderPlaced", orders_placed},
+    {"loomctl.Interrupt", orders_interrupt},
 };
 
 static const loom_projection_def orders_def = {
     .name = "orders",
     .schema = "loomctl_orders",
     .handlers = orders_handlers,
-    .n_handlers = 1,
+    .n_handlers = 2,
     .setup = orders_setup,
 };
 

@@ -142,7 +142,8 @@ main_synopsis(FILE *f, const main_cmd *cmd)
                 cmd->name, p[0] ? " " : "",
                 (int) (nl != NULL ? (size_t) (nl - p) : strlen(p)), p);
         first = 0;
-        p = nl + 1;
+        if (nl != NULL)
+            p = nl + 1;
     } while (nl != NULL);
 }
 

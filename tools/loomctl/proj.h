@@ -73,22 +73,19 @@ int ctl_proj_rebuild(ctl *c, int argc, char **argv);
 /* The rebuild's progress (rebuild_progress.c)                         */
 
 typedef struct ctl_progress {
-    const char *name;         /* the projection */
-    const volatile int *stop; /* the rebuild's stop flag */
-    int said_stop;            /* "stopping ..." was printed */
-    int tty;                  /* stderr is a terminal: a bar redrawn */
-    int drawn;                /* a bar is on the screen (a newline ends it) */
-    int reported;             /* a report has arrived */
-    double last_line;         /* when the last plain line was printed */
-    int64_t done;             /* the last report's figures */
+    const char *name; /* the projection */
+    int tty;          /* stderr is a terminal: a bar redrawn */
+    int drawn;        /* a bar is on the screen (a newline ends it) */
+    int reported;     /* a report has arrived */
+    double last_line; /* when the last plain line was printed */
+    int64_t done;     /* the last report's figures */
     double rate;
 } ctl_progress;
 
 /* Starts reporting on stderr, as a bar on a terminal, else as a line
  * every CTL_PROGRESS_LINE_S seconds. */
 #define CTL_PROGRESS_LINE_S 5.0
-void ctl_progress_init(ctl_progress *p, const char *name,
-                       const volatile int *stop);
+void ctl_progress_init(ctl_progress *p, const char *name);
 
 /* Seconds on a monotonic clock. */
 double ctl_progress_now(void);

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "proj.h"
@@ -46,18 +47,32 @@ typedef struct rb_args {
  * the compiler rejects the assignment below if it is not). */
 static volatile sig_atomic_t rb_stop;
 
+/* Said at once, from the handler (write() is async-signal-safe): the
+ * batch in flight can take a while. The newline ends a progress bar. */
+static const char rb_stopping[] =
+    "\nstopping after the batch in flight (interrupt again to quit at "
+    "once; running the command again resumes either way)\n";
+static int rb_tty;
+
 static void
 rb_on_signal(int sig)
 {
+    /* Without a bar to end, without the first newline. */
+    size_t skip = rb_tty ? 0 : 1;
+    ssize_t n;
+
     (void) sig;
     rb_stop = 1;
+    n = write(STDERR_FILENO, rb_stopping + skip, sizeof rb_stopping - 1 - skip);
+    (void) n; /* nothing to do about a failed write here */
 }
 
 static void
-rb_signals(void)
+rb_signals(int tty)
 {
     struct sigaction sa;
 
+    rb_tty = tty;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = rb_on_signal;
     sa.sa_flags = SA_RESETHAND; /* the second one is not caught */
@@ -169,33 +184,40 @@ rb_load(const rb_args *ra, void **dl)
 /* ------------------------------------------------------------------ */
 /* The result                                                          */
 
-/* The generation now live, or -1 (reported) when it cannot be read. */
-static int64_t
-rb_generation(const ctl *c, const char *name)
+/* What the rebuild left in loom.projections: the generation live now
+ * and, after a stop, the events done. Progress reports come at most every
+ * progress_ms, so the last one can be behind; the table is not. `done`
+ * may be NULL. Both stay -1 when they cannot be read (reported). */
+static void
+rb_state(const ctl *c, const char *name, int64_t *gen, int64_t *done)
 {
     const char *params[1] = {name};
     PGconn *pg = ctl_pg_open(c);
     PGresult *r;
-    int64_t gen = -1;
 
+    *gen = -1;
+    if (done != NULL)
+        *done = -1;
     if (pg == NULL)
-        return -1;
-    r = ctl_pg_exec(pg, "reading the new generation",
-                    "SELECT generation FROM loom.projections "
+        return;
+    r = ctl_pg_exec(pg, "reading the rebuild's state",
+                    "SELECT generation, rebuild_done FROM loom.projections "
                     "WHERE name = $1::text",
                     1, params);
-    if (r != NULL && PQntuples(r) == 1)
-        gen = ctl_stats_i64(r, 0, 0);
+    if (r != NULL && PQntuples(r) == 1) {
+        *gen = ctl_stats_i64(r, 0, 0);
+        if (done != NULL && !PQgetisnull(r, 0, 1))
+            *done = ctl_stats_i64(r, 0, 1);
+    }
     PQclear(r);
     PQfinish(pg);
-    return gen;
 }
 
 static void
 rb_print_done(const ctl *c, const char *name, const ctl_progress *p,
               double secs)
 {
-    int64_t gen = rb_generation(c, name);
+    int64_t gen;
     /* The library's rate covers this run only; done may include an
      * earlier, stopped run's events. */
     double rate = p->reported ? p->rate
@@ -203,6 +225,7 @@ rb_print_done(const ctl *c, const char *name, const ctl_progress *p,
                               : 0;
     loom__buf b = LOOM__BUF_INIT;
 
+    rb_state(c, name, &gen, NULL);
     if (!c->json) {
         printf("rebuilt %s: %" PRId64 " events in %.1f s (%.0f ev/s)", name,
                p->done, secs, rate);
@@ -238,7 +261,7 @@ rb_run(const ctl *c, const rb_args *ra, const loom_projection_def *def)
     double t0;
     loom_err rc;
 
-    ctl_progress_init(&p, ra->name, &rb_stop);
+    ctl_progress_init(&p, ra->name);
     opt.conninfo = ctl_conninfo(c);
     opt.batch = (size_t) ra->batch;
     opt.restart = ra->restart;
@@ -246,16 +269,18 @@ rb_run(const ctl *c, const rb_args *ra, const loom_projection_def *def)
     opt.progress = ctl_progress_report;
     opt.progress_arg = &p;
     opt.progress_ms = p.tty ? 200 : 1000;
-    rb_signals();
+    rb_signals(p.tty);
     t0 = ctl_progress_now();
     rc = loom_projection_rebuild(def, &opt, err, sizeof err);
     ctl_progress_end(&p);
     if (rc == LOOM_EAGAIN) {
+        int64_t gen, done;
+        rb_state(c, ra->name, &gen, &done);
         fflush(stdout);
         fprintf(stderr,
                 "rebuild of %s stopped at %" PRId64 " events; run the same "
                 "command again to resume (or --restart)\n",
-                ra->name, p.done);
+                ra->name, done >= 0 ? done : p.done);
         return RB_EXIT_STOPPED;
     }
     if (rc != LOOM_OK) {

@@ -1,10 +1,10 @@
 /*
  * The rebuild's progress on stderr. On a terminal, one line redrawn in
  * place (\r, then erase to the end of the line):
- *   [#########...........]  45%  450,000/1,000,000 events  120,000 ev/s  ETA
- * 0:05 Into a file or a pipe (a log, CI), a plain line every
+ *   [#########...........]  45%  45,000/100,000 events  12,000 ev/s  ETA 0:05
+ * Into a file or a pipe (a log, CI), a plain line every
  * CTL_PROGRESS_LINE_S seconds and at the end, without control characters:
- *   rebuild orders: 450000/1000000 events (45%), 120000 ev/s, ETA 5 s
+ *   rebuild orders: 45000/100000 events (45%), 12000 ev/s, ETA 5 s
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,11 +26,9 @@ ctl_progress_now(void)
 }
 
 void
-ctl_progress_init(ctl_progress *p, const char *name, const volatile int *stop)
+ctl_progress_init(ctl_progress *p, const char *name)
 {
     p->name = name;
-    p->stop = stop;
-    p->said_stop = 0;
     p->tty = isatty(STDERR_FILENO);
     p->drawn = 0;
     p->reported = 0;
@@ -95,20 +93,6 @@ ctl_progress_end(ctl_progress *p)
     p->drawn = 0;
 }
 
-/* Once, when a signal has set the stop flag. */
-static void
-prog_say_stop(ctl_progress *p)
-{
-    if (p->said_stop || p->stop == NULL || !*p->stop)
-        return;
-    ctl_progress_end(p);
-    fprintf(stderr,
-            "stopping the rebuild of %s after this batch (interrupt again "
-            "to quit at once; both resume where they stopped)\n",
-            p->name);
-    p->said_stop = 1;
-}
-
 void
 ctl_progress_report(const loom_rebuild_progress *rp, void *arg)
 {
@@ -119,7 +103,6 @@ ctl_progress_report(const loom_rebuild_progress *rp, void *arg)
     p->reported = 1;
     p->done = rp->done;
     p->rate = rp->rate;
-    prog_say_stop(p);
     if (p->tty) {
         ctl_progress_bar(rp, text, sizeof text);
         fprintf(stderr, "\r%s\x1b[K", text);
