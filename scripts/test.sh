@@ -15,7 +15,29 @@ done
 loom_split_args "${CTEST_ARGS:-}"
 extra=("${ARGS[@]}")
 
+# pg_restart_test restarts the server mid-run, so it may only ever touch
+# the private cluster: remember whether the database is someone else's.
+external_db=${LOOM_DATABASE_URL:+1}
+
 loom_db_up
+
+# Single-quotes $1 for /bin/sh (system() in the test runs the command).
+sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+if [[ -z $external_db ]]; then
+    # Stop and start again (pg.sh keeps the port when it is still free);
+    # fails unless the connection string, and so LOOM_TEST_PG_DSN, is
+    # unchanged.
+    pg="$(sh_quote "$LOOM_ROOT/scripts/pg.sh")"
+    pg_dir="$(sh_quote "$(realpath -m -- "$LOOM_PG_DIR")")"
+    restart="$pg stop $pg_dir"
+    restart+=" && test \"\$($pg start $pg_dir | tail -n 1)\""
+    restart+=" = \"\$LOOM_TEST_PG_DSN\""
+    export LOOM_TEST_PG_RESTART=$restart
+elif [[ -z ${LOOM_TEST_PG_RESTART:-} ]]; then
+    say "LOOM_TEST_PG_RESTART is not set: pg_restart_test will skip" \
+        "(it never restarts the server in LOOM_DATABASE_URL by itself)"
+fi
 
 # --no-tests=error: a suite that silently registers no tests is a failure.
 ctest_run() {

@@ -123,6 +123,56 @@ est_ll(const char *fmt, ...)
     return loomt_sql_ll(sql);
 }
 
+static long long
+est_try_vll(PGconn **c, const char *fmt, va_list ap)
+{
+    char sql[2048];
+    PGresult *r;
+    long long v = -1;
+    int n = vsnprintf(sql, sizeof sql, fmt, ap);
+
+    if (n <= 0 || (size_t) n >= sizeof sql)
+        return -1;
+    if (*c == NULL)
+        *c = PQconnectdb(loomt_dsn());
+    else if (PQstatus(*c) != CONNECTION_OK)
+        PQreset(*c);
+    if (PQstatus(*c) != CONNECTION_OK)
+        return -1;
+    r = PQexec(*c, sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
+        !PQgetisnull(r, 0, 0))
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+long long
+est_try_ll(const char *fmt, ...)
+{
+    PGconn *c = NULL;
+    va_list ap;
+    long long v;
+
+    va_start(ap, fmt);
+    v = est_try_vll(&c, fmt, ap);
+    va_end(ap);
+    PQfinish(c);
+    return v;
+}
+
+long long
+est_try_ll_on(PGconn **c, const char *fmt, ...)
+{
+    va_list ap;
+    long long v;
+
+    va_start(ap, fmt);
+    v = est_try_vll(c, fmt, ap);
+    va_end(ap);
+    return v;
+}
+
 long long
 est_count_stream(const char *stream)
 {

@@ -50,6 +50,20 @@ void est_exec_fails(PGconn *c, const char *sql, const char *state);
  * quoted. */
 long long est_ll(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* As est_ll() but never fails the test: returns -1 on any error (the
+ * server is down, say) and stores nothing. Safe from other threads, loop
+ * callbacks and forked children, where a cmocka failure must not happen.
+ * A query may still legitimately return -1: use it for counts. */
+long long est_try_ll(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* est_try_ll() on a connection the caller keeps in *c (NULL at first;
+ * opened, and reopened after a failure, as needed; PQfinish() it at the
+ * end), for checks that run every few milliseconds on a loop: opening a
+ * connection per query would block the loop most of the time. */
+long long est_try_ll_on(PGconn **c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Opens a store on the test database (or cfg->conninfo when set) with
  * the limits and options of `cfg` (NULL: defaults) and migrations
  * applied unless cfg->migrate says otherwise. Fails the test on error. */
