@@ -144,6 +144,7 @@ loom_err loom__store_check_stream(loom_store *s, const char *stream,
  * (framework/migrations/0004_exactly_once.sql). */
 #define LOOM__SQL_ADVANCE                                                      \
     "SELECT loom.checkpoint_advance($1, $2, $3, $4, $5, $6, $7)"
+#define LOOM__SQL_CLAIM "SELECT loom.checkpoint_claim($1, $2, $3, $4)"
 /* $1 subscription, $2 event id, $3 stream, $4 version, $5 tx, $6 position,
  * $7 type, $8 error, $9 attempts; all text. */
 #define LOOM__SQL_PARK                                                         \
@@ -158,6 +159,11 @@ loom_err loom__store_check_stream(loom_store *s, const char *stream,
  * (to, to_ver). */
 loom_err loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
                           int64_t from_ver, loom_position to, int64_t to_ver);
+
+/* Queues LOOM__SQL_CLAIM: lock checkpoint `name`, which must still be at
+ * (at, ver). */
+loom_err loom__tx_claim(loom_tx *tx, const char *name, loom_position at,
+                        int64_t ver);
 
 /* Queues LOOM__SQL_PARK for `ev` under `name`. */
 loom_err loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,

@@ -547,7 +547,11 @@ sub_deliver(loom_subscription *s)
     if (n > 0) {
         s->state = LOOM__SUB_DELIVER;
         if (s->tx_fn != NULL) {
-            if (s->search_path != NULL)
+            /* Checkpoint row first, then the handler's tables: the lock
+             * order of loom.checkpoint_claim(). */
+            if (!s->volatile_cursor && !s->replaying)
+                rc = loom__tx_claim(&s->tx, s->name, s->cursor, s->version);
+            if (rc == LOOM_OK && s->search_path != NULL)
                 rc = sub_queue_text(
                     s, "SELECT set_config('search_path', $1, true)", 1,
                     (const char *const[]){s->search_path});

@@ -318,6 +318,21 @@ loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
 }
 
 loom_err
+loom__tx_claim(loom_tx *tx, const char *name, loom_position at, int64_t ver)
+{
+    static const uint32_t types[4] = {LOOM__OID_TEXT, LOOM__OID_XID8,
+                                      LOOM__OID_INT8, LOOM__OID_INT8};
+    char num[24];
+    const char *values[4] = {name, num, num + 8, num + 16};
+    int lengths[4] = {(int) strlen(name), 8, 8, 8};
+
+    tx_put_be64(num, at.tx);
+    tx_put_be64(num + 8, (uint64_t) at.position);
+    tx_put_be64(num + 16, (uint64_t) ver);
+    return loom_tx_exec_binary(tx, LOOM__SQL_CLAIM, 4, types, values, lengths);
+}
+
+loom_err
 loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,
               const char *error, unsigned attempts)
 {

@@ -42,6 +42,39 @@ BEGIN
 END
 $$;
 
+-- The first statement of a transactional batch: locks the checkpoint row
+-- the batch will advance, or fails with LM004 when it no longer says what
+-- the runner read. Taking this lock before the handler's statements touch
+-- the read model gives every writer of a model one lock order (checkpoint
+-- row, then tables), the order loom.projection_swap() takes too, so a live
+-- batch and a swap queue behind each other instead of deadlocking. A
+-- missing row passes for a runner starting from the beginning;
+-- checkpoint_advance() then creates it.
+CREATE FUNCTION loom.checkpoint_claim(p_name text, p_tx xid8,
+                                      p_position bigint, p_version bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    c loom.checkpoints;
+BEGIN
+    SELECT * INTO c FROM loom.checkpoints WHERE name = p_name FOR UPDATE;
+    IF FOUND THEN
+        IF c.tx = p_tx AND c.position = p_position
+           AND c.version = p_version THEN
+            RETURN;
+        END IF;
+    ELSIF p_tx = '0'::xid8 AND p_position = 0 AND p_version = -1 THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION USING
+        ERRCODE = 'LM004',
+        MESSAGE = format('checkpoint "%s" was moved by someone else', p_name),
+        DETAIL = 'another runner under the same name, a projection rebuild '
+                 'or an operator changed it',
+        HINT = 'the runner reloads the checkpoint and goes on from there';
+END
+$$;
+
 -- Events a subscription gave up on: its handler failed on them for the
 -- configured number of attempts. The subscription goes on past them.
 -- `loomctl parked replay` sets replay_requested_at and wakes channel

@@ -3,28 +3,22 @@
  * flight. loom.projection_swap() (migration 0004) promises: "a live batch
  * in flight either commits before the swap or is rolled back by it".
  *
- * KNOWN LIBRARY BUG (this test fails until it is fixed): the two take
- * their locks in opposite orders. The live batch's transaction writes the
- * model first (RowExclusiveLock on "<schema>".counts), then moves the
- * checkpoint (row lock on its loom.checkpoints row, the compare-and-set).
- * The swap locks that checkpoint row first (SELECT ... FOR UPDATE), then
- * drops the old model (DROP SCHEMA "<schema>__old" CASCADE needs an
- * AccessExclusiveLock on its tables). When the batch has written the model
- * but not yet reached its compare-and-set as the swap starts, each waits
- * for the other: PostgreSQL's deadlock detector aborts one. If that is the
- * swap, loom_projection_rebuild() returns LOOM_EDB ("deadlock detected",
- * SQLSTATE 40P01) instead of swapping: rb_swap() in eventstore/rebuild.c
- * does not retry, and rb_transient() is only consulted for page commits.
- * projection_test's rebuild-while-writers-append test hits this now and
- * then under load.
+ * Both take their locks in one order: the live batch's first statement,
+ * loom.checkpoint_claim(), locks its checkpoint row before the handler's
+ * statements write the model, and the swap locks the same row before it
+ * renames and drops schemas. So the one that comes second waits for the
+ * first to commit; neither can hold what the other needs. (Before the
+ * claim existed, the batch wrote the model first and the two deadlocked;
+ * a swap chosen as the victim made the rebuild fail with 40P01.)
  *
  * The test makes the interleaving certain: the handler of "s.Gate" events
  * writes the model and then takes a shared advisory lock, but only in the
  * live runner's session (its application_name), so the live batch stops
  * between its model write and its compare-and-set while the test holds
  * that lock. The rebuild is started then; once its swap waits for a lock,
- * the test lets the live batch go. Within deadlock_timeout (1 s) the swap
- * is the first waiter to look for a deadlock, so it is the one aborted.
+ * the test lets the live batch go. Had the two locked in opposite orders,
+ * the swap, the first waiter to look for a deadlock after deadlock_timeout
+ * (1 s), would be the one aborted.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -294,7 +288,7 @@ test_projection_swap_completes_while_a_live_batch_holds_the_old_model(
     assert_int_equal(r.phase, 3);
     printf("projection_swap_test: rebuild returned %s: %s\n",
            loom_err_name(job.rc), job.err);
-    /* Fails today: LOOM_EDB, "deadlock detected" (see the top). */
+    /* Not LOOM_EDB, "deadlock detected" (see the top). */
     assert_int_equal(job.rc, LOOM_OK);
     assert_int_equal(
         est_ll("SELECT generation FROM loom.projections WHERE name = 'sw'"), 2);
