@@ -128,7 +128,7 @@ test_parked_list_table_shows_events_with_a_short_error(void **state)
     assert_non_null(strstr(line, ev_id[0]));
     assert_non_null(strstr(line, "order-1@0"));
     assert_non_null(strstr(line, "shop.Placed"));
-    assert_non_null(strstr(line, "  3m0")); /* parked 3 minutes ago */
+    assert_non_null(strstr(line, "  3m")); /* parked 3 minutes ago */
     /* The error: cut within its first line, marked with an ellipsis. */
     assert_non_null(strstr(line, "handler failed: duplicate key"));
     assert_non_null(strstr(line, "\xe2\x80\xa6"));
