@@ -1,7 +1,7 @@
 /*
  * loom-bench internals: the options, the scratch database every case runs
- * in, the writers shared by the append cases and the read case's loader,
- * and the timing helpers.
+ * in, the writers shared by the append cases and the loaders of the read
+ * and rebuild cases, and the timing helpers.
  *
  * Every case compares Eventloom ("loom") with a plain libpq program
  * ("raw") that writes or reads the identical rows of a bare table with the
@@ -17,6 +17,8 @@
 
 #include <libpq-fe.h>
 
+#include "loom/eventstore.h"
+
 #define BENCH_PROGRAM "loom-bench"
 
 /* Options from the command line. */
@@ -24,8 +26,11 @@ typedef struct bench_opts {
     const char *dsn;    /* --db, else $LOOM_DATABASE_URL; NULL: libpq's */
     const char *only;   /* --case NAME, or NULL for every case of the group */
     double seconds;     /* measured time per side (loom, raw) per case */
-    size_t events;      /* read_all: events loaded into each table */
+    size_t events;      /* read_all, rebuild: events loaded */
     size_t page;        /* read_all: events per page */
+    size_t batch;       /* rebuild: events per batch and raw page; 0: the
+                           library's default (5,000) */
+    double rate;        /* live: events appended per second */
     int rounds;         /* interleaved loom/raw rounds per case */
     int malloc_default; /* --malloc-default: keep glibc heap trimming */
 } bench_opts;
@@ -115,6 +120,8 @@ typedef struct bench_write_spec {
     int threads;         /* one connection each, on distinct streams */
     double seconds;      /* stop after this long; 0: no time limit */
     size_t max_events;   /* per thread; 0: no limit */
+    size_t streams;      /* 0: each stream gets 10 appends, then the next;
+                            else append k goes to stream k % streams */
     unsigned run;        /* makes the stream names of this run unique */
     const char *label;   /* for progress lines */
 } bench_write_spec;
@@ -143,5 +150,28 @@ int bench_append_case(bench_env *env, const bench_opts *o, const char *name);
 
 /* Runs read_all; 0, or -1 after printing the error. */
 int bench_read_all(bench_env *env, const bench_opts *o);
+
+/* The raw read query of read_all over `table`, with its three binary
+ * parameters (after.tx, after.position, limit) in `buf`. */
+#define BENCH_READ_SQL(table)                                                  \
+    "SELECT position, tx, stream, version, event_id, type, schema_version, "   \
+    "data, metadata, recorded_at FROM " table " "                              \
+    "WHERE (tx, position) > ($1, $2) "                                         \
+    "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "                        \
+    "ORDER BY tx, position LIMIT $3"
+
+/* Sends BENCH_READ_SQL `sql` for the page after `at` (binary results);
+ * 1 or 0 (libpq failed, see PQerrorMessage). */
+int bench_read_send(PGconn *c, const char *sql, loom_position at, size_t page);
+
+/* Decodes row i of such a query into `e` as the library does, minus the
+ * metadata protobuf (pointers into `r`); returns the metadata length. */
+size_t bench_read_row(const PGresult *r, int i, loom_event *e);
+
+/* Runs rebuild; 0, or -1 after printing the error. */
+int bench_rebuild(bench_env *env, const bench_opts *o);
+
+/* Runs live; 0, or -1 after printing the error. */
+int bench_live(bench_env *env, const bench_opts *o);
 
 #endif /* LOOM_BENCH_H */

@@ -20,12 +20,7 @@
 
 #define READ_LOAD_BATCH 100
 
-static const char read_raw_sql[] =
-    "SELECT position, tx, stream, version, event_id, type, schema_version, "
-    "data, metadata, recorded_at FROM loom_bench.events "
-    "WHERE (tx, position) > ($1, $2) "
-    "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
-    "ORDER BY tx, position LIMIT $3";
+static const char read_raw_sql[] = BENCH_READ_SQL("loom_bench.events");
 
 /* What one read of the whole table saw. */
 typedef struct read_total {
@@ -154,8 +149,8 @@ read_loom(const bench_env *env, size_t page, read_total *t, double *secs)
 /* The raw read                                                        */
 
 /* Decodes a row as events.c does, minus the metadata protobuf. */
-static size_t
-read_raw_row(const PGresult *r, int i, loom_event *e)
+size_t
+bench_read_row(const PGresult *r, int i, loom_event *e)
 {
     memset(e, 0, sizeof *e);
     e->position = (int64_t) loom__pg_be64(PQgetvalue(r, i, 0));
@@ -172,33 +167,44 @@ read_raw_row(const PGresult *r, int i, loom_event *e)
     return PQgetisnull(r, i, 8) ? 0 : (size_t) PQgetlength(r, i, 8);
 }
 
-/* One page: rows into `t`, the cursor moved to the last row. */
-static int
-read_raw_page(PGconn *c, size_t page, loom_position *at, read_total *t)
+int
+bench_read_send(PGconn *c, const char *sql, loom_position at, size_t page)
 {
     static const Oid types[3] = {LOOM__OID_XID8, LOOM__OID_INT8,
                                  LOOM__OID_INT8};
     static const int lengths[3] = {8, 8, 8}, formats[3] = {1, 1, 1};
     char buf[24];
     const char *values[3] = {buf, buf + 8, buf + 16};
-    uint64_t v[3] = {at->tx, (uint64_t) at->position, (uint64_t) page};
-    PGresult *r;
-    loom_event e;
-    int n;
+    uint64_t v[3] = {at.tx, (uint64_t) at.position, (uint64_t) page};
 
     for (int i = 0; i < 3; i++)
         for (int b = 0; b < 8; b++)
             buf[8 * i + b] = (char) (v[i] >> (56 - 8 * b));
-    r = PQexecParams(c, read_raw_sql, 3, types, values, lengths, formats, 1);
+    return PQsendQueryParams(c, sql, 3, types, values, lengths, formats, 1);
+}
+
+/* One page: rows into `t`, the cursor moved to the last row. */
+static int
+read_raw_page(PGconn *c, size_t page, loom_position *at, read_total *t)
+{
+    PGresult *r = NULL, *next;
+    loom_event e;
+    int n, sent = bench_read_send(c, read_raw_sql, *at, page);
+
+    /* PQexecParams, in its parts: the same messages and wait. */
+    while (sent && (next = PQgetResult(c)) != NULL) {
+        PQclear(r);
+        r = next;
+    }
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 10) {
         fprintf(stderr, "%s: raw read: %s", BENCH_PROGRAM,
-                PQresultErrorMessage(r));
+                r ? PQresultErrorMessage(r) : PQerrorMessage(c));
         PQclear(r);
         return -1;
     }
     n = PQntuples(r);
     for (int i = 0; i < n; i++)
-        read_touch(&e, read_raw_row(r, i, &e), t);
+        read_touch(&e, bench_read_row(r, i, &e), t);
     if (n > 0) {
         at->tx = e.tx;
         at->position = e.position;

@@ -9,7 +9,8 @@
  * metadata (a correlation id and one header, encoded by Eventloom's own
  * encoder). Each stream receives WRITE_APPENDS_PER_STREAM appends with
  * the exact expected version, the common event-sourcing pattern: the
- * first creates the stream, the others extend it.
+ * first creates the stream, the others extend it. The rebuild's loader
+ * instead spreads its appends round robin over a fixed set of streams.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -379,14 +380,19 @@ write_progress(write_worker *w, int64_t now, int64_t *next)
     *next = now + WRITE_PROGRESS_NS;
 }
 
+/* Append k of this thread: by default streams of 10 appends one after
+ * the other; with spec->streams, round robin over that many streams. */
 static int
 write_one(write_worker *w, size_t k)
 {
     const bench_write_spec *sp = w->sh->spec;
-    int64_t base = (int64_t) ((k % WRITE_APPENDS_PER_STREAM) * sp->batch);
+    size_t nth = sp->streams ? k / sp->streams : k % WRITE_APPENDS_PER_STREAM;
+    size_t stream =
+        sp->streams ? k % sp->streams : k / WRITE_APPENDS_PER_STREAM;
+    int64_t base = (int64_t) (nth * sp->batch);
 
     snprintf(w->stream, sizeof w->stream, "account-%u.%d.%zu", sp->run,
-             w->index, k / WRITE_APPENDS_PER_STREAM);
+             w->index, stream);
     if (!sp->raw)
         return write_loom_batch(w, base);
     if (sp->batch == 1 || sp->form == BENCH_RAW_VALUES)

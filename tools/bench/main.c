@@ -1,14 +1,19 @@
 /*
  * loom-bench: what Eventloom costs over plain libpq, measured.
  *
- *   loom-bench append [--seconds S] [--rounds N] [--db URL]
- *   loom-bench read   [--events N] [--page N] [--rounds N] [--db URL]
- *   loom-bench all    [any of the above]
+ *   loom-bench append  [--seconds S] [--rounds N] [--db URL]
+ *   loom-bench read    [--events N] [--page N] [--rounds N] [--db URL]
+ *   loom-bench rebuild [--events N] [--batch N] [--rounds N] [--db URL]
+ *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
+ *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
  *
- * Each case prints detail lines and then exactly one line
+ * Each throughput case prints detail lines and then exactly one line
  *   BENCH <case> loom=<events/s> raw=<events/s> ratio=<loom/raw>
+ * and live, a latency case, prints
+ *   BENCH live_raw p50_ms=<x> p99_ms=<y>
+ *   BENCH live p50_ms=<x> p99_ms=<y> raw_p99_ms=<z> ratio=<y/z>
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
@@ -33,10 +38,9 @@ typedef struct main_case {
 } main_case;
 
 static const main_case main_cases[] = {
-    {"append_1x1", "append"},
-    {"append_100x1", "append"},
-    {"append_1x8", "append"},
-    {"read_all", "read"},
+    {"append_1x1", "append"}, {"append_100x1", "append"},
+    {"append_1x8", "append"}, {"read_all", "read"},
+    {"rebuild", "rebuild"},   {"live", "live"},
 };
 
 #define MAIN_NCASES (sizeof main_cases / sizeof main_cases[0])
@@ -45,19 +49,24 @@ static void
 main_usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s append|read|all [options]\n"
-            "  --seconds S   measured seconds per side of each append case, "
-            "split\n"
-            "                over the rounds (default 10)\n"
-            "  --events N    events loaded for read_all (default "
+            "usage: %s append|read|rebuild|live|all [options]\n"
+            "  --seconds S   measured seconds per side of each append case "
+            "and of\n"
+            "                live, split over the rounds (default 10)\n"
+            "  --events N    events loaded for read_all and rebuild (default "
             "1000000)\n"
             "  --page N      read_all page size (default 1000)\n"
+            "  --batch N     rebuild batch and raw page size (default: the "
+            "library's,\n"
+            "                5000)\n"
+            "  --rate R      live: events appended per second (default "
+            "1000)\n"
             "  --rounds N    interleaved loom/raw rounds per case, median "
             "taken\n"
             "                (default 3, at most 15)\n"
-            "  --case NAME   run only append_1x1, append_100x1, append_1x8 "
-            "or\n"
-            "                read_all\n"
+            "  --case NAME   run only append_1x1, append_100x1, append_1x8, "
+            "read_all,\n"
+            "                rebuild or live\n"
             "  --db URL      the server (default $LOOM_DATABASE_URL); a "
             "scratch\n"
             "                database loom_bench_<pid> is created on it and "
@@ -99,6 +108,12 @@ main_option(bench_opts *o, const char *name, const char *arg)
         return (o->events = main_count(arg)) > 0 ? 0 : -1;
     if (strcmp(name, "--page") == 0)
         return (o->page = main_count(arg)) > 0 && o->page <= 1000000 ? 0 : -1;
+    if (strcmp(name, "--batch") == 0)
+        return (o->batch = main_count(arg)) > 0 && o->batch <= 1000000 ? 0 : -1;
+    if (strcmp(name, "--rate") == 0) {
+        o->rate = strtod(arg, &end);
+        return *end == '\0' && o->rate >= 1 && o->rate <= 100000 ? 0 : -1;
+    }
     if (strcmp(name, "--rounds") == 0) {
         size_t n = main_count(arg);
         o->rounds = (int) n;
@@ -154,8 +169,13 @@ main_check(const char *cmd, const bench_opts *o)
 {
     size_t n = 0;
 
-    if (strcmp(cmd, "append") != 0 && strcmp(cmd, "read") != 0 &&
-        strcmp(cmd, "all") != 0) {
+    static const char *const cmds[] = {"append", "read", "rebuild", "live",
+                                       "all"};
+    int known = 0;
+
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        known |= strcmp(cmd, cmds[i]) == 0;
+    if (!known) {
         fprintf(stderr, "%s: unknown command \"%s\"\n", BENCH_PROGRAM, cmd);
         return -1;
     }
@@ -224,9 +244,23 @@ main_banner(const char *cmd, const bench_opts *o)
     struct tm tm;
 
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
-    printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu\n",
-           BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page);
+    printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu "
+           "--batch %zu%s --rate %g\n",
+           BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page,
+           o->batch, o->batch ? "" : " (the library's)", o->rate);
     fflush(stdout);
+}
+
+static int
+main_case_run(bench_env *env, const bench_opts *o, const char *name)
+{
+    if (bench_append_has(name))
+        return bench_append_case(env, o, name);
+    if (strcmp(name, "read_all") == 0)
+        return bench_read_all(env, o);
+    if (strcmp(name, "rebuild") == 0)
+        return bench_rebuild(env, o);
+    return bench_live(env, o);
 }
 
 static int
@@ -240,8 +274,7 @@ main_run(bench_env *env, const char *cmd, const bench_opts *o)
             continue;
         rc = bench_db_fresh(env);
         if (rc == 0)
-            rc = bench_append_has(c->name) ? bench_append_case(env, o, c->name)
-                                           : bench_read_all(env, o);
+            rc = main_case_run(env, o, c->name);
         if (atomic_load(&bench_stopped)) {
             bench_progress("interrupted");
             return 130;
@@ -261,6 +294,7 @@ main(int argc, char **argv)
                     .seconds = 10,
                     .events = 1000000,
                     .page = 1000,
+                    .rate = 1000,
                     .rounds = 3};
     bench_env env;
     int rc;
