@@ -433,8 +433,10 @@ sub_commit(loom_subscription *s, loom__sub_commit kind)
     loom_err rc = LOOM_OK;
 
     s->commit = kind;
-    if (kind == LOOM__COMMIT_PARK || kind == LOOM__COMMIT_REPARK)
+    if (kind == LOOM__COMMIT_PARK || kind == LOOM__COMMIT_REPARK) {
         loom__tx_reset(&s->tx);
+        s->h_first = s->h_end = 0;
+    }
     switch (kind) {
     case LOOM__COMMIT_ADVANCE:
         rc = sub_queue_advance(s);
@@ -451,12 +453,22 @@ sub_commit(loom_subscription *s, loom__sub_commit kind)
         rc = sub_queue_park(s, unit[0], 1);
         break;
     }
-    if (rc != LOOM_OK) {
-        sub_sent(s, LOOM__SUB_COMMIT, rc);
+    if (rc == LOOM_OK && loom_tx_count(&s->tx) == 0) {
+        sub_committed(s); /* nothing to write: a cursor kept in memory */
         return;
     }
-    if (loom_tx_count(&s->tx) == 0) {
-        sub_committed(s); /* nothing to write: a cursor kept in memory */
+    /* Without the handler's effects, the transaction only records where
+     * the subscription is (or that it parked an event). Losing it in a
+     * server crash only means delivering again, which at-least-once
+     * allows, so it need not wait for its WAL flush: at a steady trickle
+     * of events that wait is most of a live subscription's cost, and it
+     * slows every writer sharing the WAL. Effects keep the server's
+     * setting. */
+    if (rc == LOOM_OK && s->h_end == s->h_first && kind != LOOM__COMMIT_UNPARK)
+        rc = sub_queue_text(
+            s, "SELECT set_config('synchronous_commit', 'off', true)", 0, NULL);
+    if (rc != LOOM_OK) {
+        sub_sent(s, LOOM__SUB_COMMIT, rc);
         return;
     }
     sub_commit_send(s);

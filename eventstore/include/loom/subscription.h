@@ -19,7 +19,10 @@
  *     lost, whatever crashes or connections drop.
  *   - At-least-once (loom_subscribe()): the checkpoint is saved after the
  *     handler returns, so a batch handled just before a crash or a lost
- *     connection is delivered again.
+ *     connection is delivered again. A transaction that carries no
+ *     effects of the handler (the checkpoint alone, or a parked event)
+ *     commits without waiting for its WAL flush: a server crash can undo
+ *     it, which only means delivering again.
  *   - Failures: a batch the handler refuses (or whose transaction fails)
  *     is delivered again after a backoff. After max_attempts deliveries
  *     the subscription delivers the batch's events one at a time to find
