@@ -10,6 +10,7 @@
  * the page in hand. An advisory lock keeps two rebuilds of one projection
  * apart.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -94,11 +95,20 @@ rb_sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
+static loom_err rb_fail(rb *r, loom_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes the reason into the caller's errbuf and returns `rc`. */
 static loom_err
-rb_fail(rb *r, loom_err rc, const char *fmt, const char *a, const char *b)
+rb_fail(rb *r, loom_err rc, const char *fmt, ...)
 {
-    if (r->err != NULL && r->errlen > 0)
-        snprintf(r->err, r->errlen, fmt, a, b);
+    va_list ap;
+
+    if (r->err != NULL && r->errlen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(r->err, r->errlen, fmt, ap);
+        va_end(ap);
+    }
     return rc;
 }
 
@@ -541,17 +551,17 @@ loom_projection_rebuild(const loom_projection_def *def,
     r.err = errbuf;
     r.errlen = errlen;
     if (loom__proj_check(def, &why) != LOOM_OK)
-        return rb_fail(&r, LOOM_EINVAL, "bad projection definition: %s%s", why,
-                       "");
+        return rb_fail(&r, LOOM_EINVAL, "bad projection definition: %s", why);
     if (def->schema == NULL)
         return rb_fail(&r, LOOM_EINVAL,
                        "projection \"%s\" keeps its read model in memory; it "
-                       "is rebuilt on every start%s",
-                       def->name, "");
+                       "is rebuilt on every start",
+                       def->name);
     r.def = def;
     r.opt = opt ? opt : &defaults;
     if (r.opt->batch > 1000000)
-        return rb_fail(&r, LOOM_EINVAL, "batch %s is over 1,000,000%s", "", "");
+        return rb_fail(&r, LOOM_EINVAL, "batch %zu is over 1,000,000",
+                       r.opt->batch);
     r.batch = r.opt->batch ? r.opt->batch : LOOM__REBUILD_BATCH;
     r.max_attempts =
         r.opt->max_attempts ? r.opt->max_attempts : LOOM_DEFAULT_SUB_ATTEMPTS;
@@ -561,7 +571,7 @@ loom_projection_rebuild(const loom_projection_def *def,
     r.types = loom__proj_types(def, &r.n_types);
     r.sel = loom_malloc(r.batch * sizeof *r.sel);
     if (r.types == NULL || r.sel == NULL) {
-        rc = rb_fail(&r, LOOM_ENOMEM, "out of memory%s%s", "", "");
+        rc = rb_fail(&r, LOOM_ENOMEM, "out of memory starting a rebuild");
         goto out;
     }
     r.t0 = rb_now();
