@@ -10,9 +10,12 @@
 #include "loom/error.h"
 #include "loom/eventstore.h"
 #include "loom/log.h"
+#include "loom/partitioner.h"
+#include "loom/projection.h"
 #include "loom/registry.h"
 #include "loom/runtime.h"
 #include "loom/subscription.h"
+#include "loom/tx.h"
 #include "loom/upcast.h"
 #include "loom/uuid.h"
 
