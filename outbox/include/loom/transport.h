@@ -1,0 +1,204 @@
+/*
+ * Transports: how messages travel between services. A transport is a
+ * small versioned table of operations registered under a URL scheme
+ * ("topics://" for the built-in partitioned topic streams, "nats://" for
+ * NATS JetStream), in the style of nng's transports: the code above it
+ * (the outbox relay, sagas, consumers) opens a URL and never knows which
+ * one it got.
+ *
+ * Everything is asynchronous on a loom_runtime's loop: publish returns at
+ * once and calls back when the transport has the messages (its
+ * acknowledgement level); a consumer's handler is called on the loop with
+ * batches and acknowledges or fails each message, then or later
+ * (RabbitMQ-style manual acks). Delivery is at-least-once; the message id
+ * lets consumers drop duplicates (see the inbox).
+ *
+ * Writing a transport: fill a loom_transport_ops with
+ * LOOM_TRANSPORT_OPS_VERSION and every operation, and call
+ * loom_transport_register() before opening URLs of its scheme.
+ */
+#ifndef LOOM_TRANSPORT_H
+#define LOOM_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loom/error.h"
+#include "loom/eventstore.h"
+#include "loom/export.h"
+#include "loom/runtime.h"
+#include "loom/uuid.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of loom_transport_ops this library speaks. */
+#define LOOM_TRANSPORT_OPS_VERSION 1u
+
+/* The longest scheme ("topics"), in bytes: lower-case letters, digits,
+ * '+', '-' and '.', starting with a letter. */
+#define LOOM_MAX_SCHEME 31
+
+/* The most transports registered at once. */
+#define LOOM_MAX_TRANSPORTS 16
+
+/* publish: let the transport's partitioner choose (see loom/partitioner.h). */
+#define LOOM_PARTITION_ANY (-1)
+
+/*
+ * A message. On publish the caller owns every pointer (the transport
+ * copies what it keeps before publish returns); on delivery the transport
+ * owns them until the message is acknowledged or failed.
+ */
+typedef struct loom_message {
+    const char *topic;
+    const void *key; /* NULL: no key */
+    size_t key_len;
+    const loom_header *headers;
+    size_t n_headers;
+    const void *payload;
+    size_t payload_len;
+    /* The message id, for deduplication; publish: all zero asks the
+     * transport to generate a UUIDv7. */
+    loom_uuid id;
+    /* publish: LOOM_PARTITION_ANY or a partition; delivery: its
+     * partition. */
+    int32_t partition;
+    int64_t offset;     /* delivery: the offset in its partition */
+    int64_t timestamp;  /* delivery: when it was published, µs since 1970 */
+    int64_t deliver_at; /* publish: not before this (µs since 1970); 0: now */
+    uint32_t attempt;   /* delivery: 1 for the first delivery */
+} loom_message;
+
+/* Called on the loop when a publish is done: LOOM_OK when the transport
+ * has all `n` messages, else why none or only some were taken (a
+ * transport documents which). */
+typedef void (*loom_publish_cb)(loom_err rc, size_t n, void *arg);
+
+/* What a consumer reads. Start from LOOM_CONSUMER_CONFIG_INIT; strings
+ * and arrays are copied. */
+typedef struct loom_consumer_config {
+    /* The consumer group: members of one group share the messages,
+     * independent groups each get all of them. */
+    const char *group;
+    /* Topic names or patterns in RabbitMQ topic-exchange syntax
+     * ("orders.*.eu", "orders.#"), as far as the transport supports them. */
+    const char *const *topics;
+    size_t n_topics;
+    size_t batch;         /* most messages per handler call; 0: 100 */
+    size_t max_in_flight; /* unacknowledged messages before fetching
+                             pauses; 0: 1000 */
+    /* Deliveries of a failing message before it is dead-lettered; 0: 5. */
+    unsigned max_deliveries;
+} loom_consumer_config;
+
+#define LOOM_CONSUMER_CONFIG_INIT                                              \
+    {                                                                          \
+        NULL, NULL, 0, 0, 0, 0                                                 \
+    }
+
+typedef struct loom_transport loom_transport;
+typedef struct loom_consumer loom_consumer;
+
+/*
+ * The handler: called on the loop with `n` >= 1 messages, borrowed until
+ * each is acknowledged (loom_consumer_ack) or failed (loom_consumer_fail),
+ * which may happen during the call or later, on the loop.
+ */
+typedef void (*loom_consume_fn)(loom_consumer *c,
+                                const loom_message *const *msgs, size_t n,
+                                void *arg);
+
+/* The operations of a transport. `state` is what open() returned;
+ * `cstate` what subscribe() returned. Every operation is called on the
+ * runtime's loop thread. */
+typedef struct loom_transport_ops {
+    uint32_t version;   /* LOOM_TRANSPORT_OPS_VERSION */
+    const char *scheme; /* "topics": serves "topics://..." URLs */
+    /* Opens the URL (the whole of it); the error text goes to err. */
+    loom_err (*open)(loom_runtime *rt, const char *url, void **state, char *err,
+                     size_t errlen);
+    /* Stops everything of `state` and frees it (consumers included). */
+    void (*close)(void *state);
+    loom_err (*publish)(void *state, const loom_message *msgs, size_t n,
+                        loom_publish_cb cb, void *arg);
+    /* `c` is the handle to pass to fn. */
+    loom_err (*subscribe)(void *state, const loom_consumer_config *cfg,
+                          loom_consumer *c, void **cstate);
+    loom_err (*ack)(void *cstate, const loom_message *m);
+    /* The message is delivered again later, or dead-lettered. */
+    loom_err (*fail)(void *cstate, const loom_message *m, const char *error);
+    void (*unsubscribe)(void *cstate);
+} loom_transport_ops;
+
+/*
+ * Registers a transport. `ops` is borrowed for the life of the process.
+ * Errors: LOOM_EINVAL (ops NULL, another version, a bad scheme, or an
+ * operation missing), LOOM_EDUPLICATE (the scheme is taken), LOOM_ENOMEM
+ * (LOOM_MAX_TRANSPORTS already registered). Thread-safe.
+ */
+LOOM_API loom_err loom_transport_register(const loom_transport_ops *ops);
+
+/*
+ * Opens `url` ("<scheme>://...") with the transport registered for its
+ * scheme, on `rt`. On failure the reason is in err (when not NULL).
+ * Errors: LOOM_EINVAL (NULL arguments, no "://"), LOOM_ENOTFOUND (no
+ * transport for the scheme; err lists the registered ones), LOOM_ENOMEM,
+ * and the transport's own. Free with loom_transport_close() before
+ * loom_runtime_close(). Loop thread only.
+ */
+LOOM_API loom_err loom_transport_open(loom_runtime *rt, const char *url,
+                                      loom_transport **out, char *err,
+                                      size_t errlen);
+
+/* Closes the transport and every consumer opened on it. NULL is a no-op. */
+LOOM_API void loom_transport_close(loom_transport *t);
+
+/* The scheme of the transport ("topics"). */
+LOOM_API const char *loom_transport_scheme(const loom_transport *t);
+
+/*
+ * Publishes `n` messages; `cb` (optional) is called on the loop once the
+ * transport has them. Errors (nothing published, cb not called):
+ * LOOM_EINVAL (t or msgs NULL, n 0, a message without a topic, with
+ * payload NULL and payload_len > 0, key NULL with key_len > 0, or headers
+ * NULL with n_headers > 0), and the transport's own.
+ */
+LOOM_API loom_err loom_transport_publish(loom_transport *t,
+                                         const loom_message *msgs, size_t n,
+                                         loom_publish_cb cb, void *arg);
+
+/*
+ * Starts a consumer: `fn` is called with batches of messages of cfg's
+ * topics for cfg's group. Free with loom_consumer_close() (or by closing
+ * the transport). Errors: LOOM_EINVAL (NULL arguments, no group or
+ * topics, an empty topic), LOOM_ENOMEM, and the transport's own.
+ */
+LOOM_API loom_err loom_consumer_open(loom_transport *t,
+                                     const loom_consumer_config *cfg,
+                                     loom_consume_fn fn, void *arg,
+                                     loom_consumer **out);
+
+/* Acknowledges a delivered message: it is not delivered to this group
+ * again. Errors: LOOM_EINVAL (NULL), and the transport's own. */
+LOOM_API loom_err loom_consumer_ack(loom_consumer *c, const loom_message *m);
+
+/* Fails a delivered message with a reason: it is delivered again after a
+ * backoff, or dead-lettered after max_deliveries. Errors as ack. */
+LOOM_API loom_err loom_consumer_fail(loom_consumer *c, const loom_message *m,
+                                     const char *error);
+
+/* Stops the consumer; unacknowledged messages are delivered again (to
+ * this group). NULL is a no-op. */
+LOOM_API void loom_consumer_close(loom_consumer *c);
+
+/* For transports: hands a batch to the consumer's handler. */
+LOOM_API void loom_consumer_deliver(loom_consumer *c,
+                                    const loom_message *const *msgs, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOM_TRANSPORT_H */
