@@ -193,6 +193,15 @@ LOOM_API loom_err loom_consumer_fail(loom_consumer *c, const loom_message *m,
  * this group). NULL is a no-op. */
 LOOM_API void loom_consumer_close(loom_consumer *c);
 
+/*
+ * RabbitMQ topic-exchange matching: `topic` and `pattern` are words
+ * separated by '.'; in the pattern "*" stands for exactly one word and "#"
+ * for zero or more ("orders.*.eu" matches "orders.created.eu";
+ * "orders.#" matches "orders" and "orders.a.b"). Returns 1 or 0 (0 for
+ * NULL arguments).
+ */
+LOOM_API int loom_topic_matches(const char *pattern, const char *topic);
+
 /* For transports: hands a batch to the consumer's handler. */
 LOOM_API void loom_consumer_deliver(loom_consumer *c,
                                     const loom_message *const *msgs, size_t n);
