@@ -11,6 +11,7 @@
  * apart.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -63,10 +64,11 @@ typedef struct rb {
     loom__proj_names names;
     char quoted[LOOM_MAX_PROJECTION_SCHEMA + 16]; /* "<schema>__rebuild" */
     loom_store *rd, *wr;
-    loom_tx tx;
+    loom_tx tx; /* scratch for the synchronous paths */
+    loom_tx ring[2];
+    const loom_event **sels[2];
     const char **types;
     size_t n_types;
-    const loom_event **sel;
     size_t batch;
     unsigned max_attempts;
     loom_position cursor;
@@ -324,66 +326,92 @@ rb_transient(const char *sqlstate)
     return strncmp(sqlstate, "40", 2) == 0 || strncmp(sqlstate, "53", 2) == 0;
 }
 
-/* One attempt at committing `n` events (or parking events[0] when
- * `park`), moving the checkpoint to `to` and the counter to `done`.
- * *handler_failed tells a handler's failure from the store's. */
+/* Queues on `tx` the statements that commit `n` events (or park
+ * events[0] when `park`): the handlers' (between *h_first and *h_end),
+ * then the checkpoint from `from` to `to` and the progress counter.
+ * A handler's refusal is returned with r->why set. */
 static loom_err
-rb_try(rb *r, const loom_event *const *events, size_t n, loom_position to,
-       int64_t done, int park, unsigned attempts, int *handler_failed)
+rb_build(rb *r, loom_tx *tx, const loom_event *const *events, size_t n,
+         loom_position from, loom_position to, int64_t done, int park,
+         unsigned attempts, size_t *h_first, size_t *h_end)
 {
     char num[24];
-    size_t h_first = 0, h_end = 0;
     loom_err rc;
 
-    *handler_failed = 0;
+    *h_first = *h_end = 0;
     snprintf(num, sizeof num, "%lld", (long long) done);
-    loom__tx_reset(&r->tx);
+    loom__tx_reset(tx);
     /* A page's commit need not wait for its WAL flush: a crash can only
      * lose whole pages (effects and checkpoint together), which the
      * resumed rebuild replays. The swap itself commits durably. */
-    rc = loom_tx_exec(&r->tx,
+    rc = loom_tx_exec(tx,
                       "SELECT set_config('search_path', $1, true), "
                       "set_config('synchronous_commit', 'off', true)",
                       1, (const char *const[]){r->quoted});
     if (rc == LOOM_OK && park) {
-        rc = loom__tx_park(&r->tx, r->names.rebuild_cp, events[0],
+        rc = loom__tx_park(tx, r->names.rebuild_cp, events[0],
                            loom__buf_str(&r->why), attempts);
     } else if (rc == LOOM_OK && n > 0) {
-        h_first = loom_tx_count(&r->tx);
-        rc = loom__proj_dispatch(r->def, &r->tx, events, n);
-        h_end = loom_tx_count(&r->tx);
+        *h_first = loom_tx_count(tx);
+        rc = loom__proj_dispatch(r->def, tx, events, n);
+        *h_end = loom_tx_count(tx);
         if (rc != LOOM_OK) {
             loom__buf_reset(&r->why);
             loom__buf_printf(&r->why, "the handler refused the event (%s)",
                              loom_err_name(rc));
-            *handler_failed = 1;
+            *h_end = SIZE_MAX; /* tells rb_try the handler refused */
             return rc;
         }
     }
     if (rc == LOOM_OK)
-        rc = loom__tx_advance(&r->tx, r->names.rebuild_cp, r->cursor, -1, to,
-                              -1);
+        rc = loom__tx_advance(tx, r->names.rebuild_cp, from, -1, to, -1);
     if (rc == LOOM_OK)
-        rc = loom_tx_exec(&r->tx,
+        rc = loom_tx_exec(tx,
                           "UPDATE loom.projections SET rebuild_done = $2, "
                           "rebuild_updated_at = now() WHERE name = $1",
                           2, (const char *const[]){r->def->name, num});
-    if (rc == LOOM_OK)
-        rc = rb_commit(r);
+    return rc;
+}
+
+/* After a failed commit: did one of the handler's statements fail (its
+ * event's fault, counted towards parking)? Sets r->why when so. */
+static int
+rb_handler_failed(rb *r, loom_err rc, size_t h_first, size_t h_end)
+{
+    if (rc == LOOM_ECONN || r->wr->tx_failed < (long) h_first ||
+        r->wr->tx_failed >= (long) h_end ||
+        rb_transient(loom_store_sqlstate(r->wr)))
+        return 0;
+    loom__buf_reset(&r->why);
+    loom__buf_printf(&r->why,
+                     "a statement of the handler failed: %s (SQLSTATE %s)",
+                     loom_store_errmsg(r->wr), loom_store_sqlstate(r->wr));
+    return 1;
+}
+
+/* One blocking attempt at committing `n` events (or parking events[0]),
+ * from the current cursor. *handler_failed tells a handler's failure
+ * from the store's. */
+static loom_err
+rb_try(rb *r, const loom_event *const *events, size_t n, loom_position to,
+       int64_t done, int park, unsigned attempts, int *handler_failed)
+{
+    size_t h_first, h_end;
+    loom_err rc = rb_build(r, &r->tx, events, n, r->cursor, to, done, park,
+                           attempts, &h_first, &h_end);
+
+    *handler_failed = 0;
+    if (rc != LOOM_OK) {
+        *handler_failed = h_end == SIZE_MAX;
+        return rc;
+    }
+    rc = rb_commit(r);
     if (rc == LOOM_OK) {
         r->cursor = to;
         r->done = done;
         return LOOM_OK;
     }
-    if (rc != LOOM_ECONN && r->wr->tx_failed >= (long) h_first &&
-        r->wr->tx_failed < (long) h_end &&
-        !rb_transient(loom_store_sqlstate(r->wr))) {
-        loom__buf_reset(&r->why);
-        loom__buf_printf(&r->why,
-                         "a statement of the handler failed: %s (SQLSTATE %s)",
-                         loom_store_errmsg(r->wr), loom_store_sqlstate(r->wr));
-        *handler_failed = 1;
-    }
+    *handler_failed = rb_handler_failed(r, rc, h_first, h_end);
     return rc;
 }
 
@@ -452,54 +480,136 @@ rb_recv(rb *r, loom_events **page)
     return rc;
 }
 
+/* A page whose transaction commits in the background while the next
+ * page is read and handled. */
+typedef struct rb_ahead {
+    loom_events *page;
+    const loom_event **sel;
+    size_t n;
+    loom_position to;
+    int64_t done;
+    int in_flight;
+} rb_ahead;
+
+/* Waits for the page committing in the background. When its commit
+ * failed for a reason other than a lost connection, the page goes
+ * through the blocking path, with its retries, isolation and parking. */
+static loom_err
+rb_settle(rb *r, rb_ahead *a)
+{
+    loom_err rc;
+
+    if (!a->in_flight)
+        return LOOM_OK;
+    a->in_flight = 0;
+    rc = loom__store_wait(r->wr);
+    if (rc == LOOM_OK)
+        rc = loom__store_take_tx(r->wr);
+    if (rc == LOOM_OK) {
+        r->cursor = a->to;
+        r->done = a->done;
+    } else if (strcmp(loom_store_sqlstate(r->wr), "LM004") == 0) {
+        rc = rb_fail(r, LOOM_ECONFLICT,
+                     "rebuild of projection \"%s\": its checkpoint was "
+                     "moved by someone else (%s)",
+                     r->def->name, loom_store_errmsg(r->wr));
+    } else if (rc == LOOM_ECONN) {
+        rc = rb_store_fail(r, r->wr, rc);
+    } else {
+        rc = rb_apply(r, a->sel, a->n, a->to, a->done);
+    }
+    loom_events_free(a->page);
+    a->page = NULL;
+    return rc;
+}
+
 /* Replays from the cursor until caught up (LOOM_OK), stopped
- * (LOOM_EAGAIN) or failed. */
+ * (LOOM_EAGAIN) or failed. Three things overlap: the reader fetches page
+ * k+1, the client runs the handlers of page k, and the writer commits
+ * page k-1. */
 static loom_err
 rb_replay(rb *r)
 {
+    rb_ahead ahead = {NULL, NULL, 0, {0, 0}, 0, 0};
     loom_events *page = NULL;
+    int64_t done = r->done;
+    int turn = 0, prefetching = 0;
     loom_err rc = loom_store_read_all_send(r->rd, r->cursor, r->batch);
 
     if (rc != LOOM_OK)
         return rb_store_fail(r, r->rd, rc);
+    prefetching = 1;
     for (;;) {
-        size_t count, n = 0;
+        size_t count, n = 0, h_first, h_end;
+        const loom_event **sel = r->sels[turn];
+        loom_tx *tx = &r->ring[turn];
         loom_position next;
-        int prefetching;
+        loom_err built;
 
+        prefetching = 0;
         rc = rb_recv(r, &page);
-        if (rc != LOOM_OK)
-            return rb_store_fail(r, r->rd, rc);
-        count = loom_events_count(page);
-        if (count == 0) {
-            loom_events_free(page);
-            return LOOM_OK;
+        if (rc != LOOM_OK) {
+            rc = rb_store_fail(r, r->rd, rc);
+            break;
         }
+        count = loom_events_count(page);
+        if (count == 0)
+            break;
         next = loom_events_next(page);
-        prefetching = !rb_stopped(r);
-        if (prefetching &&
-            (rc = loom_store_read_all_send(r->rd, next, r->batch)) != LOOM_OK) {
-            loom_events_free(page);
-            return rb_store_fail(r, r->rd, rc);
+        if (!rb_stopped(r)) {
+            rc = loom_store_read_all_send(r->rd, next, r->batch);
+            if (rc != LOOM_OK) {
+                rc = rb_store_fail(r, r->rd, rc);
+                break;
+            }
+            prefetching = 1;
         }
         for (size_t i = 0; i < count; i++) {
             const loom_event *ev = loom_events_at(page, i);
             if (rb_wanted(r, ev->type))
-                r->sel[n++] = ev;
+                sel[n++] = ev;
         }
-        rc = rb_apply(r, r->sel, n, next, r->done + (int64_t) count);
+        done += (int64_t) count;
+        /* Handlers run while the previous page commits. */
+        built = rb_build(r, tx, sel, n, ahead.in_flight ? ahead.to : r->cursor,
+                         next, done, 0, 0, &h_first, &h_end);
+        rc = rb_settle(r, &ahead);
+        if (rc == LOOM_OK && built != LOOM_OK)
+            rc = rb_apply(r, sel, n, next, done); /* retries, isolation */
+        else if (rc == LOOM_OK) {
+            rc = loom__store_begin(r->wr);
+            if (rc == LOOM_OK)
+                rc = loom__store_send_tx(r->wr, tx);
+            if (rc == LOOM_OK) {
+                ahead = (rb_ahead){page, sel, n, next, done, 1};
+                page = NULL;
+                turn ^= 1;
+            } else {
+                rc = rb_store_fail(r, r->wr, rc);
+            }
+        }
         loom_events_free(page);
         page = NULL;
         if (rc == LOOM_OK)
             rb_progress(r, 0);
         if (rc == LOOM_OK && rb_stopped(r))
             rc = LOOM_EAGAIN;
-        if (rc != LOOM_OK) {
-            if (prefetching && rb_recv(r, &page) == LOOM_OK)
-                loom_events_free(page); /* drain the read in flight */
-            return rc;
-        }
+        if (rc != LOOM_OK)
+            break;
     }
+    /* Whatever ended the loop, the page in the background settles. */
+    loom_events_free(page);
+    page = NULL;
+    if (ahead.in_flight) {
+        loom_err settled = rb_settle(r, &ahead);
+        if (rc == LOOM_OK || (rc == LOOM_EAGAIN && settled != LOOM_OK))
+            rc = settled;
+        if (rc == LOOM_OK && rb_stopped(r))
+            rc = LOOM_EAGAIN;
+    }
+    if (prefetching && rb_recv(r, &page) == LOOM_OK)
+        loom_events_free(page); /* drain the read in flight */
+    return rc;
 }
 
 static loom_err
@@ -568,9 +678,12 @@ loom_projection_rebuild(const loom_projection_def *def,
     loom__proj_names_init(&r.names, def);
     snprintf(r.quoted, sizeof r.quoted, "\"%s\"", r.names.rebuild_schema);
     loom__tx_init(&r.tx);
+    loom__tx_init(&r.ring[0]);
+    loom__tx_init(&r.ring[1]);
     r.types = loom__proj_types(def, &r.n_types);
-    r.sel = loom_malloc(r.batch * sizeof *r.sel);
-    if (r.types == NULL || r.sel == NULL) {
+    r.sels[0] = loom_malloc(r.batch * sizeof *r.sels[0]);
+    r.sels[1] = loom_malloc(r.batch * sizeof *r.sels[1]);
+    if (r.types == NULL || r.sels[0] == NULL || r.sels[1] == NULL) {
         rc = rb_fail(&r, LOOM_ENOMEM, "out of memory starting a rebuild");
         goto out;
     }
@@ -596,8 +709,11 @@ out:
     loom_store_close(r.rd);
     loom_store_close(r.wr);
     loom__tx_free(&r.tx);
+    loom__tx_free(&r.ring[0]);
+    loom__tx_free(&r.ring[1]);
     loom__buf_free(&r.why);
     loom_free(r.types);
-    loom_free(r.sel);
+    loom_free(r.sels[0]);
+    loom_free(r.sels[1]);
     return rc;
 }

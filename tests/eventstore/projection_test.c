@@ -46,8 +46,12 @@ counts_add(loom_tx *tx, const loom_event *ev, void *arg)
 
     (void) arg;
     if (poison_on && ev->data_len == sizeof poison - 1 &&
-        memcmp(ev->data, poison, ev->data_len) == 0)
-        return LOOM_EHANDLER;
+        memcmp(ev->data, poison, ev->data_len) == 0) {
+        if (poison_on == 1)
+            return LOOM_EHANDLER; /* refused by the C handler */
+        /* Accepted by the C handler, refused by PostgreSQL at commit. */
+        return loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
+    }
     return loom_tx_exec(tx,
                         "INSERT INTO counts (stream, n) VALUES ($1, 1) "
                         "ON CONFLICT (stream) DO UPDATE SET n = counts.n + 1",
@@ -500,6 +504,62 @@ test_projection_parks_a_failing_event_then_replays_it(void **state)
     loom_runtime_close(r.rt);
 }
 
+static void
+test_projection_rebuild_parks_a_failing_event_and_swaps_it_in(void **state)
+{
+    est_fx *fx = *state;
+    struct rebuild_job j;
+    loom_event_data ev[3];
+
+    for (int i = 0; i < 3; i++)
+        est_event(&ev[i], "p.Add", i == 1 ? poison : "x",
+                  i == 1 ? sizeof poison - 1 : 1);
+    assert_int_equal(
+        loom_store_append(fx->s, "rp-1", LOOM_EXPECT_ANY, ev, 3, NULL),
+        LOOM_OK);
+    append_mix(fx->s, "rp", 6, 9);
+    job_init(&j, "rp", "rp_model");
+    j.opt.batch = 20; /* several pages, committed in the background */
+    j.opt.max_attempts = 2;
+    poison_on = 1;
+    rebuild_main(&j);
+    poison_on = 0;
+    assert_int_equal(j.rc, LOOM_OK);
+    /* The rest is in the model; the poison event is parked, and the swap
+     * moved it to the live projection's name. */
+    assert_int_equal(
+        est_ll("SELECT n FROM rp_model.counts WHERE stream = 'rp-1'"), 2 + 6);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.parked WHERE "
+                            "subscription = 'projection:rp' AND stream = "
+                            "'rp-1' AND version = 1"),
+                     1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.parked WHERE "
+                            "subscription = 'projection:rp:rebuild'"),
+                     0);
+    assert_int_equal(est_ll("SELECT sum(n) FROM rp_model.counts WHERE stream "
+                            "LIKE 'rp-%%' AND stream <> 'rp-1'"),
+                     5 * 6);
+
+    /* Again, with the failure at commit time (a statement the handler
+     * queued fails in PostgreSQL), while later pages are already being
+     * handled. */
+    j.opt.restart = 1;
+    poison_on = 2;
+    rebuild_main(&j);
+    poison_on = 0;
+    assert_int_equal(j.rc, LOOM_OK);
+    assert_int_equal(
+        est_ll("SELECT n FROM rp_model.counts WHERE stream = 'rp-1'"), 2 + 6);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.parked WHERE "
+                            "subscription = 'projection:rp' AND stream = "
+                            "'rp-1' AND version = 1 AND error LIKE "
+                            "'%%22012%%'"),
+                     1);
+    assert_int_equal(est_ll("SELECT sum(n) FROM rp_model.counts WHERE stream "
+                            "LIKE 'rp-%%' AND stream <> 'rp-1'"),
+                     5 * 6);
+}
+
 struct memory_model {
     long long adds;
     int resets;
@@ -662,6 +722,9 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_projection_parks_a_failing_event_then_replays_it, est_setup,
             est_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_projection_rebuild_parks_a_failing_event_and_swaps_it_in,
+            est_setup, est_teardown),
         cmocka_unit_test_setup_teardown(
             test_projection_in_memory_model_replays_from_the_start, est_setup,
             est_teardown),
