@@ -138,6 +138,20 @@ loom_err loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
                          loom_sub_fn fn, loom_sub_tx_fn tx_fn, void *arg,
                          const loom__sub_extra *extra, loom_subscription **out);
 
+/* sub_loop.c: the steps that read and the failure path. */
+void loom__sub_read(loom_subscription *s);
+void loom__sub_load(loom_subscription *s);
+void loom__sub_drop_page(loom_subscription *s);
+void loom__sub_fail(loom_subscription *s, loom__sub_state step, loom_err rc,
+                    const char *why);
+void loom__sub_sent(loom_subscription *s, loom__sub_state step, loom_err rc);
+
+/* sub_deliver.c: selecting, delivering and committing a batch. */
+void loom__sub_select(loom_subscription *s);
+void loom__sub_deliver(loom_subscription *s);
+void loom__sub_commit_send(loom_subscription *s);
+void loom__sub_commit_done(loom_subscription *s);
+
 /* Starts `step` (LOOM__SUB_LOAD, _READ, _SAVE, _ARM or _DELIVER). */
 void loom__sub_step(loom_subscription *s, loom__sub_state step);
 
