@@ -251,6 +251,46 @@ loom__store_begin(loom_store *s)
     return LOOM_OK;
 }
 
+loom_err
+loom__store_reconnect_start(loom_store *s)
+{
+    loom__buf_reset(&s->err);
+    s->sqlstate[0] = '\0';
+    s->prepared = 0;
+    loom__store_txcache_clear(s, 0);
+    if (!PQresetStart(s->conn)) {
+        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
+                         PQerrorMessage(s->conn));
+        store_chomp(&s->err);
+        return LOOM_ECONN;
+    }
+    return LOOM_OK;
+}
+
+loom_err
+loom__store_reconnect_poll(loom_store *s, int *want)
+{
+    *want = 0;
+    switch (PQresetPoll(s->conn)) {
+    case PGRES_POLLING_READING:
+        *want = LOOM_POLL_READ;
+        return LOOM_EAGAIN;
+    case PGRES_POLLING_WRITING:
+        *want = LOOM_POLL_WRITE;
+        return LOOM_EAGAIN;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(s->conn, 1) != 0)
+            return loom__store_fail(s, LOOM_ECONN, "%s",
+                                    PQerrorMessage(s->conn));
+        return LOOM_OK;
+    default:
+        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
+                         PQerrorMessage(s->conn));
+        store_chomp(&s->err);
+        return LOOM_ECONN;
+    }
+}
+
 #define store_result_error loom__store_result_error
 
 /* Prepares `st` on the connection unless it already is. Blocking: libpq

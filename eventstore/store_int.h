@@ -111,6 +111,13 @@ struct loom_store {
  * reconnects a broken connection (blocking). */
 loom_err loom__store_begin(loom_store *s);
 
+/* Non-blocking reconnection of a broken connection (loom__store_begin()
+ * reconnects too, but blocking): start, then poll until LOOM_OK or
+ * LOOM_ECONN; LOOM_EAGAIN sets *want (LOOM_POLL_*) for the socket, which
+ * may change between polls. */
+loom_err loom__store_reconnect_start(loom_store *s);
+loom_err loom__store_reconnect_poll(loom_store *s, int *want);
+
 /* Sends one prepared statement (preparing it first if needed) with
  * binary parameters and binary results. */
 loom_err loom__store_send(loom_store *s, loom__store_op op,

@@ -22,7 +22,8 @@
  *     COMMIT (unpark it, or record its new error) ─▶ READ
  *   COMMIT moved by someone else (LM004) ─▶ LOAD; lost connection ─▶ the
  *     same COMMIT again (its compare-and-set fails if the first committed)
- *   any failure ─▶ BACKOFF ─(timer)─▶ the step that failed
+ *   any failure ─▶ BACKOFF ─(timer)─▶ the step that failed, after
+ *     CONNECT (a non-blocking reconnect) when the connection broke
  *
  * Stopping waits for the step in flight (a read is delivered and saved),
  * then closes the timer, the poll handle and the listener, and reports
@@ -49,6 +50,7 @@ typedef enum loom__sub_state {
     LOOM__SUB_COMMIT,   /* the batch's transaction in flight */
     LOOM__SUB_PARKED,   /* loading a parked event to replay */
     LOOM__SUB_HORIZON,  /* the stall check in flight */
+    LOOM__SUB_CONNECT,  /* reconnecting (non-blocking), then `retry` */
     LOOM__SUB_SLEEP,    /* caught up: waiting for the listener */
     LOOM__SUB_BACKOFF,  /* waiting for the timer, then `retry` */
     LOOM__SUB_DONE      /* stopped: handles closing or closed */

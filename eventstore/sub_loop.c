@@ -119,6 +119,8 @@ sub_step_name(loom__sub_state st)
         return "loading a parked event";
     case LOOM__SUB_HORIZON:
         return "checking the horizon";
+    case LOOM__SUB_CONNECT:
+        return "reconnecting";
     default:
         return "delivering a batch";
     }
@@ -179,10 +181,31 @@ loom__sub_sent(loom_subscription *s, loom__sub_state step, loom_err rc)
     sub_drive(s);
 }
 
+/* Reconnects a broken connection on the loop, then takes `step`. */
+static void
+sub_connect(loom_subscription *s, loom__sub_state step)
+{
+    loom_err rc;
+
+    loom__sub_close_poll(s);
+    s->retry = step;
+    s->state = LOOM__SUB_CONNECT;
+    rc = loom__store_reconnect_start(s->store);
+    if (rc != LOOM_OK) {
+        loom__sub_fail(s, step, rc, loom_store_errmsg(s->store));
+        return;
+    }
+    sub_drive(s);
+}
+
 void
 loom__sub_step(loom_subscription *s, loom__sub_state step)
 {
     s->state = LOOM__SUB_IDLE;
+    if (PQstatus(s->store->conn) == CONNECTION_BAD) {
+        sub_connect(s, step);
+        return;
+    }
     switch (step) {
     case LOOM__SUB_LOAD:
         loom__sub_load(s);
@@ -467,7 +490,27 @@ static void
 sub_drive(loom_subscription *s)
 {
     int want = 0;
-    loom_err rc = loom_store_poll(s->store, &want);
+    loom_err rc;
+
+    if (s->state == LOOM__SUB_CONNECT) {
+        rc = loom__store_reconnect_poll(s->store, &want);
+        if (rc == LOOM_EAGAIN) {
+            if (sub_watch(s, want) != 0)
+                loom__sub_fail(s, s->retry, LOOM_EIO,
+                               "libuv cannot poll the socket");
+            return;
+        }
+        if (s->poll != NULL)
+            uv_poll_stop(&s->poll->h);
+        if (rc != LOOM_OK) {
+            loom__sub_fail(s, s->retry, rc, loom_store_errmsg(s->store));
+            return;
+        }
+        loom__log(LOOM_LOG_INFO, "subscription \"%s\": reconnected", s->name);
+        loom__sub_step(s, s->retry);
+        return;
+    }
+    rc = loom_store_poll(s->store, &want);
 
     if (rc == LOOM_EAGAIN) {
         if (sub_watch(s, want) != 0) {

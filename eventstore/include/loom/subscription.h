@@ -44,9 +44,9 @@
  *   Everything runs on the runtime's loop thread. loom_subscribe() opens
  *   the subscription's own PostgreSQL connection with a blocking connect
  *   (call it before loom_runtime_run() or accept the pause); every later
- *   query is non-blocking, except that the first use of each of the
- *   store's own prepared statements on a connection prepares it with one
- *   blocking round trip.
+ *   query, and reconnecting after a lost connection, is non-blocking,
+ *   except that the first use of each of the store's own prepared
+ *   statements on a connection prepares it with one blocking round trip.
  */
 #ifndef LOOM_SUBSCRIPTION_H
 #define LOOM_SUBSCRIPTION_H
