@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -140,6 +141,24 @@ caught_up(const char *checkpoint)
                   "'%s' AND (c.tx, c.position) = (SELECT tx, position FROM "
                   "loom.events ORDER BY tx DESC, position DESC LIMIT 1)",
                   checkpoint) == 1;
+}
+
+/* Waits (up to 30 s) until every event is below the reader horizon. A
+ * rebuild is done when it reaches the horizon, and the horizon is
+ * cluster-wide: a transaction open in another test's database holds back
+ * events this test appended, which the live runner would handle after
+ * the swap. The tests that check a rebuild's model on its own wait for
+ * them first. */
+static void
+wait_visible(void)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (est_ll("SELECT count(*) FROM loom.events WHERE tx >= "
+                   "pg_snapshot_xmin(pg_current_snapshot())") == 0)
+            return;
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    fail_msg("events stayed behind the horizon for 30 s");
 }
 
 /* ------------------------------------------------------------------ */
@@ -406,6 +425,7 @@ test_projection_rebuild_stops_and_resumes(void **state)
     long long done_at_stop;
 
     append_mix(fx->s, "rs", 30, 10);
+    wait_visible();
     job_init(&j, "rs", "rs_model");
     j.opt.batch = 50;
     j.stop_after = 2;
@@ -518,6 +538,7 @@ test_projection_rebuild_parks_a_failing_event_and_swaps_it_in(void **state)
         loom_store_append(fx->s, "rp-1", LOOM_EXPECT_ANY, ev, 3, NULL),
         LOOM_OK);
     append_mix(fx->s, "rp", 6, 9);
+    wait_visible();
     job_init(&j, "rp", "rp_model");
     j.opt.batch = 20; /* several pages, committed in the background */
     j.opt.max_attempts = 2;
