@@ -203,10 +203,8 @@ rb_count(rb *r, int64_t *n)
     PGresult *res = NULL;
     loom_err rc;
 
-    for (int j = 0; j < 8; j++) {
-        num[j] = (char) (r->cursor.tx >> (56 - 8 * j));
-        num[8 + j] = (char) ((uint64_t) r->cursor.position >> (56 - 8 * j));
-    }
+    loom__pg_put_be64(num, r->cursor.tx);
+    loom__pg_put_be64(num + 8, (uint64_t) r->cursor.position);
     rc = loom__store_begin(r->wr);
     if (rc == LOOM_OK)
         rc = loom__store_query(r->wr, &rb_count_stmt, v, len, &res);
@@ -319,13 +317,6 @@ rb_begin(rb *r, int restart)
     return rc == LOOM_OK ? LOOM_OK : rb_store_fail(r, r->wr, rc);
 }
 
-/* Failures that say nothing about the event (see sub_loop.c). */
-static int
-rb_transient(const char *sqlstate)
-{
-    return strncmp(sqlstate, "40", 2) == 0 || strncmp(sqlstate, "53", 2) == 0;
-}
-
 /* Queues on `tx` the statements that commit `n` events (or park
  * events[0] when `park`): the handlers' (between *h_first and *h_end),
  * then the checkpoint from `from` to `to` and the progress counter.
@@ -380,7 +371,7 @@ rb_handler_failed(rb *r, loom_err rc, size_t h_first, size_t h_end)
 {
     if (rc == LOOM_ECONN || r->wr->tx_failed < (long) h_first ||
         r->wr->tx_failed >= (long) h_end ||
-        rb_transient(loom_store_sqlstate(r->wr)))
+        loom__sqlstate_transient(loom_store_sqlstate(r->wr)))
         return 0;
     loom__buf_reset(&r->why);
     loom__buf_printf(&r->why,
@@ -436,7 +427,8 @@ rb_apply(rb *r, const loom_event *const *events, size_t n, loom_position to,
                            "rebuild of projection \"%s\": its checkpoint was "
                            "moved by someone else (%s)",
                            r->def->name, loom_store_errmsg(r->wr));
-        if (!handler_failed && !rb_transient(loom_store_sqlstate(r->wr)))
+        if (!handler_failed &&
+            !loom__sqlstate_transient(loom_store_sqlstate(r->wr)))
             return rb_store_fail(r, r->wr, rc);
         if (rb_stopped(r))
             return LOOM_EAGAIN;

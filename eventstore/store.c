@@ -291,6 +291,17 @@ loom__store_reconnect_poll(loom_store *s, int *want)
     }
 }
 
+int
+loom__sqlstate_transient(const char *sqlstate)
+{
+    static const char *const classes[] = {"08", "40", "53", "57", "58"};
+
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        if (strncmp(sqlstate, classes[i], 2) == 0)
+            return 1;
+    return 0;
+}
+
 #define store_result_error loom__store_result_error
 
 /* Prepares `st` on the connection unless it already is. Blocking: libpq

@@ -176,6 +176,13 @@ loom_err loom__tx_claim(loom_tx *tx, const char *name, loom_position at,
 loom_err loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,
                        const char *error, unsigned attempts);
 
+/* Whether a failure with this SQLSTATE says nothing about the statement
+ * or the event it served: the connection broke (08), the transaction lost
+ * a serialization or deadlock race (40), the server is short of resources
+ * (53), shutting down (57) or failing (58). Subscriptions and rebuilds
+ * retry those without counting them towards parking. */
+int loom__sqlstate_transient(const char *sqlstate);
+
 /* Maps a failed result to an error code, errmsg and sqlstate. */
 loom_err loom__store_result_error(loom_store *s, const PGresult *r);
 

@@ -285,21 +285,6 @@ loom__sub_select(loom_subscription *s)
     }
 }
 
-/* Failures that say nothing about the event: the server is short of
- * resources or shutting down, the connection broke, or the transaction
- * lost a serialization or deadlock race. They are retried without
- * counting towards parking. */
-static int
-sub_transient(const char *sqlstate)
-{
-    static const char *const classes[] = {"08", "40", "53", "57", "58"};
-
-    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-        if (strncmp(sqlstate, classes[i], 2) == 0)
-            return 1;
-    return 0;
-}
-
 /* The delivery in hand committed: move on. */
 static void
 sub_committed(loom_subscription *s)
@@ -350,7 +335,7 @@ loom__sub_commit_done(loom_subscription *s)
     if (rc != LOOM_ECONN && !s->stopping && by_handler &&
         (s->commit == LOOM__COMMIT_UNPARK ||
          s->commit == LOOM__COMMIT_ADVANCE) &&
-        !sub_transient(state)) {
+        !loom__sqlstate_transient(state)) {
         /* One of the handler's statements failed: its fault, or its
          * event's, so it counts towards parking. */
         sub_set_why(s, "a statement of the handler failed: %s (SQLSTATE %s)",

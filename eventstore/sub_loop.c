@@ -260,13 +260,6 @@ loom__sub_load(loom_subscription *s)
                    sub_begin_query(s, &checkpoint_load_stmt, values, lengths));
 }
 
-static void
-sub_put_be64(char *p, uint64_t v)
-{
-    for (int j = 0; j < 8; j++)
-        p[j] = (char) (v >> (56 - 8 * j));
-}
-
 /* Saves next_cursor/next_version as the checkpoint, unconditionally: the
  * start of a from_start subscription. */
 static void
@@ -276,9 +269,9 @@ sub_save(loom_subscription *s)
     const char *values[4] = {s->name, num, num + 8, num + 16};
     int lengths[4] = {(int) strlen(s->name), 8, 8, 8};
 
-    sub_put_be64(num, s->next_cursor.tx);
-    sub_put_be64(num + 8, (uint64_t) s->next_cursor.position);
-    sub_put_be64(num + 16, (uint64_t) s->next_version);
+    loom__pg_put_be64(num, s->next_cursor.tx);
+    loom__pg_put_be64(num + 8, (uint64_t) s->next_cursor.position);
+    loom__pg_put_be64(num + 16, (uint64_t) s->next_version);
     loom__sub_sent(s, LOOM__SUB_SAVE,
                    sub_begin_query(s, &checkpoint_save_stmt, values, lengths));
 }
@@ -317,7 +310,7 @@ sub_horizon(loom_subscription *s)
     int lengths[1] = {8};
 
     s->horizon_checked = uv_now(s->rt->loop);
-    sub_put_be64(num, s->horizon_ms);
+    loom__pg_put_be64(num, s->horizon_ms);
     loom__sub_sent(s, LOOM__SUB_HORIZON,
                    sub_begin_query(s, &horizon_stmt, values, lengths));
 }

@@ -288,13 +288,6 @@ loom__store_run_tx(loom_store *s, const loom_tx *tx)
     return rc;
 }
 
-static void
-tx_put_be64(char *p, uint64_t v)
-{
-    for (int j = 0; j < 8; j++)
-        p[j] = (char) (v >> (56 - 8 * j));
-}
-
 loom_err
 loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
                  int64_t from_ver, loom_position to, int64_t to_ver)
@@ -307,12 +300,12 @@ loom__tx_advance(loom_tx *tx, const char *name, loom_position from,
                              num + 24, num + 32, num + 40};
     int lengths[7] = {(int) strlen(name), 8, 8, 8, 8, 8, 8};
 
-    tx_put_be64(num, from.tx);
-    tx_put_be64(num + 8, (uint64_t) from.position);
-    tx_put_be64(num + 16, (uint64_t) from_ver);
-    tx_put_be64(num + 24, to.tx);
-    tx_put_be64(num + 32, (uint64_t) to.position);
-    tx_put_be64(num + 40, (uint64_t) to_ver);
+    loom__pg_put_be64(num, from.tx);
+    loom__pg_put_be64(num + 8, (uint64_t) from.position);
+    loom__pg_put_be64(num + 16, (uint64_t) from_ver);
+    loom__pg_put_be64(num + 24, to.tx);
+    loom__pg_put_be64(num + 32, (uint64_t) to.position);
+    loom__pg_put_be64(num + 40, (uint64_t) to_ver);
     return loom_tx_exec_binary(tx, LOOM__SQL_ADVANCE, 7, types, values,
                                lengths);
 }
@@ -326,9 +319,9 @@ loom__tx_claim(loom_tx *tx, const char *name, loom_position at, int64_t ver)
     const char *values[4] = {name, num, num + 8, num + 16};
     int lengths[4] = {(int) strlen(name), 8, 8, 8};
 
-    tx_put_be64(num, at.tx);
-    tx_put_be64(num + 8, (uint64_t) at.position);
-    tx_put_be64(num + 16, (uint64_t) ver);
+    loom__pg_put_be64(num, at.tx);
+    loom__pg_put_be64(num + 8, (uint64_t) at.position);
+    loom__pg_put_be64(num + 16, (uint64_t) ver);
     return loom_tx_exec_binary(tx, LOOM__SQL_CLAIM, 4, types, values, lengths);
 }
 

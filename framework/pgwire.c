@@ -39,6 +39,13 @@ loom__pg_be64(const char *p)
     return (uint64_t) loom__pg_be32(p) << 32 | loom__pg_be32(p + 4);
 }
 
+void
+loom__pg_put_be64(char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (char) (v >> (56 - 8 * i));
+}
+
 int
 loom__pg_get_u64(const PGresult *r, int row, int col, uint64_t *v)
 {

@@ -37,6 +37,8 @@ void loom__pg_array_add(loom__buf *b, const void *data, size_t len);
 #define LOOM__PG_NULL ((size_t) -1)
 
 uint64_t loom__pg_be64(const char *p);
+/* Writes `v` as 8 big-endian bytes at p (a binary int8 or xid8). */
+void loom__pg_put_be64(char *p, uint64_t v);
 uint32_t loom__pg_be32(const char *p);
 
 /* Binary-format field accessors; the caller has checked the column type.
