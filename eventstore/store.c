@@ -312,13 +312,13 @@ store_prepare(loom_store *s, const loom__stmt *st)
     PGresult *r;
     loom_err rc = LOOM_OK;
 
-    if (s->prepared & (1u << st->id))
+    if (s->prepared & (UINT64_C(1) << st->id))
         return LOOM_OK;
     r = PQprepare(s->conn, st->name, st->sql, st->n, st->types);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         rc = store_result_error(s, r);
     else
-        s->prepared |= 1u << st->id;
+        s->prepared |= UINT64_C(1) << st->id;
     PQclear(r);
     return rc;
 }
@@ -452,8 +452,15 @@ loom__store_result_error(loom_store *s, const PGresult *r)
     if (PQstatus(s->conn) != CONNECTION_OK || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
-    else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0)
+    else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0 ||
+             strcmp(state, "LM012") == 0)
         rc = LOOM_ECONFLICT;
+    else if (strcmp(state, "LM010") == 0 || strcmp(state, "LM013") == 0)
+        rc = LOOM_ENOTFOUND;
+    else if (strcmp(state, "LM011") == 0)
+        rc = LOOM_EINVAL;
+    else if (strcmp(state, "LM014") == 0)
+        rc = LOOM_EDUPLICATE;
     else if (strcmp(state, "LM002") == 0 ||
              (strcmp(state, "23505") == 0 && cons != NULL &&
               strcmp(cons, "events_event_id") == 0))

@@ -6,6 +6,8 @@
 #ifndef LOOM_STORE_INT_H
 #define LOOM_STORE_INT_H
 
+#include <stdint.h>
+
 #include <libpq-fe.h>
 
 #include "buf.h"
@@ -39,8 +41,26 @@ typedef enum loom__stmt_id {
     LOOM__STMT_REBUILD_LOCK,
     LOOM__STMT_REBUILD_COUNT,
     LOOM__STMT_REBUILD_SWAP,
+    /* topics (outbox/transports/topics/) */
+    LOOM__STMT_TOPIC_CREATE,
+    LOOM__STMT_TOPIC_ALTER,
+    LOOM__STMT_TOPIC_DESCRIBE,
+    LOOM__STMT_TOPIC_RESET,
+    LOOM__STMT_TOPIC_REDRIVE,
+    LOOM__STMT_TOPIC_RETENTION,
+    LOOM__STMT_TOPIC_META,
+    LOOM__STMT_GROUP_JOIN,
+    LOOM__STMT_GROUP_HEARTBEAT,
+    LOOM__STMT_GROUP_LEAVE,
+    LOOM__STMT_GROUP_ASSIGNMENT,
+    LOOM__STMT_TOPIC_FETCH,
+    LOOM__STMT_TOPIC_FETCH_RETRIES,
+    LOOM__STMT_TOPIC_ARM,
     LOOM__STMT_COUNT
 } loom__stmt_id;
+
+/* s->prepared keeps one bit per statement. */
+_Static_assert(LOOM__STMT_COUNT <= 64, "loom_store.prepared is 64 bits");
 
 typedef struct loom__stmt {
     loom__stmt_id id;
@@ -88,7 +108,7 @@ struct loom_store {
     int ready;                /* every result has arrived */
     PGresult *result;         /* first result of the operation, owned */
     loom_position read_after; /* cursor of a read, for an empty page */
-    unsigned prepared;        /* bit per loom__stmt_id prepared on conn */
+    uint64_t prepared;        /* bit per loom__stmt_id prepared on conn */
     /* An append that failed with a conflict or a reused id asks
      * loom.append_replay() whether it was a retry; meanwhile the append's
      * own failure waits here. */

@@ -9,6 +9,7 @@
 
 #include "loom/alloc.h"
 #include "loom/transport.h"
+#include "transport_int.h"
 
 struct loom_transport {
     const loom_transport_ops *ops;
@@ -180,16 +181,25 @@ loom_transport_publish(loom_transport *t, const loom_message *msgs, size_t n,
     return t->ops->publish(t->state, msgs, n, cb, arg);
 }
 
+static loom_err
+tr_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *c,
+             const void *extra, void **cstate)
+{
+    (void) extra;
+    return c->t->ops->subscribe(state, cfg, c, cstate);
+}
+
 loom_err
-loom_consumer_open(loom_transport *t, const loom_consumer_config *cfg,
-                   loom_consume_fn fn, void *arg, loom_consumer **out)
+loom__consumer_open(loom_transport *t, const loom_consumer_config *cfg,
+                    loom_consume_fn fn, void *arg, loom__subscribe_fn sub,
+                    const void *extra, loom_consumer **out)
 {
     loom_consumer *c;
     loom_err rc;
 
     if (out != NULL)
         *out = NULL;
-    if (t == NULL || cfg == NULL || fn == NULL || out == NULL ||
+    if (t == NULL || cfg == NULL || out == NULL || sub == NULL ||
         cfg->group == NULL || cfg->group[0] == '\0' || cfg->topics == NULL ||
         cfg->n_topics == 0)
         return LOOM_EINVAL;
@@ -203,7 +213,7 @@ loom_consumer_open(loom_transport *t, const loom_consumer_config *cfg,
     c->t = t;
     c->fn = fn;
     c->arg = arg;
-    rc = t->ops->subscribe(t->state, cfg, c, &c->cstate);
+    rc = sub(t->state, cfg, c, extra, &c->cstate);
     if (rc != LOOM_OK) {
         loom_free(c);
         return rc;
@@ -212,6 +222,47 @@ loom_consumer_open(loom_transport *t, const loom_consumer_config *cfg,
     t->consumers = c;
     *out = c;
     return LOOM_OK;
+}
+
+loom_err
+loom_consumer_open(loom_transport *t, const loom_consumer_config *cfg,
+                   loom_consume_fn fn, void *arg, loom_consumer **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (fn == NULL)
+        return LOOM_EINVAL;
+    return loom__consumer_open(t, cfg, fn, arg, tr_subscribe, NULL, out);
+}
+
+const loom_transport_ops *
+loom__transport_ops(const loom_transport *t)
+{
+    return t != NULL ? t->ops : NULL;
+}
+
+void *
+loom__transport_state(const loom_transport *t)
+{
+    return t != NULL ? t->state : NULL;
+}
+
+const loom_transport_ops *
+loom__consumer_ops(const loom_consumer *c)
+{
+    return c != NULL ? c->t->ops : NULL;
+}
+
+void *
+loom__consumer_state(const loom_consumer *c)
+{
+    return c != NULL ? c->cstate : NULL;
+}
+
+void *
+loom__consumer_arg(const loom_consumer *c)
+{
+    return c != NULL ? c->arg : NULL;
 }
 
 loom_err
@@ -250,6 +301,6 @@ void
 loom_consumer_deliver(loom_consumer *c, const loom_message *const *msgs,
                       size_t n)
 {
-    if (c != NULL && msgs != NULL && n > 0)
+    if (c != NULL && c->fn != NULL && msgs != NULL && n > 0)
         c->fn(c, msgs, n, c->arg);
 }
