@@ -3,8 +3,8 @@
  * the same run (docs/benchmarks.md, "topics").
  *
  * Produce --messages messages (default 1,000,000) of 200 bytes with keys
- * over TP_KEYS values, in transactions of TP_BATCH; then consume them all,
- * the transport with one group of TP_MEMBERS members over TP_PARTITIONS
+ * over TB_KEYS values, in transactions of TB_BATCH; then consume them all,
+ * the transport with one group of TB_MEMBERS members over TB_PARTITIONS
  * partitions, PgQ with its one consumer. The phases run in the order
  * PgQ produce, loom produce, loom consume, PgQ consume (ABBA, so neither
  * side always runs on the fuller database), each after a CHECKPOINT.
@@ -25,29 +25,29 @@
 
 #include "bench_topics.h"
 
-#define TP_GROUP        "bench"
-#define TP_GROUP_SINGLE "bench-single"
+#define TB_GROUP        "bench"
+#define TB_GROUP_SINGLE "bench-single"
 
 static double
-tp_rate(const tp_phase *p)
+tb_rate(const tb_phase *p)
 {
     return p->seconds > 0 ? (double) p->messages / p->seconds : 0.0;
 }
 
 static void
-tp_print(const char *phase, const char *side, const tp_phase *p,
+tb_print(const char *phase, const char *side, const tb_phase *p,
          const char *unit)
 {
     printf("  topics %s %s: %zu messages in %.2f s = %.0f msg/s; %zu %s "
            "(%.1f messages each)\n",
-           phase, side, p->messages, p->seconds, tp_rate(p), p->batches, unit,
+           phase, side, p->messages, p->seconds, tb_rate(p), p->batches, unit,
            p->batches ? (double) p->messages / (double) p->batches : 0.0);
     fflush(stdout);
 }
 
 /* A consume phase is good when every message arrived, unaltered. */
 static int
-tp_check(const char *side, const tp_phase *p, size_t n, uint64_t sum)
+tb_check(const char *side, const tb_phase *p, size_t n, uint64_t sum)
 {
     if (p->dups > 0)
         printf("  topics consume %s: %zu duplicate deliveries (at-least-once "
@@ -65,71 +65,71 @@ tp_check(const char *side, const tp_phase *p, size_t n, uint64_t sum)
 
 /* How evenly the keys spread over the partitions. */
 static void
-tp_partitions(bench_env *env)
+tb_partitions(bench_env *env)
 {
     PGresult *r =
         PQexec(env->scratch, "SELECT min(next_offset), max(next_offset) "
                              "FROM loom.topic_partitions "
-                             "WHERE topic_id = loom.topic_id('" TP_TOPIC "')");
+                             "WHERE topic_id = loom.topic_id('" TB_TOPIC "')");
 
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        printf("  topics: messages per partition of %s: %s to %s\n", TP_TOPIC,
+        printf("  topics: messages per partition of %s: %s to %s\n", TB_TOPIC,
                PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
     PQclear(r);
 }
 
-typedef struct tp_results {
-    tp_phase produce[2], consume[2], single; /* [0] loom, [1] pgq */
-    tp_latency lat;
+typedef struct tb_results {
+    tb_phase produce[2], consume[2], single; /* [0] loom, [1] pgq */
+    tb_latency lat;
     int loom_ok;
-} tp_results;
+} tb_results;
 
 /* Each phase prints its detail line; 0, or -1 after printing why. */
 static int
-tp_loom_produce_phase(const tp_spec *spec, tp_results *res)
+tb_loom_produce_phase(const tb_spec *spec, tb_results *res)
 {
     bench_db_checkpoint(spec->env);
     bench_progress("topics: loom produce");
-    if (tp_loom_produce(spec, &res->produce[0]) != 0)
+    if (tb_loom_produce(spec, &res->produce[0]) != 0)
         return -1;
-    tp_print("produce", "loom", &res->produce[0], "publish calls");
-    tp_partitions(spec->env);
+    tb_print("produce", "loom", &res->produce[0], "publish calls");
+    tb_partitions(spec->env);
     return 0;
 }
 
 static int
-tp_loom_consume_phase(const tp_spec *spec, tp_results *res, uint64_t sum)
+tb_loom_consume_phase(const tb_spec *spec, tb_results *res, uint64_t sum)
 {
     bench_db_checkpoint(spec->env);
-    bench_progress("topics: loom consume, group of %d", TP_MEMBERS);
-    if (tp_loom_consume(spec, TP_GROUP, TP_MEMBERS, &res->consume[0]) != 0)
+    bench_progress("topics: loom consume, group of %d", TB_MEMBERS);
+    if (tb_loom_consume(spec, TB_GROUP, TB_MEMBERS, &res->consume[0]) != 0)
         return -1;
-    tp_print("consume", "loom (2 members)", &res->consume[0], "handler calls");
-    return tp_check("loom", &res->consume[0], spec->messages, sum);
+    tb_print("consume", "loom (2 members)", &res->consume[0], "handler calls");
+    return tb_check("loom", &res->consume[0], spec->messages, sum);
 }
 
 /* Extra, for the comparison with PgQ's single consumer: the same backlog
  * read by a group of one. */
 static int
-tp_loom_single_phase(const tp_spec *spec, tp_results *res, uint64_t sum)
+tb_loom_single_phase(const tb_spec *spec, tb_results *res, uint64_t sum)
 {
     bench_db_checkpoint(spec->env);
     bench_progress("topics: loom consume, group of 1");
-    if (tp_loom_consume(spec, TP_GROUP_SINGLE, 1, &res->single) != 0)
+    if (tb_loom_consume(spec, TB_GROUP_SINGLE, 1, &res->single) != 0)
         return -1;
-    tp_print("consume", "loom (1 member)", &res->single, "handler calls");
-    return tp_check("loom (1 member)", &res->single, spec->messages, sum);
+    tb_print("consume", "loom (1 member)", &res->single, "handler calls");
+    return tb_check("loom (1 member)", &res->single, spec->messages, sum);
 }
 
 static int
-tp_latency_phase(const tp_spec *spec, tp_results *res)
+tb_latency_phase(const tb_spec *spec, tb_results *res)
 {
-    tp_latency *l = &res->lat;
+    tb_latency *l = &res->lat;
 
     bench_db_checkpoint(spec->env);
     bench_progress("topics: latency at %.0f msg/s for %.0f s", spec->rate,
                    spec->seconds);
-    if (tp_loom_latency(spec, l) != 0)
+    if (tb_loom_latency(spec, l) != 0)
         return -1;
     printf("  topics latency: %zu messages at %.1f msg/s (one per publish "
            "call): publish to handler p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, "
@@ -143,33 +143,33 @@ tp_latency_phase(const tp_spec *spec, tp_results *res)
 }
 
 static int
-tp_pgq_produce_phase(tp_pgq *q, const tp_spec *spec, tp_results *res)
+tb_pgq_produce_phase(tb_pgq *q, const tb_spec *spec, tb_results *res)
 {
     bench_db_checkpoint(spec->env);
     bench_progress("topics: pgq produce");
-    if (tp_pgq_produce(q, &res->produce[1]) != 0)
+    if (tb_pgq_produce(q, &res->produce[1]) != 0)
         return -1;
-    tp_print("produce", "pgq", &res->produce[1], "transactions");
+    tb_print("produce", "pgq", &res->produce[1], "transactions");
     return 0;
 }
 
 static int
-tp_pgq_consume_phase(tp_pgq *q, const tp_spec *spec, tp_results *res,
+tb_pgq_consume_phase(tb_pgq *q, const tb_spec *spec, tb_results *res,
                      uint64_t sum)
 {
     bench_db_checkpoint(spec->env);
     bench_progress("topics: pgq consume");
-    if (tp_pgq_consume(q, &res->consume[1]) != 0)
+    if (tb_pgq_consume(q, &res->consume[1]) != 0)
         return -1;
-    tp_print("consume", "pgq", &res->consume[1], "batches");
-    return tp_check("pgq", &res->consume[1], spec->messages, sum);
+    tb_print("consume", "pgq", &res->consume[1], "batches");
+    return tb_check("pgq", &res->consume[1], spec->messages, sum);
 }
 
 static void
-tp_summary(tp_results *res)
+tb_summary(tb_results *res)
 {
-    double lp = tp_rate(&res->produce[0]), pp = tp_rate(&res->produce[1]);
-    double lc = tp_rate(&res->consume[0]), pc = tp_rate(&res->consume[1]);
+    double lp = tb_rate(&res->produce[0]), pp = tb_rate(&res->produce[1]);
+    double lc = tb_rate(&res->consume[0]), pc = tb_rate(&res->consume[1]);
 
     printf("BENCH topics produce loom=%.0f pgq=%.0f ratio=%.3f\n", lp, pp,
            pp > 0 ? lp / pp : 0.0);
@@ -184,22 +184,22 @@ tp_summary(tp_results *res)
 /* The phases in ABBA order; the PgQ ones run whatever the loom side
  * does. */
 static int
-tp_run(tp_pgq *q, const tp_spec *spec, tp_results *res)
+tb_run(tb_pgq *q, const tb_spec *spec, tb_results *res)
 {
-    uint64_t sum = tp_expected_sum(spec->messages);
+    uint64_t sum = tb_expected_sum(spec->messages);
     int loom;
 
-    if (tp_pgq_produce_phase(q, spec, res) != 0)
+    if (tb_pgq_produce_phase(q, spec, res) != 0)
         return -1;
-    loom = tp_loom_produce_phase(spec, res);
+    loom = tb_loom_produce_phase(spec, res);
     if (loom == 0)
-        loom = tp_loom_consume_phase(spec, res, sum);
-    if (tp_pgq_consume_phase(q, spec, res, sum) != 0)
+        loom = tb_loom_consume_phase(spec, res, sum);
+    if (tb_pgq_consume_phase(q, spec, res, sum) != 0)
         return -1;
     if (loom == 0)
-        loom = tp_loom_single_phase(spec, res, sum);
+        loom = tb_loom_single_phase(spec, res, sum);
     if (loom == 0)
-        loom = tp_latency_phase(spec, res);
+        loom = tb_latency_phase(spec, res);
     if (loom != 0)
         fprintf(stderr,
                 "%s: topics: the loom side failed (see above); only "
@@ -211,9 +211,9 @@ tp_run(tp_pgq *q, const tp_spec *spec, tp_results *res)
 int
 bench_topics(bench_env *env, const bench_opts *o)
 {
-    tp_spec spec = {env, o->messages, o->rate, o->seconds};
-    tp_results res;
-    tp_pgq *q = NULL;
+    tb_spec spec = {env, o->messages, o->rate, o->seconds};
+    tb_results res;
+    tb_pgq *q = NULL;
     int rc;
 
     memset(&res, 0, sizeof res);
@@ -221,18 +221,18 @@ bench_topics(bench_env *env, const bench_opts *o)
            "produce transaction; loom: %d partitions, a group of %d members; "
            "PgQ: one consumer, pgq.ticker() every second; then loom latency "
            "at %.0f msg/s for %.0f s\n",
-           spec.messages, TP_PAYLOAD_BYTES, TP_KEYS, TP_BATCH, TP_PARTITIONS,
-           TP_MEMBERS, spec.rate, spec.seconds);
+           spec.messages, TB_PAYLOAD_BYTES, TB_KEYS, TB_BATCH, TB_PARTITIONS,
+           TB_MEMBERS, spec.rate, spec.seconds);
     fflush(stdout);
-    if (tp_pgq_open(&q, &spec) != 0 || tp_loom_topic(env, TP_TOPIC) != 0 ||
-        tp_loom_topic(env, TP_LAT_TOPIC) != 0) {
-        tp_pgq_close(q);
+    if (tb_pgq_open(&q, &spec) != 0 || tb_loom_topic(env, TB_TOPIC) != 0 ||
+        tb_loom_topic(env, TB_LAT_TOPIC) != 0) {
+        tb_pgq_close(q);
         return -1;
     }
-    rc = tp_run(q, &spec, &res);
-    tp_pgq_close(q);
+    rc = tb_run(q, &spec, &res);
+    tb_pgq_close(q);
     if (rc == 0)
-        tp_summary(&res);
+        tb_summary(&res);
     bench_samples_free(&res.lat.lat);
     bench_samples_free(&res.lat.publish);
     return rc;

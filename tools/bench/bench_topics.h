@@ -11,7 +11,7 @@
  *   bench_topics.c  the case: phases, checks and the BENCH lines
  *
  * Both sides publish the same messages: message i has the key
- * "key-<i % TP_KEYS>" and a payload of TP_PAYLOAD_BYTES printable bytes
+ * "key-<i % TB_KEYS>" and a payload of TB_PAYLOAD_BYTES printable bytes
  * (PgQ stores its event data as text) carrying i, so every consumer can
  * tell what it received and check that nothing was lost or altered.
  */
@@ -25,117 +25,117 @@
 
 #include "bench.h"
 
-#define TP_PAYLOAD_BYTES 200
-#define TP_KEYS          10000
-#define TP_KEY_MAX       16   /* "key-9999" and its NUL, with room */
-#define TP_BATCH         1000 /* messages per produce transaction */
-#define TP_PARTITIONS    8
-#define TP_MEMBERS       2 /* of the loom consumer group */
-#define TP_TOPIC         "bench"
-#define TP_LAT_TOPIC     "bench.latency"
-#define TP_QUEUE         "bench"
-#define TP_PGQ_CONSUMER  "bench"
+#define TB_PAYLOAD_BYTES 200
+#define TB_KEYS          10000
+#define TB_KEY_MAX       16   /* "key-9999" and its NUL, with room */
+#define TB_BATCH         1000 /* messages per produce transaction */
+#define TB_PARTITIONS    8
+#define TB_MEMBERS       2 /* of the loom consumer group */
+#define TB_TOPIC         "bench"
+#define TB_LAT_TOPIC     "bench.latency"
+#define TB_QUEUE         "bench"
+#define TB_PGQ_CONSUMER  "bench"
 
 /* What the case passes to each side. */
-typedef struct tp_spec {
+typedef struct tb_spec {
     bench_env *env;
     size_t messages; /* --messages */
     double rate;     /* latency: messages per second (--rate) */
     double seconds;  /* latency: measured seconds (--seconds) */
-} tp_spec;
+} tb_spec;
 
 /* The outcome of one produce or consume phase. */
-typedef struct tp_phase {
+typedef struct tb_phase {
     double seconds;  /* first call to last acknowledgement or commit */
     size_t messages; /* produced, or distinct messages consumed */
     size_t batches;  /* transactions or handler calls */
     size_t dups;     /* consume: deliveries of a message seen before */
     uint64_t sum;    /* consume: sum of the checksums of distinct ones */
-} tp_phase;
+} tb_phase;
 
 /* ------------------------------------------------------------------ */
 /* topics_msg.c                                                        */
 
-/* Writes message i's payload: TP_PAYLOAD_BYTES bytes of [0-9A-Za-z],
+/* Writes message i's payload: TB_PAYLOAD_BYTES bytes of [0-9A-Za-z],
  * starting with i and `stamp` (a bench_now_ns() time, or 0) in 16
  * hexadecimal digits each, then pseudo-random letters that differ from
  * message to message. */
-void tp_payload(char *p, uint64_t i, int64_t stamp);
+void tb_payload(char *p, uint64_t i, int64_t stamp);
 
 /* Writes message i's key (NUL-terminated); returns its length. */
-size_t tp_key(char *buf, uint64_t i);
+size_t tb_key(char *buf, uint64_t i);
 
 /* The message number and stamp of a payload; -1 when it is not one of
  * ours. */
-int tp_parse(const void *payload, size_t len, uint64_t *i, int64_t *stamp);
+int tb_parse(const void *payload, size_t len, uint64_t *i, int64_t *stamp);
 
 /* The work every consumer does per message: FNV-1a over the payload. */
-uint64_t tp_checksum(const void *payload, size_t len);
+uint64_t tb_checksum(const void *payload, size_t len);
 
 /* The sum of the checksums of messages 0..n-1: what a consumer that
  * received each exactly once reports. */
-uint64_t tp_expected_sum(size_t n);
+uint64_t tb_expected_sum(size_t n);
 
 /* Which messages a consumer (of any number of threads) received. */
-typedef struct tp_seen {
+typedef struct tb_seen {
     _Atomic uint64_t *bits;
     size_t n;
     atomic_size_t distinct, dups, bad;
     _Atomic uint64_t sum;
     atomic_llong last_ns; /* bench_now_ns() when the last one arrived */
-} tp_seen;
+} tb_seen;
 
-int tp_seen_init(tp_seen *s, size_t n);
-void tp_seen_free(tp_seen *s);
+int tb_seen_init(tb_seen *s, size_t n);
+void tb_seen_free(tb_seen *s);
 
 /* Records one delivery (checksums the payload); returns 1 when it
  * completed the set, else 0. Thread-safe. */
-int tp_seen_add(tp_seen *s, const void *payload, size_t len);
+int tb_seen_add(tb_seen *s, const void *payload, size_t len);
 
 /* Fills `out` from what was seen between start_ns and the last arrival. */
-void tp_seen_phase(tp_seen *s, int64_t start_ns, tp_phase *out);
+void tb_seen_phase(tb_seen *s, int64_t start_ns, tb_phase *out);
 
 /* ------------------------------------------------------------------ */
 /* topics_pgq.c                                                        */
 
-typedef struct tp_pgq tp_pgq;
+typedef struct tb_pgq tb_pgq;
 
 /* Installs the pgq extension in the scratch database, creates the queue
  * and registers the consumer (before anything is produced, as PgQ
  * requires). 0, or -1 after printing why. */
-int tp_pgq_open(tp_pgq **out, const tp_spec *spec);
-void tp_pgq_close(tp_pgq *q);
+int tb_pgq_open(tb_pgq **out, const tb_spec *spec);
+void tb_pgq_close(tb_pgq *q);
 
-/* Produce: pgq.insert_event() of TP_BATCH events per transaction, while
+/* Produce: pgq.insert_event() of TB_BATCH events per transaction, while
  * a ticker thread calls pgq.ticker() as pgqd does; then one last tick. */
-int tp_pgq_produce(tp_pgq *q, tp_phase *out);
+int tb_pgq_produce(tb_pgq *q, tb_phase *out);
 
 /* Consume: next_batch, get_batch_events, finish_batch, one transaction
  * per batch, until every message was received; the ticker runs. */
-int tp_pgq_consume(tp_pgq *q, tp_phase *out);
+int tb_pgq_consume(tb_pgq *q, tb_phase *out);
 
 /* ------------------------------------------------------------------ */
 /* topics_loom.c                                                       */
 
 /* The "topics://" URL of the scratch database. loom_free() it. */
-char *tp_loom_url(const bench_env *env);
+char *tb_loom_url(const bench_env *env);
 
-/* Creates a topic of TP_PARTITIONS partitions. 0 or -1 (printed). */
-int tp_loom_topic(const bench_env *env, const char *name);
+/* Creates a topic of TB_PARTITIONS partitions. 0 or -1 (printed). */
+int tb_loom_topic(const bench_env *env, const char *name);
 
-/* Publishes spec->messages messages to TP_TOPIC in calls of TP_BATCH
+/* Publishes spec->messages messages to TB_TOPIC in calls of TB_BATCH
  * messages. 0, or -1 after printing why. */
-int tp_loom_produce(const tp_spec *spec, tp_phase *out);
+int tb_loom_produce(const tb_spec *spec, tb_phase *out);
 
-/* Consumes every message of TP_TOPIC with a new group of `members`
+/* Consumes every message of TB_TOPIC with a new group of `members`
  * members, one thread and runtime each, from the earliest offset. */
-int tp_loom_consume(const tp_spec *spec, const char *group, int members,
-                    tp_phase *out);
+int tb_loom_consume(const tb_spec *spec, const char *group, int members,
+                    tb_phase *out);
 
 /* One member of a consumer group on its own thread and runtime: what
  * topics_loom.c and topics_lat.c share. */
-typedef struct tp_member tp_member;
-typedef struct tp_group {
+typedef struct tb_member tb_member;
+typedef struct tb_group {
     const bench_env *env;
     const char *topic;
     const char *group;
@@ -148,33 +148,33 @@ typedef struct tp_group {
     atomic_size_t batches; /* handler calls, all members */
     int64_t go_ns;         /* when the joined members were released */
     /* Internal: the members, and the hand-over from joined to running. */
-    tp_member *m;
+    tb_member *m;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int go; /* under lock */
-} tp_group;
+} tb_group;
 
 /* Starts the members; each connects and joins, then all are released
  * at once (g->go_ns) and run until g->stop. 0, or -1 after printing why
  * (nothing is left running then). */
-int tp_group_start(tp_group *g);
+int tb_group_start(tb_group *g);
 /* Stops (if not yet) and joins every member, and frees them. */
-void tp_group_stop(tp_group *g);
+void tb_group_stop(tb_group *g);
 
 /* ------------------------------------------------------------------ */
 /* topics_lat.c                                                        */
 
-typedef struct tp_latency {
+typedef struct tb_latency {
     bench_samples lat;     /* publish call to delivery, per message */
     bench_samples publish; /* publish call to its callback */
     size_t messages;
     double rate; /* achieved */
     double behind_ms;
-} tp_latency;
+} tb_latency;
 
 /* Publishes one message per call at spec->rate for spec->seconds (after
- * a warm-up that is not counted) to TP_LAT_TOPIC, read by a group of
- * TP_MEMBERS members. The caller frees the samples. */
-int tp_loom_latency(const tp_spec *spec, tp_latency *out);
+ * a warm-up that is not counted) to TB_LAT_TOPIC, read by a group of
+ * TB_MEMBERS members. The caller frees the samples. */
+int tb_loom_latency(const tb_spec *spec, tb_latency *out);
 
 #endif /* LOOM_BENCH_TOPICS_H */

@@ -20,8 +20,8 @@
 
 #define GR_CHECK_MS 5 /* how often a member looks at g->stop */
 
-struct tp_member {
-    tp_group *g;
+struct tb_member {
+    tb_group *g;
     int index;
     pthread_t thread;
     int started;
@@ -36,7 +36,7 @@ static void
 gr_on_batch(loom_consumer *c, const loom_message *const *msgs, size_t n,
             void *arg)
 {
-    tp_member *m = arg;
+    tb_member *m = arg;
     int64_t now = bench_now_ns();
 
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ gr_on_batch(loom_consumer *c, const loom_message *const *msgs, size_t n,
 static void
 gr_on_check(uv_timer_t *t)
 {
-    tp_member *m = t->data;
+    tb_member *m = t->data;
 
     if (atomic_load(&m->g->stop) || atomic_load(&m->g->failed) ||
         atomic_load(&bench_stopped))
@@ -63,12 +63,12 @@ gr_on_check(uv_timer_t *t)
 
 /* Opens the member's runtime, transport and consumer (joining). */
 static int
-gr_open(tp_member *m)
+gr_open(tb_member *m)
 {
     loom_runtime_config rc = LOOM_RUNTIME_CONFIG_INIT;
     loom_consumer_config cc = LOOM_CONSUMER_CONFIG_INIT;
     const char *topics[1] = {m->g->topic};
-    char *url = tp_loom_url(m->g->env), err[512] = "";
+    char *url = tb_loom_url(m->g->env), err[512] = "";
     loom_err e;
 
     rc.conninfo = m->g->env->conninfo;
@@ -95,7 +95,7 @@ gr_open(tp_member *m)
 }
 
 static void
-gr_close(tp_member *m)
+gr_close(tb_member *m)
 {
     if (m->rt != NULL && m->check.data != NULL) {
         uv_close((uv_handle_t *) &m->check, NULL);
@@ -109,8 +109,8 @@ gr_close(tp_member *m)
 static void *
 gr_main(void *arg)
 {
-    tp_member *m = arg;
-    tp_group *g = m->g;
+    tb_member *m = arg;
+    tb_group *g = m->g;
     int ok = gr_open(m) == 0;
     loom_err rc;
 
@@ -132,7 +132,7 @@ gr_main(void *arg)
 /* Waits until every started member has joined or failed; -1 if any
  * failed. */
 static int
-gr_wait_joined(tp_group *g, int started)
+gr_wait_joined(tb_group *g, int started)
 {
     int rc = 0;
 
@@ -152,7 +152,7 @@ gr_wait_joined(tp_group *g, int started)
 }
 
 int
-tp_group_start(tp_group *g)
+tb_group_start(tb_group *g)
 {
     int started = 0;
 
@@ -168,7 +168,7 @@ tp_group_start(tp_group *g)
         return -1;
     }
     for (; started < g->members; started++) {
-        tp_member *m = &g->m[started];
+        tb_member *m = &g->m[started];
         m->g = g;
         m->index = started;
         if (pthread_create(&m->thread, NULL, gr_main, m) != 0)
@@ -176,14 +176,14 @@ tp_group_start(tp_group *g)
         m->started = 1;
     }
     if (gr_wait_joined(g, started) != 0 || started < g->members) {
-        tp_group_stop(g);
+        tb_group_stop(g);
         return -1;
     }
     return 0;
 }
 
 void
-tp_group_stop(tp_group *g)
+tb_group_stop(tb_group *g)
 {
     if (g->m == NULL)
         return;

@@ -2,8 +2,8 @@
  * The latency part of the topics case: end-to-end, from the publish call
  * to the consumer's handler, under a steady rate.
  *
- * A consumer group of TP_MEMBERS members (topics_group.c) reads
- * TP_LAT_TOPIC; the main thread runs a producer on its own runtime whose
+ * A consumer group of TB_MEMBERS members (topics_group.c) reads
+ * TB_LAT_TOPIC; the main thread runs a producer on its own runtime whose
  * 1 ms timer publishes every message that is due (message k at start +
  * k / rate, whatever earlier publishes cost), one message per publish
  * call, with the time of the call in its payload. The handler takes now
@@ -37,7 +37,7 @@ typedef struct lt_pub {
 } lt_pub;
 
 struct lt_run {
-    const tp_spec *spec;
+    const tb_spec *spec;
     size_t n_warm, n_total;
     int64_t period_ns, start_ns;
     int64_t *sent, *acked; /* main thread */
@@ -60,7 +60,7 @@ lt_on_msg(void *arg, const void *payload, size_t len, int64_t now)
     uint64_t i;
     int64_t stamp;
 
-    if (tp_parse(payload, len, &i, &stamp) != 0 || i >= r->n_total)
+    if (tb_parse(payload, len, &i, &stamp) != 0 || i >= r->n_total)
         return;
     if (atomic_compare_exchange_strong(&r->seen[i], &none, (long long) now))
         atomic_fetch_add(&r->n_seen, 1);
@@ -88,21 +88,21 @@ lt_on_published(loom_err rc, size_t n, void *arg)
 static int
 lt_publish(lt_run *r, size_t k)
 {
-    char payload[TP_PAYLOAD_BYTES], key[TP_KEY_MAX];
+    char payload[TB_PAYLOAD_BYTES], key[TB_KEY_MAX];
     loom_message m;
     loom_err rc;
 
     memset(&m, 0, sizeof m);
-    m.topic = TP_LAT_TOPIC;
+    m.topic = TB_LAT_TOPIC;
     m.key = key;
-    m.key_len = tp_key(key, k);
+    m.key_len = tb_key(key, k);
     m.payload = payload;
     m.payload_len = sizeof payload;
     m.partition = LOOM_PARTITION_ANY;
     r->pubs[k].r = r;
     r->pubs[k].k = k;
     r->sent[k] = bench_now_ns();
-    tp_payload(payload, k, r->sent[k]);
+    tb_payload(payload, k, r->sent[k]);
     rc = loom_transport_publish(r->t, &m, 1, lt_on_published, &r->pubs[k]);
     if (rc != LOOM_OK) {
         fprintf(stderr, "%s: topics latency: loom_transport_publish: %s\n",
@@ -144,7 +144,7 @@ static int
 lt_produce(lt_run *r)
 {
     loom_runtime_config rc = LOOM_RUNTIME_CONFIG_INIT;
-    char *url = tp_loom_url(r->spec->env), err[512] = "";
+    char *url = tb_loom_url(r->spec->env), err[512] = "";
     loom_err e = LOOM_ENOMEM;
 
     rc.conninfo = r->spec->env->conninfo;
@@ -170,7 +170,7 @@ lt_produce(lt_run *r)
 
 /* Waits for the stragglers; 0 when every message arrived. */
 static int
-lt_drain(lt_run *r, tp_group *g)
+lt_drain(lt_run *r, tb_group *g)
 {
     int64_t until = bench_now_ns() + LT_DRAIN_NS;
     struct timespec ms = {0, 1000000};
@@ -188,7 +188,7 @@ lt_drain(lt_run *r, tp_group *g)
 }
 
 static int
-lt_collect(lt_run *r, tp_latency *out)
+lt_collect(lt_run *r, tb_latency *out)
 {
     size_t first = r->n_warm, last = r->n_total - 1;
 
@@ -207,7 +207,7 @@ lt_collect(lt_run *r, tp_latency *out)
 }
 
 static int
-lt_alloc(lt_run *r, const tp_spec *spec)
+lt_alloc(lt_run *r, const tb_spec *spec)
 {
     memset(r, 0, sizeof *r);
     r->spec = spec;
@@ -234,9 +234,9 @@ lt_free(lt_run *r)
 }
 
 int
-tp_loom_latency(const tp_spec *spec, tp_latency *out)
+tb_loom_latency(const tb_spec *spec, tb_latency *out)
 {
-    tp_group g;
+    tb_group g;
     lt_run r;
     int rc = -1;
 
@@ -247,16 +247,16 @@ tp_loom_latency(const tp_spec *spec, tp_latency *out)
         return -1;
     }
     g.env = spec->env;
-    g.topic = TP_LAT_TOPIC;
+    g.topic = TB_LAT_TOPIC;
     g.group = LT_GROUP;
-    g.members = TP_MEMBERS;
+    g.members = TB_MEMBERS;
     g.on_msg = lt_on_msg;
     g.arg = &r;
-    if (tp_group_start(&g) == 0) {
+    if (tb_group_start(&g) == 0) {
         rc = lt_produce(&r);
         if (rc == 0)
             rc = lt_drain(&r, &g);
-        tp_group_stop(&g);
+        tb_group_stop(&g);
         if (atomic_load(&g.failed))
             rc = -1;
     }

@@ -5,7 +5,7 @@
  * each fully acknowledged batch).
  *
  * Produce: one runtime and transport on the main thread; publish calls of
- * TP_BATCH messages, the next one made from the previous one's callback,
+ * TB_BATCH messages, the next one made from the previous one's callback,
  * so one transaction is in flight at a time, as on the PgQ side. Timed
  * from the first call to the last callback.
  *
@@ -53,7 +53,7 @@ lm_put_encoded(loom__buf *b, const char *s)
  * scratch database's settings (a socket directory included) become
  * "topics://?host=...&port=...&dbname=...". */
 char *
-tp_loom_url(const bench_env *env)
+tb_loom_url(const bench_env *env)
 {
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(env->conninfo, &err);
@@ -77,19 +77,19 @@ tp_loom_url(const bench_env *env)
     PQconninfoFree(opts);
     /* The transport's documented defaults, spelled out: durable
      * acknowledgements and batches of up to 1000 messages. */
-    loom__buf_printf(&b, "%cacks=all&batch=%d", sep, TP_BATCH);
+    loom__buf_printf(&b, "%cacks=all&batch=%d", sep, TB_BATCH);
     return loom__buf_take(&b);
 }
 
 int
-tp_loom_topic(const bench_env *env, const char *name)
+tb_loom_topic(const bench_env *env, const char *name)
 {
     const char *params[2] = {name, NULL};
     char parts[16];
     PGresult *r;
     int ok;
 
-    snprintf(parts, sizeof parts, "%d", TP_PARTITIONS);
+    snprintf(parts, sizeof parts, "%d", TB_PARTITIONS);
     params[1] = parts;
     /* The topic's other settings stay at their defaults (NULL). */
     r = PQexecParams(env->scratch,
@@ -108,7 +108,7 @@ tp_loom_topic(const bench_env *env, const char *name)
 /* Produce                                                             */
 
 typedef struct lm_producer {
-    const tp_spec *spec;
+    const tb_spec *spec;
     loom_runtime *rt;
     loom_transport *t;
     uv_timer_t kick;
@@ -117,9 +117,9 @@ typedef struct lm_producer {
     size_t calls;
     int failed;
     int64_t t0, t1;
-    loom_message msgs[TP_BATCH];
-    char payloads[TP_BATCH][TP_PAYLOAD_BYTES];
-    char keys[TP_BATCH][TP_KEY_MAX];
+    loom_message msgs[TB_BATCH];
+    char payloads[TB_BATCH][TB_PAYLOAD_BYTES];
+    char keys[TB_BATCH][TB_KEY_MAX];
 } lm_producer;
 
 static void lm_publish_next(lm_producer *p);
@@ -145,7 +145,7 @@ lm_on_published(loom_err rc, size_t n, void *arg)
     lm_publish_next(p);
 }
 
-/* Hands the next TP_BATCH messages to the transport, which copies them
+/* Hands the next TB_BATCH messages to the transport, which copies them
  * before returning, so the buffers are reused for the next call. */
 static void
 lm_publish_next(lm_producer *p)
@@ -157,18 +157,18 @@ lm_publish_next(lm_producer *p)
         loom_runtime_stop(p->rt);
         return;
     }
-    if (n > TP_BATCH)
-        n = TP_BATCH;
+    if (n > TB_BATCH)
+        n = TB_BATCH;
     for (size_t k = 0; k < n; k++) {
         loom_message *m = &p->msgs[k];
         uint64_t i = p->next + k;
         memset(m, 0, sizeof *m);
-        tp_payload(p->payloads[k], i, 0);
-        m->topic = TP_TOPIC;
+        tb_payload(p->payloads[k], i, 0);
+        m->topic = TB_TOPIC;
         m->key = p->keys[k];
-        m->key_len = tp_key(p->keys[k], i);
+        m->key_len = tb_key(p->keys[k], i);
         m->payload = p->payloads[k];
-        m->payload_len = TP_PAYLOAD_BYTES;
+        m->payload_len = TB_PAYLOAD_BYTES;
         m->partition = LOOM_PARTITION_ANY;
     }
     rc = loom_transport_publish(p->t, p->msgs, n, lm_on_published, p);
@@ -199,7 +199,7 @@ lm_open(const bench_env *env, const char *app, loom_runtime **rt,
         loom_transport **t)
 {
     loom_runtime_config rc = LOOM_RUNTIME_CONFIG_INIT;
-    char *url = tp_loom_url(env), err[512] = "";
+    char *url = tb_loom_url(env), err[512] = "";
     loom_err e = LOOM_ENOMEM;
 
     rc.conninfo = env->conninfo;
@@ -214,7 +214,7 @@ lm_open(const bench_env *env, const char *app, loom_runtime **rt,
 }
 
 int
-tp_loom_produce(const tp_spec *spec, tp_phase *out)
+tb_loom_produce(const tb_spec *spec, tb_phase *out)
 {
     lm_producer *p = calloc(1, sizeof *p);
     loom_err e = LOOM_OK;
@@ -252,7 +252,7 @@ static void
 lm_on_msg(void *arg, const void *payload, size_t len, int64_t now)
 {
     (void) now;
-    tp_seen_add(arg, payload, len);
+    tb_seen_add(arg, payload, len);
 }
 
 /* The messages below the group's committed offsets, all partitions;
@@ -288,7 +288,7 @@ lm_sleep_ns(int64_t ns)
 /* Waits until every message was received and the group's offsets are
  * committed past them; returns when that happened (0 on failure). */
 static int64_t
-lm_wait_done(tp_group *g, tp_seen *seen, const char *group)
+lm_wait_done(tb_group *g, tb_seen *seen, const char *group)
 {
     size_t last = 0;
     int64_t progress = bench_now_ns(), complete = 0;
@@ -328,33 +328,33 @@ lm_wait_done(tp_group *g, tp_seen *seen, const char *group)
 }
 
 int
-tp_loom_consume(const tp_spec *spec, const char *group, int members,
-                tp_phase *out)
+tb_loom_consume(const tb_spec *spec, const char *group, int members,
+                tb_phase *out)
 {
-    tp_group g;
-    tp_seen seen;
+    tb_group g;
+    tb_seen seen;
     int64_t end;
 
     memset(out, 0, sizeof *out);
     memset(&g, 0, sizeof g);
-    if (tp_seen_init(&seen, spec->messages) != 0)
+    if (tb_seen_init(&seen, spec->messages) != 0)
         return -1;
     g.env = spec->env;
-    g.topic = TP_TOPIC;
+    g.topic = TB_TOPIC;
     g.group = group;
     g.members = members;
     g.on_msg = lm_on_msg;
     g.arg = &seen;
-    if (tp_group_start(&g) != 0) {
-        tp_seen_free(&seen);
+    if (tb_group_start(&g) != 0) {
+        tb_seen_free(&seen);
         return -1;
     }
     end = lm_wait_done(&g, &seen, group);
-    tp_group_stop(&g);
-    tp_seen_phase(&seen, g.go_ns, out);
+    tb_group_stop(&g);
+    tb_seen_phase(&seen, g.go_ns, out);
     out->batches = atomic_load(&g.batches);
     if (end > g.go_ns)
         out->seconds = (double) (end - g.go_ns) / 1e9;
-    tp_seen_free(&seen);
+    tb_seen_free(&seen);
     return end != 0 && !atomic_load(&g.failed) ? 0 : -1;
 }

@@ -1,9 +1,9 @@
 /*
  * The messages of the topics case, identical on both sides, and the
  * record of what a consumer received. The per-message work of every
- * consumer is tp_seen_add(): find the message number, checksum the whole
+ * consumer is tb_seen_add(): find the message number, checksum the whole
  * payload, and mark it received; the checksums of both sides must add up
- * to tp_expected_sum(), so a lost, doubled or altered message shows.
+ * to tb_expected_sum(), so a lost, doubled or altered message shows.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +22,7 @@ msg_hex(char *p, uint64_t v)
 }
 
 void
-tp_payload(char *p, uint64_t i, int64_t stamp)
+tb_payload(char *p, uint64_t i, int64_t stamp)
 {
     /* xorshift64, seeded per message: the filler differs between
      * messages, so nothing on the way can share or shortcut it. */
@@ -30,7 +30,7 @@ tp_payload(char *p, uint64_t i, int64_t stamp)
 
     msg_hex(p, i);
     msg_hex(p + 16, (uint64_t) stamp);
-    for (size_t k = 32; k < TP_PAYLOAD_BYTES; k++) {
+    for (size_t k = 32; k < TB_PAYLOAD_BYTES; k++) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -39,10 +39,10 @@ tp_payload(char *p, uint64_t i, int64_t stamp)
 }
 
 size_t
-tp_key(char *buf, uint64_t i)
+tb_key(char *buf, uint64_t i)
 {
-    return (size_t) snprintf(buf, TP_KEY_MAX, "key-%u",
-                             (unsigned) (i % TP_KEYS));
+    return (size_t) snprintf(buf, TB_KEY_MAX, "key-%u",
+                             (unsigned) (i % TB_KEYS));
 }
 
 static int
@@ -62,12 +62,12 @@ msg_unhex(const unsigned char *p, uint64_t *v)
 }
 
 int
-tp_parse(const void *payload, size_t len, uint64_t *i, int64_t *stamp)
+tb_parse(const void *payload, size_t len, uint64_t *i, int64_t *stamp)
 {
     const unsigned char *p = payload;
     uint64_t s;
 
-    if (payload == NULL || len != TP_PAYLOAD_BYTES || msg_unhex(p, i) != 0 ||
+    if (payload == NULL || len != TB_PAYLOAD_BYTES || msg_unhex(p, i) != 0 ||
         msg_unhex(p + 16, &s) != 0)
         return -1;
     *stamp = (int64_t) s;
@@ -75,7 +75,7 @@ tp_parse(const void *payload, size_t len, uint64_t *i, int64_t *stamp)
 }
 
 uint64_t
-tp_checksum(const void *payload, size_t len)
+tb_checksum(const void *payload, size_t len)
 {
     const unsigned char *p = payload;
     uint64_t h = UINT64_C(0xcbf29ce484222325);
@@ -88,20 +88,20 @@ tp_checksum(const void *payload, size_t len)
 }
 
 uint64_t
-tp_expected_sum(size_t n)
+tb_expected_sum(size_t n)
 {
-    char p[TP_PAYLOAD_BYTES];
+    char p[TB_PAYLOAD_BYTES];
     uint64_t sum = 0;
 
     for (size_t i = 0; i < n; i++) {
-        tp_payload(p, i, 0);
-        sum += tp_checksum(p, sizeof p);
+        tb_payload(p, i, 0);
+        sum += tb_checksum(p, sizeof p);
     }
     return sum;
 }
 
 int
-tp_seen_init(tp_seen *s, size_t n)
+tb_seen_init(tb_seen *s, size_t n)
 {
     memset(s, 0, sizeof *s);
     s->bits = calloc((n + 63) / 64, sizeof *s->bits);
@@ -117,19 +117,19 @@ tp_seen_init(tp_seen *s, size_t n)
 }
 
 void
-tp_seen_free(tp_seen *s)
+tb_seen_free(tb_seen *s)
 {
     free((void *) s->bits);
     s->bits = NULL;
 }
 
 int
-tp_seen_add(tp_seen *s, const void *payload, size_t len)
+tb_seen_add(tb_seen *s, const void *payload, size_t len)
 {
     uint64_t i, bit, old;
     int64_t stamp;
 
-    if (tp_parse(payload, len, &i, &stamp) != 0 || i >= s->n) {
+    if (tb_parse(payload, len, &i, &stamp) != 0 || i >= s->n) {
         atomic_fetch_add(&s->bad, 1);
         return 0;
     }
@@ -139,13 +139,13 @@ tp_seen_add(tp_seen *s, const void *payload, size_t len)
         atomic_fetch_add(&s->dups, 1);
         return 0;
     }
-    atomic_fetch_add(&s->sum, tp_checksum(payload, len));
+    atomic_fetch_add(&s->sum, tb_checksum(payload, len));
     atomic_store(&s->last_ns, (long long) bench_now_ns());
     return atomic_fetch_add(&s->distinct, 1) + 1 == s->n;
 }
 
 void
-tp_seen_phase(tp_seen *s, int64_t start_ns, tp_phase *out)
+tb_seen_phase(tb_seen *s, int64_t start_ns, tb_phase *out)
 {
     int64_t end = (int64_t) atomic_load(&s->last_ns);
 

@@ -5,7 +5,7 @@
  * Producer: one connection; each transaction is one statement
  *   SELECT pgq.insert_event(queue, 'bench', data, key, NULL, NULL, NULL)
  *     FROM unnest($data::text[], $key::text[])
- * of TP_BATCH events (binary array parameters), so PgQ stores the same
+ * of TB_BATCH events (binary array parameters), so PgQ stores the same
  * key and payload bytes per message as the topics transport.
  *
  * Ticker: PgQ only hands out events between two ticks. A deployment runs
@@ -41,8 +41,8 @@ static const char pq_insert_sql[] =
     "SELECT pgq.insert_event($1, 'bench', d, k, NULL, NULL, NULL) "
     "FROM unnest($2::text[], $3::text[]) AS u(d, k)";
 
-struct tp_pgq {
-    const tp_spec *spec;
+struct tb_pgq {
+    const tb_spec *spec;
     PGconn *conn; /* producer, then consumer */
     pthread_t ticker;
     int ticking;
@@ -87,7 +87,7 @@ pq_sleep_ms(int ms)
 static void *
 pq_ticker_main(void *arg)
 {
-    tp_pgq *q = arg;
+    tb_pgq *q = arg;
     PGconn *c = bench_db_connect(q->spec->env->conninfo, "loom-bench-pgqd");
 
     while (c != NULL && !atomic_load(&q->tick_stop)) {
@@ -110,7 +110,7 @@ pq_ticker_main(void *arg)
 }
 
 static int
-pq_ticker_start(tp_pgq *q)
+pq_ticker_start(tb_pgq *q)
 {
     atomic_store(&q->tick_stop, 0);
     atomic_store(&q->ticks, 0);
@@ -125,7 +125,7 @@ pq_ticker_start(tp_pgq *q)
 
 /* Stops the ticker; -1 when it had failed. */
 static int
-pq_ticker_stop(tp_pgq *q)
+pq_ticker_stop(tb_pgq *q)
 {
     if (q->ticking) {
         atomic_store(&q->tick_stop, 1);
@@ -139,11 +139,11 @@ pq_ticker_stop(tp_pgq *q)
 /* Set-up                                                              */
 
 int
-tp_pgq_open(tp_pgq **out, const tp_spec *spec)
+tb_pgq_open(tb_pgq **out, const tb_spec *spec)
 {
-    const char *const names[2] = {TP_QUEUE, TP_PGQ_CONSUMER};
+    const char *const names[2] = {TB_QUEUE, TB_PGQ_CONSUMER};
     PGconn *c = spec->env->scratch;
-    tp_pgq *q;
+    tb_pgq *q;
     PGresult *r;
 
     *out = NULL;
@@ -182,7 +182,7 @@ tp_pgq_open(tp_pgq **out, const tp_spec *spec)
 }
 
 void
-tp_pgq_close(tp_pgq *q)
+tb_pgq_close(tb_pgq *q)
 {
     if (q == NULL)
         return;
@@ -196,12 +196,12 @@ tp_pgq_close(tp_pgq *q)
 
 /* Sends events first..first+n-1 in one statement (one transaction). */
 static int
-pq_insert(tp_pgq *q, loom__buf *data, loom__buf *keys, size_t first, size_t n)
+pq_insert(tb_pgq *q, loom__buf *data, loom__buf *keys, size_t first, size_t n)
 {
     static const Oid types[3] = {LOOM__OID_TEXT, LOOM__OID_ATEXT,
                                  LOOM__OID_ATEXT};
     static const int formats[3] = {1, 1, 1};
-    char payload[TP_PAYLOAD_BYTES], key[TP_KEY_MAX];
+    char payload[TB_PAYLOAD_BYTES], key[TB_KEY_MAX];
     const char *values[3];
     int lengths[3];
     PGresult *r;
@@ -211,14 +211,14 @@ pq_insert(tp_pgq *q, loom__buf *data, loom__buf *keys, size_t first, size_t n)
     loom__pg_array_begin(data, LOOM__OID_TEXT, (uint32_t) n);
     loom__pg_array_begin(keys, LOOM__OID_TEXT, (uint32_t) n);
     for (size_t i = first; i < first + n; i++) {
-        tp_payload(payload, i, 0);
+        tb_payload(payload, i, 0);
         loom__pg_array_add(data, payload, sizeof payload);
-        loom__pg_array_add(keys, key, tp_key(key, i));
+        loom__pg_array_add(keys, key, tb_key(key, i));
     }
     if (data->failed || keys->failed)
         return pq_fail("building the arrays", q->conn, NULL);
-    values[0] = TP_QUEUE;
-    lengths[0] = (int) strlen(TP_QUEUE);
+    values[0] = TB_QUEUE;
+    lengths[0] = (int) strlen(TB_QUEUE);
     values[1] = data->data;
     lengths[1] = (int) data->len;
     values[2] = keys->data;
@@ -234,9 +234,9 @@ pq_insert(tp_pgq *q, loom__buf *data, loom__buf *keys, size_t first, size_t n)
 /* After the last insert: the tick pgqd would make within ticker_max_lag,
  * made now, so that the consumer finds the whole backlog in batches. */
 static int
-pq_last_tick(tp_pgq *q)
+pq_last_tick(tb_pgq *q)
 {
-    const char *const name[1] = {TP_QUEUE};
+    const char *const name[1] = {TB_QUEUE};
     PGresult *r = pq_query(q->conn, "SELECT pgq.force_tick($1)", 1, name);
 
     if (r == NULL)
@@ -250,7 +250,7 @@ pq_last_tick(tp_pgq *q)
 }
 
 int
-tp_pgq_produce(tp_pgq *q, tp_phase *out)
+tb_pgq_produce(tb_pgq *q, tb_phase *out)
 {
     loom__buf data = LOOM__BUF_INIT, keys = LOOM__BUF_INIT;
     size_t total = q->spec->messages, done = 0;
@@ -262,7 +262,7 @@ tp_pgq_produce(tp_pgq *q, tp_phase *out)
         return -1;
     t0 = bench_now_ns();
     while (rc == 0 && done < total && !atomic_load(&bench_stopped)) {
-        size_t n = total - done < TP_BATCH ? total - done : TP_BATCH;
+        size_t n = total - done < TB_BATCH ? total - done : TB_BATCH;
         rc = pq_insert(q, &data, &keys, done, n);
         done += rc == 0 ? n : 0;
         out->batches++;
@@ -286,7 +286,7 @@ tp_pgq_produce(tp_pgq *q, tp_phase *out)
 
 /* Handles one batch's events; -1 on a failure (printed). */
 static int
-pq_events(tp_pgq *q, const char *batch, tp_seen *seen)
+pq_events(tb_pgq *q, const char *batch, tb_seen *seen)
 {
     const char *params[1] = {batch};
     PGresult *r =
@@ -299,7 +299,7 @@ pq_events(tp_pgq *q, const char *batch, tp_seen *seen)
     col = PQfnumber(r, "ev_data");
     n = PQntuples(r);
     for (int i = 0; i < n && col >= 0; i++)
-        tp_seen_add(seen, PQgetvalue(r, i, col),
+        tb_seen_add(seen, PQgetvalue(r, i, col),
                     (size_t) PQgetlength(r, i, col));
     PQclear(r);
     return col >= 0 ? 0 : pq_fail("no ev_data column", q->conn, NULL);
@@ -308,9 +308,9 @@ pq_events(tp_pgq *q, const char *batch, tp_seen *seen)
 /* One transaction: the next batch, its events, finish_batch, COMMIT.
  * Returns 1 when a batch was handled, 0 when none was ready, -1. */
 static int
-pq_batch(tp_pgq *q, tp_seen *seen)
+pq_batch(tb_pgq *q, tb_seen *seen)
 {
-    const char *const names[2] = {TP_QUEUE, TP_PGQ_CONSUMER};
+    const char *const names[2] = {TB_QUEUE, TB_PGQ_CONSUMER};
     PGresult *r = NULL;
     char batch[32];
     int got;
@@ -334,16 +334,16 @@ pq_batch(tp_pgq *q, tp_seen *seen)
 }
 
 int
-tp_pgq_consume(tp_pgq *q, tp_phase *out)
+tb_pgq_consume(tb_pgq *q, tb_phase *out)
 {
-    tp_seen seen;
+    tb_seen seen;
     int64_t t0, idle_since = 0;
     int rc = 0;
 
     memset(out, 0, sizeof *out);
-    if (tp_seen_init(&seen, q->spec->messages) != 0 ||
+    if (tb_seen_init(&seen, q->spec->messages) != 0 ||
         pq_ticker_start(q) != 0) {
-        tp_seen_free(&seen);
+        tb_seen_free(&seen);
         return -1;
     }
     t0 = bench_now_ns();
@@ -372,12 +372,12 @@ tp_pgq_consume(tp_pgq *q, tp_phase *out)
         pq_sleep_ms((int) (PQ_IDLE_NS / 1000000));
     }
     /* The end is the COMMIT of the batch that completed the set. */
-    tp_seen_phase(&seen, t0, out);
+    tb_seen_phase(&seen, t0, out);
     out->seconds = (double) (bench_now_ns() - t0) / 1e9;
     if (pq_ticker_stop(q) != 0)
         rc = -1;
     printf("  topics pgq: the ticker made %zu ticks while consuming\n",
            atomic_load(&q->ticks));
-    tp_seen_free(&seen);
+    tb_seen_free(&seen);
     return rc;
 }
