@@ -1,0 +1,230 @@
+/*
+ * tp_conn: one PostgreSQL connection (a loom_store handle) driven from
+ * the loop: a request is sent through the store's non-blocking path,
+ * uv_poll watches the socket, and loom_store_poll() says when the result
+ * is in. One request at a time; callers queue their own.
+ *
+ * A broken connection is re-established when the next request is sent
+ * (loom__store_begin(), blocking for the connect); the request that saw
+ * the break fails with LOOM_ECONN and its caller decides what to retry.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "loom/alloc.h"
+#include "topics_int.h"
+
+struct tp_poll {
+    uv_poll_t h;
+    tp_conn *c; /* NULL once closing */
+    tp_transport *tr;
+};
+
+static void conn_drive(tp_conn *c);
+
+static void
+conn_on_poll(uv_poll_t *h, int status, int events)
+{
+    tp_poll *p = h->data;
+
+    (void) status; /* an error shows in loom_store_poll() */
+    (void) events;
+    if (p->c != NULL)
+        conn_drive(p->c);
+}
+
+static void
+conn_poll_closed(uv_handle_t *h)
+{
+    tp_poll *p = h->data;
+    tp_transport *tr = p->tr;
+
+    loom_free(p);
+    tp_released(tr);
+}
+
+static void
+conn_unwatch(tp_conn *c)
+{
+    if (c->poll == NULL)
+        return;
+    uv_poll_stop(&c->poll->h);
+    c->poll->c = NULL;
+    uv_close((uv_handle_t *) &c->poll->h, conn_poll_closed);
+    c->poll = NULL;
+}
+
+/* Watches the socket for `want` (LOOM_POLL_*); a new socket after a
+ * reconnect gets a new handle. */
+static loom_err
+conn_watch(tp_conn *c, int want)
+{
+    int fd = loom_store_socket(c->store);
+    int ev = (want & LOOM_POLL_READ ? UV_READABLE : 0) |
+             (want & LOOM_POLL_WRITE ? UV_WRITABLE : 0);
+
+    if (fd < 0)
+        return LOOM_ECONN;
+    if (c->poll != NULL && c->poll_fd != fd)
+        conn_unwatch(c);
+    if (c->poll == NULL) {
+        tp_poll *p = loom_malloc(sizeof *p);
+        if (p == NULL)
+            return LOOM_ENOMEM;
+        p->c = c;
+        p->tr = c->tr;
+        if (uv_poll_init(loom_runtime_loop(c->tr->rt), &p->h, fd) != 0) {
+            loom_free(p);
+            return LOOM_EIO;
+        }
+        p->h.data = p;
+        c->tr->open_handles++;
+        c->poll = p;
+        c->poll_fd = fd;
+    }
+    return uv_poll_start(&c->poll->h, ev, conn_on_poll) == 0 ? LOOM_OK
+                                                              : LOOM_EIO;
+}
+
+static void
+conn_finish(tp_conn *c)
+{
+    PGresult *r = NULL;
+    loom_err rc;
+    tp_done_fn done = c->done;
+    void *arg = c->arg;
+
+    if (c->is_tx)
+        rc = loom__store_take_tx(c->store);
+    else
+        rc = loom__store_take(c->store, LOOM__OP_QUERY, &r);
+    c->busy = 0;
+    c->done = NULL;
+    if (c->poll != NULL)
+        uv_poll_stop(&c->poll->h);
+    done(arg, rc, r);
+}
+
+static void
+conn_drive(tp_conn *c)
+{
+    int want = 0;
+    loom_err rc;
+
+    if (!c->busy)
+        return;
+    rc = loom_store_poll(c->store, &want);
+    if (rc == LOOM_EAGAIN) {
+        /* Cannot watch the socket (out of memory): wait here instead. */
+        if (conn_watch(c, want) != LOOM_OK) {
+            loom__store_wait(c->store);
+            conn_finish(c);
+        }
+        return;
+    }
+    conn_finish(c);
+}
+
+loom_err
+tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
+             size_t errlen)
+{
+    loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
+    char app[64];
+    loom_err rc;
+
+    memset(c, 0, sizeof *c);
+    c->tr = tr;
+    snprintf(app, sizeof app, "eventloom topics %s", role);
+    cfg.conninfo = tr->conninfo;
+    cfg.application_name = app;
+    rc = loom_store_open(&c->store, &cfg, err, errlen);
+    if (rc != LOOM_OK)
+        c->store = NULL;
+    return rc;
+}
+
+/* Starts watching after a send; the callback comes from the loop. */
+static loom_err
+conn_sent(tp_conn *c, loom_err rc, int is_tx, tp_done_fn done, void *arg)
+{
+    if (rc != LOOM_OK)
+        return rc;
+    c->busy = 1;
+    c->is_tx = is_tx;
+    c->done = done;
+    c->arg = arg;
+    rc = conn_watch(c, LOOM_POLL_READ | LOOM_POLL_WRITE);
+    if (rc != LOOM_OK) {
+        /* Nothing will call back: wait for the result here instead. */
+        loom__store_wait(c->store);
+        c->busy = 0;
+        if (is_tx)
+            loom__store_take_tx(c->store);
+        else {
+            PGresult *r = NULL;
+            loom__store_take(c->store, LOOM__OP_QUERY, &r);
+            PQclear(r);
+        }
+        return loom__store_fail(c->store, rc, "cannot watch the connection");
+    }
+    return LOOM_OK;
+}
+
+loom_err
+tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
+              const int *lengths, tp_done_fn done, void *arg)
+{
+    loom_err rc;
+
+    if (c->store == NULL || c->busy)
+        return LOOM_EBUSY;
+    rc = loom__store_begin(c->store);
+    if (rc == LOOM_OK)
+        rc = loom__store_send(c->store, LOOM__OP_QUERY, st, values, lengths);
+    return conn_sent(c, rc, 0, done, arg);
+}
+
+loom_err
+tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
+{
+    loom_err rc;
+
+    if (c->store == NULL || c->busy)
+        return LOOM_EBUSY;
+    rc = loom__store_begin(c->store);
+    if (rc == LOOM_OK)
+        rc = loom__store_send_tx(c->store, tx);
+    return conn_sent(c, rc, 1, done, arg);
+}
+
+loom_err
+tp_conn_query_now(tp_conn *c, const loom__stmt *st, const char *const *values,
+                  const int *lengths, PGresult **out)
+{
+    loom_err rc;
+
+    *out = NULL;
+    if (c->store == NULL || c->busy)
+        return LOOM_EBUSY;
+    rc = loom__store_begin(c->store);
+    if (rc != LOOM_OK)
+        return rc;
+    return loom__store_query(c->store, st, values, lengths, out);
+}
+
+void
+tp_conn_close(tp_conn *c)
+{
+    conn_unwatch(c);
+    c->busy = 0;
+    c->done = NULL;
+    loom_store_close(c->store);
+    c->store = NULL;
+}
+
+const char *
+tp_conn_errmsg(const tp_conn *c)
+{
+    return c->store != NULL ? loom_store_errmsg(c->store) : "not connected";
+}

@@ -1,0 +1,296 @@
+/*
+ * Private to the topics transport (loom/topics.h).
+ *
+ *   topics.c   the transport: URL, open/close, the ops table, retention
+ *   conn.c     tp_conn: one PostgreSQL connection driven without blocking
+ *              the loop (one request at a time: a statement or a loom_tx)
+ *   produce.c  publishing: calls queue, coalesce into one transaction per
+ *              batch, one loom.topic_publish() per topic in it
+ *   group.c    a consumer's membership: join, heartbeat, assignment
+ *   consume.c  a consumer's data path: fetch, deliver, acknowledge,
+ *              commit (offsets, redeliveries, dead letters)
+ *   headers.c  message headers as protobuf bytes
+ *
+ * A consumer has two connections: membership traffic (heartbeats) must not
+ * wait behind a long commit, or a busy member would miss its session
+ * timeout.
+ */
+#ifndef LOOM_TOPICS_INT_H
+#define LOOM_TOPICS_INT_H
+
+#include <stdint.h>
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "loom/topics.h"
+#include "runtime_int.h"
+#include "store_int.h"
+#include "transport_int.h"
+#include "tx_int.h"
+
+typedef struct tp_transport tp_transport;
+typedef struct tp_consumer tp_consumer;
+typedef struct tp_conn tp_conn;
+
+/* ---- conn.c ---------------------------------------------------------- */
+
+/* Called on the loop when a request finishes: `r` (a query's rows, owned
+ * by the callee, which PQclears it) is NULL for a loom_tx or on failure;
+ * the store's errmsg and sqlstate tell why. */
+typedef void (*tp_done_fn)(void *arg, loom_err rc, PGresult *r);
+
+typedef struct tp_poll tp_poll;
+
+struct tp_conn {
+    tp_transport *tr;
+    loom_store *store;
+    tp_poll *poll;
+    int poll_fd;
+    int busy;  /* a request in flight */
+    int is_tx; /* it is a loom_tx */
+    tp_done_fn done;
+    void *arg;
+};
+
+/* Connects (blocking). Errors: LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM;
+ * err says why. */
+loom_err tp_conn_open(tp_conn *c, tp_transport *tr, const char *role,
+                      char *err, size_t errlen);
+/* Sends one prepared statement; `done` is called later, on the loop
+ * (never during this call). Errors (done not called): LOOM_EBUSY, and
+ * the send's own (a broken connection reconnects first, blocking). */
+loom_err tp_conn_query(tp_conn *c, const loom__stmt *st,
+                       const char *const *values, const int *lengths,
+                       tp_done_fn done, void *arg);
+/* Sends `tx` as one transaction; `done` gets r NULL. */
+loom_err tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg);
+/* Blocking form of tp_conn_query for set-up steps; *out owned by caller. */
+loom_err tp_conn_query_now(tp_conn *c, const loom__stmt *st,
+                           const char *const *values, const int *lengths,
+                           PGresult **out);
+/* Stops watching and closes the connection; a request in flight is
+ * abandoned (its callback is never called). */
+void tp_conn_close(tp_conn *c);
+const char *tp_conn_errmsg(const tp_conn *c);
+
+/* ---- topics.c -------------------------------------------------------- */
+
+typedef struct tp_producer tp_producer;
+
+struct tp_transport {
+    loom_runtime *rt;
+    char *conninfo; /* the libpq URI, transport options removed */
+    loom_topics_acks acks;
+    unsigned linger_ms;
+    unsigned batch;
+    uint64_t retention_ms;
+    loom_partitioner_fn partitioner;
+    void *partitioner_arg;
+    tp_producer *producer; /* created on the first publish */
+    tp_consumer *consumers;
+    loom__component *comp;
+    tp_conn admin; /* retention, partition counts; opened on demand */
+    int admin_open;
+    uv_timer_t retention; /* every retention_ms */
+    int retention_started;
+    unsigned open_handles; /* closes pending; memory waits for them */
+    int stopping;          /* the runtime asked us to stop */
+    int closed;            /* loom_transport_close() called */
+    loom__done_fn stop_done;
+    loom_listener *meta_listener; /* "loom_topics": partition counts */
+    /* Partition counts for the custom partitioner. */
+    struct tp_count {
+        char *topic;
+        int32_t n;
+    } *counts;
+    size_t n_counts;
+};
+
+/* Every libuv handle of the transport and its consumers counts in
+ * open_handles; its close callback calls this, which frees the transport
+ * once it is closed and the last handle is gone. */
+void tp_released(tp_transport *tr);
+/* Called when a stopping consumer or the producer has nothing in flight:
+ * finishes the runtime's stop when everything has. */
+void tp_maybe_stopped(tp_transport *tr);
+/* The partition count of `topic` (blocking on the admin connection when
+ * not cached). Errors: LOOM_ENOTFOUND, LOOM_ECONN, LOOM_EDB. */
+loom_err tp_partition_count(tp_transport *tr, const char *topic, int32_t *n);
+/* Whether `name` is a valid topic name. */
+int tp_topic_name_ok(const char *name);
+
+/* ---- produce.c ------------------------------------------------------- */
+
+loom_err tp_publish(tp_transport *tr, const loom_message *msgs, size_t n,
+                    loom_publish_cb cb, void *arg);
+/* Whether a publish is queued or in flight. */
+int tp_producer_busy(const tp_transport *tr);
+/* Stop: fails what is queued with LOOM_ECONN... no: sends it all, then
+ * reports idle through tp_maybe_stopped(). Close: frees everything. */
+void tp_producer_free(tp_transport *tr);
+
+/* ---- headers.c ------------------------------------------------------- */
+
+/* Appends the protobuf encoding of `n` headers to b. */
+void tp_headers_encode(loom__buf *b, const loom_header *h, size_t n);
+/* Decodes `len` bytes into an array of headers whose strings live in
+ * `arena` (NUL-terminated); *out is NULL when there are none. Returns 0,
+ * or -1 when the bytes are not a header list. The pointers stay valid
+ * until the arena is freed (it never moves: headers are decoded into a
+ * buffer sized in a first pass). */
+int tp_headers_decode(const void *data, size_t len, loom_header **out,
+                      size_t *n, void **arena);
+
+/* ---- group.c / consume.c --------------------------------------------- */
+
+/* A partition assigned to this member. */
+typedef struct tp_part tp_part;
+typedef struct tp_entry tp_entry;
+typedef struct tp_batch tp_batch;
+
+struct tp_part {
+    int32_t topic_id;
+    int32_t partition;
+    int64_t generation;
+    int32_t max_deliveries;
+    char *topic;       /* owned */
+    int64_t fetch;     /* the next offset to fetch */
+    int64_t committed; /* the group's committed offset, as last written */
+    int64_t committing; /* the offset the commit in flight writes; -1 */
+    tp_entry *head;    /* fresh messages in hand, by offset */
+    tp_entry *tail;
+    tp_part *next;
+};
+
+/* A delivered message and what became of it. */
+struct tp_entry {
+    loom_message msg; /* first: the handler's pointer is the entry's */
+    uint32_t magic;
+    tp_consumer *c;
+    tp_batch *batch;
+    tp_part *part;  /* NULL once the partition was taken away */
+    tp_entry *next; /* in part's list of fresh messages */
+    int retry;      /* came from loom.topic_retries */
+    int delay;      /* not delivered: parked until deliver_at */
+    int queued;     /* its statement is in the commit in flight */
+    int gone;       /* a redelivery whose message retention removed */
+    int state;      /* TP_E_* */
+    uint32_t deliveries;
+    char *error;   /* failed: why; owned */
+    void *hdr_mem; /* decoded headers; owned */
+};
+
+enum {
+    TP_E_HANDLER = 0, /* in the handler's hands */
+    TP_E_ACKED,       /* acknowledged, not yet committed */
+    TP_E_FAILED,      /* failed, its redelivery or dead letter not yet
+                         committed */
+    TP_E_DONE         /* committed (or dropped): nothing left to do */
+};
+
+struct tp_batch {
+    PGresult *res; /* the rows the messages point into */
+    tp_entry *entries;
+    size_t n;
+    size_t unfinished; /* entries not TP_E_DONE */
+    size_t unresolved; /* entries still with the handler */
+    size_t linked;     /* entries still in their partition's list */
+    tp_batch *next;
+};
+
+typedef enum tp_cstate {
+    TP_C_IDLE = 0, /* nothing in flight on the data connection */
+    TP_C_FETCH,    /* fetching fresh messages */
+    TP_C_RETRIES,  /* fetching redeliveries */
+    TP_C_COMMIT,   /* a commit transaction */
+    TP_C_ARM,      /* arming wake-ups before sleeping */
+    TP_C_SLEEP,    /* caught up: waiting for a wake-up or the timer */
+    TP_C_BACKOFF,  /* after a failure */
+    TP_C_DONE
+} tp_cstate;
+
+struct tp_consumer {
+    tp_transport *tr;
+    loom_consumer *handle;
+    loom_consume_fn fn;
+    loom_topics_tx_fn tx_fn;
+    void *arg;
+    char *group;
+    char **patterns;
+    size_t n_patterns;
+    loom_topics_consumer_config topts;
+    size_t batch;
+    size_t max_in_flight;
+    unsigned max_deliveries; /* 0: the topic's */
+    loom_uuid member;
+    char member_text[37];
+    /* membership (group.c) */
+    tp_conn gconn;
+    int64_t generation;
+    int g_busy;       /* a membership request in flight */
+    int g_refresh;    /* re-read the assignment as soon as possible */
+    uint64_t assign_epoch; /* bumped by every assignment change */
+    tp_part *parts;
+    size_t n_parts;
+    uv_timer_t heartbeat;
+    loom_listener *group_listener; /* "loom_group": rebalances */
+    /* data (consume.c) */
+    tp_conn dconn;
+    tp_cstate state;
+    uint64_t fetch_epoch; /* assign_epoch when the fetch was sent */
+    unsigned rotate;      /* first partition of the next fetch */
+    tp_batch *batches;
+    size_t in_flight;     /* entries with the handler */
+    size_t pending;       /* resolved, not committed */
+    int commit_asked;     /* loom_topics_commit(), or a batch resolved */
+    uint64_t retries_due; /* uv_now() of the next redelivery check */
+    tp_entry **committing; /* the entries the commit in flight settles */
+    size_t n_committing, cap_committing;
+    loom_tx tx;
+    tp_part **fetch_parts; /* the partitions of the fetch in flight */
+    size_t n_fetch_parts;
+    tp_batch *deliver_after; /* at most once: delivered after the commit */
+    tp_batch *tx_batch;      /* tx mode: the batch in hand */
+    size_t iso_i;            /* isolating: the entry in hand */
+    size_t h_end;            /* the handler's statements in tx */
+    int isolating; /* tx mode: redelivering a failed batch one by one */
+    int armed;
+    int woken;
+    loom_listener **listeners; /* per topic of the assignment */
+    int32_t *listen_ids;
+    size_t n_listeners;
+    uv_timer_t timer; /* sleep, backoff */
+    loom__backoff backoff;
+    int stopping;
+    int closing;
+    int open_timers; /* timer and heartbeat: freed with the last */
+    loom_topics_consumer_stats stats;
+    tp_consumer *next;
+};
+
+#define TP_ENTRY_MAGIC 0x746f7069u
+
+/* group.c */
+loom_err tp_group_join_now(tp_consumer *c, char *err, size_t errlen);
+void tp_group_start(tp_consumer *c);
+void tp_group_refresh(tp_consumer *c); /* re-read the assignment soon */
+void tp_group_leave(tp_consumer *c);   /* blocking, best effort */
+/* Applies a loom.group_assignment() result (takes r). */
+void tp_group_apply(tp_consumer *c, PGresult *r);
+
+/* consume.c */
+void tp_consume_kick(tp_consumer *c);       /* fetch if it may */
+void tp_consume_drop_part(tp_consumer *c, tp_part *p);
+void tp_consume_stop(tp_consumer *c);       /* runtime stop */
+void tp_consume_free(tp_consumer *c);
+void tp_consume_free_parts(tp_consumer *c);
+loom_err tp_subscribe(void *state, const loom_consumer_config *cfg,
+                      loom_consumer *h, const void *extra, void **cstate);
+loom_err tp_consume_ack(tp_consumer *c, const loom_message *m);
+loom_err tp_consume_fail(tp_consumer *c, const loom_message *m,
+                         const char *error);
+void tp_consume_listen(tp_consumer *c); /* LISTEN per assigned topic */
+
+#endif /* LOOM_TOPICS_INT_H */
