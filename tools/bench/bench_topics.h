@@ -42,6 +42,7 @@ typedef struct tb_spec {
     size_t messages; /* --messages */
     double rate;     /* latency: messages per second (--rate) */
     double seconds;  /* latency: measured seconds (--seconds) */
+    size_t batch;    /* loom consumers: messages per fetch (--batch) */
 } tb_spec;
 
 /* The outcome of one produce or consume phase. */
@@ -140,6 +141,7 @@ typedef struct tb_group {
     const char *topic;
     const char *group;
     int members;
+    size_t batch; /* messages per fetch and handler call; 0: default */
     /* Called on a member's loop thread for each delivered payload. */
     void (*on_msg)(void *arg, const void *payload, size_t len, int64_t now);
     void *arg;

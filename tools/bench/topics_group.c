@@ -76,6 +76,10 @@ gr_open(tb_member *m)
     cc.group = m->g->group;
     cc.topics = topics;
     cc.n_topics = 1;
+    cc.batch = m->g->batch;
+    /* The transport fetches at most max_in_flight (default 1000) less
+     * what the handler holds: raise it with a larger batch. */
+    cc.max_in_flight = m->g->batch > 1000 ? m->g->batch : 0;
     if (url == NULL)
         return -1;
     if ((e = loom_runtime_open(&m->rt, &rc)) == LOOM_OK &&

@@ -343,6 +343,7 @@ tb_loom_consume(const tb_spec *spec, const char *group, int members,
     g.topic = TB_TOPIC;
     g.group = group;
     g.members = members;
+    g.batch = spec->batch;
     g.on_msg = lm_on_msg;
     g.arg = &seen;
     if (tb_group_start(&g) != 0) {
