@@ -91,6 +91,14 @@ now_us(void)
 static void
 batch_free(tp_consumer *c, tp_batch *b)
 {
+    /* A batch taken away whole (its partitions moved) is no longer in
+     * hand. */
+    if (c->tx_batch == b) {
+        c->tx_batch = NULL;
+        c->isolating = 0;
+    }
+    if (c->deliver_after == b)
+        c->deliver_after = NULL;
     for (tp_batch **pp = &c->batches; *pp != NULL; pp = &(*pp)->next)
         if (*pp == b) {
             *pp = b->next;
@@ -172,13 +180,22 @@ tp_consume_drop_part(tp_consumer *c, tp_part *p)
             if (e->part != p)
                 continue;
             e->part = NULL;
-            if (e->state != TP_E_HANDLER && e->state != TP_E_DONE) {
-                /* A settled entry may sit in the commit in flight: the
-                 * fence fails that commit, which then finds it done. */
+            if (e->state == TP_E_HANDLER && c->tx_fn != NULL) {
+                /* No handler holds it (the transactional one returns
+                 * before this): forget it. */
+                e->state = TP_E_DONE;
+                c->in_flight--;
+                b->unresolved--;
+                b->unfinished--;
+            } else if (e->state != TP_E_HANDLER && e->state != TP_E_DONE &&
+                       !e->queued) {
                 e->state = TP_E_DONE;
                 c->pending--;
                 b->unfinished--;
             }
+            /* A settled entry in the commit in flight stays until that
+             * commit returns (the fence fails it; c_committed then lets
+             * the entry go). */
         }
         batch_maybe_free(c, b);
     }
@@ -654,6 +671,7 @@ c_after_commit(tp_consumer *c)
 }
 
 static void c_tx_failed(tp_consumer *c, const char *why);
+static void c_tx_revert(tp_consumer *c);
 
 static void
 c_committed(void *arg, loom_err rc, PGresult *r)
@@ -666,6 +684,13 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     c->state = TP_C_IDLE;
     for (size_t i = 0; i < c->n_committing; i++)
         c->committing[i]->queued = 0;
+    if (rc != LOOM_OK)
+        for (size_t i = 0; i < c->n_committing; i++) {
+            /* Its partition moved meanwhile: nothing left to commit. */
+            tp_entry *e = c->committing[i];
+            if (e->part == NULL && e->state != TP_E_HANDLER)
+                entry_done(c, e);
+        }
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++) {
             tp_entry *e = c->committing[i];
@@ -703,6 +728,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         loom__log(LOOM_LOG_INFO, "topics group \"%s\": commit fenced (%s)",
                   c->group, tp_conn_errmsg(&c->dconn));
         tp_group_refresh(c);
+        if (c->tx_fn != NULL && c->tx_batch != NULL)
+            c_tx_revert(c);
         c_fail(c, NULL);
         return;
     }
@@ -712,6 +739,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         c_tx_failed(c, tp_conn_errmsg(&c->dconn));
         return;
     }
+    if (c->tx_fn != NULL && c->tx_batch != NULL)
+        c_tx_revert(c);
     c_fail(c, "committing");
 }
 
@@ -775,16 +804,13 @@ c_tx_run(tp_consumer *c)
         c_next(c);
 }
 
-/* The handler or its statements failed: isolate, or fail the one. */
+/* A transactional batch's commit failed: what it acknowledged is with
+ * the handler again (its effects rolled back with it). */
 static void
-c_tx_failed(tp_consumer *c, const char *why)
+c_tx_revert(tp_consumer *c)
 {
     tp_batch *b = c->tx_batch;
-    tp_entry *one = NULL;
-    size_t held = 0;
 
-    /* What the failed transaction acknowledged is with the handler
-     * again. */
     for (size_t i = 0; i < b->n; i++) {
         tp_entry *e = &b->entries[i];
         if (e->state == TP_E_ACKED && e->part != NULL && !e->gone) {
@@ -793,14 +819,28 @@ c_tx_failed(tp_consumer *c, const char *why)
             c->in_flight++;
             b->unresolved++;
         }
+    }
+    loom__tx_reset(&c->tx);
+    c->h_end = 0;
+}
+
+/* The handler or its statements failed: isolate, or fail the one. */
+static void
+c_tx_failed(tp_consumer *c, const char *why)
+{
+    tp_batch *b = c->tx_batch;
+    tp_entry *one = NULL;
+    size_t held = 0;
+
+    c_tx_revert(c);
+    for (size_t i = 0; i < b->n; i++) {
+        tp_entry *e = &b->entries[i];
         if (e->state == TP_E_HANDLER && e->part != NULL) {
             held++;
             if (one == NULL)
                 one = e;
         }
     }
-    loom__tx_reset(&c->tx);
-    c->h_end = 0;
     if (one == NULL) {
         c->tx_batch = NULL;
         c_next(c);
@@ -1105,8 +1145,12 @@ c_next(tp_consumer *c)
         c_finish_stop(c);
         return;
     }
-    if (c->tx_batch != NULL)
-        return; /* a transactional batch is still being worked through */
+    if (c->tx_batch != NULL) {
+        /* A transactional batch whose commit failed: its effects rolled
+         * back, so the handler runs again for what is still ours. */
+        c_tx_run(c);
+        return;
+    }
     if (c->n_parts == 0) {
         c_sleep(c);
         return;
