@@ -65,13 +65,13 @@ sqlf(const char *fmt, ...)
 static void
 publish(const char *topic, int partition, int n, int size)
 {
-    long long stored = sqlf_ll(
-        "SELECT count(*) FROM loom.topic_publish('%s', "
-        "array_fill(%d, ARRAY[%d]), NULL, NULL, "
-        "ARRAY(SELECT gen_random_uuid() FROM generate_series(1, %d)), "
-        "NULL, NULL, array_fill(convert_to(repeat('x', %d), 'UTF8'), "
-        "ARRAY[%d]), NULL) WHERE \"offset\" >= 0",
-        topic, partition, n, n, size, n);
+    long long stored =
+        sqlf_ll("SELECT count(*) FROM loom.topic_publish('%s', "
+                "array_fill(%d, ARRAY[%d]), NULL, NULL, "
+                "ARRAY(SELECT gen_random_uuid() FROM generate_series(1, %d)), "
+                "NULL, NULL, array_fill(convert_to(repeat('x', %d), 'UTF8'), "
+                "ARRAY[%d]), NULL) WHERE \"offset\" >= 0",
+                topic, partition, n, n, size, n);
     assert_int_equal(stored, n);
 }
 
@@ -147,8 +147,8 @@ join(const char *group, const char *topic)
 /* Dead-letters a message as the consumer of MEMBER would; returns its
  * offset in the dead-letter topic. */
 static long long
-dead_letter(const char *group, long long gen, const char *topic,
-            int partition, long long offset)
+dead_letter(const char *group, long long gen, const char *topic, int partition,
+            long long offset)
 {
     return sqlf_ll("SELECT loom.topic_dead_letter('%s', '" MEMBER "', %lld, "
                    "%lld, %d, %lld, 5, 'handler failed', NULL)",
@@ -261,8 +261,8 @@ static void
 test_topics_create_refuses_bad_names(void **state)
 {
     static const char *const bad[] = {
-        "",     "a..b", ".a",     "a.",     "a b",  "ordérs",
-        "a/b",  "a*",   "orders.#", "a\nb", ".",    "a.b..",
+        "",    "a..b", ".a",       "a.",   "a b", "ordérs",
+        "a/b", "a*",   "orders.#", "a\nb", ".",   "a.b..",
     };
     char longest[LOOM_MAX_TOPIC_NAME + 2];
     loom_topic_config cfg = LOOM_TOPIC_CONFIG_INIT;
@@ -764,13 +764,11 @@ test_topics_reset_drops_retries_and_refuses_bad_input(void **state)
                              "WHERE group_name = 'g' AND partition = 0"),
                      0);
 
-    assert_int_equal(loom_topic_reset(S, "g", "t", 7, &pos, NULL),
-                     LOOM_EINVAL);
+    assert_int_equal(loom_topic_reset(S, "g", "t", 7, &pos, NULL), LOOM_EINVAL);
     assert_errmsg_has("has no partition 7");
     assert_int_equal(loom_topic_reset(S, "g", "t", 4096, &pos, NULL),
                      LOOM_EINVAL);
-    assert_int_equal(loom_topic_reset(S, "", "t", -1, &pos, NULL),
-                     LOOM_EINVAL);
+    assert_int_equal(loom_topic_reset(S, "", "t", -1, &pos, NULL), LOOM_EINVAL);
     assert_errmsg_has("consumer group name is empty");
     assert_int_equal(loom_topic_reset(S, "g\xff", "t", -1, &pos, NULL),
                      LOOM_EINVAL);
@@ -818,8 +816,7 @@ test_topics_reset_fences_the_members(void **state)
          topic_id("t"));
     reset_ok("g", "t", -1, LOOM_START_EARLIEST, 0, 1);
     assert_int_equal(committed("g", "t", 0), 0);
-    assert_true(sqlf_ll("SELECT generation FROM loom.topic_assignments") >
-                gen);
+    assert_true(sqlf_ll("SELECT generation FROM loom.topic_assignments") > gen);
 
     c = PQconnectdb(loomt_dsn());
     snprintf(sql, sizeof sql,
@@ -969,8 +966,7 @@ test_topics_redrive_one_or_one_group(void **state)
     assert_int_equal(loom_topic_redrive(S, "orders", "shipping", -1, -1, &n),
                      LOOM_OK);
     assert_int_equal(n, 1);
-    assert_int_equal(retries("group_name = 'shipping' AND \"offset\" = 1"),
-                     1);
+    assert_int_equal(retries("group_name = 'shipping' AND \"offset\" = 1"), 1);
     assert_int_equal(retries("true"), 2);
 
     /* A partition without an offset (or the reverse) is refused. */

@@ -322,8 +322,7 @@ adm_query_count(loom_store *s, const loom__stmt *st, const adm_params *p,
 /* Topics                                                              */
 
 loom_err
-loom_topic_create(loom_store *s, const char *name,
-                  const loom_topic_config *cfg)
+loom_topic_create(loom_store *s, const char *name, const loom_topic_config *cfg)
 {
     adm_params p = {.n = 0};
     PGresult *r = NULL;
@@ -460,8 +459,7 @@ static loom_err
 adm_position(loom_store *s, const char *topic, const loom_topic_position *pos,
              adm_params *p)
 {
-    static const char *const words[] = {"earliest", "latest", "time",
-                                        "offset"};
+    static const char *const words[] = {"earliest", "latest", "time", "offset"};
 
     if (pos == NULL)
         return loom__store_fail(s, LOOM_EINVAL,
