@@ -192,7 +192,7 @@ adm_check_topic(loom_store *s, const char *name)
                                     "between two words (\"orders.created\")",
                                     name, i);
         /* Only printable ASCII is echoed: the name may hold anything. */
-        if (ch > 0x20 && ch < 0x7f)
+        if (ch >= 0x20 && ch < 0x7f)
             return loom__store_fail(s, LOOM_EINVAL,
                                     "topic name \"%s\" has '%c' at byte "
                                     "%zu: use letters, digits, '_' and '-', "
