@@ -274,6 +274,12 @@ test_topics_create_refuses_bad_names(void **state)
             fail_msg("topic name \"%s\" was accepted", bad[i]);
         assert_errmsg_has("topic name");
     }
+    /* A name that is not printable is not echoed: errmsg gets printed. */
+    assert_int_equal(loom_topic_create(S, ".\x1b[2J", &cfg), LOOM_EINVAL);
+    assert_errmsg_has("topic name has an empty word at byte 0");
+    assert_null(strchr(loom_store_errmsg(S), '\x1b'));
+    assert_int_equal(loom_topic_create(S, "ok.\x1b[2J", &cfg), LOOM_EINVAL);
+    assert_errmsg_has("topic name has byte 0x1b at byte 3");
     assert_int_equal(loom_topic_create(S, NULL, &cfg), LOOM_EINVAL);
     assert_errmsg_has("NULL");
     memset(longest, 'a', sizeof longest - 1);

@@ -237,7 +237,7 @@ typedef struct tg_reset_args {
 static int
 tg_parse_time(const ctl *c, PGconn *pg, const char *t, int64_t *us)
 {
-    const char *params[1] = {t};
+    const char *params[1] = {t}, *state;
     PGresult *r;
     int64_t ms;
 
@@ -249,6 +249,15 @@ tg_parse_time(const ctl *c, PGconn *pg, const char *t, int64_t *us)
     }
     PQclear(PQexec(pg, "SET TIME ZONE 'UTC'"));
     r = PQexecParams(pg, tg_time_sql, 1, NULL, params, NULL, NULL, 0);
+    state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* Class 22 (data exception): PostgreSQL could not read the time, a
+     * usage error; anything else is a failure of the database. */
+    if (state != NULL && strncmp(state, "22", 2) != 0) {
+        ctl_fail("%s %s: reading the time: %s", c->cmd, c->sub,
+                 PQresultErrorMessage(r));
+        PQclear(r);
+        return CTL_ERR;
+    }
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetisnull(r, 0, 0)) {
         PQclear(r);
         return ctl_usage_error(c,

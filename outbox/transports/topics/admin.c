@@ -159,12 +159,26 @@ adm_i32_or_null(adm_params *p, int32_t v, int32_t null_if)
 /* ------------------------------------------------------------------ */
 /* Checking arguments                                                  */
 
+/* Whether the first n bytes of `s` are printable ASCII: only then does
+ * an error message quote a bad name, which may hold anything (escape
+ * sequences included) and is printed by whoever reads errmsg. */
+static int
+adm_printable(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] >= 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 /* A topic name: 1..LOOM_MAX_TOPIC_NAME bytes of words made of
  * [A-Za-z0-9_-], separated by single dots (the topics table's CHECK). */
 static loom_err
 adm_check_topic(loom_store *s, const char *name)
 {
     size_t n, i;
+    int quote;
 
     if (name == NULL || name[0] == '\0')
         return loom__store_fail(s, LOOM_EINVAL,
@@ -172,11 +186,13 @@ adm_check_topic(loom_store *s, const char *name)
                                 "\"orders.created\"",
                                 name == NULL ? "NULL" : "empty");
     n = strnlen(name, LOOM_MAX_TOPIC_NAME + 1);
+    quote = adm_printable(name, n);
     if (n > LOOM_MAX_TOPIC_NAME)
         return loom__store_fail(s, LOOM_EINVAL,
-                                "topic name \"%.40s...\" is longer than %d "
-                                "bytes: use a shorter name",
-                                name, LOOM_MAX_TOPIC_NAME);
+                                "topic name%s%.*s%s is longer than %d bytes: "
+                                "use a shorter name",
+                                quote ? " \"" : "", quote ? 40 : 0, name,
+                                quote ? "...\"" : "", LOOM_MAX_TOPIC_NAME);
     for (i = 0; i < n; i++) {
         unsigned char ch = (unsigned char) name[i];
         int word = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -187,12 +203,12 @@ adm_check_topic(loom_store *s, const char *name)
             continue;
         if (ch == '.')
             return loom__store_fail(s, LOOM_EINVAL,
-                                    "topic name \"%s\" has an empty word at "
+                                    "topic name%s%s%s has an empty word at "
                                     "byte %zu: dots separate words, one "
                                     "between two words (\"orders.created\")",
-                                    name, i);
-        /* Only printable ASCII is echoed: the name may hold anything. */
-        if (ch >= 0x20 && ch < 0x7f)
+                                    quote ? " \"" : "", quote ? name : "",
+                                    quote ? "\"" : "", i);
+        if (quote)
             return loom__store_fail(s, LOOM_EINVAL,
                                     "topic name \"%s\" has '%c' at byte "
                                     "%zu: use letters, digits, '_' and '-', "
