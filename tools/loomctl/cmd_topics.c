@@ -79,9 +79,8 @@ tp_cfg_option(const ctl *c, int opt, const char *val, loom_topic_config *cfg)
         cfg->partitions = (int32_t) v;
         return rc;
     case TP_OPT_RETENTION_MS:
-        rc = ctl_parse_i64(c, "--retention-ms", val, 0, CTL_TOPICS_MAX_MS,
-                           &cfg->retention_ms);
-        return rc;
+        return ctl_parse_i64(c, "--retention-ms", val, 0, CTL_TOPICS_MAX_MS,
+                             &cfg->retention_ms);
     case TP_OPT_RETENTION_BYTES:
         return ctl_parse_i64(c, "--retention-bytes", val, 0, INT64_MAX,
                              &cfg->retention_bytes);
