@@ -32,8 +32,8 @@ sleep_ms(long ms)
 
 /* ---- four producers ------------------------------------------------------ */
 
-#define PRODUCERS 4
-#define PER_PRODUCER 1500
+#define PRODUCERS         4
+#define PER_PRODUCER      1500
 #define KEYS_PER_PRODUCER 5
 
 typedef struct producer_arg {
@@ -148,15 +148,15 @@ four_producers_keep_key_order_in_dense_partitions(void **state)
     for (int i = 0; i < PQntuples(r); i++) {
         if (strcmp(PQgetvalue(r, i, 1), "1") != 0 ||
             strcmp(PQgetvalue(r, i, 2), "t") != 0)
-            fail_msg("key %s: %s partitions, in order: %s",
-                     PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-                     PQgetvalue(r, i, 2));
+            fail_msg("key %s: %s partitions, in order: %s", PQgetvalue(r, i, 0),
+                     PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     }
     PQclear(r);
     PQfinish(c);
 }
 
-/* ---- a member killed ------------------------------------------------------ */
+/* ---- a member killed ------------------------------------------------------
+ */
 
 #define KILL_MESSAGES 3000
 
@@ -169,11 +169,11 @@ apply(loom_tx *tx, const loom_message *const *msgs, size_t n, void *arg)
         loom_err rc;
         snprintf(part, sizeof part, "%d", (int) msgs[i]->partition);
         snprintf(off, sizeof off, "%lld", (long long) msgs[i]->offset);
-        rc = loom_tx_exec(tx,
-                          "INSERT INTO applied (part, off, by_child) VALUES "
-                          "($1::int, $2::bigint, $3::boolean)",
-                          3, (const char *const[]){v[0], v[1],
-                                                   arg ? "true" : "false"});
+        rc = loom_tx_exec(
+            tx,
+            "INSERT INTO applied (part, off, by_child) VALUES "
+            "($1::int, $2::bigint, $3::boolean)",
+            3, (const char *const[]){v[0], v[1], arg ? "true" : "false"});
         if (rc != LOOM_OK)
             return rc;
     }
@@ -247,11 +247,12 @@ kill_progress(void *arg)
     w->rows = est_try_ll("SELECT count(*) FROM applied");
     if (getenv("LOOM_TEST_VERBOSE") != NULL &&
         loom_topics_consumer_stats_get(w->c, &st) == LOOM_OK)
-        fprintf(stderr, "rows %lld child %lld parts %zu in_flight %zu "
-                "delivered %llu fenced %llu gen %lld\n", w->rows,
+        fprintf(stderr,
+                "rows %lld child %lld parts %zu in_flight %zu "
+                "delivered %llu fenced %llu gen %lld\n",
+                w->rows,
                 est_try_ll("SELECT count(*) FROM applied WHERE by_child"),
-                st.partitions, st.in_flight,
-                (unsigned long long) st.delivered,
+                st.partitions, st.in_flight, (unsigned long long) st.delivered,
                 (unsigned long long) st.fenced, (long long) st.generation);
     if (!w->killed && est_try_ll("SELECT count(*) FROM applied WHERE "
                                  "by_child") >= 300) {
@@ -263,8 +264,7 @@ kill_progress(void *arg)
         loom_topics_consumer_stats_get(w->c, &st) == LOOM_OK &&
         st.partitions == 4)
         w->took_over_at = now;
-    w->finished =
-        w->killed && w->took_over_at != 0 && w->rows >= KILL_MESSAGES;
+    w->finished = w->killed && w->took_over_at != 0 && w->rows >= KILL_MESSAGES;
     return w->finished;
 }
 
