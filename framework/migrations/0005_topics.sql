@@ -35,10 +35,15 @@ CREATE TABLE loom.topics (
         octet_length(name) BETWEEN 1 AND 249
         AND name ~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$'),
     CONSTRAINT topics_partitions CHECK (partitions BETWEEN 1 AND 4096),
+    -- Durations stop at 100 years (3155760000000 ms): retention and
+    -- deduplication compute now() - duration, and a longer one would put
+    -- that before 4713 BC, out of timestamptz's range, failing every
+    -- retention step and every publish that meets a duplicate.
     CONSTRAINT topics_retention CHECK (
-        (retention_ms IS NULL OR retention_ms > 0)
+        (retention_ms IS NULL OR retention_ms BETWEEN 1 AND 3155760000000)
         AND (retention_bytes IS NULL OR retention_bytes > 0)),
-    CONSTRAINT topics_dedup CHECK (dedup_window_ms >= 0),
+    CONSTRAINT topics_dedup CHECK (
+        dedup_window_ms BETWEEN 0 AND 3155760000000),
     CONSTRAINT topics_deliveries CHECK (max_deliveries BETWEEN 1 AND 1000)
 );
 
@@ -266,8 +271,9 @@ BEGIN
         WHEN check_violation THEN
             RAISE EXCEPTION USING ERRCODE = 'LM011',
                 MESSAGE = format('topic "%s": %s', p_name, SQLERRM),
-                HINT = 'retention and the window are positive; max '
-                       'deliveries 1 to 1000';
+                HINT = 'retention and the window are positive and at '
+                       'most 100 years (3155760000000 ms); max deliveries '
+                       '1 to 1000';
     END;
     INSERT INTO loom.topic_partitions (topic_id, partition)
     SELECT v, g FROM generate_series(0, p_partitions - 1) g;
@@ -317,8 +323,8 @@ BEGIN
     EXCEPTION WHEN check_violation THEN
         RAISE EXCEPTION USING ERRCODE = 'LM011',
             MESSAGE = format('topic "%s": %s', p_name, SQLERRM),
-            HINT = 'retention and the window are positive; max deliveries '
-                   '1 to 1000';
+            HINT = 'retention and the window are positive and at most '
+                   '100 years (3155760000000 ms); max deliveries 1 to 1000';
     END;
     PERFORM loom.topic_meta_bump();
 END
@@ -863,6 +869,13 @@ BEGIN
     INSERT INTO loom.topic_groups (name) VALUES (p_group)
     ON CONFLICT (name) DO NOTHING;
     PERFORM 1 FROM loom.topic_groups WHERE name = p_group FOR UPDATE;
+    -- Members drop what they hold: every partition gets a new generation.
+    -- This comes before the offsets, in the order a commit takes its locks
+    -- (the assignment in group_fence(), then the offset row): the DELETE
+    -- waits for a commit in flight to finish, and fences any later one.
+    -- Writing the offsets first deadlocked with a commit in flight.
+    DELETE FROM loom.topic_assignments
+     WHERE group_name = p_group AND topic_id = tid;
     INSERT INTO loom.topic_offsets AS o (group_name, topic_id, partition,
                                          "offset")
     SELECT p_group, tid, tp.partition,
@@ -882,9 +895,6 @@ BEGIN
     DELETE FROM loom.topic_retries
      WHERE group_name = p_group AND topic_id = tid
        AND (p_partition IS NULL OR partition = p_partition);
-    -- Members drop what they hold: every partition gets a new generation.
-    DELETE FROM loom.topic_assignments
-     WHERE group_name = p_group AND topic_id = tid;
     PERFORM loom.group_rebalance(p_group);
     RETURN n;
 END

@@ -178,8 +178,7 @@ tpt_publish(tpt_env *e, const char *topic, int n, int keys, int64_t first)
         m.payload = payload;
         m.payload_len = strlen(payload);
         assert_int_equal(
-            loom_transport_publish(e->t, &m, 1, tpt_on_published, &p),
-            LOOM_OK);
+            loom_transport_publish(e->t, &m, 1, tpt_on_published, &p), LOOM_OK);
         p.calls++;
     }
     free(next);

@@ -35,16 +35,16 @@ int tpt_run(tpt_env *e, int (*done)(void *), void *arg, uint64_t ms);
 
 /* What a recording consumer saw. */
 typedef struct tpt_seen {
-    size_t n;          /* deliveries */
+    size_t n; /* deliveries */
     size_t cap;
-    char (*keys)[32];  /* per delivery */
-    int64_t *seq;      /* payload as a number */
+    char (*keys)[32]; /* per delivery */
+    int64_t *seq;     /* payload as a number */
     int32_t *partition;
     int64_t *offset;
     uint32_t *attempt;
-    int fail_until;    /* fail deliveries with attempt < this */
-    int64_t fail_seq;  /* only this payload (-1: any) */
-    int hold;          /* do not acknowledge */
+    int fail_until;   /* fail deliveries with attempt < this */
+    int64_t fail_seq; /* only this payload (-1: any) */
+    int hold;         /* do not acknowledge */
     loom_consumer *c;
 } tpt_seen;
 
@@ -56,7 +56,6 @@ void tpt_seen_free(tpt_seen *s);
 /* Publishes `n` messages to `topic` keyed "k<i % keys>" (keys 0: no key)
  * with payload "<seq>" where seq counts per key from `first`, and waits
  * for the callbacks. Fails the test on error. */
-void tpt_publish(tpt_env *e, const char *topic, int n, int keys,
-                 int64_t first);
+void tpt_publish(tpt_env *e, const char *topic, int n, int keys, int64_t first);
 
 #endif /* LOOM_TPTEST_H */

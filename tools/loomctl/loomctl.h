@@ -147,5 +147,6 @@ int ctl_cmd_tail(ctl *c, int argc, char **argv);
 int ctl_cmd_stats(ctl *c, int argc, char **argv);
 int ctl_cmd_parked(ctl *c, int argc, char **argv);
 int ctl_cmd_projection(ctl *c, int argc, char **argv);
+int ctl_cmd_topics(ctl *c, int argc, char **argv);
 
 #endif /* LOOMCTL_H */

@@ -105,6 +105,49 @@ static const main_cmd main_cmds[] = {
      "    --restart         drop a stopped rebuild's work, start over\n"
      "    --batch N         events per batch (default 5000, at most 1000000)\n",
      ctl_cmd_projection},
+    {"topics",
+     "create NAME --partitions N [SETTINGS]\n"
+     "alter NAME SETTINGS\n"
+     "list\n"
+     "describe NAME\n"
+     "lag [GROUP]\n"
+     "reset GROUP TOPIC --to earliest|latest|offset:N|time:T "
+     "[--partition P]\n"
+     "dlq TOPIC [list] [--group G] [--limit N]\n"
+     "dlq TOPIC redrive [--group G] [--partition P --offset O]\n"
+     "retention",
+     "topic streams: settings, sizes, group lag, dead letters, retention",
+     "Topics are partitioned logs stored in PostgreSQL (loom/topics.h),\n"
+     "read by consumer groups. Names are words of letters, digits, '_' and\n"
+     "'-' separated by dots; \"<topic>.dlq\" holds a topic's dead letters.\n"
+     "  create     a topic with N partitions (1 to 4096). SETTINGS:\n"
+     "    --retention-ms N      drop messages older than N ms (0: never)\n"
+     "    --retention-bytes N   keep about N bytes per partition (0: no\n"
+     "                          limit)\n"
+     "    --dedup-window-ms N   drop a message whose id was published in\n"
+     "                          the last N ms (0: off; default 300000)\n"
+     "    --max-deliveries N    deliveries before a message is\n"
+     "                          dead-lettered (1 to 1000; default 5)\n"
+     "  alter      changes the SETTINGS given, and --partitions N (which\n"
+     "             can only grow); a retention of 0 removes the limit\n"
+     "  list       every topic: partitions, stored messages and bytes,\n"
+     "             retention, dedup window, max deliveries\n"
+     "  describe   one topic's settings, its partitions' offsets, and the\n"
+     "             consumer groups reading it with their lag\n"
+     "  lag        per group, topic and partition: end offset, committed\n"
+     "             offset, lag, member, messages waiting for redelivery\n"
+     "  reset      moves a group's committed offsets (all partitions, or\n"
+     "             --partition P); its running members go on from there.\n"
+     "             T is ISO 8601 (UTC without a zone) or ms since 1970\n"
+     "  dlq        the dead letters of TOPIC (the source topic), or\n"
+     "             redrive them: back to their group as redeliveries due\n"
+     "             now (all, one --group, or the one at --partition and\n"
+     "             --offset of TOPIC.dlq). Those whose original retention\n"
+     "             removed cannot be re-driven and are counted apart.\n"
+     "    --limit N   list at most N (default 100, at most 100000)\n"
+     "  retention  applies every topic's retention now (running transports\n"
+     "             do it on their own) and prints the rows removed\n",
+     ctl_cmd_topics},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])

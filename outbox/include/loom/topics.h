@@ -215,18 +215,18 @@ typedef struct loom_topics_consumer_config {
     /* Offsets commit after each fully acknowledged batch (0), or only in
      * loom_topics_commit() (1). */
     int manual_commit;
-    const char *assignor; /* "range" (default) or "roundrobin" */
-    unsigned session_timeout_ms;  /* expelled after; 0: 10000 */
-    unsigned heartbeat_ms;        /* 0: session_timeout_ms / 3 */
-    unsigned backoff_ms;          /* first redelivery delay; 0: 1000 */
-    unsigned backoff_max_ms;      /* 0: 60000 */
-    unsigned visibility_ms;       /* a redelivery in hand; 0: 30000 */
-    unsigned poll_ms;             /* idle re-check period; 0: 1000 */
+    const char *assignor;        /* "range" (default) or "roundrobin" */
+    unsigned session_timeout_ms; /* expelled after; 0: 10000 */
+    unsigned heartbeat_ms;       /* 0: session_timeout_ms / 3 */
+    unsigned backoff_ms;         /* first redelivery delay; 0: 1000 */
+    unsigned backoff_max_ms;     /* 0: 60000 */
+    unsigned visibility_ms;      /* a redelivery in hand; 0: 30000 */
+    unsigned poll_ms;            /* idle re-check period; 0: 1000 */
 } loom_topics_consumer_config;
 
 #define LOOM_TOPICS_CONSUMER_INIT                                              \
     {                                                                          \
-        {LOOM_START_EARLIEST, 0, 0}, 0, 0, NULL, 0, 0, 0, 0, 0, 0             \
+        {LOOM_START_EARLIEST, 0, 0}, 0, 0, NULL, 0, 0, 0, 0, 0, 0              \
     }
 
 /*
@@ -238,8 +238,8 @@ typedef struct loom_topics_consumer_config {
  * redelivered after a backoff and dead-lettered after max deliveries.
  */
 typedef loom_err (*loom_topics_tx_fn)(loom_tx *tx,
-                                      const loom_message *const *msgs,
-                                      size_t n, void *arg);
+                                      const loom_message *const *msgs, size_t n,
+                                      void *arg);
 
 /*
  * loom_consumer_open() with topics options (`topts` NULL: defaults) and

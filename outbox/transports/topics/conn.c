@@ -83,7 +83,7 @@ conn_watch(tp_conn *c, int want)
         c->poll_fd = fd;
     }
     return uv_poll_start(&c->poll->h, ev, conn_on_poll) == 0 ? LOOM_OK
-                                                              : LOOM_EIO;
+                                                             : LOOM_EIO;
 }
 
 static void

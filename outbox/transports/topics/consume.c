@@ -68,8 +68,7 @@ static const loom__stmt arm_stmt = {
 #define TP_SQL_COMMIT "SELECT loom.topic_commit($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_RETRY                                                           \
     "SELECT loom.topic_retry($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-#define TP_SQL_RETRY_DONE                                                      \
-    "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
+#define TP_SQL_RETRY_DONE "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_DEAD                                                            \
     "SELECT loom.topic_dead_letter($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -91,6 +90,14 @@ now_us(void)
 static void
 batch_free(tp_consumer *c, tp_batch *b)
 {
+    /* A batch taken away whole (its partitions moved) is no longer in
+     * hand. */
+    if (c->tx_batch == b) {
+        c->tx_batch = NULL;
+        c->isolating = 0;
+    }
+    if (c->deliver_after == b)
+        c->deliver_after = NULL;
     for (tp_batch **pp = &c->batches; *pp != NULL; pp = &(*pp)->next)
         if (*pp == b) {
             *pp = b->next;
@@ -172,13 +179,22 @@ tp_consume_drop_part(tp_consumer *c, tp_part *p)
             if (e->part != p)
                 continue;
             e->part = NULL;
-            if (e->state != TP_E_HANDLER && e->state != TP_E_DONE) {
-                /* A settled entry may sit in the commit in flight: the
-                 * fence fails that commit, which then finds it done. */
+            if (e->state == TP_E_HANDLER && c->tx_fn != NULL) {
+                /* No handler holds it (the transactional one returns
+                 * before this): forget it. */
+                e->state = TP_E_DONE;
+                c->in_flight--;
+                b->unresolved--;
+                b->unfinished--;
+            } else if (e->state != TP_E_HANDLER && e->state != TP_E_DONE &&
+                       !e->queued) {
                 e->state = TP_E_DONE;
                 c->pending--;
                 b->unfinished--;
             }
+            /* A settled entry in the commit in flight stays until that
+             * commit returns (the fence fails it; c_committed then lets
+             * the entry go). */
         }
         batch_maybe_free(c, b);
     }
@@ -272,10 +288,9 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        tp_headers_decode(PQgetvalue(r, row, col + 3),
-                          (size_t) PQgetlength(r, row, col + 3),
-                          (loom_header **) &m->headers, &m->n_headers,
-                          &e->hdr_mem) != 0)
+        tp_headers_decode(
+            PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
+            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0)
         return -1;
     m->payload = PQgetvalue(r, row, col + 4);
     m->payload_len = (size_t) PQgetlength(r, row, col + 4);
@@ -493,10 +508,9 @@ c_backoff_ms(const tp_consumer *c, uint32_t deliveries)
 static uint32_t
 c_max_deliveries(const tp_consumer *c, const tp_part *p)
 {
-    return c->max_deliveries ? c->max_deliveries
-                             : (uint32_t) (p->max_deliveries > 0
-                                               ? p->max_deliveries
-                                               : 5);
+    return c->max_deliveries
+               ? c->max_deliveries
+               : (uint32_t) (p->max_deliveries > 0 ? p->max_deliveries : 5);
 }
 
 /* Queues the dead letter of `e`: original headers plus the reasons. */
@@ -505,15 +519,13 @@ c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
 {
     loom__buf hb = LOOM__BUF_INIT;
     char deliveries[16], part[16], off[24];
-    loom_header extra[6] = {
-        {LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
-        {LOOM_HEADER_GROUP, c->group},
-        {LOOM_HEADER_DELIVERIES, deliveries},
-        {LOOM_HEADER_TOPIC, e->part->topic},
-        {LOOM_HEADER_PARTITION, part},
-        {LOOM_HEADER_OFFSET, off}};
-    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0,
-                                      LOOM__OID_BYTEA};
+    loom_header extra[6] = {{LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
+                            {LOOM_HEADER_GROUP, c->group},
+                            {LOOM_HEADER_DELIVERIES, deliveries},
+                            {LOOM_HEADER_TOPIC, e->part->topic},
+                            {LOOM_HEADER_PARTITION, part},
+                            {LOOM_HEADER_OFFSET, off}};
+    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0, LOOM__OID_BYTEA};
     int lengths[9];
     loom_err rc;
 
@@ -544,8 +556,8 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     int64_t visible;
 
     c_fence_params(c, &pr, e->part, e->msg.offset);
-    if (e->state == TP_E_ACKED || (e->state == TP_E_HANDLER &&
-                                   c->topts.at_most_once)) {
+    if (e->state == TP_E_ACKED ||
+        (e->state == TP_E_HANDLER && c->topts.at_most_once)) {
         if (!e->retry)
             return LOOM_OK; /* the offset covers it */
         return loom_tx_exec(&c->tx, TP_SQL_RETRY_DONE, 6, pr.v);
@@ -553,9 +565,9 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     /* Failed (or delayed). */
     if (!e->delay && e->deliveries >= c_max_deliveries(c, e->part))
         return c_queue_dead(c, e, &pr);
-    visible = e->delay ? e->msg.deliver_at
-                       : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) *
-                                        1000;
+    visible = e->delay
+                  ? e->msg.deliver_at
+                  : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) * 1000;
     c_timestamp(at, sizeof at, visible);
     snprintf(pr.a, sizeof pr.a, "%u", e->delay ? 0u : e->deliveries);
     pr.v[6] = pr.a;
@@ -569,8 +581,7 @@ c_committing_add(tp_consumer *c, tp_entry *e)
 {
     if (c->n_committing == c->cap_committing) {
         size_t cap = c->cap_committing ? c->cap_committing * 2 : 64;
-        tp_entry **grown =
-            loom_realloc(c->committing, cap * sizeof *grown);
+        tp_entry **grown = loom_realloc(c->committing, cap * sizeof *grown);
         if (grown == NULL)
             return -1;
         c->committing = grown;
@@ -654,6 +665,7 @@ c_after_commit(tp_consumer *c)
 }
 
 static void c_tx_failed(tp_consumer *c, const char *why);
+static void c_tx_revert(tp_consumer *c);
 
 static void
 c_committed(void *arg, loom_err rc, PGresult *r)
@@ -666,11 +678,17 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     c->state = TP_C_IDLE;
     for (size_t i = 0; i < c->n_committing; i++)
         c->committing[i]->queued = 0;
+    if (rc != LOOM_OK)
+        for (size_t i = 0; i < c->n_committing; i++) {
+            /* Its partition moved meanwhile: nothing left to commit. */
+            tp_entry *e = c->committing[i];
+            if (e->part == NULL && e->state != TP_E_HANDLER)
+                entry_done(c, e);
+        }
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++) {
             tp_entry *e = c->committing[i];
-            if (e->state == TP_E_FAILED && !e->delay &&
-                e->part != NULL &&
+            if (e->state == TP_E_FAILED && !e->delay && e->part != NULL &&
                 e->deliveries >= c_max_deliveries(c, e->part))
                 c->stats.dead++;
             if (e->state == TP_E_HANDLER)
@@ -703,6 +721,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         loom__log(LOOM_LOG_INFO, "topics group \"%s\": commit fenced (%s)",
                   c->group, tp_conn_errmsg(&c->dconn));
         tp_group_refresh(c);
+        if (c->tx_fn != NULL && c->tx_batch != NULL)
+            c_tx_revert(c);
         c_fail(c, NULL);
         return;
     }
@@ -712,6 +732,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         c_tx_failed(c, tp_conn_errmsg(&c->dconn));
         return;
     }
+    if (c->tx_fn != NULL && c->tx_batch != NULL)
+        c_tx_revert(c);
     c_fail(c, "committing");
 }
 
@@ -775,16 +797,13 @@ c_tx_run(tp_consumer *c)
         c_next(c);
 }
 
-/* The handler or its statements failed: isolate, or fail the one. */
+/* A transactional batch's commit failed: what it acknowledged is with
+ * the handler again (its effects rolled back with it). */
 static void
-c_tx_failed(tp_consumer *c, const char *why)
+c_tx_revert(tp_consumer *c)
 {
     tp_batch *b = c->tx_batch;
-    tp_entry *one = NULL;
-    size_t held = 0;
 
-    /* What the failed transaction acknowledged is with the handler
-     * again. */
     for (size_t i = 0; i < b->n; i++) {
         tp_entry *e = &b->entries[i];
         if (e->state == TP_E_ACKED && e->part != NULL && !e->gone) {
@@ -793,14 +812,28 @@ c_tx_failed(tp_consumer *c, const char *why)
             c->in_flight++;
             b->unresolved++;
         }
+    }
+    loom__tx_reset(&c->tx);
+    c->h_end = 0;
+}
+
+/* The handler or its statements failed: isolate, or fail the one. */
+static void
+c_tx_failed(tp_consumer *c, const char *why)
+{
+    tp_batch *b = c->tx_batch;
+    tp_entry *one = NULL;
+    size_t held = 0;
+
+    c_tx_revert(c);
+    for (size_t i = 0; i < b->n; i++) {
+        tp_entry *e = &b->entries[i];
         if (e->state == TP_E_HANDLER && e->part != NULL) {
             held++;
             if (one == NULL)
                 one = e;
         }
     }
-    loom__tx_reset(&c->tx);
-    c->h_end = 0;
     if (one == NULL) {
         c->tx_batch = NULL;
         c_next(c);
@@ -904,8 +937,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[2] = (int) o.len;
         values[3] = lim;
         lengths[3] = 4;
-        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths,
-                           c_fetched, c);
+        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths, c_fetched,
+                           c);
     }
     loom__buf_free(&a);
     loom__buf_free(&b);
@@ -937,9 +970,8 @@ c_retries_fetched(void *arg, loom_err rc, PGresult *r)
     }
     if (c->state == TP_C_IDLE) {
         /* Then fresh messages, whatever the redeliveries were. */
-        if (c->in_flight < c->max_in_flight && c->n_parts > 0 &&
-            !c->stopping && c->tx_batch == NULL &&
-            c->deliver_after == NULL && !c->closing)
+        if (c->in_flight < c->max_in_flight && c->n_parts > 0 && !c->stopping &&
+            c->tx_batch == NULL && c->deliver_after == NULL && !c->closing)
             c_send_fetch(c, 0);
         else
             c_next(c);
@@ -1024,9 +1056,9 @@ c_arm(tp_consumer *c)
     }
     values[0] = arr.data;
     lengths[0] = (int) arr.len;
-    rc = arr.failed ? LOOM_ENOMEM
-                    : tp_conn_query(&c->dconn, &arm_stmt, values, lengths,
-                                    c_armed, c);
+    rc = arr.failed
+             ? LOOM_ENOMEM
+             : tp_conn_query(&c->dconn, &arm_stmt, values, lengths, c_armed, c);
     loom__buf_free(&arr);
     if (rc != LOOM_OK) {
         c_sleep(c);
@@ -1105,8 +1137,12 @@ c_next(tp_consumer *c)
         c_finish_stop(c);
         return;
     }
-    if (c->tx_batch != NULL)
-        return; /* a transactional batch is still being worked through */
+    if (c->tx_batch != NULL) {
+        /* A transactional batch whose commit failed: its effects rolled
+         * back, so the handler runs again for what is still ours. */
+        c_tx_run(c);
+        return;
+    }
     if (c->n_parts == 0) {
         c_sleep(c);
         return;
@@ -1143,8 +1179,7 @@ c_entry(tp_consumer *c, const loom_message *m)
 }
 
 static loom_err
-c_give_back(tp_consumer *c, const loom_message *m, int state,
-            const char *error)
+c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
 {
     tp_entry *e = c_entry(c, m);
 

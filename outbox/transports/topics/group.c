@@ -28,19 +28,17 @@ static const loom__stmt join_stmt = {
     {LOOM__OID_TEXT, LOOM__OID_UUID, LOOM__OID_TEXT, LOOM__OID_ATEXT,
      LOOM__OID_TEXT, LOOM__OID_INT4}};
 
-static const loom__stmt heartbeat_stmt = {
-    LOOM__STMT_GROUP_HEARTBEAT,
-    "loom_group_heartbeat",
-    "SELECT loom.group_heartbeat($1, $2)",
-    2,
-    {LOOM__OID_TEXT, LOOM__OID_UUID}};
+static const loom__stmt heartbeat_stmt = {LOOM__STMT_GROUP_HEARTBEAT,
+                                          "loom_group_heartbeat",
+                                          "SELECT loom.group_heartbeat($1, $2)",
+                                          2,
+                                          {LOOM__OID_TEXT, LOOM__OID_UUID}};
 
-static const loom__stmt leave_stmt = {
-    LOOM__STMT_GROUP_LEAVE,
-    "loom_group_leave",
-    "SELECT loom.group_leave($1, $2)",
-    2,
-    {LOOM__OID_TEXT, LOOM__OID_UUID}};
+static const loom__stmt leave_stmt = {LOOM__STMT_GROUP_LEAVE,
+                                      "loom_group_leave",
+                                      "SELECT loom.group_leave($1, $2)",
+                                      2,
+                                      {LOOM__OID_TEXT, LOOM__OID_UUID}};
 
 static const loom__stmt assignment_stmt = {
     LOOM__STMT_GROUP_ASSIGNMENT,
@@ -56,9 +54,8 @@ static const char *const start_names[] = {"earliest", "latest", "time",
 
 /* Parameters of join: built into `b`, pointed at by values/lengths. */
 static void
-group_join_params(tp_consumer *c, loom__buf *arr, char *client,
-                  size_t clen, char *timeout, const char **values,
-                  int *lengths)
+group_join_params(tp_consumer *c, loom__buf *arr, char *client, size_t clen,
+                  char *timeout, const char **values, int *lengths)
 {
     char host[64] = "?";
     unsigned ms = c->topts.session_timeout_ms;
@@ -202,19 +199,18 @@ tp_group_join_now(tp_consumer *c, char *err, size_t errlen)
     PGresult *r = NULL;
     loom_err rc;
 
-    group_join_params(c, &arr, client, sizeof client, timeout, values,
-                      lengths);
-    rc = arr.failed ? LOOM_ENOMEM
-                    : tp_conn_query_now(&c->gconn, &join_stmt, values,
-                                        lengths, &r);
+    group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
+    rc = arr.failed
+             ? LOOM_ENOMEM
+             : tp_conn_query_now(&c->gconn, &join_stmt, values, lengths, &r);
     loom__buf_free(&arr);
     if (rc == LOOM_OK)
         loom__pg_get_i64(r, 0, 0, &c->generation);
     PQclear(r);
     if (rc == LOOM_OK) {
         group_assignment_params(c, ts, off, values, lengths);
-        rc = tp_conn_query_now(&c->gconn, &assignment_stmt, values, lengths,
-                               &r);
+        rc =
+            tp_conn_query_now(&c->gconn, &assignment_stmt, values, lengths, &r);
     }
     if (rc != LOOM_OK) {
         if (err != NULL && errlen > 0)
@@ -252,8 +248,9 @@ group_on_assignment(void *arg, loom_err rc, PGresult *r)
     c->g_busy = 0;
     if (rc != LOOM_OK) {
         PQclear(r);
-        loom__log(LOOM_LOG_WARN, "topics group \"%s\": reading the "
-                                 "assignment: %s",
+        loom__log(LOOM_LOG_WARN,
+                  "topics group \"%s\": reading the "
+                  "assignment: %s",
                   c->group, tp_conn_errmsg(&c->gconn));
         c->g_refresh = 1;
         return;
@@ -272,8 +269,8 @@ group_on_join(void *arg, loom_err rc, PGresult *r)
         loom__pg_get_i64(r, 0, 0, &c->generation);
     PQclear(r);
     if (rc != LOOM_OK) {
-        loom__log(LOOM_LOG_WARN, "topics group \"%s\": joining: %s",
-                  c->group, tp_conn_errmsg(&c->gconn));
+        loom__log(LOOM_LOG_WARN, "topics group \"%s\": joining: %s", c->group,
+                  tp_conn_errmsg(&c->gconn));
         return; /* the next heartbeat tries again */
     }
     if (!c->stopping)
@@ -288,8 +285,7 @@ group_send_join(tp_consumer *c)
     const char *values[6];
     int lengths[6];
 
-    group_join_params(c, &arr, client, sizeof client, timeout, values,
-                      lengths);
+    group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
     if (!arr.failed && tp_conn_query(&c->gconn, &join_stmt, values, lengths,
                                      group_on_join, c) == LOOM_OK)
         c->g_busy = 1;
@@ -319,8 +315,8 @@ group_on_heartbeat(void *arg, loom_err rc, PGresult *r)
         return;
     }
     if (rc != LOOM_OK) {
-        loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s",
-                  c->group, tp_conn_errmsg(&c->gconn));
+        loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
+                  tp_conn_errmsg(&c->gconn));
         return;
     }
     if (gen != c->generation || c->g_refresh) {
@@ -341,8 +337,8 @@ group_heartbeat(tp_consumer *c)
                       group_on_heartbeat, c) == LOOM_OK)
         c->g_busy = 1;
     else
-        loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s",
-                  c->group, tp_conn_errmsg(&c->gconn));
+        loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
+                  tp_conn_errmsg(&c->gconn));
 }
 
 static void
@@ -402,7 +398,7 @@ tp_group_leave(tp_consumer *c)
     }
     if (tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r) !=
         LOOM_OK)
-        loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s",
-                  c->group, tp_conn_errmsg(&c->gconn));
+        loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s", c->group,
+                  tp_conn_errmsg(&c->gconn));
     PQclear(r);
 }

@@ -42,8 +42,7 @@ tp_headers_encode(loom__buf *b, const loom_header *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(h[i].key), vl = strlen(h[i].value);
-        size_t inner =
-            2 + hd_varint_len(kl) + kl + hd_varint_len(vl) + vl;
+        size_t inner = 2 + hd_varint_len(kl) + kl + hd_varint_len(vl) + vl;
 
         hd_varint(b, 3 << 3 | 2);
         hd_varint(b, inner);

@@ -30,7 +30,7 @@
 #define TP_RESENDS 2
 
 #define TP_SQL_PUBLISH                                                         \
-    "SELECT count(*) FROM loom.topic_publish($1, $2, $3, $4, $5, $6, $7, "    \
+    "SELECT count(*) FROM loom.topic_publish($1, $2, $3, $4, $5, $6, $7, "     \
     "$8, $9)"
 
 typedef struct tp_qmsg {
@@ -351,8 +351,8 @@ prod_queue_topic(tp_producer *p, tp_call *calls, const char *topic,
                                (size_t) q->payload_len);
             if (q->deliver_at != 0) {
                 char be[8];
-                loom__pg_put_be64(be, (uint64_t) (q->deliver_at -
-                                                  LOOM__PG_EPOCH_US));
+                loom__pg_put_be64(
+                    be, (uint64_t) (q->deliver_at - LOOM__PG_EPOCH_US));
                 loom__pg_array_add(&arr[6], be, 8);
             } else {
                 loom__pg_array_add(&arr[6], NULL, LOOM__PG_NULL);
@@ -422,9 +422,8 @@ prod_build_and_send(tp_producer *p)
     for (tp_call *c = p->sent; c != NULL && rc == LOOM_OK; c = c->next)
         for (size_t i = 0; i < c->n && rc == LOOM_OK; i++, k++)
             if (!done[k])
-                rc = prod_queue_topic(p, p->sent,
-                                      c->data.data + c->msgs[i].topic, done,
-                                      total);
+                rc = prod_queue_topic(
+                    p, p->sent, c->data.data + c->msgs[i].topic, done, total);
     loom_free(done);
     if (rc == LOOM_OK)
         rc = tp_conn_tx(&p->conn, &p->tx, prod_sent, p);
@@ -451,8 +450,8 @@ prod_send(tp_producer *p)
     if (p->sent != NULL || p->head == NULL || p->conn.busy)
         return;
     /* Lingering: wait up to linger_ms for a fuller batch. */
-    if (p->tr->linger_ms > 0 && p->queued < p->tr->batch &&
-        !p->tr->stopping && !p->linger_due) {
+    if (p->tr->linger_ms > 0 && p->queued < p->tr->batch && !p->tr->stopping &&
+        !p->linger_due) {
         if (!p->linger_armed) {
             if (!p->linger_init) {
                 if (uv_timer_init(loom_runtime_loop(p->tr->rt), &p->linger))

@@ -395,8 +395,8 @@ tp_ops_publish(void *state, const loom_message *msgs, size_t n,
 }
 
 static loom_err
-tp_ops_subscribe(void *state, const loom_consumer_config *cfg,
-                 loom_consumer *c, void **cstate)
+tp_ops_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *c,
+                 void **cstate)
 {
     return tp_subscribe(state, cfg, c, NULL, cstate);
 }
@@ -419,16 +419,15 @@ tp_ops_unsubscribe(void *cstate)
     tp_consume_free(cstate);
 }
 
-static const loom_transport_ops tp_ops = {
-    LOOM_TRANSPORT_OPS_VERSION,
-    "topics",
-    tp_open,
-    tp_close,
-    tp_ops_publish,
-    tp_ops_subscribe,
-    tp_ops_ack,
-    tp_ops_fail,
-    tp_ops_unsubscribe};
+static const loom_transport_ops tp_ops = {LOOM_TRANSPORT_OPS_VERSION,
+                                          "topics",
+                                          tp_open,
+                                          tp_close,
+                                          tp_ops_publish,
+                                          tp_ops_subscribe,
+                                          tp_ops_ack,
+                                          tp_ops_fail,
+                                          tp_ops_unsubscribe};
 
 loom_err
 loom_topics_register(void)
@@ -441,8 +440,7 @@ loom_topics_register(void)
 static tp_transport *
 tp_of(loom_transport *t)
 {
-    return loom__transport_ops(t) == &tp_ops ? loom__transport_state(t)
-                                              : NULL;
+    return loom__transport_ops(t) == &tp_ops ? loom__transport_state(t) : NULL;
 }
 
 loom_err

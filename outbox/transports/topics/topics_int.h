@@ -56,8 +56,8 @@ struct tp_conn {
 
 /* Connects (blocking). Errors: LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM;
  * err says why. */
-loom_err tp_conn_open(tp_conn *c, tp_transport *tr, const char *role,
-                      char *err, size_t errlen);
+loom_err tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
+                      size_t errlen);
 /* Sends one prepared statement; `done` is called later, on the loop
  * (never during this call). Errors (done not called): LOOM_EBUSY, and
  * the send's own (a broken connection reconnects first, blocking). */
@@ -104,7 +104,7 @@ struct tp_transport {
     struct tp_count {
         char *topic;
         int32_t n;
-    } *counts;
+    } * counts;
     size_t n_counts;
 };
 
@@ -155,11 +155,11 @@ struct tp_part {
     int32_t partition;
     int64_t generation;
     int32_t max_deliveries;
-    char *topic;       /* owned */
-    int64_t fetch;     /* the next offset to fetch */
-    int64_t committed; /* the group's committed offset, as last written */
+    char *topic;        /* owned */
+    int64_t fetch;      /* the next offset to fetch */
+    int64_t committed;  /* the group's committed offset, as last written */
     int64_t committing; /* the offset the commit in flight writes; -1 */
-    tp_entry *head;    /* fresh messages in hand, by offset */
+    tp_entry *head;     /* fresh messages in hand, by offset */
     tp_entry *tail;
     tp_part *next;
 };
@@ -229,8 +229,8 @@ struct tp_consumer {
     /* membership (group.c) */
     tp_conn gconn;
     int64_t generation;
-    int g_busy;       /* a membership request in flight */
-    int g_refresh;    /* re-read the assignment as soon as possible */
+    int g_busy;            /* a membership request in flight */
+    int g_refresh;         /* re-read the assignment as soon as possible */
     uint64_t assign_epoch; /* bumped by every assignment change */
     tp_part *parts;
     size_t n_parts;
@@ -242,10 +242,10 @@ struct tp_consumer {
     uint64_t fetch_epoch; /* assign_epoch when the fetch was sent */
     unsigned rotate;      /* first partition of the next fetch */
     tp_batch *batches;
-    size_t in_flight;     /* entries with the handler */
-    size_t pending;       /* resolved, not committed */
-    int commit_asked;     /* loom_topics_commit(), or a batch resolved */
-    uint64_t retries_due; /* uv_now() of the next redelivery check */
+    size_t in_flight;      /* entries with the handler */
+    size_t pending;        /* resolved, not committed */
+    int commit_asked;      /* loom_topics_commit(), or a batch resolved */
+    uint64_t retries_due;  /* uv_now() of the next redelivery check */
     tp_entry **committing; /* the entries the commit in flight settles */
     size_t n_committing, cap_committing;
     loom_tx tx;
@@ -281,9 +281,9 @@ void tp_group_leave(tp_consumer *c);   /* blocking, best effort */
 void tp_group_apply(tp_consumer *c, PGresult *r);
 
 /* consume.c */
-void tp_consume_kick(tp_consumer *c);       /* fetch if it may */
+void tp_consume_kick(tp_consumer *c); /* fetch if it may */
 void tp_consume_drop_part(tp_consumer *c, tp_part *p);
-void tp_consume_stop(tp_consumer *c);       /* runtime stop */
+void tp_consume_stop(tp_consumer *c); /* runtime stop */
 void tp_consume_free(tp_consumer *c);
 void tp_consume_free_parts(tp_consumer *c);
 loom_err tp_subscribe(void *state, const loom_consumer_config *cfg,
