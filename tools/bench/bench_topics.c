@@ -9,8 +9,11 @@
  * PgQ produce, loom produce, loom consume, PgQ consume (ABBA, so neither
  * side always runs on the fuller database), each after a CHECKPOINT.
  * Every consumer checksums every payload; a phase that lost, doubled
- * without noticing or altered a message fails the case. Then the latency
- * of the transport at --rate messages/s for --seconds seconds.
+ * without noticing or altered a message fails the case. Two more loom
+ * phases give like-for-like figures for what PgQ lacks: a group of one
+ * member (PgQ has no consumer groups) and a produce to a topic without
+ * deduplication (PgQ has none). Then the latency of the transport at
+ * --rate messages/s for --seconds seconds.
  *
  * Prints
  *   BENCH topics produce loom=<msg/s> pgq=<msg/s> ratio=<loom/pgq>
@@ -79,9 +82,9 @@ tb_partitions(bench_env *env)
 }
 
 typedef struct tb_results {
-    tb_phase produce[2], consume[2], single; /* [0] loom, [1] pgq */
+    tb_phase produce[2], consume[2]; /* [0] loom, [1] pgq */
+    tb_phase single, nodedup;        /* the extra loom phases */
     tb_latency lat;
-    int loom_ok;
 } tb_results;
 
 /* Each phase prints its detail line; 0, or -1 after printing why. */
@@ -90,7 +93,7 @@ tb_loom_produce_phase(const tb_spec *spec, tb_results *res)
 {
     bench_db_checkpoint(spec->env);
     bench_progress("topics: loom produce");
-    if (tb_loom_produce(spec, &res->produce[0]) != 0)
+    if (tb_loom_produce(spec, TB_TOPIC, &res->produce[0]) != 0)
         return -1;
     tb_print("produce", "loom", &res->produce[0], "publish calls");
     tb_partitions(spec->env);
@@ -119,6 +122,20 @@ tb_loom_single_phase(const tb_spec *spec, tb_results *res, uint64_t sum)
         return -1;
     tb_print("consume", "loom (1 member)", &res->single, "handler calls");
     return tb_check("loom (1 member)", &res->single, spec->messages, sum);
+}
+
+/* Extra: the same messages to a topic without deduplication, which PgQ
+ * does not have: the like-for-like produce. */
+static int
+tb_loom_nodedup_phase(const tb_spec *spec, tb_results *res)
+{
+    bench_db_checkpoint(spec->env);
+    bench_progress("topics: loom produce, no deduplication");
+    if (tb_loom_produce(spec, TB_TOPIC_NODEDUP, &res->nodedup) != 0)
+        return -1;
+    tb_print("produce", "loom (no deduplication)", &res->nodedup,
+             "publish calls");
+    return 0;
 }
 
 static int
@@ -199,6 +216,8 @@ tb_run(tb_pgq *q, const tb_spec *spec, tb_results *res)
     if (loom == 0)
         loom = tb_loom_single_phase(spec, res, sum);
     if (loom == 0)
+        loom = tb_loom_nodedup_phase(spec, res);
+    if (loom == 0)
         loom = tb_latency_phase(spec, res);
     if (loom != 0)
         fprintf(stderr,
@@ -228,8 +247,9 @@ bench_topics(bench_env *env, const bench_opts *o)
            spec.messages, TB_PAYLOAD_BYTES, TB_KEYS, TB_BATCH, TB_PARTITIONS,
            TB_MEMBERS, spec.batch, spec.rate, spec.seconds);
     fflush(stdout);
-    if (tb_pgq_open(&q, &spec) != 0 || tb_loom_topic(env, TB_TOPIC) != 0 ||
-        tb_loom_topic(env, TB_LAT_TOPIC) != 0) {
+    if (tb_pgq_open(&q, &spec) != 0 || tb_loom_topic(env, TB_TOPIC, 1) != 0 ||
+        tb_loom_topic(env, TB_TOPIC_NODEDUP, 0) != 0 ||
+        tb_loom_topic(env, TB_LAT_TOPIC, 1) != 0) {
         tb_pgq_close(q);
         return -1;
     }

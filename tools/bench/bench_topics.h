@@ -32,6 +32,7 @@
 #define TB_PARTITIONS    8
 #define TB_MEMBERS       2 /* of the loom consumer group */
 #define TB_TOPIC         "bench"
+#define TB_TOPIC_NODEDUP "bench.nodedup"
 #define TB_LAT_TOPIC     "bench.latency"
 #define TB_QUEUE         "bench"
 #define TB_PGQ_CONSUMER  "bench"
@@ -121,12 +122,14 @@ int tb_pgq_consume(tb_pgq *q, tb_phase *out);
 /* The "topics://" URL of the scratch database. loom_free() it. */
 char *tb_loom_url(const bench_env *env);
 
-/* Creates a topic of TB_PARTITIONS partitions. 0 or -1 (printed). */
-int tb_loom_topic(const bench_env *env, const char *name);
+/* Creates a topic of TB_PARTITIONS partitions, its other settings the
+ * defaults, but without deduplication when `dedup` is 0. 0 or -1
+ * (printed). */
+int tb_loom_topic(const bench_env *env, const char *name, int dedup);
 
-/* Publishes spec->messages messages to TB_TOPIC in calls of TB_BATCH
+/* Publishes spec->messages messages to `topic` in calls of TB_BATCH
  * messages. 0, or -1 after printing why. */
-int tb_loom_produce(const tb_spec *spec, tb_phase *out);
+int tb_loom_produce(const tb_spec *spec, const char *topic, tb_phase *out);
 
 /* Consumes every message of TB_TOPIC with a new group of `members`
  * members, one thread and runtime each, from the earliest offset. */

@@ -82,20 +82,20 @@ tb_loom_url(const bench_env *env)
 }
 
 int
-tb_loom_topic(const bench_env *env, const char *name)
+tb_loom_topic(const bench_env *env, const char *name, int dedup)
 {
-    const char *params[2] = {name, NULL};
+    /* NULL: the default (a 5 minute window); 0: no deduplication. */
+    const char *params[3] = {name, NULL, dedup ? NULL : "0"};
     char parts[16];
     PGresult *r;
     int ok;
 
     snprintf(parts, sizeof parts, "%d", TB_PARTITIONS);
     params[1] = parts;
-    /* The topic's other settings stay at their defaults (NULL). */
     r = PQexecParams(env->scratch,
                      "SELECT loom.topic_create($1, $2::integer, NULL, NULL, "
-                     "NULL, NULL)",
-                     2, NULL, params, NULL, NULL, 0);
+                     "$3::bigint, NULL)",
+                     3, NULL, params, NULL, NULL, 0);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         fprintf(stderr, "%s: topics: creating topic %s: %s", BENCH_PROGRAM,
@@ -109,6 +109,7 @@ tb_loom_topic(const bench_env *env, const char *name)
 
 typedef struct lm_producer {
     const tb_spec *spec;
+    const char *topic;
     loom_runtime *rt;
     loom_transport *t;
     uv_timer_t kick;
@@ -164,7 +165,7 @@ lm_publish_next(lm_producer *p)
         uint64_t i = p->next + k;
         memset(m, 0, sizeof *m);
         tb_payload(p->payloads[k], i, 0);
-        m->topic = TB_TOPIC;
+        m->topic = p->topic;
         m->key = p->keys[k];
         m->key_len = tb_key(p->keys[k], i);
         m->payload = p->payloads[k];
@@ -214,7 +215,7 @@ lm_open(const bench_env *env, const char *app, loom_runtime **rt,
 }
 
 int
-tb_loom_produce(const tb_spec *spec, tb_phase *out)
+tb_loom_produce(const tb_spec *spec, const char *topic, tb_phase *out)
 {
     lm_producer *p = calloc(1, sizeof *p);
     loom_err e = LOOM_OK;
@@ -224,6 +225,7 @@ tb_loom_produce(const tb_spec *spec, tb_phase *out)
     if (p == NULL)
         return -1;
     p->spec = spec;
+    p->topic = topic;
     if (lm_open(spec->env, "loom-bench-producer", &p->rt, &p->t) == 0) {
         uv_timer_init(loom_runtime_loop(p->rt), &p->kick);
         p->kick.data = p;
