@@ -255,6 +255,14 @@ BEGIN
             HINT = 'a topic name is 1 to 249 bytes of words made of letters, '
                    'digits, "_" and "-", separated by single dots';
     END IF;
+    -- Its dead-letter topic "<name>.dlq" must fit the limit too.
+    IF octet_length(p_name) > 245 AND p_name !~ '\.dlq$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'LM011',
+            MESSAGE = format('topic "%s..." is longer than 245 bytes',
+                             left(p_name, 40)),
+            HINT = 'its dead-letter topic adds ".dlq" to the name, and a '
+                   'name is at most 249 bytes: use a shorter name';
+    END IF;
     BEGIN
         INSERT INTO loom.topics (name, partitions, retention_ms,
                                  retention_bytes, dedup_window_ms,

@@ -594,10 +594,11 @@ c_committing_add(tp_consumer *c, tp_entry *e)
 
 static void c_committed(void *arg, loom_err rc, PGresult *r);
 
-/* Builds and sends the commit; returns 0 when there was nothing to send.
- * In tx mode c->tx already holds the handler's statements. */
-static int
-c_commit(tp_consumer *c, int keep_tx)
+/* Queues on c->tx what settles the acknowledged and failed messages and
+ * moves the offsets; c->committing lists the entries it settles. In tx
+ * mode c->tx already holds the handler's statements (keep_tx). */
+static loom_err
+c_build_commit(tp_consumer *c, int keep_tx)
 {
     loom_err rc = LOOM_OK;
 
@@ -638,6 +639,20 @@ c_commit(tp_consumer *c, int keep_tx)
         rc = loom_tx_exec(&c->tx, TP_SQL_COMMIT, 6, pr.v);
         p->committing = off;
     }
+    if (rc != LOOM_OK) {
+        for (size_t i = 0; i < c->n_committing; i++)
+            c->committing[i]->queued = 0;
+        c->n_committing = 0;
+    }
+    return rc;
+}
+
+/* Builds and sends the commit; returns 0 when there was nothing to send. */
+static int
+c_commit(tp_consumer *c, int keep_tx)
+{
+    loom_err rc = c_build_commit(c, keep_tx);
+
     if (rc == LOOM_OK && loom_tx_count(&c->tx) == 0)
         return 0;
     if (rc == LOOM_OK)
@@ -651,6 +666,42 @@ c_commit(tp_consumer *c, int keep_tx)
     }
     c->state = TP_C_COMMIT;
     return 1;
+}
+
+/* Closing: commits what was acknowledged, blocking, so a consumer that
+ * closes after its handler acknowledged everything leaves no lag (Kafka's
+ * close() does the same). The request in flight, if any, is waited for
+ * and dropped first; settling again what it may have settled is
+ * harmless (offsets only move forward, redeliveries are upserts). */
+static void
+c_flush(tp_consumer *c)
+{
+    loom_store *s = c->dconn.store;
+
+    if (s == NULL || c->tx_fn != NULL || c->topts.manual_commit)
+        return;
+    if (c->dconn.busy) {
+        PGresult *r = NULL;
+        loom__store_wait(s);
+        if (c->dconn.is_tx)
+            loom__store_take_tx(s);
+        else
+            loom__store_take(s, LOOM__OP_QUERY, &r);
+        PQclear(r);
+        c->dconn.busy = 0;
+        for (size_t i = 0; i < c->n_committing; i++)
+            c->committing[i]->queued = 0;
+        c->n_committing = 0;
+    }
+    if (c->pending == 0 || c_build_commit(c, 0) != LOOM_OK ||
+        loom_tx_count(&c->tx) == 0)
+        return;
+    if (loom__store_begin(s) != LOOM_OK ||
+        loom__store_run_tx(s, &c->tx) != LOOM_OK)
+        loom__log(LOOM_LOG_WARN,
+                  "topics group \"%s\": the last commit failed (%s); its "
+                  "messages are delivered again",
+                  c->group, loom_store_errmsg(s));
 }
 
 static void
@@ -1429,6 +1480,7 @@ tp_consume_free(tp_consumer *c)
             *pp = c->next;
             break;
         }
+    c_flush(c);
     /* Leaving hands our partitions over at once instead of after the
      * session timeout. Unsettled messages are redelivered to the group. */
     tp_group_leave(c);
