@@ -51,7 +51,12 @@ static const loom__stmt fetch_stmt = {
 static const loom__stmt retries_stmt = {
     LOOM__STMT_TOPIC_FETCH_RETRIES,
     "loom_topic_fetch_retries",
-    "SELECT topic_id, partition, \"offset\", deliveries, id, key, headers, "
+    /* Deliveries before the offset: c_fill() reads offset, id, key,
+     * headers, payload, published_at and deliver_at as consecutive
+     * columns (they were in another order, so a redelivery read its key as
+     * headers and its headers as payload, and one whose key was not a
+     * header list was dropped as gone). */
+    "SELECT topic_id, partition, deliveries, \"offset\", id, key, headers, "
     "payload, published_at, deliver_at "
     "FROM loom.topic_fetch_retries($1, $2, $3, $4, $5)",
     5,
@@ -68,8 +73,7 @@ static const loom__stmt arm_stmt = {
 #define TP_SQL_COMMIT "SELECT loom.topic_commit($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_RETRY                                                           \
     "SELECT loom.topic_retry($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-#define TP_SQL_RETRY_DONE                                                      \
-    "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
+#define TP_SQL_RETRY_DONE "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_DEAD                                                            \
     "SELECT loom.topic_dead_letter($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -91,6 +95,16 @@ now_us(void)
 static void
 batch_free(tp_consumer *c, tp_batch *b)
 {
+    /* A batch may go while still named as the one in hand: its last
+     * entry settled by the commit of an isolated message (tx mode), or
+     * an at-most-once batch of only delayed or gone entries, freed by the
+     * commit that precedes its delivery. Both used the freed batch. */
+    if (c->tx_batch == b) {
+        c->tx_batch = NULL;
+        c->isolating = 0;
+    }
+    if (c->deliver_after == b)
+        c->deliver_after = NULL;
     for (tp_batch **pp = &c->batches; *pp != NULL; pp = &(*pp)->next)
         if (*pp == b) {
             *pp = b->next;
@@ -260,6 +274,7 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
 {
     loom_message *m = &e->msg;
     int64_t ts = 0;
+    int rc = 0;
 
     memset(m, 0, sizeof *m);
     m->topic = p->topic;
@@ -272,18 +287,23 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        tp_headers_decode(PQgetvalue(r, row, col + 3),
-                          (size_t) PQgetlength(r, row, col + 3),
-                          (loom_header **) &m->headers, &m->n_headers,
-                          &e->hdr_mem) != 0)
-        return -1;
+        tp_headers_decode(
+            PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
+            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
+        /* The rest is still filled in: the callers deliver the message
+         * without headers (returning here left the payload empty and
+         * deliver_at 0, so it went out at once without its body). */
+        m->headers = NULL;
+        m->n_headers = 0;
+        rc = -1;
+    }
     m->payload = PQgetvalue(r, row, col + 4);
     m->payload_len = (size_t) PQgetlength(r, row, col + 4);
     if (loom__pg_get_i64(r, row, col + 5, &ts))
         m->timestamp = ts + LOOM__PG_EPOCH_US;
     if (loom__pg_get_i64(r, row, col + 6, &ts))
         m->deliver_at = ts + LOOM__PG_EPOCH_US;
-    return 0;
+    return rc;
 }
 
 static tp_batch *
@@ -363,17 +383,21 @@ c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
             int32_t tid = 0, part = 0, del = 0;
             loom__pg_get_i32(r, i, 0, &tid);
             loom__pg_get_i32(r, i, 1, &part);
-            loom__pg_get_i32(r, i, 3, &del);
+            loom__pg_get_i32(r, i, 2, &del);
             for (size_t k = 0; k < n_parts; k++)
                 if (parts[k]->topic_id == tid && parts[k]->partition == part)
                     p = parts[k];
             e->retry = 1;
             e->deliveries = (uint32_t) del + 1;
             gone = PQgetisnull(r, i, 4);
-            if (p != NULL && !gone && c_fill(e, r, i, 2, p) != 0)
-                gone = 1;
+            if (p != NULL && !gone && c_fill(e, r, i, 3, p) != 0) {
+                /* Undecodable headers: deliver without them, as a fresh
+                 * message (marking it gone would drop it unseen). */
+                e->msg.headers = NULL;
+                e->msg.n_headers = 0;
+            }
             if (p != NULL && gone)
-                loom__pg_get_i64(r, i, 2, &e->msg.offset);
+                loom__pg_get_i64(r, i, 3, &e->msg.offset);
         } else {
             int32_t idx = 0;
             loom__pg_get_i32(r, i, 0, &idx);
@@ -493,10 +517,9 @@ c_backoff_ms(const tp_consumer *c, uint32_t deliveries)
 static uint32_t
 c_max_deliveries(const tp_consumer *c, const tp_part *p)
 {
-    return c->max_deliveries ? c->max_deliveries
-                             : (uint32_t) (p->max_deliveries > 0
-                                               ? p->max_deliveries
-                                               : 5);
+    return c->max_deliveries
+               ? c->max_deliveries
+               : (uint32_t) (p->max_deliveries > 0 ? p->max_deliveries : 5);
 }
 
 /* Queues the dead letter of `e`: original headers plus the reasons. */
@@ -505,15 +528,13 @@ c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
 {
     loom__buf hb = LOOM__BUF_INIT;
     char deliveries[16], part[16], off[24];
-    loom_header extra[6] = {
-        {LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
-        {LOOM_HEADER_GROUP, c->group},
-        {LOOM_HEADER_DELIVERIES, deliveries},
-        {LOOM_HEADER_TOPIC, e->part->topic},
-        {LOOM_HEADER_PARTITION, part},
-        {LOOM_HEADER_OFFSET, off}};
-    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0,
-                                      LOOM__OID_BYTEA};
+    loom_header extra[6] = {{LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
+                            {LOOM_HEADER_GROUP, c->group},
+                            {LOOM_HEADER_DELIVERIES, deliveries},
+                            {LOOM_HEADER_TOPIC, e->part->topic},
+                            {LOOM_HEADER_PARTITION, part},
+                            {LOOM_HEADER_OFFSET, off}};
+    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0, LOOM__OID_BYTEA};
     int lengths[9];
     loom_err rc;
 
@@ -544,8 +565,8 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     int64_t visible;
 
     c_fence_params(c, &pr, e->part, e->msg.offset);
-    if (e->state == TP_E_ACKED || (e->state == TP_E_HANDLER &&
-                                   c->topts.at_most_once)) {
+    if (e->state == TP_E_ACKED ||
+        (e->state == TP_E_HANDLER && c->topts.at_most_once)) {
         if (!e->retry)
             return LOOM_OK; /* the offset covers it */
         return loom_tx_exec(&c->tx, TP_SQL_RETRY_DONE, 6, pr.v);
@@ -553,9 +574,9 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     /* Failed (or delayed). */
     if (!e->delay && e->deliveries >= c_max_deliveries(c, e->part))
         return c_queue_dead(c, e, &pr);
-    visible = e->delay ? e->msg.deliver_at
-                       : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) *
-                                        1000;
+    visible = e->delay
+                  ? e->msg.deliver_at
+                  : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) * 1000;
     c_timestamp(at, sizeof at, visible);
     snprintf(pr.a, sizeof pr.a, "%u", e->delay ? 0u : e->deliveries);
     pr.v[6] = pr.a;
@@ -569,8 +590,7 @@ c_committing_add(tp_consumer *c, tp_entry *e)
 {
     if (c->n_committing == c->cap_committing) {
         size_t cap = c->cap_committing ? c->cap_committing * 2 : 64;
-        tp_entry **grown =
-            loom_realloc(c->committing, cap * sizeof *grown);
+        tp_entry **grown = loom_realloc(c->committing, cap * sizeof *grown);
         if (grown == NULL)
             return -1;
         c->committing = grown;
@@ -635,6 +655,7 @@ c_commit(tp_consumer *c, int keep_tx)
         for (size_t i = 0; i < c->n_committing; i++)
             c->committing[i]->queued = 0;
         c->n_committing = 0;
+        c->commit_asked = 1; /* manual_commit: still asked for */
         c_fail(c, "committing");
         return 1;
     }
@@ -669,8 +690,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++) {
             tp_entry *e = c->committing[i];
-            if (e->state == TP_E_FAILED && !e->delay &&
-                e->part != NULL &&
+            if (e->state == TP_E_FAILED && !e->delay && e->part != NULL &&
                 e->deliveries >= c_max_deliveries(c, e->part))
                 c->stats.dead++;
             if (e->state == TP_E_HANDLER)
@@ -696,6 +716,11 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         return;
     }
     c->n_committing = 0;
+    /* A commit that did not happen is still wanted: with manual_commit,
+     * c_next() would otherwise leave what it settled (an acknowledged
+     * partition that stayed ours, say) unwritten until the next
+     * loom_topics_commit(). */
+    c->commit_asked = 1;
     if (strcmp(state, "LM012") == 0) {
         /* A partition moved: read the assignment; the refreshed one drops
          * what we held of it, and the commit then goes again. */
@@ -904,8 +929,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[2] = (int) o.len;
         values[3] = lim;
         lengths[3] = 4;
-        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths,
-                           c_fetched, c);
+        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths, c_fetched,
+                           c);
     }
     loom__buf_free(&a);
     loom__buf_free(&b);
@@ -937,9 +962,8 @@ c_retries_fetched(void *arg, loom_err rc, PGresult *r)
     }
     if (c->state == TP_C_IDLE) {
         /* Then fresh messages, whatever the redeliveries were. */
-        if (c->in_flight < c->max_in_flight && c->n_parts > 0 &&
-            !c->stopping && c->tx_batch == NULL &&
-            c->deliver_after == NULL && !c->closing)
+        if (c->in_flight < c->max_in_flight && c->n_parts > 0 && !c->stopping &&
+            c->tx_batch == NULL && c->deliver_after == NULL && !c->closing)
             c_send_fetch(c, 0);
         else
             c_next(c);
@@ -1024,9 +1048,9 @@ c_arm(tp_consumer *c)
     }
     values[0] = arr.data;
     lengths[0] = (int) arr.len;
-    rc = arr.failed ? LOOM_ENOMEM
-                    : tp_conn_query(&c->dconn, &arm_stmt, values, lengths,
-                                    c_armed, c);
+    rc = arr.failed
+             ? LOOM_ENOMEM
+             : tp_conn_query(&c->dconn, &arm_stmt, values, lengths, c_armed, c);
     loom__buf_free(&arr);
     if (rc != LOOM_OK) {
         c_sleep(c);
@@ -1143,8 +1167,7 @@ c_entry(tp_consumer *c, const loom_message *m)
 }
 
 static loom_err
-c_give_back(tp_consumer *c, const loom_message *m, int state,
-            const char *error)
+c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
 {
     tp_entry *e = c_entry(c, m);
 
