@@ -73,7 +73,8 @@ static const loom__stmt arm_stmt = {
 #define TP_SQL_COMMIT "SELECT loom.topic_commit($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_RETRY                                                           \
     "SELECT loom.topic_retry($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-#define TP_SQL_RETRY_DONE "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
+#define TP_SQL_RETRY_DONE                                                      \
+    "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_DEAD                                                            \
     "SELECT loom.topic_dead_letter($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -287,9 +288,10 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        tp_headers_decode(
-            PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
-            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
+        tp_headers_decode(PQgetvalue(r, row, col + 3),
+                          (size_t) PQgetlength(r, row, col + 3),
+                          (loom_header **) &m->headers, &m->n_headers,
+                          &e->hdr_mem) != 0) {
         /* The rest is still filled in: the callers deliver the message
          * without headers (returning here left the payload empty and
          * deliver_at 0, so it went out at once without its body). */
@@ -517,9 +519,10 @@ c_backoff_ms(const tp_consumer *c, uint32_t deliveries)
 static uint32_t
 c_max_deliveries(const tp_consumer *c, const tp_part *p)
 {
-    return c->max_deliveries
-               ? c->max_deliveries
-               : (uint32_t) (p->max_deliveries > 0 ? p->max_deliveries : 5);
+    return c->max_deliveries ? c->max_deliveries
+                             : (uint32_t) (p->max_deliveries > 0
+                                               ? p->max_deliveries
+                                               : 5);
 }
 
 /* Queues the dead letter of `e`: original headers plus the reasons. */
@@ -528,13 +531,15 @@ c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
 {
     loom__buf hb = LOOM__BUF_INIT;
     char deliveries[16], part[16], off[24];
-    loom_header extra[6] = {{LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
-                            {LOOM_HEADER_GROUP, c->group},
-                            {LOOM_HEADER_DELIVERIES, deliveries},
-                            {LOOM_HEADER_TOPIC, e->part->topic},
-                            {LOOM_HEADER_PARTITION, part},
-                            {LOOM_HEADER_OFFSET, off}};
-    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0, LOOM__OID_BYTEA};
+    loom_header extra[6] = {
+        {LOOM_HEADER_ERROR, e->error ? e->error : "failed"},
+        {LOOM_HEADER_GROUP, c->group},
+        {LOOM_HEADER_DELIVERIES, deliveries},
+        {LOOM_HEADER_TOPIC, e->part->topic},
+        {LOOM_HEADER_PARTITION, part},
+        {LOOM_HEADER_OFFSET, off}};
+    static const uint32_t types[9] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                      LOOM__OID_BYTEA};
     int lengths[9];
     loom_err rc;
 
@@ -565,8 +570,8 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     int64_t visible;
 
     c_fence_params(c, &pr, e->part, e->msg.offset);
-    if (e->state == TP_E_ACKED ||
-        (e->state == TP_E_HANDLER && c->topts.at_most_once)) {
+    if (e->state == TP_E_ACKED || (e->state == TP_E_HANDLER &&
+                                   c->topts.at_most_once)) {
         if (!e->retry)
             return LOOM_OK; /* the offset covers it */
         return loom_tx_exec(&c->tx, TP_SQL_RETRY_DONE, 6, pr.v);
@@ -574,9 +579,9 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     /* Failed (or delayed). */
     if (!e->delay && e->deliveries >= c_max_deliveries(c, e->part))
         return c_queue_dead(c, e, &pr);
-    visible = e->delay
-                  ? e->msg.deliver_at
-                  : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) * 1000;
+    visible = e->delay ? e->msg.deliver_at
+                       : now_us() + (int64_t) c_backoff_ms(c, e->deliveries) *
+                                        1000;
     c_timestamp(at, sizeof at, visible);
     snprintf(pr.a, sizeof pr.a, "%u", e->delay ? 0u : e->deliveries);
     pr.v[6] = pr.a;
@@ -590,7 +595,8 @@ c_committing_add(tp_consumer *c, tp_entry *e)
 {
     if (c->n_committing == c->cap_committing) {
         size_t cap = c->cap_committing ? c->cap_committing * 2 : 64;
-        tp_entry **grown = loom_realloc(c->committing, cap * sizeof *grown);
+        tp_entry **grown =
+            loom_realloc(c->committing, cap * sizeof *grown);
         if (grown == NULL)
             return -1;
         c->committing = grown;
@@ -690,7 +696,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++) {
             tp_entry *e = c->committing[i];
-            if (e->state == TP_E_FAILED && !e->delay && e->part != NULL &&
+            if (e->state == TP_E_FAILED && !e->delay &&
+                e->part != NULL &&
                 e->deliveries >= c_max_deliveries(c, e->part))
                 c->stats.dead++;
             if (e->state == TP_E_HANDLER)
@@ -929,8 +936,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[2] = (int) o.len;
         values[3] = lim;
         lengths[3] = 4;
-        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths, c_fetched,
-                           c);
+        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths,
+                           c_fetched, c);
     }
     loom__buf_free(&a);
     loom__buf_free(&b);
@@ -962,8 +969,9 @@ c_retries_fetched(void *arg, loom_err rc, PGresult *r)
     }
     if (c->state == TP_C_IDLE) {
         /* Then fresh messages, whatever the redeliveries were. */
-        if (c->in_flight < c->max_in_flight && c->n_parts > 0 && !c->stopping &&
-            c->tx_batch == NULL && c->deliver_after == NULL && !c->closing)
+        if (c->in_flight < c->max_in_flight && c->n_parts > 0 &&
+            !c->stopping && c->tx_batch == NULL &&
+            c->deliver_after == NULL && !c->closing)
             c_send_fetch(c, 0);
         else
             c_next(c);
@@ -1048,9 +1056,9 @@ c_arm(tp_consumer *c)
     }
     values[0] = arr.data;
     lengths[0] = (int) arr.len;
-    rc = arr.failed
-             ? LOOM_ENOMEM
-             : tp_conn_query(&c->dconn, &arm_stmt, values, lengths, c_armed, c);
+    rc = arr.failed ? LOOM_ENOMEM
+                    : tp_conn_query(&c->dconn, &arm_stmt, values, lengths,
+                                    c_armed, c);
     loom__buf_free(&arr);
     if (rc != LOOM_OK) {
         c_sleep(c);
@@ -1167,7 +1175,8 @@ c_entry(tp_consumer *c, const loom_message *m)
 }
 
 static loom_err
-c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
+c_give_back(tp_consumer *c, const loom_message *m, int state,
+            const char *error)
 {
     tp_entry *e = c_entry(c, m);
 
