@@ -288,10 +288,9 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        tp_headers_decode(PQgetvalue(r, row, col + 3),
-                          (size_t) PQgetlength(r, row, col + 3),
-                          (loom_header **) &m->headers, &m->n_headers,
-                          &e->hdr_mem) != 0) {
+        tp_headers_decode(
+            PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
+            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
         /* The rest is still filled in: the callers deliver the message
          * without headers (returning here left the payload empty and
          * deliver_at 0, so it went out at once without its body). */
