@@ -1320,6 +1320,91 @@ member_that_lost_a_partition_cannot_commit_and_the_new_owner_redelivers(
     rec_free(&b);
 }
 
+/* ---- members without partitions ---------------------------------------- */
+
+/* Runs the loop until A and B of one group hold `n` partitions between
+ * them, each as many as stats say. */
+typedef struct pair_until {
+    loom_consumer *a, *b;
+    size_t n;
+} pair_until;
+
+static int
+pair_done(void *arg)
+{
+    pair_until *w = arg;
+    loom_topics_consumer_stats sa, sb;
+
+    return loom_topics_consumer_stats_get(w->a, &sa) == LOOM_OK &&
+           loom_topics_consumer_stats_get(w->b, &sb) == LOOM_OK &&
+           sa.partitions + sb.partitions == w->n;
+}
+
+static void
+consumer_without_a_partition_waits_then_takes_over(void **state)
+{
+    tpt_env e;
+    rec a = {0}, b = {0}, p = {0};
+    rec *owner, *other;
+    pair_until w;
+    PGconn *locker;
+    int64_t t0;
+
+    (void) state;
+    topic_create("idle.one", 1, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    /* More members than partitions: one of them joins with none. */
+    rec_open(&e, "idle-g", "idle.one", NULL, &a);
+    rec_open(&e, "idle-g", "idle.one", NULL, &b);
+    /* A pattern that matches no topic yet: no partition either. */
+    rec_open(&e, "idle-pat", "idle.later.#", NULL, &p);
+    w.a = a.c;
+    w.b = b.c;
+    w.n = 1;
+    assert_true(tpt_run(&e, pair_done, &w, WAIT_MS));
+    tpt_run(&e, NULL, NULL, QUIET_MS);
+    assert_int_equal(stats_of(a.c).partitions + stats_of(b.c).partitions, 1);
+    assert_int_equal(stats_of(p.c).partitions, 0);
+    owner = stats_of(a.c).partitions == 1 ? &a : &b;
+    other = owner == &a ? &b : &a;
+    publish_seq(&e, "idle.one", 0, 5, 0);
+    rec_wait(&e, owner, 5);
+
+    /* The owner closes while its heartbeat waits for the group's lock
+     * (held 500 ms by another session): it still leaves at once, and the
+     * other member takes over long before the 10 s session timeout. */
+    locker = est_connect(NULL);
+    assert_int_equal(PQsendQuery(locker, "SELECT 1 FROM loom.topic_groups "
+                                         "WHERE name = 'idle-g' FOR UPDATE; "
+                                         "SELECT pg_sleep(0.5)"),
+                     1);
+    tpt_run(&e, NULL, NULL, 3 * HEARTBEAT_MS);
+    t0 = est_now_ms();
+    loom_consumer_close(owner->c);
+    parts_wait(&e, other->c, 1);
+    assert_true(est_now_ms() - t0 < 5000);
+    for (PGresult *r; (r = PQgetResult(locker)) != NULL;)
+        PQclear(r);
+    PQfinish(locker);
+    publish_seq(&e, "idle.one", 5, 5, 0);
+    rec_wait(&e, other, 5);
+    tpt_run(&e, NULL, NULL, QUIET_MS);
+    rec_check_once(owner, 0, 5);
+    rec_check_once(other, 5, 5);
+
+    /* The pattern's first topic. */
+    topic_create("idle.later.x", 1, -1, -1, -1, -1);
+    parts_wait(&e, p.c, 1);
+    publish_seq(&e, "idle.later.x", 0, 3, 0);
+    rec_wait(&e, &p, 3);
+    tpt_run(&e, NULL, NULL, QUIET_MS);
+    rec_check_once(&p, 0, 3);
+    tpt_close(&e);
+    rec_free(&a);
+    rec_free(&b);
+    rec_free(&p);
+}
+
 /* ---- 11. bad input
  * --------------------------------------------------------------- */
 
@@ -1849,6 +1934,7 @@ main(void)
         T(tx_handler_effects_apply_once_when_the_handler_fails),
         T(stale_generation_cannot_commit_in_sql),
         T(member_that_lost_a_partition_cannot_commit_and_the_new_owner_redelivers),
+        T(consumer_without_a_partition_waits_then_takes_over),
         T(publish_refuses_bad_messages_and_reports_per_call),
         T(consumer_open_refuses_bad_arguments),
         T(keyed_messages_land_in_kafkas_partitions),

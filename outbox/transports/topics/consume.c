@@ -1353,6 +1353,16 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
         c->n_patterns++;
     }
     loom_uuid_format(&c->member, c->member_text);
+    /* The timers before the join: applying the assignment kicks the data
+     * path, which sleeps on c->timer when no partition is ours yet (a
+     * pattern that matches nothing, more members than partitions); set
+     * up after the join, that started a timer never initialized. */
+    uv_timer_init(loom_runtime_loop(tr->rt), &c->timer);
+    uv_timer_init(loom_runtime_loop(tr->rt), &c->heartbeat);
+    c->timer.data = c;
+    c->heartbeat.data = c;
+    c->open_timers = 2;
+    tr->open_handles += 2;
     rc = tp_conn_open(&c->gconn, tr, "group", err, sizeof err);
     if (rc == LOOM_OK)
         rc = tp_conn_open(&c->dconn, tr, "consumer", err, sizeof err);
@@ -1362,12 +1372,6 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
         loom__log(LOOM_LOG_ERROR, "topics consumer: %s", err);
         goto fail;
     }
-    uv_timer_init(loom_runtime_loop(tr->rt), &c->timer);
-    uv_timer_init(loom_runtime_loop(tr->rt), &c->heartbeat);
-    c->timer.data = c;
-    c->heartbeat.data = c;
-    c->open_timers = 2;
-    tr->open_handles += 2;
     c->next = tr->consumers;
     tr->consumers = c;
     tp_group_start(c);
@@ -1384,6 +1388,12 @@ fail:
     loom_free(c->patterns);
     loom_free(c->group);
     loom__tx_free(&c->tx);
+    if (c->open_timers > 0) {
+        /* The last close callback frees c. */
+        uv_close((uv_handle_t *) &c->timer, c_handle_closed);
+        uv_close((uv_handle_t *) &c->heartbeat, c_handle_closed);
+        return rc;
+    }
     loom_free(c);
     return rc;
 }
