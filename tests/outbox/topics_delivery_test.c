@@ -666,6 +666,97 @@ delayed_message_waits_while_later_ones_in_its_partition_flow(void **state)
     rec_free(&r);
 }
 
+/* At most once: offsets commit before the handler sees a batch, so a
+ * failed message is dropped, not redelivered; a delayed message (alone
+ * in its fetch) still arrives once, when due. */
+static void
+at_most_once_drops_failures_and_still_delivers_delayed_messages(void **state)
+{
+    tpt_env e;
+    rec r = {0};
+    loom_topics_consumer_config t = fast_topts();
+    loom_message m;
+    int64_t at;
+
+    (void) state;
+    topic_create("amo.q", 1, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    t.at_most_once = 1;
+    r.fail_payload = "x";
+    r.fail_until = 1000;
+    rec_open(&e, "amo-g", "amo.q", &t, &r);
+    msg_init(&m, "amo.q", NULL, "later");
+    at = realtime_us() + 500000;
+    m.deliver_at = at;
+    assert_int_equal(publish_wait(&e, &m, 1), LOOM_OK);
+    rec_wait(&e, &r, 1);
+    assert_string_equal(r.m[0].payload, "later");
+    assert_true(r.m[0].at_us >= at);
+    assert_int_equal(r.m[0].attempt, 1);
+
+    publish_seq(&e, "amo.q", 0, 2, 0);
+    msg_init(&m, "amo.q", NULL, "x");
+    assert_int_equal(publish_wait(&e, &m, 1), LOOM_OK);
+    publish_seq(&e, "amo.q", 2, 2, 0);
+    rec_wait(&e, &r, 6);
+    sql_wait(&e, 6,
+             "SELECT committed FROM loom.topic_lag "
+             "WHERE group_name = 'amo-g'");
+    tpt_run(&e, NULL, NULL, 4 * POLL_MS + QUIET_MS);
+    assert_int_equal(r.n, 6);
+    assert_int_equal(rec_count(&r, "x"), 1);
+    assert_int_equal(rec_count(&r, "later"), 1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_retries "
+                            "WHERE group_name = 'amo-g'"),
+                     0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'amo-g'"),
+                     0);
+    tpt_close(&e);
+    rec_free(&r);
+}
+
+/* Stored headers that are not a header list (written by another tool,
+ * say) cost the message its headers, never its body, its delay or its
+ * redelivery. */
+static void
+undecodable_headers_are_dropped_but_the_message_is_not(void **state)
+{
+    tpt_env e;
+    rec r = {0};
+    long long at;
+    const rmsg *late;
+
+    (void) state;
+    topic_create("hd.bad", 1, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    r.fail_payload = "body";
+    r.fail_until = 2;
+    rec_open(&e, "hd-g", "hd.bad", NULL, &r);
+    at = est_ll("SELECT (extract(epoch FROM clock_timestamp() + "
+                "interval '500 ms') * 1000000)::bigint");
+    /* 0x63 = field 12, wire type 3: not what headers.c writes. */
+    sqlf("SELECT count(*) FROM loom.topic_publish('hd.bad', NULL, NULL, 0, "
+         "ARRAY[gen_random_uuid(), gen_random_uuid()], NULL, "
+         "ARRAY['\\x63757374'::bytea, '\\x63757374'::bytea], "
+         "ARRAY[convert_to('body', 'UTF8'), convert_to('body-late', "
+         "'UTF8')], ARRAY[NULL, to_timestamp(%lld / 1e6)])",
+         at);
+    rec_wait(&e, &r, 3);
+    tpt_run(&e, NULL, NULL, QUIET_MS);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(rec_count(&r, "body"), 2);
+    assert_int_equal(rec_nth(&r, "body", 0)->attempt, 1);
+    assert_int_equal(rec_nth(&r, "body", 1)->attempt, 2);
+    assert_string_equal(rec_nth(&r, "body", 1)->headers, "");
+    late = rec_nth(&r, "body-late", 0);
+    assert_string_equal(late->headers, "");
+    assert_int_equal(late->attempt, 1);
+    assert_true(late->at_us >= at);
+    tpt_close(&e);
+    rec_free(&r);
+}
+
 /* ---- 4. deduplication ------------------------------------------------------
  */
 
@@ -1923,6 +2014,8 @@ main(void)
         T(failed_message_is_redelivered_with_backoff_then_dead_lettered),
         T(redriven_dead_letter_is_delivered_again_counting_from_one),
         T(delayed_message_waits_while_later_ones_in_its_partition_flow),
+        T(at_most_once_drops_failures_and_still_delivers_delayed_messages),
+        T(undecodable_headers_are_dropped_but_the_message_is_not),
         T(duplicate_message_id_within_window_is_stored_and_delivered_once),
         T(without_dedup_window_the_same_id_is_stored_each_time),
         T(pattern_subscriptions_match_words_and_pick_up_new_topics),
