@@ -1040,6 +1040,41 @@ committed_offsets_survive_a_restart_of_the_group(void **state)
     rec_free(&b);
 }
 
+/* loom/transport.h: an acknowledged message "is not delivered to this
+ * group again", and closing redelivers the unacknowledged ones; so a
+ * graceful close writes what was acknowledged (as Kafka's close() makes
+ * a last commit). Here every message is acknowledged, then the consumer
+ * is closed at once: the commit of the first acknowledgement may be in
+ * flight, the others are not yet written. */
+static void
+acknowledged_messages_are_not_redelivered_after_close(void **state)
+{
+    tpt_env e;
+    rec a = {0}, b = {0};
+
+    (void) state;
+    topic_create("cl.t", 1, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    a.hold = 1;
+    rec_open(&e, "cl-g", "cl.t", NULL, &a);
+    publish_seq(&e, "cl.t", 0, 10, 0);
+    rec_wait(&e, &a, 10);
+    for (size_t i = 0; i < a.n; i++)
+        assert_int_equal(loom_consumer_ack(a.c, a.m[i].held), LOOM_OK);
+    loom_consumer_close(a.c);
+
+    rec_open(&e, "cl-g", "cl.t", NULL, &b);
+    parts_wait(&e, b.c, 1);
+    tpt_run(&e, NULL, NULL, 10 * POLL_MS + QUIET_MS);
+    if (b.n != 0)
+        fail_msg("%zu acknowledged messages were delivered again after "
+                 "close (first: %s)",
+                 b.n, b.m[0].payload);
+    tpt_close(&e);
+    rec_free(&a);
+    rec_free(&b);
+}
+
 static void
 manual_commit_writes_offsets_only_when_asked(void **state)
 {
@@ -2021,6 +2056,7 @@ main(void)
         T(pattern_subscriptions_match_words_and_pick_up_new_topics),
         T(independent_groups_each_receive_every_message),
         T(committed_offsets_survive_a_restart_of_the_group),
+        T(acknowledged_messages_are_not_redelivered_after_close),
         T(manual_commit_writes_offsets_only_when_asked),
         T(new_groups_start_where_their_start_position_says),
         T(tx_handler_effects_apply_once_when_a_statement_fails),
