@@ -10,6 +10,14 @@
  * topics and groups under names no other test uses (and no other test
  * creates a topic under "orders.", which the pattern test reads whole).
  * Loop callbacks only record; the checks run after tpt_run().
+ *
+ * tpt_run() turns the loop itself, so the runtime's LISTEN connection
+ * (started by loom_runtime_run() only) never runs: consumers here find
+ * new messages and rebalances by polling and heartbeats, hence the short
+ * poll_ms and heartbeat_ms of fast_topts().
+ *
+ * TPT_FILTER=<glob> runs only the matching tests; TPT_LOG=1 prints every
+ * log line of the library (info included) with a millisecond clock.
  */
 #include <setjmp.h>
 #include <stdarg.h>
