@@ -441,9 +441,11 @@ BEGIN
                sum(i.size) OVER (PARTITION BY i.part ORDER BY i.ord)
                    AS run_bytes
           FROM input i
-         WHERE i.dup = 1
-           AND (t.dedup_window_ms = 0
-                OR i.id IN (SELECT s.id FROM seen s))
+         -- Without a window every message is stored, repeated ids in one
+         -- batch included (dropping those made the outcome depend on how
+         -- the producer happened to batch its calls).
+         WHERE t.dedup_window_ms = 0
+            OR (i.dup = 1 AND i.id IN (SELECT s.id FROM seen s))
     ),
     counts AS (
         SELECT a.part, count(*) AS cnt, sum(a.size) AS size
@@ -458,17 +460,22 @@ BEGIN
         RETURNING tp.partition AS part, tp.next_offset - c.cnt AS base,
                   tp.bytes - c.size AS base_bytes
     ),
-    stored AS (
-        INSERT INTO loom.topic_messages AS tm (topic_id, partition,
-                                               "offset", id, key, headers,
-                                               payload, deliver_at, pos)
-        SELECT t.id, a.part, b.base + a.rank, a.id, a.key, a.headers,
-               a.payload, a.deliver_at, b.base_bytes + a.run_bytes
+    placed AS (
+        SELECT a.*, b.base + a.rank AS off, b.base_bytes + a.run_bytes AS pos
           FROM accepted a JOIN bumped b ON b.part = a.part
-        RETURNING tm.id AS id, tm."offset" AS off
+    ),
+    stored AS (
+        INSERT INTO loom.topic_messages (topic_id, partition, "offset", id,
+                                         key, headers, payload, deliver_at,
+                                         pos)
+        SELECT t.id, p.part, p.off, p.id, p.key, p.headers, p.payload,
+               p.deliver_at, p.pos
+          FROM placed p
     )
-    SELECT i.part, coalesce(s.off, -1)
-      FROM input i LEFT JOIN stored s ON s.id = i.id AND i.dup = 1
+    -- Matched by position in the batch, not by id: an id may be stored
+    -- twice (no window), and must then report both offsets.
+    SELECT i.part, coalesce(p.off, -1)
+      FROM input i LEFT JOIN placed p ON p.ord = i.ord
      ORDER BY i.ord;
     -- Wake consumers only when one armed the topic's channel (schema 2).
     chan := 'loom_topic_' || t.id;
