@@ -255,6 +255,14 @@ BEGIN
             HINT = 'a topic name is 1 to 249 bytes of words made of letters, '
                    'digits, "_" and "-", separated by single dots';
     END IF;
+    -- Its dead-letter topic "<name>.dlq" must fit the limit too.
+    IF octet_length(p_name) > 245 AND p_name !~ '\.dlq$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'LM011',
+            MESSAGE = format('topic "%s..." is longer than 245 bytes',
+                             left(p_name, 40)),
+            HINT = 'its dead-letter topic adds ".dlq" to the name, and a '
+                   'name is at most 249 bytes: use a shorter name';
+    END IF;
     BEGIN
         INSERT INTO loom.topics (name, partitions, retention_ms,
                                  retention_bytes, dedup_window_ms,
@@ -433,9 +441,11 @@ BEGIN
                sum(i.size) OVER (PARTITION BY i.part ORDER BY i.ord)
                    AS run_bytes
           FROM input i
-         WHERE i.dup = 1
-           AND (t.dedup_window_ms = 0
-                OR i.id IN (SELECT s.id FROM seen s))
+         -- Without a window every message is stored, repeated ids in one
+         -- batch included (dropping those made the outcome depend on how
+         -- the producer happened to batch its calls).
+         WHERE t.dedup_window_ms = 0
+            OR (i.dup = 1 AND i.id IN (SELECT s.id FROM seen s))
     ),
     counts AS (
         SELECT a.part, count(*) AS cnt, sum(a.size) AS size
@@ -450,17 +460,22 @@ BEGIN
         RETURNING tp.partition AS part, tp.next_offset - c.cnt AS base,
                   tp.bytes - c.size AS base_bytes
     ),
-    stored AS (
-        INSERT INTO loom.topic_messages AS tm (topic_id, partition,
-                                               "offset", id, key, headers,
-                                               payload, deliver_at, pos)
-        SELECT t.id, a.part, b.base + a.rank, a.id, a.key, a.headers,
-               a.payload, a.deliver_at, b.base_bytes + a.run_bytes
+    placed AS (
+        SELECT a.*, b.base + a.rank AS off, b.base_bytes + a.run_bytes AS pos
           FROM accepted a JOIN bumped b ON b.part = a.part
-        RETURNING tm.id AS id, tm."offset" AS off
+    ),
+    stored AS (
+        INSERT INTO loom.topic_messages (topic_id, partition, "offset", id,
+                                         key, headers, payload, deliver_at,
+                                         pos)
+        SELECT t.id, p.part, p.off, p.id, p.key, p.headers, p.payload,
+               p.deliver_at, p.pos
+          FROM placed p
     )
-    SELECT i.part, coalesce(s.off, -1)
-      FROM input i LEFT JOIN stored s ON s.id = i.id AND i.dup = 1
+    -- Matched by position in the batch, not by id: an id may be stored
+    -- twice (no window), and must then report both offsets.
+    SELECT i.part, coalesce(p.off, -1)
+      FROM input i LEFT JOIN placed p ON p.ord = i.ord
      ORDER BY i.ord;
     -- Wake consumers only when one armed the topic's channel (schema 2).
     chan := 'loom_topic_' || t.id;

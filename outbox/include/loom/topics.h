@@ -52,7 +52,9 @@ extern "C" {
 #endif
 
 /* The longest topic name, in bytes (as Kafka). Names are words of
- * letters, digits, '_' and '-', separated by single dots. */
+ * letters, digits, '_' and '-', separated by single dots. A topic created
+ * by name is at most 245 bytes unless it ends in LOOM_DLQ_SUFFIX, so its
+ * dead-letter topic fits. */
 #define LOOM_MAX_TOPIC_NAME 249
 
 /* The longest consumer group name, in bytes. */
@@ -96,9 +98,11 @@ typedef enum loom_topics_acks {
 typedef struct loom_topic_config {
     int32_t partitions;      /* create: 1..LOOM_MAX_PARTITIONS (required);
                                 alter: more than now (keys then move) */
-    int64_t retention_ms;    /* age after which messages go; 0: forever */
+    int64_t retention_ms;    /* age after which messages go; 0: forever;
+                                at most 3155760000000 (100 years) */
     int64_t retention_bytes; /* per partition; 0: no limit */
-    int64_t dedup_window_ms; /* 0: no deduplication; default 300000 */
+    int64_t dedup_window_ms; /* 0: no deduplication; default 300000; at
+                                most 100 years, as retention_ms */
     int32_t max_deliveries;  /* before dead-lettering, 1..1000; default 5 */
 } loom_topic_config;
 

@@ -172,6 +172,15 @@ adm_printable(const char *s, size_t n)
     return 1;
 }
 
+/* Whether `name` ends in LOOM_DLQ_SUFFIX. */
+static int
+adm_is_dlq(const char *name)
+{
+    size_t n = strlen(name), k = strlen(LOOM_DLQ_SUFFIX);
+
+    return n > k && strcmp(name + n - k, LOOM_DLQ_SUFFIX) == 0;
+}
+
 /* A topic name: 1..LOOM_MAX_TOPIC_NAME bytes of words made of
  * [A-Za-z0-9_-], separated by single dots (the topics table's CHECK). */
 static loom_err
@@ -357,6 +366,16 @@ loom_topic_create(loom_store *s, const char *name, const loom_topic_config *cfg)
     rc = adm_check_cfg(s, name, cfg, 1);
     if (rc != LOOM_OK)
         return rc;
+    if (strlen(name) > LOOM_MAX_TOPIC_NAME - strlen(LOOM_DLQ_SUFFIX) &&
+        !adm_is_dlq(name))
+        return loom__store_fail(
+            s, LOOM_EINVAL,
+            "topic \"%.40s...\" is longer than %d "
+            "bytes, which leaves no room for its "
+            "dead-letter topic (\"%s\" is added): use "
+            "a shorter name",
+            name, (int) (LOOM_MAX_TOPIC_NAME - strlen(LOOM_DLQ_SUFFIX)),
+            LOOM_DLQ_SUFFIX);
     /* -1 is "the default" and a retention of 0 "forever": both are NULL
      * to topic_create(), which fills in the defaults. */
     adm_text(&p, name);

@@ -51,7 +51,12 @@ static const loom__stmt fetch_stmt = {
 static const loom__stmt retries_stmt = {
     LOOM__STMT_TOPIC_FETCH_RETRIES,
     "loom_topic_fetch_retries",
-    "SELECT topic_id, partition, \"offset\", deliveries, id, key, headers, "
+    /* Deliveries before the offset: c_fill() reads offset, id, key,
+     * headers, payload, published_at and deliver_at as consecutive
+     * columns (they were in another order, so a redelivery read its key as
+     * headers and its headers as payload, and one whose key was not a
+     * header list was dropped as gone). */
+    "SELECT topic_id, partition, deliveries, \"offset\", id, key, headers, "
     "payload, published_at, deliver_at "
     "FROM loom.topic_fetch_retries($1, $2, $3, $4, $5)",
     5,
@@ -90,8 +95,10 @@ now_us(void)
 static void
 batch_free(tp_consumer *c, tp_batch *b)
 {
-    /* A batch taken away whole (its partitions moved) is no longer in
-     * hand. */
+    /* A batch may go while still named as the one in hand: its last
+     * entry settled by the commit of an isolated message (tx mode), or
+     * an at-most-once batch of only delayed or gone entries, freed by the
+     * commit that precedes its delivery. Both used the freed batch. */
     if (c->tx_batch == b) {
         c->tx_batch = NULL;
         c->isolating = 0;
@@ -276,6 +283,7 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
 {
     loom_message *m = &e->msg;
     int64_t ts = 0;
+    int rc = 0;
 
     memset(m, 0, sizeof *m);
     m->topic = p->topic;
@@ -290,15 +298,21 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
     if (!PQgetisnull(r, row, col + 3) &&
         tp_headers_decode(
             PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
-            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0)
-        return -1;
+            (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
+        /* The rest is still filled in: the callers deliver the message
+         * without headers (returning here left the payload empty and
+         * deliver_at 0, so it went out at once without its body). */
+        m->headers = NULL;
+        m->n_headers = 0;
+        rc = -1;
+    }
     m->payload = PQgetvalue(r, row, col + 4);
     m->payload_len = (size_t) PQgetlength(r, row, col + 4);
     if (loom__pg_get_i64(r, row, col + 5, &ts))
         m->timestamp = ts + LOOM__PG_EPOCH_US;
     if (loom__pg_get_i64(r, row, col + 6, &ts))
         m->deliver_at = ts + LOOM__PG_EPOCH_US;
-    return 0;
+    return rc;
 }
 
 static tp_batch *
@@ -378,17 +392,21 @@ c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
             int32_t tid = 0, part = 0, del = 0;
             loom__pg_get_i32(r, i, 0, &tid);
             loom__pg_get_i32(r, i, 1, &part);
-            loom__pg_get_i32(r, i, 3, &del);
+            loom__pg_get_i32(r, i, 2, &del);
             for (size_t k = 0; k < n_parts; k++)
                 if (parts[k]->topic_id == tid && parts[k]->partition == part)
                     p = parts[k];
             e->retry = 1;
             e->deliveries = (uint32_t) del + 1;
             gone = PQgetisnull(r, i, 4);
-            if (p != NULL && !gone && c_fill(e, r, i, 2, p) != 0)
-                gone = 1;
+            if (p != NULL && !gone && c_fill(e, r, i, 3, p) != 0) {
+                /* Undecodable headers: deliver without them, as a fresh
+                 * message (marking it gone would drop it unseen). */
+                e->msg.headers = NULL;
+                e->msg.n_headers = 0;
+            }
             if (p != NULL && gone)
-                loom__pg_get_i64(r, i, 2, &e->msg.offset);
+                loom__pg_get_i64(r, i, 3, &e->msg.offset);
         } else {
             int32_t idx = 0;
             loom__pg_get_i32(r, i, 0, &idx);
@@ -594,10 +612,11 @@ c_committing_add(tp_consumer *c, tp_entry *e)
 
 static void c_committed(void *arg, loom_err rc, PGresult *r);
 
-/* Builds and sends the commit; returns 0 when there was nothing to send.
- * In tx mode c->tx already holds the handler's statements. */
-static int
-c_commit(tp_consumer *c, int keep_tx)
+/* Queues on c->tx what settles the acknowledged and failed messages and
+ * moves the offsets; c->committing lists the entries it settles. In tx
+ * mode c->tx already holds the handler's statements (keep_tx). */
+static loom_err
+c_build_commit(tp_consumer *c, int keep_tx)
 {
     loom_err rc = LOOM_OK;
 
@@ -638,6 +657,20 @@ c_commit(tp_consumer *c, int keep_tx)
         rc = loom_tx_exec(&c->tx, TP_SQL_COMMIT, 6, pr.v);
         p->committing = off;
     }
+    if (rc != LOOM_OK) {
+        for (size_t i = 0; i < c->n_committing; i++)
+            c->committing[i]->queued = 0;
+        c->n_committing = 0;
+    }
+    return rc;
+}
+
+/* Builds and sends the commit; returns 0 when there was nothing to send. */
+static int
+c_commit(tp_consumer *c, int keep_tx)
+{
+    loom_err rc = c_build_commit(c, keep_tx);
+
     if (rc == LOOM_OK && loom_tx_count(&c->tx) == 0)
         return 0;
     if (rc == LOOM_OK)
@@ -646,11 +679,48 @@ c_commit(tp_consumer *c, int keep_tx)
         for (size_t i = 0; i < c->n_committing; i++)
             c->committing[i]->queued = 0;
         c->n_committing = 0;
+        c->commit_asked = 1; /* manual_commit: still asked for */
         c_fail(c, "committing");
         return 1;
     }
     c->state = TP_C_COMMIT;
     return 1;
+}
+
+/* Closing: commits what was acknowledged, blocking, so a consumer that
+ * closes after its handler acknowledged everything leaves no lag (Kafka's
+ * close() does the same). The request in flight, if any, is waited for
+ * and dropped first; settling again what it may have settled is
+ * harmless (offsets only move forward, redeliveries are upserts). */
+static void
+c_flush(tp_consumer *c)
+{
+    loom_store *s = c->dconn.store;
+
+    if (s == NULL || c->tx_fn != NULL || c->topts.manual_commit)
+        return;
+    if (c->dconn.busy) {
+        PGresult *r = NULL;
+        loom__store_wait(s);
+        if (c->dconn.is_tx)
+            loom__store_take_tx(s);
+        else
+            loom__store_take(s, LOOM__OP_QUERY, &r);
+        PQclear(r);
+        c->dconn.busy = 0;
+        for (size_t i = 0; i < c->n_committing; i++)
+            c->committing[i]->queued = 0;
+        c->n_committing = 0;
+    }
+    if (c->pending == 0 || c_build_commit(c, 0) != LOOM_OK ||
+        loom_tx_count(&c->tx) == 0)
+        return;
+    if (loom__store_begin(s) != LOOM_OK ||
+        loom__store_run_tx(s, &c->tx) != LOOM_OK)
+        loom__log(LOOM_LOG_WARN,
+                  "topics group \"%s\": the last commit failed (%s); its "
+                  "messages are delivered again",
+                  c->group, loom_store_errmsg(s));
 }
 
 static void
@@ -714,6 +784,11 @@ c_committed(void *arg, loom_err rc, PGresult *r)
         return;
     }
     c->n_committing = 0;
+    /* A commit that did not happen is still wanted: with manual_commit,
+     * c_next() would otherwise leave what it settled (an acknowledged
+     * partition that stayed ours, say) unwritten until the next
+     * loom_topics_commit(). */
+    c->commit_asked = 1;
     if (strcmp(state, "LM012") == 0) {
         /* A partition moved: read the assignment; the refreshed one drops
          * what we held of it, and the commit then goes again. */
@@ -1357,6 +1432,16 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
         c->n_patterns++;
     }
     loom_uuid_format(&c->member, c->member_text);
+    /* The timers before the join: applying the assignment kicks the data
+     * path, which sleeps on c->timer when no partition is ours yet (a
+     * pattern that matches nothing, more members than partitions); set
+     * up after the join, that started a timer never initialized. */
+    uv_timer_init(loom_runtime_loop(tr->rt), &c->timer);
+    uv_timer_init(loom_runtime_loop(tr->rt), &c->heartbeat);
+    c->timer.data = c;
+    c->heartbeat.data = c;
+    c->open_timers = 2;
+    tr->open_handles += 2;
     rc = tp_conn_open(&c->gconn, tr, "group", err, sizeof err);
     if (rc == LOOM_OK)
         rc = tp_conn_open(&c->dconn, tr, "consumer", err, sizeof err);
@@ -1366,12 +1451,6 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
         loom__log(LOOM_LOG_ERROR, "topics consumer: %s", err);
         goto fail;
     }
-    uv_timer_init(loom_runtime_loop(tr->rt), &c->timer);
-    uv_timer_init(loom_runtime_loop(tr->rt), &c->heartbeat);
-    c->timer.data = c;
-    c->heartbeat.data = c;
-    c->open_timers = 2;
-    tr->open_handles += 2;
     c->next = tr->consumers;
     tr->consumers = c;
     tp_group_start(c);
@@ -1388,6 +1467,12 @@ fail:
     loom_free(c->patterns);
     loom_free(c->group);
     loom__tx_free(&c->tx);
+    if (c->open_timers > 0) {
+        /* The last close callback frees c. */
+        uv_close((uv_handle_t *) &c->timer, c_handle_closed);
+        uv_close((uv_handle_t *) &c->heartbeat, c_handle_closed);
+        return rc;
+    }
     loom_free(c);
     return rc;
 }
@@ -1429,6 +1514,7 @@ tp_consume_free(tp_consumer *c)
             *pp = c->next;
             break;
         }
+    c_flush(c);
     /* Leaving hands our partitions over at once instead of after the
      * session timeout. Unsettled messages are redelivered to the group. */
     tp_group_leave(c);

@@ -392,9 +392,18 @@ tp_group_leave(tp_consumer *c)
     if (c->gconn.store == NULL)
         return;
     if (c->g_busy) {
-        /* Abandon the heartbeat in flight: leaving matters more. */
+        /* Abandon the heartbeat in flight: leaving matters more. Leave on
+         * a new connection (returning here kept the member in the group,
+         * holding its partitions until its session timed out). */
+        char err[256];
         tp_conn_close(&c->gconn);
-        return; /* the session timeout expels us instead */
+        c->g_busy = 0;
+        if (tp_conn_open(&c->gconn, c->tr, "group", err, sizeof err) !=
+            LOOM_OK) {
+            loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s",
+                      c->group, err);
+            return; /* the session timeout expels us instead */
+        }
     }
     if (tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r) !=
         LOOM_OK)
