@@ -175,6 +175,9 @@ typedef struct tb_latency {
     size_t messages;
     double rate; /* achieved */
     double behind_ms;
+    /* The slowest message: when it was published (seconds after the
+     * first measured one), so a stall can be matched with the logs. */
+    double slowest_at_s;
 } tb_latency;
 
 /* Publishes one message per call at spec->rate for spec->seconds (after

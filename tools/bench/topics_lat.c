@@ -191,12 +191,18 @@ static int
 lt_collect(lt_run *r, tb_latency *out)
 {
     size_t first = r->n_warm, last = r->n_total - 1;
+    int64_t worst = -1;
 
-    for (size_t k = first; k <= last; k++)
-        if (bench_samples_push(&out->lat, (int64_t) atomic_load(&r->seen[k]) -
-                                              r->sent[k]) != 0 ||
+    for (size_t k = first; k <= last; k++) {
+        int64_t lat = (int64_t) atomic_load(&r->seen[k]) - r->sent[k];
+        if (bench_samples_push(&out->lat, lat) != 0 ||
             bench_samples_push(&out->publish, r->acked[k] - r->sent[k]) != 0)
             return -1;
+        if (lat > worst) {
+            worst = lat;
+            out->slowest_at_s = (double) (r->sent[k] - r->sent[first]) / 1e9;
+        }
+    }
     out->messages = last - first + 1;
     out->behind_ms = (double) r->behind_ns / 1e6;
     out->rate = r->sent[last] > r->sent[first]
