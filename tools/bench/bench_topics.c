@@ -211,13 +211,15 @@ tb_run(tb_pgq *q, const tb_spec *spec, tb_results *res)
      * latency would measure that. */
     int loom = tb_latency_phase(spec, res);
 
-    if (tb_pgq_produce_phase(q, spec, res) != 0)
+    /* Ctrl-C ends every phase early; then run no more of them. */
+    if (atomic_load(&bench_stopped) || tb_pgq_produce_phase(q, spec, res) != 0)
         return -1;
     if (loom == 0)
         loom = tb_loom_produce_phase(spec, res);
     if (loom == 0)
         loom = tb_loom_consume_phase(spec, res, sum);
-    if (tb_pgq_consume_phase(q, spec, res, sum) != 0)
+    if (atomic_load(&bench_stopped) ||
+        tb_pgq_consume_phase(q, spec, res, sum) != 0)
         return -1;
     if (loom == 0)
         loom = tb_loom_single_phase(spec, res, sum);
