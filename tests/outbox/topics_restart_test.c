@@ -120,12 +120,11 @@ rs_finished(void *arg)
 
     if (now - s->last_check >= 100) {
         s->last_check = now;
-        s->applied = est_try_ll_on(&s->probe,
-                                   "SELECT count(*) FROM rs_applied");
+        s->applied =
+            est_try_ll_on(&s->probe, "SELECT count(*) FROM rs_applied");
     }
-    return atomic_load(&s->restart_done) && s->acked + s->failed ==
-                                                RS_MESSAGES &&
-           s->applied >= RS_MESSAGES;
+    return atomic_load(&s->restart_done) &&
+           s->acked + s->failed == RS_MESSAGES && s->applied >= RS_MESSAGES;
 }
 
 static void
@@ -161,9 +160,9 @@ publisher_and_consumers_ride_out_a_server_restart(void **state)
     cfg.batch = 50;
     topts.poll_ms = 100;
     topts.session_timeout_ms = 30000; /* the restart must not expel it */
-    assert_int_equal(loom_topics_consumer_open(e.t, &cfg, &topts, NULL,
-                                               rs_apply, NULL, &c),
-                     LOOM_OK);
+    assert_int_equal(
+        loom_topics_consumer_open(e.t, &cfg, &topts, NULL, rs_apply, NULL, &c),
+        LOOM_OK);
     uv_timer_init(loom_runtime_loop(e.rt), &s.pub);
     s.pub.data = &s;
     uv_timer_start(&s.pub, rs_on_pub, 2, 2);
