@@ -258,6 +258,7 @@ struct tp_consumer {
     tp_batch *tx_batch;      /* tx mode: the batch in hand */
     size_t iso_i;            /* isolating: the entry in hand */
     size_t h_end;            /* the handler's statements in tx */
+    size_t commit_base;      /* statements in tx before the commit's own */
     int isolating; /* tx mode: redelivering a failed batch one by one */
     int armed;
     int woken;
