@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Body of `make bench`: the append, read, rebuild and live benchmarks
-# against a durable (fsync=on, synchronous_commit=on) database, about 8
-# minutes on the reference machine (docs/benchmarks.md).
-# Extra loom-bench arguments: make bench BENCH_ARGS='...'
+# Body of `make bench`: the append, read, rebuild, live and topics
+# benchmarks against a durable (fsync=on, synchronous_commit=on) database,
+# about 7 minutes on the reference machine (docs/benchmarks.md).
+#
+#   scripts/bench.sh             all five
+#   scripts/bench.sh topics ...  only the loom-bench commands named
+#
+# Installs what the benchmarks compare against (PgQ, for topics) when it
+# is missing. Extra loom-bench arguments: make bench BENCH_ARGS='...'
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -11,12 +16,23 @@ bench=build/tools/loom-bench
 loom_need_binary "$bench"
 loom_split_args "${BENCH_ARGS:-}"
 
+commands=("$@")
+if ((${#commands[@]} == 0)); then
+    commands=(append read rebuild live topics)
+fi
+for cmd in "${commands[@]}"; do
+    case $cmd in
+    append | read | rebuild | live) ;;
+    topics) need_pgq=1 ;;
+    *) die "unknown benchmark \"$cmd\" (append, read, rebuild, live, topics)" ;;
+    esac
+done
+if [[ ${need_pgq:-0} == 1 ]]; then
+    scripts/deps.sh --bench
+fi
+
 loom_db_up
-say "benchmark: append"
-"$bench" append "${ARGS[@]}"
-say "benchmark: read"
-"$bench" read "${ARGS[@]}"
-say "benchmark: rebuild"
-"$bench" rebuild "${ARGS[@]}"
-say "benchmark: live"
-"$bench" live "${ARGS[@]}"
+for cmd in "${commands[@]}"; do
+    say "benchmark: $cmd"
+    "$bench" "$cmd" "${ARGS[@]}"
+done

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Ensure the Debian 12 packages Eventloom needs are installed.
 #
+#   scripts/deps.sh          what building and testing need
+#   scripts/deps.sh --bench  that, plus what the benchmarks compare against
+#
 # Installs only what is missing; prints a single line when nothing is.
 # Needs root, or password-less sudo, to install anything.
 set -euo pipefail
@@ -24,6 +27,21 @@ PACKAGES=(
     clang                    # sanitizer / fuzz builds
     libclang-rt-14-dev
 )
+
+# `loom-bench topics` measures the topics transport against PgQ, in the
+# PostgreSQL 15 server of scripts/pg.sh (CREATE EXTENSION pgq).
+BENCH_PACKAGES=(
+    postgresql-15-pgq3
+)
+
+case ${1:-} in
+"") ;;
+--bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+*)
+    printf 'usage: %s [--bench]\n' "$0" >&2
+    exit 2
+    ;;
+esac
 
 die() {
     printf 'deps.sh: error: %s\n' "$*" >&2

@@ -30,7 +30,9 @@ typedef struct bench_opts {
     size_t page;        /* read_all: events per page */
     size_t batch;       /* rebuild: events per batch and raw page; 0: the
                            library's default (5,000) */
-    double rate;        /* live: events appended per second */
+    size_t messages;    /* topics: messages produced and consumed */
+    double rate;        /* live: events appended per second; topics:
+                           messages per second of the latency part */
     int rounds;         /* interleaved loom/raw rounds per case */
     int malloc_default; /* --malloc-default: keep glibc heap trimming */
 } bench_opts;
@@ -173,5 +175,8 @@ int bench_rebuild(bench_env *env, const bench_opts *o);
 
 /* Runs live; 0, or -1 after printing the error. */
 int bench_live(bench_env *env, const bench_opts *o);
+
+/* Runs topics (bench_topics.c); 0, or -1 after printing the error. */
+int bench_topics(bench_env *env, const bench_opts *o);
 
 #endif /* LOOM_BENCH_H */

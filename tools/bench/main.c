@@ -5,6 +5,7 @@
  *   loom-bench read    [--events N] [--page N] [--rounds N] [--db URL]
  *   loom-bench rebuild [--events N] [--batch N] [--rounds N] [--db URL]
  *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
+ *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -14,6 +15,10 @@
  * and live, a latency case, prints
  *   BENCH live_raw p50_ms=<x> p99_ms=<y>
  *   BENCH live p50_ms=<x> p99_ms=<y> raw_p99_ms=<z> ratio=<y/z>
+ * and topics, whose baseline is PgQ,
+ *   BENCH topics produce loom=<msg/s> pgq=<msg/s> ratio=<loom/pgq>
+ *   BENCH topics consume loom=<msg/s> pgq=<msg/s> ratio=<loom/pgq>
+ *   BENCH topics latency p50_ms=<x> p99_ms=<y>
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
@@ -41,6 +46,7 @@ static const main_case main_cases[] = {
     {"append_1x1", "append"}, {"append_100x1", "append"},
     {"append_1x8", "append"}, {"read_all", "read"},
     {"rebuild", "rebuild"},   {"live", "live"},
+    {"topics", "topics"},
 };
 
 #define MAIN_NCASES (sizeof main_cases / sizeof main_cases[0])
@@ -49,24 +55,32 @@ static void
 main_usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s append|read|rebuild|live|all [options]\n"
+            "usage: %s append|read|rebuild|live|topics|all [options]\n"
             "  --seconds S   measured seconds per side of each append case "
             "and of\n"
-            "                live, split over the rounds (default 10)\n"
+            "                live, split over the rounds; topics: of its "
+            "latency part\n"
+            "                (default 10)\n"
             "  --events N    events loaded for read_all and rebuild (default "
             "1000000)\n"
             "  --page N      read_all page size (default 1000)\n"
             "  --batch N     rebuild batch and raw page size (default: the "
             "library's,\n"
-            "                5000)\n"
-            "  --rate R      live: events appended per second (default "
+            "                5000); topics: messages per loom consumer fetch "
+            "(default\n"
+            "                1000)\n"
+            "  --rate R      live: events appended per second, topics: "
+            "messages\n"
+            "                published per second for latency (default "
             "1000)\n"
+            "  --messages N  topics: messages produced and consumed (default "
+            "1000000)\n"
             "  --rounds N    interleaved loom/raw rounds per case, median "
             "taken\n"
             "                (default 3, at most 15)\n"
             "  --case NAME   run only append_1x1, append_100x1, append_1x8, "
             "read_all,\n"
-            "                rebuild or live\n"
+            "                rebuild, live or topics\n"
             "  --db URL      the server (default $LOOM_DATABASE_URL); a "
             "scratch\n"
             "                database loom_bench_<pid> is created on it and "
@@ -106,6 +120,8 @@ main_option(bench_opts *o, const char *name, const char *arg)
     }
     if (strcmp(name, "--events") == 0)
         return (o->events = main_count(arg)) > 0 ? 0 : -1;
+    if (strcmp(name, "--messages") == 0)
+        return (o->messages = main_count(arg)) > 0 ? 0 : -1;
     if (strcmp(name, "--page") == 0)
         return (o->page = main_count(arg)) > 0 && o->page <= 1000000 ? 0 : -1;
     if (strcmp(name, "--batch") == 0)
@@ -169,8 +185,8 @@ main_check(const char *cmd, const bench_opts *o)
 {
     size_t n = 0;
 
-    static const char *const cmds[] = {"append", "read", "rebuild", "live",
-                                       "all"};
+    static const char *const cmds[] = {"append", "read",   "rebuild",
+                                       "live",   "topics", "all"};
     int known = 0;
 
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
@@ -245,9 +261,9 @@ main_banner(const char *cmd, const bench_opts *o)
 
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
     printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu "
-           "--batch %zu%s --rate %g\n",
+           "--batch %zu%s --rate %g --messages %zu\n",
            BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page,
-           o->batch, o->batch ? "" : " (the library's)", o->rate);
+           o->batch, o->batch ? "" : " (the library's)", o->rate, o->messages);
     fflush(stdout);
 }
 
@@ -260,6 +276,8 @@ main_case_run(bench_env *env, const bench_opts *o, const char *name)
         return bench_read_all(env, o);
     if (strcmp(name, "rebuild") == 0)
         return bench_rebuild(env, o);
+    if (strcmp(name, "topics") == 0)
+        return bench_topics(env, o);
     return bench_live(env, o);
 }
 
@@ -293,6 +311,7 @@ main(int argc, char **argv)
     bench_opts o = {.dsn = getenv("LOOM_DATABASE_URL"),
                     .seconds = 10,
                     .events = 1000000,
+                    .messages = 1000000,
                     .page = 1000,
                     .rate = 1000,
                     .rounds = 3};
