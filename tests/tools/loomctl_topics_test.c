@@ -167,7 +167,7 @@ setup(void **state)
 {
     (void) state;
     loomt_sql_exec("TRUNCATE loom.topics, loom.topic_partitions, "
-                   "loom.topic_messages, loom.topic_dedup, "
+                   "loom.topic_messages, "
                    "loom.topic_groups, loom.topic_members, "
                    "loom.topic_assignments, loom.topic_offsets, "
                    "loom.topic_retries, loom.topic_dead_letters");
@@ -566,9 +566,8 @@ test_topics_dlq_list_and_redrive(void **state)
                    "(SELECT id FROM loom.topics WHERE name = 'orders')");
     r = lc("topics retention");
     assert_int_equal(r.rc, 0);
-    assert_string_equal(r.out, "retention removed 1 row (messages past their "
-                               "topic's retention, and expired "
-                               "deduplication ids)\n");
+    assert_string_equal(r.out, "retention removed 1 message past their "
+                               "topic's retention\n");
     run_free(&r);
     r = lc("topics dlq orders");
     assert_int_equal(r.rc, 0);
@@ -652,7 +651,7 @@ test_topics_retention(void **state)
 
     r = lc("topics retention");
     assert_int_equal(r.rc, 0);
-    assert_has(r.out, "retention removed 0 rows");
+    assert_has(r.out, "retention removed 0 messages");
     run_free(&r);
     r = lc("topics retention now");
     assert_int_equal(r.rc, 2);

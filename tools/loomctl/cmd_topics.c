@@ -348,8 +348,8 @@ ctl_topics_retention(ctl *c, int argc, char **argv)
         rc = ctl_topics_json_out(&b, "the result");
     } else {
         ctl_fmt_count(removed, count);
-        printf("retention removed %s row%s (messages past their topic's "
-               "retention, and expired deduplication ids)\n",
+        printf("retention removed %s message%s past their topic's "
+               "retention\n",
                count, removed == 1 ? "" : "s");
     }
     loom__buf_free(&b);

@@ -184,10 +184,10 @@ LOOM_API loom_err loom_topic_redrive(loom_store *s, const char *topic,
 /*
  * Applies retention once, to completion: moves every partition's first
  * offset past what its topic keeps, then deletes the messages below in
- * short transactions of at most 10,000 rows each (no long locks), and
- * removes expired deduplication ids. *removed (may be NULL) counts rows
- * deleted. An open topics transport does this by itself every
- * retention_ms. Errors: LOOM_EINVAL, LOOM_ECONN, LOOM_EDB.
+ * short transactions of at most 10,000 rows each (no long locks).
+ * *removed (may be NULL) counts the messages deleted. An open topics transport
+ * does this by itself every retention_ms. Errors: LOOM_EINVAL, LOOM_ECONN,
+ * LOOM_EDB.
  */
 LOOM_API loom_err loom_topics_retention(loom_store *s, int64_t *removed);
 

@@ -86,7 +86,8 @@ typedef struct loom_consumer_config {
      * ("orders.*.eu", "orders.#"), as far as the transport supports them. */
     const char *const *topics;
     size_t n_topics;
-    size_t batch;         /* most messages per handler call; 0: 100 */
+    size_t batch;         /* most messages per handler call; 0: the
+                             transport's default (topics 500) */
     size_t max_in_flight; /* unacknowledged messages before fetching
                              pauses; 0: 1000 */
     /* Deliveries of a failing message before it is dead-lettered; 0: 5. */

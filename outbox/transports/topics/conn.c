@@ -4,13 +4,16 @@
  * uv_poll watches the socket, and loom_store_poll() says when the result
  * is in. One request at a time; callers queue their own.
  *
- * A broken connection is re-established when the next request is sent
- * (loom__store_begin(), blocking for the connect); the request that saw
- * the break fails with LOOM_ECONN and its caller decides what to retry.
+ * A broken connection is re-established without blocking the loop: the
+ * request that saw the break fails with LOOM_ECONN, and so does every
+ * request while PQresetStart/PQresetPoll run under the same uv_poll; the
+ * callers retry on their own timers (a consumer's backoff, the next
+ * heartbeat, the producer's retry timer).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "log_int.h"
 #include "loom/alloc.h"
 #include "topics_int.h"
 
@@ -22,6 +25,52 @@ struct tp_poll {
 
 static void conn_drive(tp_conn *c);
 
+static loom_err conn_watch(tp_conn *c, int want);
+static void conn_unwatch(tp_conn *c);
+
+/* Moves a reconnection on; done when it succeeded or failed. */
+static void
+conn_reconnect_step(tp_conn *c)
+{
+    int want = 0;
+    loom_err rc = loom__store_reconnect_poll(c->store, &want);
+
+    if (rc == LOOM_EAGAIN && conn_watch(c, want) == LOOM_OK)
+        return;
+    c->reconnecting = 0;
+    if (c->poll != NULL)
+        uv_poll_stop(&c->poll->h);
+    if (rc == LOOM_OK)
+        loom__log(LOOM_LOG_INFO, "topics: reconnected to PostgreSQL");
+    else
+        loom__log(LOOM_LOG_WARN, "topics: %s", loom_store_errmsg(c->store));
+}
+
+/* Starts re-establishing a broken connection, or moves the one under
+ * way on: LOOM_OK once connected, else LOOM_ECONN (the caller's request
+ * waits for its next try). Every try also polls the reconnection itself,
+ * so it progresses on the callers' timers even if a socket event were
+ * missed. */
+static loom_err
+conn_reconnect(tp_conn *c)
+{
+    if (!c->reconnecting) {
+        /* The new socket may get the old one's number, which epoll then
+         * no longer watches while libuv believes it does: a new handle
+         * for the new socket, always. */
+        conn_unwatch(c);
+        if (loom__store_reconnect_start(c->store) != LOOM_OK)
+            return LOOM_ECONN;
+        c->reconnecting = 1;
+    }
+    conn_reconnect_step(c);
+    if (!c->reconnecting && PQstatus(c->store->conn) == CONNECTION_OK)
+        return LOOM_OK;
+    return loom__store_fail(c->store, LOOM_ECONN,
+                            "reconnecting to PostgreSQL; the request is "
+                            "retried");
+}
+
 static void
 conn_on_poll(uv_poll_t *h, int status, int events)
 {
@@ -29,7 +78,11 @@ conn_on_poll(uv_poll_t *h, int status, int events)
 
     (void) status; /* an error shows in loom_store_poll() */
     (void) events;
-    if (p->c != NULL)
+    if (p->c == NULL)
+        return;
+    if (p->c->reconnecting)
+        conn_reconnect_step(p->c);
+    else
         conn_drive(p->c);
 }
 
@@ -179,6 +232,9 @@ tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
 
     if (c->store == NULL || c->busy)
         return LOOM_EBUSY;
+    if ((c->reconnecting || PQstatus(c->store->conn) != CONNECTION_OK) &&
+        (rc = conn_reconnect(c)) != LOOM_OK)
+        return rc;
     rc = loom__store_begin(c->store);
     if (rc == LOOM_OK)
         rc = loom__store_send(c->store, LOOM__OP_QUERY, st, values, lengths);
@@ -192,6 +248,9 @@ tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
 
     if (c->store == NULL || c->busy)
         return LOOM_EBUSY;
+    if ((c->reconnecting || PQstatus(c->store->conn) != CONNECTION_OK) &&
+        (rc = conn_reconnect(c)) != LOOM_OK)
+        return rc;
     rc = loom__store_begin(c->store);
     if (rc == LOOM_OK)
         rc = loom__store_send_tx(c->store, tx);
@@ -205,8 +264,10 @@ tp_conn_query_now(tp_conn *c, const loom__stmt *st, const char *const *values,
     loom_err rc;
 
     *out = NULL;
-    if (c->store == NULL || c->busy)
+    if (c->store == NULL || c->busy || c->reconnecting)
         return LOOM_EBUSY;
+    if (PQstatus(c->store->conn) != CONNECTION_OK)
+        conn_unwatch(c); /* the reconnect below gets a new socket */
     rc = loom__store_begin(c->store);
     if (rc != LOOM_OK)
         return rc;
@@ -218,6 +279,7 @@ tp_conn_close(tp_conn *c)
 {
     conn_unwatch(c);
     c->busy = 0;
+    c->reconnecting = 0;
     c->done = NULL;
     loom_store_close(c->store);
     c->store = NULL;

@@ -623,7 +623,21 @@ c_build_commit(tp_consumer *c, int keep_tx)
     if (!keep_tx) {
         loom__tx_reset(&c->tx);
         c->h_end = 0;
+        /* At least once with automatic commits: a commit lost in a server
+         * crash only delivers its messages again, so it need not wait for
+         * the WAL flush (the subscriptions' checkpoint-only commits do the
+         * same). At most once must not lose one, and a manual commit is
+         * the caller's explicit promise: both stay durable, as do the
+         * transactional handler's effects. */
+        if (c->tx_fn == NULL && !c->topts.at_most_once &&
+            !c->topts.manual_commit &&
+            loom_tx_exec(&c->tx,
+                         "SELECT set_config('synchronous_commit', 'off', "
+                         "true)",
+                         0, NULL) != LOOM_OK)
+            return LOOM_ENOMEM;
     }
+    c->commit_base = keep_tx ? 0 : loom_tx_count(&c->tx);
     c->n_committing = 0;
     for (tp_batch *b = c->batches; b != NULL && rc == LOOM_OK; b = b->next)
         for (size_t i = 0; i < b->n && rc == LOOM_OK; i++) {
@@ -671,7 +685,7 @@ c_commit(tp_consumer *c, int keep_tx)
 {
     loom_err rc = c_build_commit(c, keep_tx);
 
-    if (rc == LOOM_OK && loom_tx_count(&c->tx) == 0)
+    if (rc == LOOM_OK && loom_tx_count(&c->tx) == c->commit_base)
         return 0;
     if (rc == LOOM_OK)
         rc = tp_conn_tx(&c->dconn, &c->tx, c_committed, c);
@@ -713,7 +727,7 @@ c_flush(tp_consumer *c)
         c->n_committing = 0;
     }
     if (c->pending == 0 || c_build_commit(c, 0) != LOOM_OK ||
-        loom_tx_count(&c->tx) == 0)
+        loom_tx_count(&c->tx) == c->commit_base)
         return;
     if (loom__store_begin(s) != LOOM_OK ||
         loom__store_run_tx(s, &c->tx) != LOOM_OK)
@@ -1407,7 +1421,9 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
         c->topts.visibility_ms = 30000;
     if (c->topts.poll_ms == 0)
         c->topts.poll_ms = 1000;
-    c->batch = cfg->batch ? cfg->batch : 100;
+    /* Kafka's max.poll.records: big enough to spread a commit's round
+     * trip over many messages. */
+    c->batch = cfg->batch ? cfg->batch : 500;
     c->max_in_flight = cfg->max_in_flight ? cfg->max_in_flight : 1000;
     if (c->batch > c->max_in_flight)
         c->batch = c->max_in_flight;

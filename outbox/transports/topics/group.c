@@ -383,6 +383,7 @@ tp_group_refresh(tp_consumer *c)
 void
 tp_group_leave(tp_consumer *c)
 {
+    loom_err rc;
     const char *values[2] = {c->group, (const char *) c->member.bytes};
     int lengths[2] = {(int) strlen(c->group), 16};
     PGresult *r = NULL;
@@ -405,8 +406,15 @@ tp_group_leave(tp_consumer *c)
             return; /* the session timeout expels us instead */
         }
     }
-    if (tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r) !=
-        LOOM_OK)
+    rc = tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
+    if (rc == LOOM_ECONN) {
+        /* The connection died unnoticed (a server restart): once more, on
+         * a new one. */
+        PQclear(r);
+        r = NULL;
+        rc = tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
+    }
+    if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s", c->group,
                   tp_conn_errmsg(&c->gconn));
     PQclear(r);

@@ -14,8 +14,11 @@
  * keyless messages get the batch's sticky partition. A custom partitioner
  * chooses here, with the count this process last read.
  *
- * A lost connection resends the same transaction (twice at most); the
- * message ids make that safe where the topic deduplicates. A transaction
+ * A lost connection keeps the transaction: it is sent again, with a
+ * capped backoff, once the connection is back (the message ids make a
+ * resend of a commit that did land harmless where the topic
+ * deduplicates). After TP_DELIVERY_TIMEOUT_MS without success its calls
+ * fail with LOOM_ECONN, as Kafka's delivery.timeout.ms does. A transaction
  * refused for another reason (say, an unknown topic) is split and each of
  * its calls sent alone, so one bad call fails only itself.
  */
@@ -27,7 +30,7 @@
 #include "pgwire.h"
 #include "topics_int.h"
 
-#define TP_RESENDS 2
+#define TP_DELIVERY_TIMEOUT_MS 120000
 
 #define TP_SQL_PUBLISH                                                         \
     "SELECT count(*) FROM loom.topic_publish($1, $2, $3, $4, $5, $6, $7, "     \
@@ -64,14 +67,18 @@ struct tp_producer {
     tp_call *sent;        /* the calls of the transaction in flight */
     loom_tx tx;
     uint32_t sticky;
-    unsigned resends;
-    uv_timer_t linger;
-    int linger_init;
+    uint64_t failing_since; /* uv_now() of the first failure in a row; 0 */
+    loom__backoff backoff;
+    uv_timer_t timer; /* lingering, or waiting to resend */
+    int timer_init;
     int linger_armed;
+    int retry_armed;
     int linger_due; /* the linger time is up: send what there is */
 };
 
 static void prod_send(tp_producer *p);
+static void prod_on_retry(uv_timer_t *t);
+static void prod_sent(void *arg, loom_err rc, PGresult *r);
 
 static void
 call_free(tp_call *c)
@@ -126,8 +133,8 @@ tp_producer_free(tp_transport *tr)
     prod_report(p->sent, LOOM_ECONN);
     prod_report(p->head, LOOM_ECONN);
     loom__tx_free(&p->tx);
-    if (p->linger_init) {
-        uv_close((uv_handle_t *) &p->linger, prod_timer_closed);
+    if (p->timer_init) {
+        uv_close((uv_handle_t *) &p->timer, prod_timer_closed);
         return;
     }
     loom_free(p);
@@ -209,6 +216,7 @@ prod_start(tp_transport *tr)
     memset(p, 0, sizeof *p);
     p->tr = tr;
     loom__tx_init(&p->tx);
+    loom__backoff_init(&p->backoff, 50, 5000);
     rc = tp_conn_open(&p->conn, tr, "producer", err, sizeof err);
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_ERROR, "topics producer: %s", err);
@@ -393,8 +401,6 @@ prod_queue_topic(tp_producer *p, tp_call *calls, const char *topic,
     return rc;
 }
 
-static void prod_sent(void *arg, loom_err rc, PGresult *r);
-
 /* Builds the transaction for p->sent and sends it. */
 static loom_err
 prod_build_and_send(tp_producer *p)
@@ -430,6 +436,46 @@ prod_build_and_send(tp_producer *p)
     return rc;
 }
 
+/* The connection is down: the transaction in hand goes again after a
+ * backoff, or, past the delivery timeout, its calls fail. */
+static void
+prod_retry_later(tp_producer *p)
+{
+    uv_loop_t *loop = loom_runtime_loop(p->tr->rt);
+    uint64_t now = uv_now(loop);
+
+    if (p->failing_since == 0)
+        p->failing_since = now;
+    if (now - p->failing_since >= TP_DELIVERY_TIMEOUT_MS || p->tr->closed ||
+        p->tr->stopping || !p->timer_init) {
+        tp_call *sent = p->sent;
+        loom__log(LOOM_LOG_WARN,
+                  "topics publish failed: %s (no connection for %llu ms)",
+                  tp_conn_errmsg(&p->conn),
+                  (unsigned long long) (now - p->failing_since));
+        p->sent = NULL;
+        prod_report(sent, LOOM_ECONN);
+        return;
+    }
+    p->retry_armed = 1;
+    uv_timer_start(&p->timer, prod_on_retry, loom__backoff_next(&p->backoff),
+                   0);
+}
+
+static void
+prod_on_retry(uv_timer_t *t)
+{
+    tp_producer *p = t->data;
+
+    p->retry_armed = 0;
+    if (p->sent == NULL) {
+        prod_send(p);
+        return;
+    }
+    if (tp_conn_tx(&p->conn, &p->tx, prod_sent, p) != LOOM_OK)
+        prod_retry_later(p);
+}
+
 static void
 prod_on_linger(uv_timer_t *t)
 {
@@ -447,28 +493,31 @@ prod_send(tp_producer *p)
     tp_call **tail = &p->sent;
     loom_err rc;
 
-    if (p->sent != NULL || p->head == NULL || p->conn.busy)
+    if (p->sent != NULL || p->head == NULL || p->conn.busy || p->retry_armed)
         return;
+    /* The timer serves lingering and resending; make sure it exists. */
+    if (!p->timer_init) {
+        if (uv_timer_init(loom_runtime_loop(p->tr->rt), &p->timer) == 0) {
+            p->timer.data = p;
+            p->timer_init = 1;
+            p->tr->open_handles++;
+        }
+    }
     /* Lingering: wait up to linger_ms for a fuller batch. */
     if (p->tr->linger_ms > 0 && p->queued < p->tr->batch && !p->tr->stopping &&
         !p->linger_due) {
         if (!p->linger_armed) {
-            if (!p->linger_init) {
-                if (uv_timer_init(loom_runtime_loop(p->tr->rt), &p->linger))
-                    goto send;
-                p->linger.data = p;
-                p->linger_init = 1;
-                p->tr->open_handles++;
-            }
+            if (!p->timer_init)
+                goto send;
             p->linger_armed = 1;
-            uv_timer_start(&p->linger, prod_on_linger, p->tr->linger_ms, 0);
+            uv_timer_start(&p->timer, prod_on_linger, p->tr->linger_ms, 0);
         }
         return;
     }
 send:
     p->linger_due = 0;
     if (p->linger_armed) {
-        uv_timer_stop(&p->linger);
+        uv_timer_stop(&p->timer);
         p->linger_armed = 0;
     }
     /* Whole calls, up to `batch` messages (at least one call); a solo
@@ -489,8 +538,11 @@ send:
             break;
     }
     p->sticky++;
-    p->resends = 0;
     rc = prod_build_and_send(p);
+    if (rc == LOOM_ECONN) {
+        prod_retry_later(p);
+        return;
+    }
     if (rc != LOOM_OK) {
         tp_call *sent = p->sent;
         loom__log(LOOM_LOG_WARN, "topics publish: %s (%s)", loom_strerror(rc),
@@ -509,12 +561,18 @@ prod_sent(void *arg, loom_err rc, PGresult *r)
     tp_call *sent = p->sent;
 
     PQclear(r);
-    if (rc == LOOM_ECONN && p->resends < TP_RESENDS && !tr->closed) {
-        /* Same transaction again: a duplicate of a commit that did land
-         * is dropped by the topic's deduplication. */
-        p->resends++;
-        if (tp_conn_tx(&p->conn, &p->tx, prod_sent, p) == LOOM_OK)
+    if (rc == LOOM_ECONN && !tr->closed) {
+        /* The same transaction again, later: a duplicate of a commit that
+         * did land is dropped by the topic's deduplication. */
+        prod_retry_later(p);
+        if (p->sent != NULL)
             return;
+        prod_send(p);
+        return;
+    }
+    if (rc == LOOM_OK) {
+        p->failing_since = 0;
+        loom__backoff_reset(&p->backoff);
     }
     if (rc != LOOM_OK && rc != LOOM_ECONN && sent != NULL &&
         sent->next != NULL) {

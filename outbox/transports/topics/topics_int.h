@@ -48,8 +48,9 @@ struct tp_conn {
     loom_store *store;
     tp_poll *poll;
     int poll_fd;
-    int busy;  /* a request in flight */
-    int is_tx; /* it is a loom_tx */
+    int busy;         /* a request in flight */
+    int is_tx;        /* it is a loom_tx */
+    int reconnecting; /* PQresetStart/PQresetPoll in progress */
     tp_done_fn done;
     void *arg;
 };
@@ -59,14 +60,16 @@ struct tp_conn {
 loom_err tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
                       size_t errlen);
 /* Sends one prepared statement; `done` is called later, on the loop
- * (never during this call). Errors (done not called): LOOM_EBUSY, and
- * the send's own (a broken connection reconnects first, blocking). */
+ * (never during this call). Errors (done not called): LOOM_EBUSY,
+ * LOOM_ECONN (the connection is broken: reconnecting, without blocking;
+ * retry later), and the send's own. */
 loom_err tp_conn_query(tp_conn *c, const loom__stmt *st,
                        const char *const *values, const int *lengths,
                        tp_done_fn done, void *arg);
 /* Sends `tx` as one transaction; `done` gets r NULL. */
 loom_err tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg);
-/* Blocking form of tp_conn_query for set-up steps; *out owned by caller. */
+/* Blocking form of tp_conn_query for set-up and close steps (reconnects
+ * blocking when broken); *out owned by the caller. */
 loom_err tp_conn_query_now(tp_conn *c, const loom__stmt *st,
                            const char *const *values, const int *lengths,
                            PGresult **out);
@@ -255,6 +258,7 @@ struct tp_consumer {
     tp_batch *tx_batch;      /* tx mode: the batch in hand */
     size_t iso_i;            /* isolating: the entry in hand */
     size_t h_end;            /* the handler's statements in tx */
+    size_t commit_base;      /* statements in tx before the commit's own */
     int isolating; /* tx mode: redelivering a failed batch one by one */
     int armed;
     int woken;
