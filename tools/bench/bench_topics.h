@@ -36,6 +36,7 @@
 #define TB_LAT_TOPIC     "bench.latency"
 #define TB_QUEUE         "bench"
 #define TB_PGQ_CONSUMER  "bench"
+#define TB_PGQ_LAZY      "bench_lazy" /* commits without flush wait */
 
 /* What the case passes to each side. */
 typedef struct tb_spec {
@@ -113,8 +114,10 @@ void tb_pgq_close(tb_pgq *q);
 int tb_pgq_produce(tb_pgq *q, tb_phase *out);
 
 /* Consume: next_batch, get_batch_events, finish_batch, one transaction
- * per batch, until every message was received; the ticker runs. */
-int tb_pgq_consume(tb_pgq *q, tb_phase *out);
+ * per batch, until every message was received; the ticker runs. `lazy`:
+ * as consumer TB_PGQ_LAZY, whose batch transactions commit with
+ * synchronous_commit off. */
+int tb_pgq_consume(tb_pgq *q, int lazy, tb_phase *out);
 
 /* ------------------------------------------------------------------ */
 /* topics_loom.c                                                       */

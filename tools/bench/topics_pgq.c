@@ -21,7 +21,10 @@
  * registered consumer receives every event (cooperative consumers are the
  * separate pgq_coop extension, not packaged for Debian 12). Per batch,
  * one transaction: next_batch, get_batch_events, the per-message work,
- * finish_batch, COMMIT (durable), as Skytools' Consumer does.
+ * finish_batch, COMMIT (durable), as Skytools' Consumer does. A second
+ * consumer, registered alongside, reads the same events once more with
+ * commits that do not wait for the WAL flush, for the comparison with the
+ * transport's offset commits, which do not either.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -142,6 +145,7 @@ int
 tb_pgq_open(tb_pgq **out, const tb_spec *spec)
 {
     const char *const names[2] = {TB_QUEUE, TB_PGQ_CONSUMER};
+    const char *const lazy[2] = {TB_QUEUE, TB_PGQ_LAZY};
     PGconn *c = spec->env->scratch;
     tb_pgq *q;
     PGresult *r;
@@ -162,6 +166,10 @@ tb_pgq_open(tb_pgq **out, const tb_spec *spec)
         return -1;
     PQclear(r);
     if ((r = pq_query(c, "SELECT pgq.register_consumer($1, $2)", 2, names)) ==
+        NULL)
+        return -1;
+    PQclear(r);
+    if ((r = pq_query(c, "SELECT pgq.register_consumer($1, $2)", 2, lazy)) ==
         NULL)
         return -1;
     PQclear(r);
@@ -308,14 +316,19 @@ pq_events(tb_pgq *q, const char *batch, tb_seen *seen)
 /* One transaction: the next batch, its events, finish_batch, COMMIT.
  * Returns 1 when a batch was handled, 0 when none was ready, -1. */
 static int
-pq_batch(tb_pgq *q, tb_seen *seen)
+pq_batch(tb_pgq *q, int lazy, tb_seen *seen)
 {
-    const char *const names[2] = {TB_QUEUE, TB_PGQ_CONSUMER};
+    const char *const names[2] = {TB_QUEUE,
+                                  lazy ? TB_PGQ_LAZY : TB_PGQ_CONSUMER};
     PGresult *r = NULL;
     char batch[32];
     int got;
 
-    if (bench_db_exec(q->conn, "BEGIN") != 0 ||
+    /* Lazy: a lost finish_batch only hands the batch out again, which
+     * is what the topics transport relies on for its offset commits. */
+    if (bench_db_exec(q->conn, lazy
+                                   ? "BEGIN; SET LOCAL synchronous_commit = off"
+                                   : "BEGIN") != 0 ||
         (r = pq_query(q->conn, "SELECT pgq.next_batch($1, $2)", 2, names)) ==
             NULL)
         return -1;
@@ -334,7 +347,7 @@ pq_batch(tb_pgq *q, tb_seen *seen)
 }
 
 int
-tb_pgq_consume(tb_pgq *q, tb_phase *out)
+tb_pgq_consume(tb_pgq *q, int lazy, tb_phase *out)
 {
     tb_seen seen;
     int64_t t0, idle_since = 0;
@@ -349,7 +362,7 @@ tb_pgq_consume(tb_pgq *q, tb_phase *out)
     t0 = bench_now_ns();
     while (atomic_load(&seen.distinct) < seen.n &&
            !atomic_load(&bench_stopped)) {
-        int got = pq_batch(q, &seen);
+        int got = pq_batch(q, lazy, &seen);
         if (got < 0) {
             rc = -1;
             break;
