@@ -247,22 +247,27 @@ tb_run(tb_pgq *q, const tb_spec *spec, tb_results *res)
 int
 bench_topics(bench_env *env, const bench_opts *o)
 {
-    /* Loom consumers fetch as many messages at a time as a produce
-     * transaction holds, unless --batch says otherwise (the transport's
-     * own default, 100, is measured with --batch 100). */
-    tb_spec spec = {env, o->messages, o->rate, o->seconds,
-                    o->batch ? o->batch : TB_BATCH};
+    /* Both sides at their defaults: PgQ batches as pgqd's ticker cuts
+     * them, loom consumers fetch the transport's default unless --batch
+     * says otherwise. */
+    tb_spec spec = {env, o->messages, o->rate, o->seconds, o->batch};
+    char fetch[64];
     tb_results res;
     tb_pgq *q = NULL;
     int rc;
 
     memset(&res, 0, sizeof res);
+    if (spec.batch > 0)
+        snprintf(fetch, sizeof fetch, "up to %zu", spec.batch);
+    else
+        snprintf(fetch, sizeof fetch, "the transport's default number");
     printf("topics: %zu messages of %d bytes, keys over %d values, %d per "
            "produce transaction; loom: %d partitions, a group of %d members "
-           "fetching up to %zu at a time; PgQ: one consumer, pgq.ticker() "
-           "every second; first, loom latency at %.0f msg/s for %.0f s\n",
+           "fetching %s at a time; PgQ: one consumer (and one more whose "
+           "commits skip the flush wait), pgq.ticker() every second; first, "
+           "loom latency at %.0f msg/s for %.0f s\n",
            spec.messages, TB_PAYLOAD_BYTES, TB_KEYS, TB_BATCH, TB_PARTITIONS,
-           TB_MEMBERS, spec.batch, spec.rate, spec.seconds);
+           TB_MEMBERS, fetch, spec.rate, spec.seconds);
     fflush(stdout);
     if (tb_pgq_open(&q, &spec) != 0 || tb_loom_topic(env, TB_TOPIC, 1) != 0 ||
         tb_loom_topic(env, TB_TOPIC_NODEDUP, 0) != 0 ||

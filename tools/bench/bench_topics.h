@@ -44,7 +44,8 @@ typedef struct tb_spec {
     size_t messages; /* --messages */
     double rate;     /* latency: messages per second (--rate) */
     double seconds;  /* latency: measured seconds (--seconds) */
-    size_t batch;    /* loom consumers: messages per fetch (--batch) */
+    size_t batch;    /* loom consumers: messages per fetch (--batch);
+                        0: the transport's default */
 } tb_spec;
 
 /* The outcome of one produce or consume phase. */
