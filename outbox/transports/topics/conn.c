@@ -93,7 +93,7 @@ conn_poll_closed(uv_handle_t *h)
     tp_transport *tr = p->tr;
 
     loom_free(p);
-    tp_released(tr);
+    loom__tp_released(tr);
 }
 
 static void
@@ -179,8 +179,8 @@ conn_drive(tp_conn *c)
 }
 
 loom_err
-tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
-             size_t errlen)
+loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
+                   size_t errlen)
 {
     loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
     char app[64];
@@ -225,8 +225,8 @@ conn_sent(tp_conn *c, loom_err rc, int is_tx, tp_done_fn done, void *arg)
 }
 
 loom_err
-tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
-              const int *lengths, tp_done_fn done, void *arg)
+loom__tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
+                    const int *lengths, tp_done_fn done, void *arg)
 {
     loom_err rc;
 
@@ -242,7 +242,7 @@ tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
 }
 
 loom_err
-tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
+loom__tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
 {
     loom_err rc;
 
@@ -258,8 +258,9 @@ tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
 }
 
 loom_err
-tp_conn_query_now(tp_conn *c, const loom__stmt *st, const char *const *values,
-                  const int *lengths, PGresult **out)
+loom__tp_conn_query_now(tp_conn *c, const loom__stmt *st,
+                        const char *const *values, const int *lengths,
+                        PGresult **out)
 {
     loom_err rc;
 
@@ -275,7 +276,7 @@ tp_conn_query_now(tp_conn *c, const loom__stmt *st, const char *const *values,
 }
 
 void
-tp_conn_close(tp_conn *c)
+loom__tp_conn_close(tp_conn *c)
 {
     conn_unwatch(c);
     c->busy = 0;
@@ -286,7 +287,7 @@ tp_conn_close(tp_conn *c)
 }
 
 const char *
-tp_conn_errmsg(const tp_conn *c)
+loom__tp_conn_errmsg(const tp_conn *c)
 {
     return c->store != NULL ? loom_store_errmsg(c->store) : "not connected";
 }

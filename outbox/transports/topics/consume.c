@@ -168,7 +168,7 @@ part_pop_done(tp_consumer *c, tp_part *p)
 }
 
 void
-tp_consume_drop_part(tp_consumer *c, tp_part *p)
+loom__tp_consume_drop_part(tp_consumer *c, tp_part *p)
 {
     for (tp_entry *e = p->head, *next; e != NULL; e = next) {
         next = e->next;
@@ -229,7 +229,7 @@ c_on_wake(void *arg, const char *channel, const char *payload)
 }
 
 void
-tp_consume_listen(tp_consumer *c)
+loom__tp_consume_listen(tp_consumer *c)
 {
     /* One listener per assigned topic: close the others, open the new. */
     for (size_t i = 0; i < c->n_listeners;) {
@@ -296,7 +296,7 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        tp_headers_decode(
+        loom__tp_headers_decode(
             PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
             (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
         /* The rest is still filled in: the callers deliver the message
@@ -550,8 +550,8 @@ c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
     snprintf(deliveries, sizeof deliveries, "%u", e->deliveries);
     snprintf(part, sizeof part, "%d", (int) e->part->partition);
     snprintf(off, sizeof off, "%lld", (long long) e->msg.offset);
-    tp_headers_encode(&hb, e->msg.headers, e->msg.n_headers);
-    tp_headers_encode(&hb, extra, 6);
+    loom__tp_headers_encode(&hb, e->msg.headers, e->msg.n_headers);
+    loom__tp_headers_encode(&hb, extra, 6);
     pr->v[6] = deliveries;
     pr->v[7] = e->error ? e->error : "failed";
     pr->v[8] = hb.data ? hb.data : "";
@@ -688,7 +688,7 @@ c_commit(tp_consumer *c, int keep_tx)
     if (rc == LOOM_OK && loom_tx_count(&c->tx) == c->commit_base)
         return 0;
     if (rc == LOOM_OK)
-        rc = tp_conn_tx(&c->dconn, &c->tx, c_committed, c);
+        rc = loom__tp_conn_tx(&c->dconn, &c->tx, c_committed, c);
     if (rc != LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++)
             c->committing[i]->queued = 0;
@@ -808,8 +808,8 @@ c_committed(void *arg, loom_err rc, PGresult *r)
          * what we held of it, and the commit then goes again. */
         c->stats.fenced++;
         loom__log(LOOM_LOG_INFO, "topics group \"%s\": commit fenced (%s)",
-                  c->group, tp_conn_errmsg(&c->dconn));
-        tp_group_refresh(c);
+                  c->group, loom__tp_conn_errmsg(&c->dconn));
+        loom__tp_group_refresh(c);
         if (c->tx_fn != NULL && c->tx_batch != NULL)
             c_tx_revert(c);
         c_fail(c, NULL);
@@ -818,7 +818,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (c->tx_fn != NULL && c->tx_batch != NULL && c->h_end > 0 &&
         (rc != LOOM_ECONN && !loom__sqlstate_transient(state)) &&
         (failed < 0 || failed < (long) c->h_end)) {
-        c_tx_failed(c, tp_conn_errmsg(&c->dconn));
+        c_tx_failed(c, loom__tp_conn_errmsg(&c->dconn));
         return;
     }
     if (c->tx_fn != NULL && c->tx_batch != NULL)
@@ -1015,8 +1015,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[3] = 4;
         values[4] = vis;
         lengths[4] = 8;
-        rc = tp_conn_query(&c->dconn, &retries_stmt, values, lengths,
-                           c_retries_fetched, c);
+        rc = loom__tp_conn_query(&c->dconn, &retries_stmt, values, lengths,
+                                 c_retries_fetched, c);
     } else {
         values[0] = a.data;
         lengths[0] = (int) a.len;
@@ -1026,8 +1026,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[2] = (int) o.len;
         values[3] = lim;
         lengths[3] = 4;
-        rc = tp_conn_query(&c->dconn, &fetch_stmt, values, lengths, c_fetched,
-                           c);
+        rc = loom__tp_conn_query(&c->dconn, &fetch_stmt, values, lengths,
+                                 c_fetched, c);
     }
     loom__buf_free(&a);
     loom__buf_free(&b);
@@ -1145,9 +1145,9 @@ c_arm(tp_consumer *c)
     }
     values[0] = arr.data;
     lengths[0] = (int) arr.len;
-    rc = arr.failed
-             ? LOOM_ENOMEM
-             : tp_conn_query(&c->dconn, &arm_stmt, values, lengths, c_armed, c);
+    rc = arr.failed ? LOOM_ENOMEM
+                    : loom__tp_conn_query(&c->dconn, &arm_stmt, values, lengths,
+                                          c_armed, c);
     loom__buf_free(&arr);
     if (rc != LOOM_OK) {
         c_sleep(c);
@@ -1184,7 +1184,7 @@ c_fail(tp_consumer *c, const char *what)
     if (what != NULL)
         loom__log(LOOM_LOG_WARN,
                   "topics group \"%s\": %s failed: %s; again in %llu ms",
-                  c->group, what, tp_conn_errmsg(&c->dconn),
+                  c->group, what, loom__tp_conn_errmsg(&c->dconn),
                   (unsigned long long) ms);
     c->state = TP_C_BACKOFF;
     uv_timer_start(&c->timer, c_on_timer, ms, 0);
@@ -1196,7 +1196,7 @@ c_finish_stop(tp_consumer *c)
     c->state = TP_C_DONE;
     uv_timer_stop(&c->timer);
     uv_timer_stop(&c->heartbeat);
-    tp_maybe_stopped(c->tr);
+    loom__tp_maybe_stopped(c->tr);
 }
 
 static void
@@ -1248,7 +1248,7 @@ c_next(tp_consumer *c)
 }
 
 void
-tp_consume_kick(tp_consumer *c)
+loom__tp_consume_kick(tp_consumer *c)
 {
     if (c->state == TP_C_SLEEP) {
         uv_timer_stop(&c->timer);
@@ -1293,18 +1293,18 @@ c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
         entry_done(c, e);
     }
     if (c->state == TP_C_IDLE || c->state == TP_C_SLEEP)
-        tp_consume_kick(c);
+        loom__tp_consume_kick(c);
     return LOOM_OK;
 }
 
 loom_err
-tp_consume_ack(tp_consumer *c, const loom_message *m)
+loom__tp_consume_ack(tp_consumer *c, const loom_message *m)
 {
     return c_give_back(c, m, TP_E_ACKED, NULL);
 }
 
 loom_err
-tp_consume_fail(tp_consumer *c, const loom_message *m, const char *error)
+loom__tp_consume_fail(tp_consumer *c, const loom_message *m, const char *error)
 {
     return c_give_back(c, m, TP_E_FAILED, error);
 }
@@ -1350,7 +1350,7 @@ c_handle_closed(uv_handle_t *h)
     if (--c->open_timers == 0) {
         loom_free(c);
     }
-    tp_released(tr);
+    loom__tp_released(tr);
 }
 
 static loom_err
@@ -1374,8 +1374,8 @@ c_check(const loom_consumer_config *cfg, const loom_topics_consumer_config *t)
 }
 
 loom_err
-tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
-             const void *extra, void **cstate)
+loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
+                   loom_consumer *h, const void *extra, void **cstate)
 {
     static const loom_topics_consumer_config defaults =
         LOOM_TOPICS_CONSUMER_INIT;
@@ -1458,26 +1458,26 @@ tp_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *h,
     c->heartbeat.data = c;
     c->open_timers = 2;
     tr->open_handles += 2;
-    rc = tp_conn_open(&c->gconn, tr, "group", err, sizeof err);
+    rc = loom__tp_conn_open(&c->gconn, tr, "group", err, sizeof err);
     if (rc == LOOM_OK)
-        rc = tp_conn_open(&c->dconn, tr, "consumer", err, sizeof err);
+        rc = loom__tp_conn_open(&c->dconn, tr, "consumer", err, sizeof err);
     if (rc == LOOM_OK)
-        rc = tp_group_join_now(c, err, sizeof err);
+        rc = loom__tp_group_join_now(c, err, sizeof err);
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_ERROR, "topics consumer: %s", err);
         goto fail;
     }
     c->next = tr->consumers;
     tr->consumers = c;
-    tp_group_start(c);
-    tp_consume_listen(c);
+    loom__tp_group_start(c);
+    loom__tp_consume_listen(c);
     c_next(c);
     *cstate = c;
     return LOOM_OK;
 fail:
-    tp_consume_free_parts(c);
-    tp_conn_close(&c->gconn);
-    tp_conn_close(&c->dconn);
+    loom__tp_consume_free_parts(c);
+    loom__tp_conn_close(&c->gconn);
+    loom__tp_conn_close(&c->dconn);
     for (size_t i = 0; i < c->n_patterns; i++)
         loom_free(c->patterns[i]);
     loom_free(c->patterns);
@@ -1494,7 +1494,7 @@ fail:
 }
 
 void
-tp_consume_stop(tp_consumer *c)
+loom__tp_consume_stop(tp_consumer *c)
 {
     c->stopping = 1;
     uv_timer_stop(&c->heartbeat);
@@ -1506,7 +1506,7 @@ tp_consume_stop(tp_consumer *c)
 }
 
 void
-tp_consume_free_parts(tp_consumer *c)
+loom__tp_consume_free_parts(tp_consumer *c)
 {
     while (c->parts != NULL) {
         tp_part *p = c->parts;
@@ -1520,7 +1520,7 @@ tp_consume_free_parts(tp_consumer *c)
 }
 
 void
-tp_consume_free(tp_consumer *c)
+loom__tp_consume_free(tp_consumer *c)
 {
     tp_transport *tr = c->tr;
 
@@ -1533,14 +1533,14 @@ tp_consume_free(tp_consumer *c)
     c_flush(c);
     /* Leaving hands our partitions over at once instead of after the
      * session timeout. Unsettled messages are redelivered to the group. */
-    tp_group_leave(c);
-    tp_conn_close(&c->gconn);
-    tp_conn_close(&c->dconn);
+    loom__tp_group_leave(c);
+    loom__tp_conn_close(&c->gconn);
+    loom__tp_conn_close(&c->dconn);
     for (size_t i = 0; i < c->n_listeners; i++)
         loom_listener_close(c->listeners[i]);
     loom_free(c->listeners);
     loom_free(c->listen_ids);
-    tp_consume_free_parts(c);
+    loom__tp_consume_free_parts(c);
     loom_free(c->fetch_parts);
     loom_free(c->committing);
     for (size_t i = 0; i < c->n_patterns; i++)
@@ -1553,5 +1553,5 @@ tp_consume_free(tp_consumer *c)
     uv_close((uv_handle_t *) &c->timer, c_handle_closed);
     uv_close((uv_handle_t *) &c->heartbeat, c_handle_closed);
     /* The stop may have been waiting for us. */
-    tp_maybe_stopped(tr);
+    loom__tp_maybe_stopped(tr);
 }

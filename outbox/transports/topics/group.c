@@ -114,7 +114,7 @@ group_find(tp_consumer *c, int32_t topic_id, int32_t partition)
 }
 
 void
-tp_group_apply(tp_consumer *c, PGresult *r)
+loom__tp_group_apply(tp_consumer *c, PGresult *r)
 {
     int rows = PQntuples(r);
     int changed = 0;
@@ -143,7 +143,7 @@ tp_group_apply(tp_consumer *c, PGresult *r)
         }
         *pp = p->next;
         c->n_parts--;
-        tp_consume_drop_part(c, p);
+        loom__tp_consume_drop_part(c, p);
         changed = 1;
     }
     for (int i = 0; i < rows; i++) {
@@ -184,13 +184,13 @@ tp_group_apply(tp_consumer *c, PGresult *r)
                   "(generation %lld)",
                   c->group, c->member_text, c->n_parts,
                   (long long) c->generation);
-        tp_consume_listen(c);
+        loom__tp_consume_listen(c);
     }
-    tp_consume_kick(c);
+    loom__tp_consume_kick(c);
 }
 
 loom_err
-tp_group_join_now(tp_consumer *c, char *err, size_t errlen)
+loom__tp_group_join_now(tp_consumer *c, char *err, size_t errlen)
 {
     loom__buf arr = LOOM__BUF_INIT;
     char client[128], timeout[4], ts[8], off[8];
@@ -200,25 +200,25 @@ tp_group_join_now(tp_consumer *c, char *err, size_t errlen)
     loom_err rc;
 
     group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
-    rc = arr.failed
-             ? LOOM_ENOMEM
-             : tp_conn_query_now(&c->gconn, &join_stmt, values, lengths, &r);
+    rc = arr.failed ? LOOM_ENOMEM
+                    : loom__tp_conn_query_now(&c->gconn, &join_stmt, values,
+                                              lengths, &r);
     loom__buf_free(&arr);
     if (rc == LOOM_OK)
         loom__pg_get_i64(r, 0, 0, &c->generation);
     PQclear(r);
     if (rc == LOOM_OK) {
         group_assignment_params(c, ts, off, values, lengths);
-        rc =
-            tp_conn_query_now(&c->gconn, &assignment_stmt, values, lengths, &r);
+        rc = loom__tp_conn_query_now(&c->gconn, &assignment_stmt, values,
+                                     lengths, &r);
     }
     if (rc != LOOM_OK) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "joining group \"%s\": %s", c->group,
-                     tp_conn_errmsg(&c->gconn));
+                     loom__tp_conn_errmsg(&c->gconn));
         return rc;
     }
-    tp_group_apply(c, r);
+    loom__tp_group_apply(c, r);
     return LOOM_OK;
 }
 
@@ -235,8 +235,8 @@ group_send_assignment(tp_consumer *c)
     int lengths[5];
 
     group_assignment_params(c, ts, off, values, lengths);
-    if (tp_conn_query(&c->gconn, &assignment_stmt, values, lengths,
-                      group_on_assignment, c) == LOOM_OK)
+    if (loom__tp_conn_query(&c->gconn, &assignment_stmt, values, lengths,
+                            group_on_assignment, c) == LOOM_OK)
         c->g_busy = 1;
 }
 
@@ -251,12 +251,12 @@ group_on_assignment(void *arg, loom_err rc, PGresult *r)
         loom__log(LOOM_LOG_WARN,
                   "topics group \"%s\": reading the "
                   "assignment: %s",
-                  c->group, tp_conn_errmsg(&c->gconn));
+                  c->group, loom__tp_conn_errmsg(&c->gconn));
         c->g_refresh = 1;
         return;
     }
     c->g_refresh = 0;
-    tp_group_apply(c, r);
+    loom__tp_group_apply(c, r);
 }
 
 static void
@@ -270,7 +270,7 @@ group_on_join(void *arg, loom_err rc, PGresult *r)
     PQclear(r);
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": joining: %s", c->group,
-                  tp_conn_errmsg(&c->gconn));
+                  loom__tp_conn_errmsg(&c->gconn));
         return; /* the next heartbeat tries again */
     }
     if (!c->stopping)
@@ -286,8 +286,9 @@ group_send_join(tp_consumer *c)
     int lengths[6];
 
     group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
-    if (!arr.failed && tp_conn_query(&c->gconn, &join_stmt, values, lengths,
-                                     group_on_join, c) == LOOM_OK)
+    if (!arr.failed &&
+        loom__tp_conn_query(&c->gconn, &join_stmt, values, lengths,
+                            group_on_join, c) == LOOM_OK)
         c->g_busy = 1;
     loom__buf_free(&arr);
 }
@@ -316,7 +317,7 @@ group_on_heartbeat(void *arg, loom_err rc, PGresult *r)
     }
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
-                  tp_conn_errmsg(&c->gconn));
+                  loom__tp_conn_errmsg(&c->gconn));
         return;
     }
     if (gen != c->generation || c->g_refresh) {
@@ -333,12 +334,12 @@ group_heartbeat(tp_consumer *c)
 
     if (c->g_busy || c->stopping)
         return;
-    if (tp_conn_query(&c->gconn, &heartbeat_stmt, values, lengths,
-                      group_on_heartbeat, c) == LOOM_OK)
+    if (loom__tp_conn_query(&c->gconn, &heartbeat_stmt, values, lengths,
+                            group_on_heartbeat, c) == LOOM_OK)
         c->g_busy = 1;
     else
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
-                  tp_conn_errmsg(&c->gconn));
+                  loom__tp_conn_errmsg(&c->gconn));
 }
 
 static void
@@ -360,11 +361,11 @@ group_on_notify(void *arg, const char *channel, const char *payload)
         return;
     if (payload == NULL)
         return; /* (re)connected: the heartbeat catches up */
-    tp_group_refresh(c);
+    loom__tp_group_refresh(c);
 }
 
 void
-tp_group_start(tp_consumer *c)
+loom__tp_group_start(tp_consumer *c)
 {
     if (loom_runtime_listen(c->tr->rt, "loom_group", group_on_notify, c,
                             &c->group_listener) != LOOM_OK)
@@ -374,14 +375,14 @@ tp_group_start(tp_consumer *c)
 }
 
 void
-tp_group_refresh(tp_consumer *c)
+loom__tp_group_refresh(tp_consumer *c)
 {
     c->g_refresh = 1;
     group_heartbeat(c);
 }
 
 void
-tp_group_leave(tp_consumer *c)
+loom__tp_group_leave(tp_consumer *c)
 {
     loom_err rc;
     const char *values[2] = {c->group, (const char *) c->member.bytes};
@@ -397,25 +398,26 @@ tp_group_leave(tp_consumer *c)
          * a new connection (returning here kept the member in the group,
          * holding its partitions until its session timed out). */
         char err[256];
-        tp_conn_close(&c->gconn);
+        loom__tp_conn_close(&c->gconn);
         c->g_busy = 0;
-        if (tp_conn_open(&c->gconn, c->tr, "group", err, sizeof err) !=
+        if (loom__tp_conn_open(&c->gconn, c->tr, "group", err, sizeof err) !=
             LOOM_OK) {
             loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s",
                       c->group, err);
             return; /* the session timeout expels us instead */
         }
     }
-    rc = tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
+    rc = loom__tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
     if (rc == LOOM_ECONN) {
         /* The connection died unnoticed (a server restart): once more, on
          * a new one. */
         PQclear(r);
         r = NULL;
-        rc = tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
+        rc = loom__tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths,
+                                     &r);
     }
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s", c->group,
-                  tp_conn_errmsg(&c->gconn));
+                  loom__tp_conn_errmsg(&c->gconn));
     PQclear(r);
 }

@@ -38,7 +38,7 @@ hd_varint_len(uint64_t v)
 }
 
 void
-tp_headers_encode(loom__buf *b, const loom_header *h, size_t n)
+loom__tp_headers_encode(loom__buf *b, const loom_header *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(h[i].key), vl = strlen(h[i].value);
@@ -137,8 +137,8 @@ hd_walk(const uint8_t *p, const uint8_t *end, size_t *n, size_t *bytes,
 }
 
 int
-tp_headers_decode(const void *data, size_t len, loom_header **out, size_t *n,
-                  void **arena)
+loom__tp_headers_decode(const void *data, size_t len, loom_header **out,
+                        size_t *n, void **arena)
 {
     const uint8_t *p = data, *end = p + len;
     size_t count, bytes, again;

@@ -102,7 +102,7 @@ prod_report(tp_call *list, loom_err rc)
 }
 
 int
-tp_producer_busy(const tp_transport *tr)
+loom__tp_producer_busy(const tp_transport *tr)
 {
     const tp_producer *p = tr->producer;
 
@@ -116,18 +116,18 @@ prod_timer_closed(uv_handle_t *h)
     tp_transport *tr = p->tr;
 
     loom_free(p);
-    tp_released(tr);
+    loom__tp_released(tr);
 }
 
 void
-tp_producer_free(tp_transport *tr)
+loom__tp_producer_free(tp_transport *tr)
 {
     tp_producer *p = tr->producer;
 
     if (p == NULL)
         return;
     tr->producer = NULL;
-    tp_conn_close(&p->conn);
+    loom__tp_conn_close(&p->conn);
     /* Unfinished: the outcome of the one in flight is unknown, the queued
      * ones were never sent; both are reported as lost connections. */
     prod_report(p->sent, LOOM_ECONN);
@@ -147,7 +147,8 @@ prod_check(tp_transport *tr, const loom_message *m)
 {
     size_t hbytes = 0;
 
-    if (!tp_topic_name_ok(m->topic) || m->partition >= LOOM_MAX_PARTITIONS)
+    if (!loom__tp_topic_name_ok(m->topic) ||
+        m->partition >= LOOM_MAX_PARTITIONS)
         return LOOM_EINVAL;
     for (size_t h = 0; h < m->n_headers; h++)
         hbytes += strlen(m->headers[h].key) + strlen(m->headers[h].value) + 8;
@@ -175,7 +176,7 @@ prod_copy(tp_transport *tr, tp_call *call, size_t i, const loom_message *m)
     q->hdr = d->len;
     q->hdr_len = -1;
     if (m->n_headers > 0) {
-        tp_headers_encode(d, m->headers, m->n_headers);
+        loom__tp_headers_encode(d, m->headers, m->n_headers);
         q->hdr_len = (int) (d->len - q->hdr);
     }
     q->payload = d->len;
@@ -190,7 +191,7 @@ prod_copy(tp_transport *tr, tp_call *call, size_t i, const loom_message *m)
     q->has_hash = 0;
     if (q->partition == LOOM_PARTITION_ANY && tr->partitioner != NULL) {
         int32_t n = 0;
-        loom_err rc = tp_partition_count(tr, m->topic, &n);
+        loom_err rc = loom__tp_partition_count(tr, m->topic, &n);
         if (rc != LOOM_OK)
             return rc;
         q->partition = tr->partitioner(m->topic, m->key, m->key_len, n,
@@ -217,7 +218,7 @@ prod_start(tp_transport *tr)
     p->tr = tr;
     loom__tx_init(&p->tx);
     loom__backoff_init(&p->backoff, 50, 5000);
-    rc = tp_conn_open(&p->conn, tr, "producer", err, sizeof err);
+    rc = loom__tp_conn_open(&p->conn, tr, "producer", err, sizeof err);
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_ERROR, "topics producer: %s", err);
         loom_free(p);
@@ -233,8 +234,8 @@ prod_start(tp_transport *tr)
 }
 
 loom_err
-tp_publish(tp_transport *tr, const loom_message *msgs, size_t n,
-           loom_publish_cb cb, void *arg)
+loom__tp_publish(tp_transport *tr, const loom_message *msgs, size_t n,
+                 loom_publish_cb cb, void *arg)
 {
     tp_producer *p;
     tp_call *call;
@@ -432,7 +433,7 @@ prod_build_and_send(tp_producer *p)
                     p, p->sent, c->data.data + c->msgs[i].topic, done, total);
     loom_free(done);
     if (rc == LOOM_OK)
-        rc = tp_conn_tx(&p->conn, &p->tx, prod_sent, p);
+        rc = loom__tp_conn_tx(&p->conn, &p->tx, prod_sent, p);
     return rc;
 }
 
@@ -451,7 +452,7 @@ prod_retry_later(tp_producer *p)
         tp_call *sent = p->sent;
         loom__log(LOOM_LOG_WARN,
                   "topics publish failed: %s (no connection for %llu ms)",
-                  tp_conn_errmsg(&p->conn),
+                  loom__tp_conn_errmsg(&p->conn),
                   (unsigned long long) (now - p->failing_since));
         p->sent = NULL;
         prod_report(sent, LOOM_ECONN);
@@ -472,7 +473,7 @@ prod_on_retry(uv_timer_t *t)
         prod_send(p);
         return;
     }
-    if (tp_conn_tx(&p->conn, &p->tx, prod_sent, p) != LOOM_OK)
+    if (loom__tp_conn_tx(&p->conn, &p->tx, prod_sent, p) != LOOM_OK)
         prod_retry_later(p);
 }
 
@@ -546,7 +547,7 @@ send:
     if (rc != LOOM_OK) {
         tp_call *sent = p->sent;
         loom__log(LOOM_LOG_WARN, "topics publish: %s (%s)", loom_strerror(rc),
-                  tp_conn_errmsg(&p->conn));
+                  loom__tp_conn_errmsg(&p->conn));
         p->sent = NULL;
         prod_report(sent, rc);
         /* Try the rest on the next publish or completion. */
@@ -594,12 +595,12 @@ prod_sent(void *arg, loom_err rc, PGresult *r)
     }
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics publish failed: %s",
-                  tp_conn_errmsg(&p->conn));
+                  loom__tp_conn_errmsg(&p->conn));
     p->sent = NULL;
     prod_report(sent, rc);
     /* A callback may have closed the transport. */
     if (tr->producer != p)
         return;
     prod_send(p);
-    tp_maybe_stopped(tr);
+    loom__tp_maybe_stopped(tr);
 }

@@ -31,7 +31,7 @@ static const loom__stmt retention_stmt = {
     {LOOM__OID_INT4}};
 
 int
-tp_topic_name_ok(const char *name)
+loom__tp_topic_name_ok(const char *name)
 {
     size_t n = name != NULL ? strlen(name) : 0;
     int word = 0;
@@ -66,7 +66,7 @@ tp_free(tp_transport *tr)
 }
 
 void
-tp_released(tp_transport *tr)
+loom__tp_released(tp_transport *tr)
 {
     tr->open_handles--;
     if (tr->closed && tr->open_handles == 0)
@@ -76,7 +76,7 @@ tp_released(tp_transport *tr)
 static void
 tp_timer_closed(uv_handle_t *h)
 {
-    tp_released(h->data);
+    loom__tp_released(h->data);
 }
 
 static void
@@ -90,11 +90,11 @@ tp_close_timer(tp_transport *tr)
 }
 
 void
-tp_maybe_stopped(tp_transport *tr)
+loom__tp_maybe_stopped(tp_transport *tr)
 {
     loom__done_fn done = tr->stop_done;
 
-    if (!tr->stopping || done == NULL || tp_producer_busy(tr))
+    if (!tr->stopping || done == NULL || loom__tp_producer_busy(tr))
         return;
     for (tp_consumer *c = tr->consumers; c != NULL; c = c->next)
         if (c->state != TP_C_DONE)
@@ -114,12 +114,12 @@ tp_stop(void *arg, loom__component *comp, loom__done_fn done)
     (void) comp;
     tp_close_timer(tr);
     if (tr->admin_open) {
-        tp_conn_close(&tr->admin);
+        loom__tp_conn_close(&tr->admin);
         tr->admin_open = 0;
     }
     for (tp_consumer *c = tr->consumers; c != NULL; c = c->next)
-        tp_consume_stop(c);
-    tp_maybe_stopped(tr);
+        loom__tp_consume_stop(c);
+    loom__tp_maybe_stopped(tr);
 }
 
 /* ---- retention ------------------------------------------------------- */
@@ -136,7 +136,7 @@ tp_retention_done(void *arg, loom_err rc, PGresult *r)
         loom__pg_get_i64(r, 0, 0, &n);
     else if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics retention: %s",
-                  tp_conn_errmsg(&tr->admin));
+                  loom__tp_conn_errmsg(&tr->admin));
     PQclear(r);
     /* Another step at once while there is work; else wait a period. */
     if (rc == LOOM_OK && n > 0 && !tr->stopping && !tr->closed)
@@ -152,10 +152,10 @@ tp_retention_step(tp_transport *tr)
 
     if (!tr->admin_open || tr->admin.busy)
         return;
-    if (tp_conn_query(&tr->admin, &retention_stmt, values, lengths,
-                      tp_retention_done, tr) != LOOM_OK)
+    if (loom__tp_conn_query(&tr->admin, &retention_stmt, values, lengths,
+                            tp_retention_done, tr) != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics retention: %s",
-                  tp_conn_errmsg(&tr->admin));
+                  loom__tp_conn_errmsg(&tr->admin));
 }
 
 static void
@@ -180,7 +180,7 @@ tp_on_meta(void *arg, const char *channel, const char *payload)
 }
 
 loom_err
-tp_partition_count(tp_transport *tr, const char *topic, int32_t *n)
+loom__tp_partition_count(tp_transport *tr, const char *topic, int32_t *n)
 {
     const char *values[1] = {topic};
     int lengths[1] = {(int) strlen(topic)};
@@ -195,7 +195,7 @@ tp_partition_count(tp_transport *tr, const char *topic, int32_t *n)
         }
     if (!tr->admin_open || tr->admin.busy)
         return LOOM_EBUSY;
-    rc = tp_conn_query_now(&tr->admin, &meta_stmt, values, lengths, &r);
+    rc = loom__tp_conn_query_now(&tr->admin, &meta_stmt, values, lengths, &r);
     if (rc != LOOM_OK)
         return rc;
     if (PQntuples(r) != 1 || !loom__pg_get_i32(r, 0, 0, n)) {
@@ -325,7 +325,7 @@ tp_open(loom_runtime *rt, const char *url, void **state, char *err,
     tr->rt = rt;
     rc = tp_parse_url(tr, url, err, errlen);
     if (rc == LOOM_OK)
-        rc = tp_conn_open(&tr->admin, tr, "admin", err, errlen);
+        rc = loom__tp_conn_open(&tr->admin, tr, "admin", err, errlen);
     if (rc != LOOM_OK) {
         loom_free(tr->conninfo);
         loom_free(tr);
@@ -336,7 +336,7 @@ tp_open(loom_runtime *rt, const char *url, void **state, char *err,
     if (rc != LOOM_OK) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "the runtime is stopping");
-        tp_conn_close(&tr->admin);
+        loom__tp_conn_close(&tr->admin);
         loom_free(tr->conninfo);
         loom_free(tr);
         return rc;
@@ -362,10 +362,10 @@ tp_close(void *state)
 {
     tp_transport *tr = state;
 
-    tp_producer_free(tr);
+    loom__tp_producer_free(tr);
     tp_close_timer(tr);
     if (tr->admin_open) {
-        tp_conn_close(&tr->admin);
+        loom__tp_conn_close(&tr->admin);
         tr->admin_open = 0;
     }
     loom_listener_close(tr->meta_listener);
@@ -391,32 +391,32 @@ static loom_err
 tp_ops_publish(void *state, const loom_message *msgs, size_t n,
                loom_publish_cb cb, void *arg)
 {
-    return tp_publish(state, msgs, n, cb, arg);
+    return loom__tp_publish(state, msgs, n, cb, arg);
 }
 
 static loom_err
 tp_ops_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *c,
                  void **cstate)
 {
-    return tp_subscribe(state, cfg, c, NULL, cstate);
+    return loom__tp_subscribe(state, cfg, c, NULL, cstate);
 }
 
 static loom_err
 tp_ops_ack(void *cstate, const loom_message *m)
 {
-    return tp_consume_ack(cstate, m);
+    return loom__tp_consume_ack(cstate, m);
 }
 
 static loom_err
 tp_ops_fail(void *cstate, const loom_message *m, const char *error)
 {
-    return tp_consume_fail(cstate, m, error);
+    return loom__tp_consume_fail(cstate, m, error);
 }
 
 static void
 tp_ops_unsubscribe(void *cstate)
 {
-    tp_consume_free(cstate);
+    loom__tp_consume_free(cstate);
 }
 
 static const loom_transport_ops tp_ops = {LOOM_TRANSPORT_OPS_VERSION,
@@ -473,7 +473,8 @@ loom_topics_consumer_open(loom_transport *t, const loom_consumer_config *cfg,
         *out = NULL;
     if (tp_of(t) == NULL || (fn == NULL) == (tx_fn == NULL))
         return LOOM_EINVAL;
-    return loom__consumer_open(t, cfg, fn, arg, tp_subscribe, &extra, out);
+    return loom__consumer_open(t, cfg, fn, arg, loom__tp_subscribe, &extra,
+                               out);
 }
 
 static tp_consumer *
@@ -490,7 +491,7 @@ loom_topics_commit(loom_consumer *c)
     if (tc == NULL)
         return LOOM_EINVAL;
     tc->commit_asked = 1;
-    tp_consume_kick(tc);
+    loom__tp_consume_kick(tc);
     return LOOM_OK;
 }
 

@@ -57,26 +57,27 @@ struct tp_conn {
 
 /* Connects (blocking). Errors: LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM;
  * err says why. */
-loom_err tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
-                      size_t errlen);
+loom_err loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role,
+                            char *err, size_t errlen);
 /* Sends one prepared statement; `done` is called later, on the loop
  * (never during this call). Errors (done not called): LOOM_EBUSY,
  * LOOM_ECONN (the connection is broken: reconnecting, without blocking;
  * retry later), and the send's own. */
-loom_err tp_conn_query(tp_conn *c, const loom__stmt *st,
-                       const char *const *values, const int *lengths,
-                       tp_done_fn done, void *arg);
+loom_err loom__tp_conn_query(tp_conn *c, const loom__stmt *st,
+                             const char *const *values, const int *lengths,
+                             tp_done_fn done, void *arg);
 /* Sends `tx` as one transaction; `done` gets r NULL. */
-loom_err tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg);
-/* Blocking form of tp_conn_query for set-up and close steps (reconnects
+loom_err loom__tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done,
+                          void *arg);
+/* Blocking form of loom__tp_conn_query for set-up and close steps (reconnects
  * blocking when broken); *out owned by the caller. */
-loom_err tp_conn_query_now(tp_conn *c, const loom__stmt *st,
-                           const char *const *values, const int *lengths,
-                           PGresult **out);
+loom_err loom__tp_conn_query_now(tp_conn *c, const loom__stmt *st,
+                                 const char *const *values, const int *lengths,
+                                 PGresult **out);
 /* Stops watching and closes the connection; a request in flight is
  * abandoned (its callback is never called). */
-void tp_conn_close(tp_conn *c);
-const char *tp_conn_errmsg(const tp_conn *c);
+void loom__tp_conn_close(tp_conn *c);
+const char *loom__tp_conn_errmsg(const tp_conn *c);
 
 /* ---- topics.c -------------------------------------------------------- */
 
@@ -114,37 +115,38 @@ struct tp_transport {
 /* Every libuv handle of the transport and its consumers counts in
  * open_handles; its close callback calls this, which frees the transport
  * once it is closed and the last handle is gone. */
-void tp_released(tp_transport *tr);
+void loom__tp_released(tp_transport *tr);
 /* Called when a stopping consumer or the producer has nothing in flight:
  * finishes the runtime's stop when everything has. */
-void tp_maybe_stopped(tp_transport *tr);
+void loom__tp_maybe_stopped(tp_transport *tr);
 /* The partition count of `topic` (blocking on the admin connection when
  * not cached). Errors: LOOM_ENOTFOUND, LOOM_ECONN, LOOM_EDB. */
-loom_err tp_partition_count(tp_transport *tr, const char *topic, int32_t *n);
+loom_err loom__tp_partition_count(tp_transport *tr, const char *topic,
+                                  int32_t *n);
 /* Whether `name` is a valid topic name. */
-int tp_topic_name_ok(const char *name);
+int loom__tp_topic_name_ok(const char *name);
 
 /* ---- produce.c ------------------------------------------------------- */
 
-loom_err tp_publish(tp_transport *tr, const loom_message *msgs, size_t n,
-                    loom_publish_cb cb, void *arg);
+loom_err loom__tp_publish(tp_transport *tr, const loom_message *msgs, size_t n,
+                          loom_publish_cb cb, void *arg);
 /* Whether a publish is queued or in flight. */
-int tp_producer_busy(const tp_transport *tr);
+int loom__tp_producer_busy(const tp_transport *tr);
 /* Stop: fails what is queued with LOOM_ECONN... no: sends it all, then
- * reports idle through tp_maybe_stopped(). Close: frees everything. */
-void tp_producer_free(tp_transport *tr);
+ * reports idle through loom__tp_maybe_stopped(). Close: frees everything. */
+void loom__tp_producer_free(tp_transport *tr);
 
 /* ---- headers.c ------------------------------------------------------- */
 
 /* Appends the protobuf encoding of `n` headers to b. */
-void tp_headers_encode(loom__buf *b, const loom_header *h, size_t n);
+void loom__tp_headers_encode(loom__buf *b, const loom_header *h, size_t n);
 /* Decodes `len` bytes into an array of headers whose strings live in
  * `arena` (NUL-terminated); *out is NULL when there are none. Returns 0,
  * or -1 when the bytes are not a header list. The pointers stay valid
  * until the arena is freed (it never moves: headers are decoded into a
  * buffer sized in a first pass). */
-int tp_headers_decode(const void *data, size_t len, loom_header **out,
-                      size_t *n, void **arena);
+int loom__tp_headers_decode(const void *data, size_t len, loom_header **out,
+                            size_t *n, void **arena);
 
 /* ---- group.c / consume.c --------------------------------------------- */
 
@@ -277,24 +279,24 @@ struct tp_consumer {
 #define TP_ENTRY_MAGIC 0x746f7069u
 
 /* group.c */
-loom_err tp_group_join_now(tp_consumer *c, char *err, size_t errlen);
-void tp_group_start(tp_consumer *c);
-void tp_group_refresh(tp_consumer *c); /* re-read the assignment soon */
-void tp_group_leave(tp_consumer *c);   /* blocking, best effort */
+loom_err loom__tp_group_join_now(tp_consumer *c, char *err, size_t errlen);
+void loom__tp_group_start(tp_consumer *c);
+void loom__tp_group_refresh(tp_consumer *c); /* re-read the assignment soon */
+void loom__tp_group_leave(tp_consumer *c);   /* blocking, best effort */
 /* Applies a loom.group_assignment() result (takes r). */
-void tp_group_apply(tp_consumer *c, PGresult *r);
+void loom__tp_group_apply(tp_consumer *c, PGresult *r);
 
 /* consume.c */
-void tp_consume_kick(tp_consumer *c); /* fetch if it may */
-void tp_consume_drop_part(tp_consumer *c, tp_part *p);
-void tp_consume_stop(tp_consumer *c); /* runtime stop */
-void tp_consume_free(tp_consumer *c);
-void tp_consume_free_parts(tp_consumer *c);
-loom_err tp_subscribe(void *state, const loom_consumer_config *cfg,
-                      loom_consumer *h, const void *extra, void **cstate);
-loom_err tp_consume_ack(tp_consumer *c, const loom_message *m);
-loom_err tp_consume_fail(tp_consumer *c, const loom_message *m,
-                         const char *error);
-void tp_consume_listen(tp_consumer *c); /* LISTEN per assigned topic */
+void loom__tp_consume_kick(tp_consumer *c); /* fetch if it may */
+void loom__tp_consume_drop_part(tp_consumer *c, tp_part *p);
+void loom__tp_consume_stop(tp_consumer *c); /* runtime stop */
+void loom__tp_consume_free(tp_consumer *c);
+void loom__tp_consume_free_parts(tp_consumer *c);
+loom_err loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
+                            loom_consumer *h, const void *extra, void **cstate);
+loom_err loom__tp_consume_ack(tp_consumer *c, const loom_message *m);
+loom_err loom__tp_consume_fail(tp_consumer *c, const loom_message *m,
+                               const char *error);
+void loom__tp_consume_listen(tp_consumer *c); /* LISTEN per assigned topic */
 
 #endif /* LOOM_TOPICS_INT_H */
