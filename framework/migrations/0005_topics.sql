@@ -427,11 +427,17 @@ BEGIN
         -- the window. The partition locks above make the check exact for
         -- an id that always goes to one partition (a key, a resent batch);
         -- retention may forget an id before its window ends.
-        SELECT DISTINCT m.id
+        -- One index probe per message (the LIMIT keeps the planner from
+        -- turning this into a join that reads the topic's every id).
+        SELECT i.id
           FROM input i
-          JOIN loom.topic_messages m ON m.topic_id = t.id AND m.id = i.id
-         WHERE t.dedup_window_ms > 0
-           AND m.published_at >= now() - t.dedup_window_ms * interval '1 ms'
+         CROSS JOIN LATERAL (
+               SELECT 1 FROM loom.topic_messages m
+                WHERE m.topic_id = t.id AND m.id = i.id
+                  AND m.published_at >=
+                      now() - t.dedup_window_ms * interval '1 ms'
+                LIMIT 1) m
+         WHERE t.dedup_window_ms > 0 AND i.dup = 1
     ),
     accepted AS (
         SELECT i.*,
