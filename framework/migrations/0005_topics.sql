@@ -999,7 +999,7 @@ DECLARE
     tid integer := loom.topic_id(p_topic);
     n integer;
 BEGIN
-    WITH todo AS (
+    WITH chosen AS (
         UPDATE loom.topic_dead_letters d SET redriven_at = now()
           FROM loom.topic_partitions tp
          WHERE d.topic_id = tid AND d.redriven_at IS NULL
@@ -1015,7 +1015,7 @@ BEGIN
                                          error)
     SELECT DISTINCT ON (group_name, topic_id, partition, "offset")
            group_name, topic_id, partition, "offset", 0, now(), NULL
-      FROM todo
+      FROM chosen
     ON CONFLICT ON CONSTRAINT topic_retries_pkey DO UPDATE
        SET deliveries = 0, visible_at = now(), error = NULL;
     GET DIAGNOSTICS n = ROW_COUNT;

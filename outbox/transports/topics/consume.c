@@ -1311,36 +1311,6 @@ loom__tp_consume_fail(tp_consumer *c, const loom_message *m, const char *error)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-static int
-c_pattern_ok(const char *p)
-{
-    size_t n = strlen(p);
-    int word = 0, wild = 0;
-
-    if (n == 0 || n > LOOM_MAX_TOPIC_NAME)
-        return 0;
-    for (size_t i = 0; i <= n; i++) {
-        char ch = p[i];
-        if (ch == '.' || ch == '\0') {
-            if (word == 0 && !wild)
-                return 0;
-            word = wild = 0;
-        } else if (ch == '*' || ch == '#') {
-            if (word > 0 || wild)
-                return 0;
-            wild = 1;
-        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                   (ch >= '0' && ch <= '9') || ch == '_' || ch == '-') {
-            if (wild)
-                return 0;
-            word++;
-        } else {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static void
 c_handle_closed(uv_handle_t *h)
 {
@@ -1361,7 +1331,7 @@ c_check(const loom_consumer_config *cfg, const loom_topics_consumer_config *t)
     if (glen > LOOM_MAX_GROUP_NAME || !loom__utf8_valid(cfg->group, glen))
         return LOOM_EINVAL;
     for (size_t i = 0; i < cfg->n_topics; i++)
-        if (!c_pattern_ok(cfg->topics[i]))
+        if (!loom__tp_name_ok(cfg->topics[i], 1))
             return LOOM_EINVAL;
     if ((unsigned) t->start.start > LOOM_START_OFFSET ||
         (t->assignor != NULL && strcmp(t->assignor, "range") != 0 &&

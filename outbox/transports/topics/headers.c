@@ -1,58 +1,27 @@
 /*
  * Message headers, stored as protobuf bytes in the same shape as event
  * metadata (framework/proto/loom/metadata.proto): field 3, repeated
- * Header {1 key, 2 value}. Written and read by hand: two strings per
- * header do not justify generated code and an allocation per message.
+ * Header {1 key, 2 value}, written by the store's metadata encoder. Read
+ * here by hand: two strings per header do not justify generated code and
+ * an allocation per message, and the store's reader decodes into its
+ * page's arena.
  */
 #include <string.h>
 
 #include "loom/alloc.h"
 #include "topics_int.h"
 
-static void
-hd_varint(loom__buf *b, uint64_t v)
-{
-    unsigned char tmp[10];
-    size_t n = 0;
-
-    do {
-        tmp[n] = (unsigned char) (v & 0x7f);
-        v >>= 7;
-        if (v)
-            tmp[n] |= 0x80;
-        n++;
-    } while (v);
-    loom__buf_put(b, tmp, n);
-}
-
-static size_t
-hd_varint_len(uint64_t v)
-{
-    size_t n = 1;
-
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 void
 loom__tp_headers_encode(loom__buf *b, const loom_header *h, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        size_t kl = strlen(h[i].key), vl = strlen(h[i].value);
-        size_t inner = 2 + hd_varint_len(kl) + kl + hd_varint_len(vl) + vl;
+    /* The event store writes the same message for event metadata; with
+     * only headers set, that is all it writes. */
+    loom_event_data e;
 
-        hd_varint(b, 3 << 3 | 2);
-        hd_varint(b, inner);
-        hd_varint(b, 1 << 3 | 2);
-        hd_varint(b, kl);
-        loom__buf_put(b, h[i].key, kl);
-        hd_varint(b, 2 << 3 | 2);
-        hd_varint(b, vl);
-        loom__buf_put(b, h[i].value, vl);
-    }
+    memset(&e, 0, sizeof e);
+    e.headers = h;
+    e.n_headers = n;
+    loom__metadata_encode(b, &e);
 }
 
 /* Reads a varint at *p (< end); returns 0 when malformed. */
