@@ -688,7 +688,7 @@ c_commit(tp_consumer *c, int keep_tx)
     if (rc == LOOM_OK && loom_tx_count(&c->tx) == c->commit_base)
         return 0;
     if (rc == LOOM_OK)
-        rc = loom__tp_conn_tx(&c->dconn, &c->tx, c_committed, c);
+        rc = loom__pgconn_tx(&c->dconn, &c->tx, c_committed, c);
     if (rc != LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++)
             c->committing[i]->queued = 0;
@@ -808,7 +808,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
          * what we held of it, and the commit then goes again. */
         c->stats.fenced++;
         loom__log(LOOM_LOG_INFO, "topics group \"%s\": commit fenced (%s)",
-                  c->group, loom__tp_conn_errmsg(&c->dconn));
+                  c->group, loom__pgconn_errmsg(&c->dconn));
         loom__tp_group_refresh(c);
         if (c->tx_fn != NULL && c->tx_batch != NULL)
             c_tx_revert(c);
@@ -818,7 +818,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (c->tx_fn != NULL && c->tx_batch != NULL && c->h_end > 0 &&
         (rc != LOOM_ECONN && !loom__sqlstate_transient(state)) &&
         (failed < 0 || failed < (long) c->h_end)) {
-        c_tx_failed(c, loom__tp_conn_errmsg(&c->dconn));
+        c_tx_failed(c, loom__pgconn_errmsg(&c->dconn));
         return;
     }
     if (c->tx_fn != NULL && c->tx_batch != NULL)
@@ -1015,8 +1015,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[3] = 4;
         values[4] = vis;
         lengths[4] = 8;
-        rc = loom__tp_conn_query(&c->dconn, &retries_stmt, values, lengths,
-                                 c_retries_fetched, c);
+        rc = loom__pgconn_query(&c->dconn, &retries_stmt, values, lengths,
+                                c_retries_fetched, c);
     } else {
         values[0] = a.data;
         lengths[0] = (int) a.len;
@@ -1026,8 +1026,8 @@ c_send_fetch(tp_consumer *c, int retries)
         lengths[2] = (int) o.len;
         values[3] = lim;
         lengths[3] = 4;
-        rc = loom__tp_conn_query(&c->dconn, &fetch_stmt, values, lengths,
-                                 c_fetched, c);
+        rc = loom__pgconn_query(&c->dconn, &fetch_stmt, values, lengths,
+                                c_fetched, c);
     }
     loom__buf_free(&a);
     loom__buf_free(&b);
@@ -1146,8 +1146,8 @@ c_arm(tp_consumer *c)
     values[0] = arr.data;
     lengths[0] = (int) arr.len;
     rc = arr.failed ? LOOM_ENOMEM
-                    : loom__tp_conn_query(&c->dconn, &arm_stmt, values, lengths,
-                                          c_armed, c);
+                    : loom__pgconn_query(&c->dconn, &arm_stmt, values, lengths,
+                                         c_armed, c);
     loom__buf_free(&arr);
     if (rc != LOOM_OK) {
         c_sleep(c);
@@ -1184,7 +1184,7 @@ c_fail(tp_consumer *c, const char *what)
     if (what != NULL)
         loom__log(LOOM_LOG_WARN,
                   "topics group \"%s\": %s failed: %s; again in %llu ms",
-                  c->group, what, loom__tp_conn_errmsg(&c->dconn),
+                  c->group, what, loom__pgconn_errmsg(&c->dconn),
                   (unsigned long long) ms);
     c->state = TP_C_BACKOFF;
     uv_timer_start(&c->timer, c_on_timer, ms, 0);
@@ -1446,8 +1446,8 @@ loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
     return LOOM_OK;
 fail:
     loom__tp_consume_free_parts(c);
-    loom__tp_conn_close(&c->gconn);
-    loom__tp_conn_close(&c->dconn);
+    loom__pgconn_close(&c->gconn);
+    loom__pgconn_close(&c->dconn);
     for (size_t i = 0; i < c->n_patterns; i++)
         loom_free(c->patterns[i]);
     loom_free(c->patterns);
@@ -1504,8 +1504,8 @@ loom__tp_consume_free(tp_consumer *c)
     /* Leaving hands our partitions over at once instead of after the
      * session timeout. Unsettled messages are redelivered to the group. */
     loom__tp_group_leave(c);
-    loom__tp_conn_close(&c->gconn);
-    loom__tp_conn_close(&c->dconn);
+    loom__pgconn_close(&c->gconn);
+    loom__pgconn_close(&c->dconn);
     for (size_t i = 0; i < c->n_listeners; i++)
         loom_listener_close(c->listeners[i]);
     loom_free(c->listeners);

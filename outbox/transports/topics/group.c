@@ -201,21 +201,21 @@ loom__tp_group_join_now(tp_consumer *c, char *err, size_t errlen)
 
     group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
     rc = arr.failed ? LOOM_ENOMEM
-                    : loom__tp_conn_query_now(&c->gconn, &join_stmt, values,
-                                              lengths, &r);
+                    : loom__pgconn_query_now(&c->gconn, &join_stmt, values,
+                                             lengths, &r);
     loom__buf_free(&arr);
     if (rc == LOOM_OK)
         loom__pg_get_i64(r, 0, 0, &c->generation);
     PQclear(r);
     if (rc == LOOM_OK) {
         group_assignment_params(c, ts, off, values, lengths);
-        rc = loom__tp_conn_query_now(&c->gconn, &assignment_stmt, values,
-                                     lengths, &r);
+        rc = loom__pgconn_query_now(&c->gconn, &assignment_stmt, values,
+                                    lengths, &r);
     }
     if (rc != LOOM_OK) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "joining group \"%s\": %s", c->group,
-                     loom__tp_conn_errmsg(&c->gconn));
+                     loom__pgconn_errmsg(&c->gconn));
         return rc;
     }
     loom__tp_group_apply(c, r);
@@ -235,8 +235,8 @@ group_send_assignment(tp_consumer *c)
     int lengths[5];
 
     group_assignment_params(c, ts, off, values, lengths);
-    if (loom__tp_conn_query(&c->gconn, &assignment_stmt, values, lengths,
-                            group_on_assignment, c) == LOOM_OK)
+    if (loom__pgconn_query(&c->gconn, &assignment_stmt, values, lengths,
+                           group_on_assignment, c) == LOOM_OK)
         c->g_busy = 1;
 }
 
@@ -251,7 +251,7 @@ group_on_assignment(void *arg, loom_err rc, PGresult *r)
         loom__log(LOOM_LOG_WARN,
                   "topics group \"%s\": reading the "
                   "assignment: %s",
-                  c->group, loom__tp_conn_errmsg(&c->gconn));
+                  c->group, loom__pgconn_errmsg(&c->gconn));
         c->g_refresh = 1;
         return;
     }
@@ -270,7 +270,7 @@ group_on_join(void *arg, loom_err rc, PGresult *r)
     PQclear(r);
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": joining: %s", c->group,
-                  loom__tp_conn_errmsg(&c->gconn));
+                  loom__pgconn_errmsg(&c->gconn));
         return; /* the next heartbeat tries again */
     }
     if (!c->stopping)
@@ -286,9 +286,8 @@ group_send_join(tp_consumer *c)
     int lengths[6];
 
     group_join_params(c, &arr, client, sizeof client, timeout, values, lengths);
-    if (!arr.failed &&
-        loom__tp_conn_query(&c->gconn, &join_stmt, values, lengths,
-                            group_on_join, c) == LOOM_OK)
+    if (!arr.failed && loom__pgconn_query(&c->gconn, &join_stmt, values,
+                                          lengths, group_on_join, c) == LOOM_OK)
         c->g_busy = 1;
     loom__buf_free(&arr);
 }
@@ -317,7 +316,7 @@ group_on_heartbeat(void *arg, loom_err rc, PGresult *r)
     }
     if (rc != LOOM_OK) {
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
-                  loom__tp_conn_errmsg(&c->gconn));
+                  loom__pgconn_errmsg(&c->gconn));
         return;
     }
     if (gen != c->generation || c->g_refresh) {
@@ -334,12 +333,12 @@ group_heartbeat(tp_consumer *c)
 
     if (c->g_busy || c->stopping)
         return;
-    if (loom__tp_conn_query(&c->gconn, &heartbeat_stmt, values, lengths,
-                            group_on_heartbeat, c) == LOOM_OK)
+    if (loom__pgconn_query(&c->gconn, &heartbeat_stmt, values, lengths,
+                           group_on_heartbeat, c) == LOOM_OK)
         c->g_busy = 1;
     else
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": heartbeat: %s", c->group,
-                  loom__tp_conn_errmsg(&c->gconn));
+                  loom__pgconn_errmsg(&c->gconn));
 }
 
 static void
@@ -398,7 +397,7 @@ loom__tp_group_leave(tp_consumer *c)
          * a new connection (returning here kept the member in the group,
          * holding its partitions until its session timed out). */
         char err[256];
-        loom__tp_conn_close(&c->gconn);
+        loom__pgconn_close(&c->gconn);
         c->g_busy = 0;
         if (loom__tp_conn_open(&c->gconn, c->tr, "group", err, sizeof err) !=
             LOOM_OK) {
@@ -407,17 +406,17 @@ loom__tp_group_leave(tp_consumer *c)
             return; /* the session timeout expels us instead */
         }
     }
-    rc = loom__tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
+    rc = loom__pgconn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
     if (rc == LOOM_ECONN) {
         /* The connection died unnoticed (a server restart): once more, on
          * a new one. */
         PQclear(r);
         r = NULL;
-        rc = loom__tp_conn_query_now(&c->gconn, &leave_stmt, values, lengths,
-                                     &r);
+        rc =
+            loom__pgconn_query_now(&c->gconn, &leave_stmt, values, lengths, &r);
     }
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics group \"%s\": leaving: %s", c->group,
-                  loom__tp_conn_errmsg(&c->gconn));
+                  loom__pgconn_errmsg(&c->gconn));
     PQclear(r);
 }

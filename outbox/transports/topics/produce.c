@@ -127,7 +127,7 @@ loom__tp_producer_free(tp_transport *tr)
     if (p == NULL)
         return;
     tr->producer = NULL;
-    loom__tp_conn_close(&p->conn);
+    loom__pgconn_close(&p->conn);
     /* Unfinished: the outcome of the one in flight is unknown, the queued
      * ones were never sent; both are reported as lost connections. */
     prod_report(p->sent, LOOM_ECONN);
@@ -432,7 +432,7 @@ prod_build_and_send(tp_producer *p)
                     p, p->sent, c->data.data + c->msgs[i].topic, done, total);
     loom_free(done);
     if (rc == LOOM_OK)
-        rc = loom__tp_conn_tx(&p->conn, &p->tx, prod_sent, p);
+        rc = loom__pgconn_tx(&p->conn, &p->tx, prod_sent, p);
     return rc;
 }
 
@@ -451,7 +451,7 @@ prod_retry_later(tp_producer *p)
         tp_call *sent = p->sent;
         loom__log(LOOM_LOG_WARN,
                   "topics publish failed: %s (no connection for %llu ms)",
-                  loom__tp_conn_errmsg(&p->conn),
+                  loom__pgconn_errmsg(&p->conn),
                   (unsigned long long) (now - p->failing_since));
         p->sent = NULL;
         prod_report(sent, LOOM_ECONN);
@@ -472,7 +472,7 @@ prod_on_retry(uv_timer_t *t)
         prod_send(p);
         return;
     }
-    if (loom__tp_conn_tx(&p->conn, &p->tx, prod_sent, p) != LOOM_OK)
+    if (loom__pgconn_tx(&p->conn, &p->tx, prod_sent, p) != LOOM_OK)
         prod_retry_later(p);
 }
 
@@ -546,7 +546,7 @@ send:
     if (rc != LOOM_OK) {
         tp_call *sent = p->sent;
         loom__log(LOOM_LOG_WARN, "topics publish: %s (%s)", loom_strerror(rc),
-                  loom__tp_conn_errmsg(&p->conn));
+                  loom__pgconn_errmsg(&p->conn));
         p->sent = NULL;
         prod_report(sent, rc);
         /* Try the rest on the next publish or completion. */
@@ -594,7 +594,7 @@ prod_sent(void *arg, loom_err rc, PGresult *r)
     }
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics publish failed: %s",
-                  loom__tp_conn_errmsg(&p->conn));
+                  loom__pgconn_errmsg(&p->conn));
     p->sent = NULL;
     prod_report(sent, rc);
     /* A callback may have closed the transport. */

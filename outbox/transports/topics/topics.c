@@ -83,6 +83,36 @@ loom__tp_released(tp_transport *tr)
 }
 
 static void
+tp_handle_opened(void *tr)
+{
+    ((tp_transport *) tr)->open_handles++;
+}
+
+static void
+tp_handle_released(void *tr)
+{
+    loom__tp_released(tr);
+}
+
+loom_err
+loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
+                   size_t errlen)
+{
+    loom__pgconn_config cfg = {0};
+    char app[64];
+
+    snprintf(app, sizeof app, "eventloom topics %s", role);
+    cfg.rt = tr->rt;
+    cfg.conninfo = tr->conninfo;
+    cfg.application_name = app;
+    cfg.what = "topics";
+    cfg.opened = tp_handle_opened;
+    cfg.released = tp_handle_released;
+    cfg.owner = tr;
+    return loom__pgconn_open(c, &cfg, err, errlen);
+}
+
+static void
 tp_timer_closed(uv_handle_t *h)
 {
     loom__tp_released(h->data);
@@ -123,7 +153,7 @@ tp_stop(void *arg, loom__component *comp, loom__done_fn done)
     (void) comp;
     tp_close_timer(tr);
     if (tr->admin_open) {
-        loom__tp_conn_close(&tr->admin);
+        loom__pgconn_close(&tr->admin);
         tr->admin_open = 0;
     }
     for (tp_consumer *c = tr->consumers; c != NULL; c = c->next)
@@ -145,7 +175,7 @@ tp_retention_done(void *arg, loom_err rc, PGresult *r)
         loom__pg_get_i64(r, 0, 0, &n);
     else if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics retention: %s",
-                  loom__tp_conn_errmsg(&tr->admin));
+                  loom__pgconn_errmsg(&tr->admin));
     PQclear(r);
     /* Another step at once while there is work; else wait a period. */
     if (rc == LOOM_OK && n > 0 && !tr->stopping && !tr->closed)
@@ -161,10 +191,10 @@ tp_retention_step(tp_transport *tr)
 
     if (!tr->admin_open || tr->admin.busy)
         return;
-    if (loom__tp_conn_query(&tr->admin, &retention_stmt, values, lengths,
-                            tp_retention_done, tr) != LOOM_OK)
+    if (loom__pgconn_query(&tr->admin, &retention_stmt, values, lengths,
+                           tp_retention_done, tr) != LOOM_OK)
         loom__log(LOOM_LOG_WARN, "topics retention: %s",
-                  loom__tp_conn_errmsg(&tr->admin));
+                  loom__pgconn_errmsg(&tr->admin));
 }
 
 static void
@@ -204,7 +234,7 @@ loom__tp_partition_count(tp_transport *tr, const char *topic, int32_t *n)
         }
     if (!tr->admin_open || tr->admin.busy)
         return LOOM_EBUSY;
-    rc = loom__tp_conn_query_now(&tr->admin, &meta_stmt, values, lengths, &r);
+    rc = loom__pgconn_query_now(&tr->admin, &meta_stmt, values, lengths, &r);
     if (rc != LOOM_OK)
         return rc;
     if (PQntuples(r) != 1 || !loom__pg_get_i32(r, 0, 0, n)) {
@@ -345,7 +375,7 @@ tp_open(loom_runtime *rt, const char *url, void **state, char *err,
     if (rc != LOOM_OK) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "the runtime is stopping");
-        loom__tp_conn_close(&tr->admin);
+        loom__pgconn_close(&tr->admin);
         loom_free(tr->conninfo);
         loom_free(tr);
         return rc;
@@ -374,7 +404,7 @@ tp_close(void *state)
     loom__tp_producer_free(tr);
     tp_close_timer(tr);
     if (tr->admin_open) {
-        loom__tp_conn_close(&tr->admin);
+        loom__pgconn_close(&tr->admin);
         tr->admin_open = 0;
     }
     loom_listener_close(tr->meta_listener);

@@ -2,8 +2,6 @@
  * Private to the topics transport (loom/topics.h).
  *
  *   topics.c   the transport: URL, open/close, the ops table, retention
- *   conn.c     tp_conn: one PostgreSQL connection driven without blocking
- *              the loop (one request at a time: a statement or a loom_tx)
  *   produce.c  publishing: calls queue, coalesce into one transaction per
  *              batch, one loom.topic_publish() per topic in it
  *   group.c    a consumer's membership: join, heartbeat, assignment
@@ -25,6 +23,7 @@
 
 #include "buf.h"
 #include "loom/topics.h"
+#include "pgconn.h"
 #include "runtime_int.h"
 #include "store_int.h"
 #include "transport_int.h"
@@ -32,52 +31,15 @@
 
 typedef struct tp_transport tp_transport;
 typedef struct tp_consumer tp_consumer;
-typedef struct tp_conn tp_conn;
 
-/* ---- conn.c ---------------------------------------------------------- */
+/* ---- connections (../../pgconn.h) ------------------------------------ */
 
-/* Called on the loop when a request finishes: `r` (a query's rows, owned
- * by the callee, which PQclears it) is NULL for a loom_tx or on failure;
- * the store's errmsg and sqlstate tell why. */
-typedef void (*tp_done_fn)(void *arg, loom_err rc, PGresult *r);
+typedef loom__pgconn tp_conn;
 
-typedef struct tp_poll tp_poll;
-
-struct tp_conn {
-    tp_transport *tr;
-    loom_store *store;
-    tp_poll *poll;
-    int poll_fd;
-    int busy;         /* a request in flight */
-    int is_tx;        /* it is a loom_tx */
-    int reconnecting; /* PQresetStart/PQresetPoll in progress */
-    tp_done_fn done;
-    void *arg;
-};
-
-/* Connects (blocking). Errors: LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM;
- * err says why. */
+/* Opens one of the transport's connections ("producer", "group", ...):
+ * loom__pgconn_open() with the transport's conninfo and handle count. */
 loom_err loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role,
                             char *err, size_t errlen);
-/* Sends one prepared statement; `done` is called later, on the loop
- * (never during this call). Errors (done not called): LOOM_EBUSY,
- * LOOM_ECONN (the connection is broken: reconnecting, without blocking;
- * retry later), and the send's own. */
-loom_err loom__tp_conn_query(tp_conn *c, const loom__stmt *st,
-                             const char *const *values, const int *lengths,
-                             tp_done_fn done, void *arg);
-/* Sends `tx` as one transaction; `done` gets r NULL. */
-loom_err loom__tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done,
-                          void *arg);
-/* Blocking form of loom__tp_conn_query for set-up and close steps (reconnects
- * blocking when broken); *out owned by the caller. */
-loom_err loom__tp_conn_query_now(tp_conn *c, const loom__stmt *st,
-                                 const char *const *values, const int *lengths,
-                                 PGresult **out);
-/* Stops watching and closes the connection; a request in flight is
- * abandoned (its callback is never called). */
-void loom__tp_conn_close(tp_conn *c);
-const char *loom__tp_conn_errmsg(const tp_conn *c);
 
 /* ---- topics.c -------------------------------------------------------- */
 

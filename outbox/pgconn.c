@@ -1,8 +1,9 @@
 /*
- * tp_conn: one PostgreSQL connection (a loom_store handle) driven from
- * the loop: a request is sent through the store's non-blocking path,
- * uv_poll watches the socket, and loom_store_poll() says when the result
- * is in. One request at a time; callers queue their own.
+ * loom__pgconn: one PostgreSQL connection (a loom_store handle) driven from
+ * the loop, shared by the topics transport and the outbox relay: a request is
+ * sent through the store's non-blocking path, uv_poll watches the socket, and
+ * loom_store_poll() says when the result is in. One request at a time; callers
+ * queue their own.
  *
  * A broken connection is re-established without blocking the loop: the
  * request that saw the break fails with LOOM_ECONN, and so does every
@@ -15,22 +16,24 @@
 
 #include "log_int.h"
 #include "loom/alloc.h"
-#include "topics_int.h"
+#include "pgconn.h"
 
-struct tp_poll {
+struct pgconn_poll {
     uv_poll_t h;
-    tp_conn *c; /* NULL once closing */
-    tp_transport *tr;
+    loom__pgconn *c; /* NULL once closing */
+    /* Copied from the connection: the handle may outlive it. */
+    void (*released)(void *);
+    void *owner;
 };
 
-static void conn_drive(tp_conn *c);
+static void conn_drive(loom__pgconn *c);
 
-static loom_err conn_watch(tp_conn *c, int want);
-static void conn_unwatch(tp_conn *c);
+static loom_err conn_watch(loom__pgconn *c, int want);
+static void conn_unwatch(loom__pgconn *c);
 
 /* Moves a reconnection on; done when it succeeded or failed. */
 static void
-conn_reconnect_step(tp_conn *c)
+conn_reconnect_step(loom__pgconn *c)
 {
     int want = 0;
     loom_err rc = loom__store_reconnect_poll(c->store, &want);
@@ -41,9 +44,10 @@ conn_reconnect_step(tp_conn *c)
     if (c->poll != NULL)
         uv_poll_stop(&c->poll->h);
     if (rc == LOOM_OK)
-        loom__log(LOOM_LOG_INFO, "topics: reconnected to PostgreSQL");
+        loom__log(LOOM_LOG_INFO, "%s: reconnected to PostgreSQL", c->what);
     else
-        loom__log(LOOM_LOG_WARN, "topics: %s", loom_store_errmsg(c->store));
+        loom__log(LOOM_LOG_WARN, "%s: %s", c->what,
+                  loom_store_errmsg(c->store));
 }
 
 /* Starts re-establishing a broken connection, or moves the one under
@@ -52,7 +56,7 @@ conn_reconnect_step(tp_conn *c)
  * so it progresses on the callers' timers even if a socket event were
  * missed. */
 static loom_err
-conn_reconnect(tp_conn *c)
+conn_reconnect(loom__pgconn *c)
 {
     if (!c->reconnecting) {
         /* The new socket may get the old one's number, which epoll then
@@ -74,7 +78,7 @@ conn_reconnect(tp_conn *c)
 static void
 conn_on_poll(uv_poll_t *h, int status, int events)
 {
-    tp_poll *p = h->data;
+    pgconn_poll *p = h->data;
 
     (void) status; /* an error shows in loom_store_poll() */
     (void) events;
@@ -89,15 +93,17 @@ conn_on_poll(uv_poll_t *h, int status, int events)
 static void
 conn_poll_closed(uv_handle_t *h)
 {
-    tp_poll *p = h->data;
-    tp_transport *tr = p->tr;
+    pgconn_poll *p = h->data;
+    void (*released)(void *) = p->released;
+    void *owner = p->owner;
 
     loom_free(p);
-    loom__tp_released(tr);
+    if (released != NULL)
+        released(owner);
 }
 
 static void
-conn_unwatch(tp_conn *c)
+conn_unwatch(loom__pgconn *c)
 {
     if (c->poll == NULL)
         return;
@@ -110,7 +116,7 @@ conn_unwatch(tp_conn *c)
 /* Watches the socket for `want` (LOOM_POLL_*); a new socket after a
  * reconnect gets a new handle. */
 static loom_err
-conn_watch(tp_conn *c, int want)
+conn_watch(loom__pgconn *c, int want)
 {
     int fd = loom_store_socket(c->store);
     int ev = (want & LOOM_POLL_READ ? UV_READABLE : 0) |
@@ -121,17 +127,19 @@ conn_watch(tp_conn *c, int want)
     if (c->poll != NULL && c->poll_fd != fd)
         conn_unwatch(c);
     if (c->poll == NULL) {
-        tp_poll *p = loom_malloc(sizeof *p);
+        pgconn_poll *p = loom_malloc(sizeof *p);
         if (p == NULL)
             return LOOM_ENOMEM;
         p->c = c;
-        p->tr = c->tr;
-        if (uv_poll_init(loom_runtime_loop(c->tr->rt), &p->h, fd) != 0) {
+        p->released = c->released;
+        p->owner = c->owner;
+        if (uv_poll_init(loom_runtime_loop(c->rt), &p->h, fd) != 0) {
             loom_free(p);
             return LOOM_EIO;
         }
         p->h.data = p;
-        c->tr->open_handles++;
+        if (c->opened != NULL)
+            c->opened(c->owner);
         c->poll = p;
         c->poll_fd = fd;
     }
@@ -140,11 +148,11 @@ conn_watch(tp_conn *c, int want)
 }
 
 static void
-conn_finish(tp_conn *c)
+conn_finish(loom__pgconn *c)
 {
     PGresult *r = NULL;
     loom_err rc;
-    tp_done_fn done = c->done;
+    loom__pgconn_done_fn done = c->done;
     void *arg = c->arg;
 
     if (c->is_tx)
@@ -159,7 +167,7 @@ conn_finish(tp_conn *c)
 }
 
 static void
-conn_drive(tp_conn *c)
+conn_drive(loom__pgconn *c)
 {
     int want = 0;
     loom_err rc;
@@ -179,19 +187,21 @@ conn_drive(tp_conn *c)
 }
 
 loom_err
-loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
-                   size_t errlen)
+loom__pgconn_open(loom__pgconn *c, const loom__pgconn_config *cfg, char *err,
+                  size_t errlen)
 {
-    loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
-    char app[64];
+    loom_store_config scfg = LOOM_STORE_CONFIG_INIT;
     loom_err rc;
 
     memset(c, 0, sizeof *c);
-    c->tr = tr;
-    snprintf(app, sizeof app, "eventloom topics %s", role);
-    cfg.conninfo = tr->conninfo;
-    cfg.application_name = app;
-    rc = loom_store_open(&c->store, &cfg, err, errlen);
+    c->rt = cfg->rt;
+    c->what = cfg->what;
+    c->opened = cfg->opened;
+    c->released = cfg->released;
+    c->owner = cfg->owner;
+    scfg.conninfo = cfg->conninfo;
+    scfg.application_name = cfg->application_name;
+    rc = loom_store_open(&c->store, &scfg, err, errlen);
     if (rc != LOOM_OK)
         c->store = NULL;
     return rc;
@@ -199,7 +209,8 @@ loom__tp_conn_open(tp_conn *c, tp_transport *tr, const char *role, char *err,
 
 /* Starts watching after a send; the callback comes from the loop. */
 static loom_err
-conn_sent(tp_conn *c, loom_err rc, int is_tx, tp_done_fn done, void *arg)
+conn_sent(loom__pgconn *c, loom_err rc, int is_tx, loom__pgconn_done_fn done,
+          void *arg)
 {
     if (rc != LOOM_OK)
         return rc;
@@ -225,8 +236,9 @@ conn_sent(tp_conn *c, loom_err rc, int is_tx, tp_done_fn done, void *arg)
 }
 
 loom_err
-loom__tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
-                    const int *lengths, tp_done_fn done, void *arg)
+loom__pgconn_query(loom__pgconn *c, const loom__stmt *st,
+                   const char *const *values, const int *lengths,
+                   loom__pgconn_done_fn done, void *arg)
 {
     loom_err rc;
 
@@ -242,7 +254,8 @@ loom__tp_conn_query(tp_conn *c, const loom__stmt *st, const char *const *values,
 }
 
 loom_err
-loom__tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
+loom__pgconn_tx(loom__pgconn *c, const loom_tx *tx, loom__pgconn_done_fn done,
+                void *arg)
 {
     loom_err rc;
 
@@ -258,9 +271,9 @@ loom__tp_conn_tx(tp_conn *c, const loom_tx *tx, tp_done_fn done, void *arg)
 }
 
 loom_err
-loom__tp_conn_query_now(tp_conn *c, const loom__stmt *st,
-                        const char *const *values, const int *lengths,
-                        PGresult **out)
+loom__pgconn_query_now(loom__pgconn *c, const loom__stmt *st,
+                       const char *const *values, const int *lengths,
+                       PGresult **out)
 {
     loom_err rc;
 
@@ -276,7 +289,7 @@ loom__tp_conn_query_now(tp_conn *c, const loom__stmt *st,
 }
 
 void
-loom__tp_conn_close(tp_conn *c)
+loom__pgconn_close(loom__pgconn *c)
 {
     conn_unwatch(c);
     c->busy = 0;
@@ -287,7 +300,7 @@ loom__tp_conn_close(tp_conn *c)
 }
 
 const char *
-loom__tp_conn_errmsg(const tp_conn *c)
+loom__pgconn_errmsg(const loom__pgconn *c)
 {
     return c->store != NULL ? loom_store_errmsg(c->store) : "not connected";
 }
