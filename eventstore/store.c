@@ -453,7 +453,7 @@ loom__store_result_error(loom_store *s, const PGresult *r)
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
     else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0 ||
-             strcmp(state, "LM012") == 0)
+             strcmp(state, "LM012") == 0 || strcmp(state, "LM016") == 0)
         rc = LOOM_ECONFLICT;
     else if (strcmp(state, "LM010") == 0 || strcmp(state, "LM013") == 0)
         rc = LOOM_ENOTFOUND;
@@ -461,6 +461,8 @@ loom__store_result_error(loom_store *s, const PGresult *r)
         rc = LOOM_EINVAL;
     else if (strcmp(state, "LM014") == 0)
         rc = LOOM_EDUPLICATE;
+    else if (strcmp(state, "LM015") == 0)
+        rc = LOOM_EALREADY;
     else if (strcmp(state, "LM002") == 0 ||
              (strcmp(state, "23505") == 0 && cons != NULL &&
               strcmp(cons, "events_event_id") == 0))

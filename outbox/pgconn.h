@@ -45,9 +45,9 @@ typedef struct loom__pgconn {
     loom_store *store;
     pgconn_poll *poll;
     int poll_fd;
-    int busy;          /* a request in flight */
-    int is_tx;         /* it is a loom_tx */
-    int reconnecting;  /* PQresetStart/PQresetPoll in progress */
+    int busy;         /* a request in flight */
+    int is_tx;        /* it is a loom_tx */
+    int reconnecting; /* PQresetStart/PQresetPoll in progress */
     const char *what;
     void (*opened)(void *owner);
     void (*released)(void *owner);

@@ -56,6 +56,7 @@
 
 #include "loom/error.h"
 #include "loom/export.h"
+#include "loom/tx.h"
 #include "loom/uuid.h"
 
 #ifdef __cplusplus
@@ -367,6 +368,45 @@ LOOM_API loom_err loom_store_snapshot_save(loom_store *s, const char *stream,
 LOOM_API loom_err loom_store_snapshot_load(loom_store *s, const char *stream,
                                            int32_t schema_version, void **data,
                                            size_t *len, int64_t *version);
+
+/* ------------------------------------------------------------------ */
+/* Units of work                                                       */
+
+/*
+ * Queues an append of `n` events to `stream` in `tx` (loom/tx.h), checked
+ * against `expected` when tx commits, as loom_store_append() would. The
+ * checks that need no database run now, against the default limits
+ * (LOOM_DEFAULT_MAX_*); events without an id get one now, written back.
+ * Unlike loom_store_append(), a unit of work that is retried after it
+ * committed is not recognised: give its events fixed ids and it fails
+ * with LOOM_EDUPLICATE instead of appending twice.
+ *
+ * Errors (nothing queued): as loom_store_append()'s argument checks
+ * (LOOM_EINVAL, LOOM_ETOOBIG), LOOM_ENOMEM, LOOM_EIO (no random source);
+ * loom_tx_errmsg() says which event and why.
+ */
+LOOM_API loom_err loom_tx_append(loom_tx *tx, const char *stream,
+                                 int64_t expected, loom_event_data *events,
+                                 size_t n);
+
+/*
+ * Runs every statement queued in `tx` as one transaction on s's
+ * connection, in one round trip (see loom/tx.h): all of it commits or
+ * none. `tx` is not changed (loom_tx_reset() it to reuse it). Blocking.
+ *
+ * Errors: LOOM_EINVAL (NULL, or tx empty), LOOM_ECONFLICT (an append's
+ * expected version did not hold), LOOM_EDUPLICATE (an event id already
+ * used), LOOM_EALREADY (an inbox mark found its message processed),
+ * LOOM_ECONN (the connection broke: whether tx committed is unknown, so
+ * make the retry idempotent with an inbox mark or fixed event ids),
+ * LOOM_EDB (another statement failed: loom_store_errmsg() and
+ * loom_store_sqlstate() tell which), LOOM_ESCHEMA, LOOM_EBUSY.
+ */
+LOOM_API loom_err loom_store_commit(loom_store *s, const loom_tx *tx);
+
+/* The 0-based index of the statement that failed the last
+ * loom_store_commit() on `s`, or -1 (none failed, or unknown). */
+LOOM_API int loom_store_commit_failed_at(const loom_store *s);
 
 /* ------------------------------------------------------------------ */
 /* The non-blocking form                                               */

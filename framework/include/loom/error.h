@@ -36,7 +36,8 @@ extern "C" {
     X(LOOM_EBUSY, 11, "another operation is in progress on this handle")       \
     X(LOOM_EDECODE, 12, "payload could not be decoded")                        \
     X(LOOM_EHANDLER, 13, "a user callback reported failure")                   \
-    X(LOOM_EIO, 14, "input/output error")
+    X(LOOM_EIO, 14, "input/output error")                                      \
+    X(LOOM_EALREADY, 15, "message already processed by this consumer")
 
 typedef enum loom_err {
 #define LOOM__ERR_ENUM(name, value, msg) name = value,

@@ -19,8 +19,13 @@
  * fails, nothing of the batch commits: the handler is called again with
  * the same events (see loom/subscription.h for retries and parking).
  *
- * A loom_tx is owned by its runner and valid only during the handler call
- * that received it. Everything passed in is copied.
+ * A loom_tx handed to a handler is owned by its runner and valid only
+ * during that call. A service that is not in a handler (a command
+ * handler, a saga step) makes its own with loom_tx_new(), fills it, and
+ * commits it with loom_store_commit() (loom/eventstore.h), which also
+ * takes events (loom_tx_append()), outbox messages (loom/outbox.h) and
+ * inbox marks (loom/inbox.h): all of them commit together or none does.
+ * Everything passed in is copied.
  */
 #ifndef LOOM_TX_H
 #define LOOM_TX_H
@@ -42,6 +47,23 @@ typedef struct loom_tx loom_tx;
 
 /* Most bytes queued in one transaction (SQL and parameters). */
 #define LOOM_TX_MAX_BYTES ((size_t) 256 << 20)
+
+/*
+ * Makes an empty unit of work, owned by the caller: free it with
+ * loom_tx_free(). Errors: LOOM_EINVAL (out NULL), LOOM_ENOMEM.
+ */
+LOOM_API loom_err loom_tx_new(loom_tx **out);
+
+/* Frees a loom_tx made by loom_tx_new(). NULL is a no-op. Never pass the
+ * loom_tx a runner handed to a handler. */
+LOOM_API void loom_tx_free(loom_tx *tx);
+
+/* Empties tx for reuse, keeping its memory. NULL is a no-op. */
+LOOM_API void loom_tx_reset(loom_tx *tx);
+
+/* Why the last call on tx failed ("" when none did); owned by tx, valid
+ * until its next call. Never NULL. */
+LOOM_API const char *loom_tx_errmsg(const loom_tx *tx);
 
 /*
  * Queues `sql` with `n` text parameters ($1 ... $n; a NULL value is SQL

@@ -296,7 +296,7 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
         m->key_len = (size_t) PQgetlength(r, row, col + 2);
     }
     if (!PQgetisnull(r, row, col + 3) &&
-        loom__tp_headers_decode(
+        loom__headers_decode(
             PQgetvalue(r, row, col + 3), (size_t) PQgetlength(r, row, col + 3),
             (loom_header **) &m->headers, &m->n_headers, &e->hdr_mem) != 0) {
         /* The rest is still filled in: the callers deliver the message
@@ -550,8 +550,8 @@ c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
     snprintf(deliveries, sizeof deliveries, "%u", e->deliveries);
     snprintf(part, sizeof part, "%d", (int) e->part->partition);
     snprintf(off, sizeof off, "%lld", (long long) e->msg.offset);
-    loom__tp_headers_encode(&hb, e->msg.headers, e->msg.n_headers);
-    loom__tp_headers_encode(&hb, extra, 6);
+    loom__headers_encode(&hb, e->msg.headers, e->msg.n_headers);
+    loom__headers_encode(&hb, extra, 6);
     pr->v[6] = deliveries;
     pr->v[7] = e->error ? e->error : "failed";
     pr->v[8] = hb.data ? hb.data : "";

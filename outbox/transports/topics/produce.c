@@ -175,7 +175,7 @@ prod_copy(tp_transport *tr, tp_call *call, size_t i, const loom_message *m)
     q->hdr = d->len;
     q->hdr_len = -1;
     if (m->n_headers > 0) {
-        loom__tp_headers_encode(d, m->headers, m->n_headers);
+        loom__headers_encode(d, m->headers, m->n_headers);
         q->hdr_len = (int) (d->len - q->hdr);
     }
     q->payload = d->len;

@@ -7,7 +7,6 @@
  *   group.c    a consumer's membership: join, heartbeat, assignment
  *   consume.c  a consumer's data path: fetch, deliver, acknowledge,
  *              commit (offsets, redeliveries, dead letters)
- *   headers.c  message headers as protobuf bytes
  *
  * A consumer has two connections: membership traffic (heartbeats) must not
  * wait behind a long commit, or a busy member would miss its session
@@ -22,6 +21,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "headers.h"
 #include "loom/topics.h"
 #include "pgconn.h"
 #include "runtime_int.h"
@@ -98,18 +98,6 @@ int loom__tp_producer_busy(const tp_transport *tr);
 /* Stop: fails what is queued with LOOM_ECONN... no: sends it all, then
  * reports idle through loom__tp_maybe_stopped(). Close: frees everything. */
 void loom__tp_producer_free(tp_transport *tr);
-
-/* ---- headers.c ------------------------------------------------------- */
-
-/* Appends the protobuf encoding of `n` headers to b. */
-void loom__tp_headers_encode(loom__buf *b, const loom_header *h, size_t n);
-/* Decodes `len` bytes into an array of headers whose strings live in
- * `arena` (NUL-terminated); *out is NULL when there are none. Returns 0,
- * or -1 when the bytes are not a header list. The pointers stay valid
- * until the arena is freed (it never moves: headers are decoded into a
- * buffer sized in a first pass). */
-int loom__tp_headers_decode(const void *data, size_t len, loom_header **out,
-                            size_t *n, void **arena);
 
 /* ---- group.c / consume.c --------------------------------------------- */
 

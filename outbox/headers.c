@@ -8,11 +8,12 @@
  */
 #include <string.h>
 
+#include "headers.h"
 #include "loom/alloc.h"
-#include "topics_int.h"
+#include "store_int.h"
 
 void
-loom__tp_headers_encode(loom__buf *b, const loom_header *h, size_t n)
+loom__headers_encode(loom__buf *b, const loom_header *h, size_t n)
 {
     /* The event store writes the same message for event metadata; with
      * only headers set, that is all it writes. */
@@ -106,8 +107,8 @@ hd_walk(const uint8_t *p, const uint8_t *end, size_t *n, size_t *bytes,
 }
 
 int
-loom__tp_headers_decode(const void *data, size_t len, loom_header **out,
-                        size_t *n, void **arena)
+loom__headers_decode(const void *data, size_t len, loom_header **out, size_t *n,
+                     void **arena)
 {
     const uint8_t *p = data, *end = p + len;
     size_t count, bytes, again;

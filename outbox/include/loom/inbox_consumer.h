@@ -1,0 +1,98 @@
+/*
+ * An idempotent consumer on any transport: every message is handled in
+ * its own PostgreSQL transaction that first records the message id in the
+ * consumer's inbox (loom/inbox.h), then runs what the handler queued
+ * (events with loom_tx_append(), outbox messages with loom_outbox_add(),
+ * any SQL with loom_tx_exec()). The message is acknowledged only after
+ * that transaction commits; a message already recorded is acknowledged
+ * without calling the handler again. So a redelivered message changes
+ * nothing twice, whatever crashed where.
+ *
+ * Messages of one batch are committed together when the handler accepts
+ * them all (one round trip); when that transaction fails, each message is
+ * retried alone so one bad message fails only itself: it goes back to the
+ * transport (loom_consumer_fail), which redelivers it and, after
+ * max_deliveries, dead-letters it.
+ *
+ * Entries older than the window are deleted in the background: a message
+ * redelivered after its entry expired is handled again, so keep the window
+ * longer than the transport's redelivery horizon.
+ */
+#ifndef LOOM_INBOX_CONSUMER_H
+#define LOOM_INBOX_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loom/error.h"
+#include "loom/export.h"
+#include "loom/transport.h"
+#include "loom/tx.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct loom_inbox_consumer loom_inbox_consumer;
+
+/*
+ * Queues m's effects in tx (statements only: see loom/tx.h). Return
+ * LOOM_OK to commit them with the inbox mark; any other code fails the
+ * message (nothing of it commits; `why` (may be left empty) says why in
+ * the transport's dead letter). `m` is borrowed for the call.
+ */
+typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx,
+                                  char *why, size_t whylen, void *arg);
+
+/* Start from LOOM_INBOX_CONSUMER_CONFIG_INIT; strings are copied. */
+typedef struct loom_inbox_consumer_config {
+    /* PostgreSQL for the inbox and the effects; NULL: $LOOM_DATABASE_URL. */
+    const char *conninfo;
+    /* The inbox's name for this consumer; NULL: the group's name. */
+    const char *consumer;
+    /* Keep inbox entries this long; 0: 7 days. */
+    uint64_t window_ms;
+    /* Look for expired entries this often; 0: 60 s. */
+    unsigned expire_every_ms;
+} loom_inbox_consumer_config;
+
+#define LOOM_INBOX_CONSUMER_CONFIG_INIT                                        \
+    {                                                                          \
+        NULL, NULL, 0, 0                                                       \
+    }
+
+/*
+ * Opens a consumer of `cfg` on `t` whose messages go through `fn` as
+ * above. Connects to PostgreSQL (blocking, once). On success *out owns it:
+ * close with loom_inbox_consumer_close() before the transport.
+ *
+ * Errors: LOOM_EINVAL (NULL arguments, a bad config, a consumer name over
+ * LOOM_INBOX_MAX_CONSUMER), LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM, and the
+ * transport's own; err (may be NULL) says why.
+ */
+LOOM_API loom_err loom_inbox_consumer_open(
+    loom_transport *t, const loom_consumer_config *cfg,
+    const loom_inbox_consumer_config *icfg, loom_inbox_fn fn, void *arg,
+    loom_inbox_consumer **out, char *err, size_t errlen);
+
+/* Stops consuming; messages not yet committed are delivered again later.
+ * NULL is a no-op. Loop thread. */
+LOOM_API void loom_inbox_consumer_close(loom_inbox_consumer *ic);
+
+/* What the consumer did. */
+typedef struct loom_inbox_consumer_stats {
+    uint64_t handled;    /* messages whose effects committed */
+    uint64_t duplicates; /* messages skipped: already in the inbox */
+    uint64_t failed;     /* messages failed back to the transport */
+    uint64_t expired;    /* inbox entries deleted by the window */
+} loom_inbox_consumer_stats;
+
+/* Copies ic's counters. Errors: LOOM_EINVAL (NULL). */
+LOOM_API loom_err loom_inbox_consumer_stats_get(
+    const loom_inbox_consumer *ic, loom_inbox_consumer_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOM_INBOX_CONSUMER_H */
