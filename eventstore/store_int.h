@@ -56,6 +56,12 @@ typedef enum loom__stmt_id {
     LOOM__STMT_TOPIC_FETCH,
     LOOM__STMT_TOPIC_FETCH_RETRIES,
     LOOM__STMT_TOPIC_ARM,
+    /* the outbox relay (outbox/relay.c) */
+    LOOM__STMT_OUTBOX_LEAD,
+    LOOM__STMT_OUTBOX_FETCH,
+    LOOM__STMT_OUTBOX_HEARTBEAT,
+    LOOM__STMT_OUTBOX_CLEANUP,
+    LOOM__STMT_OUTBOX_RESIGN,
     LOOM__STMT_COUNT
 } loom__stmt_id;
 

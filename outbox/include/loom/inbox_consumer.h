@@ -41,8 +41,8 @@ typedef struct loom_inbox_consumer loom_inbox_consumer;
  * message (nothing of it commits; `why` (may be left empty) says why in
  * the transport's dead letter). `m` is borrowed for the call.
  */
-typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx,
-                                  char *why, size_t whylen, void *arg);
+typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx, char *why,
+                                  size_t whylen, void *arg);
 
 /* Start from LOOM_INBOX_CONSUMER_CONFIG_INIT; strings are copied. */
 typedef struct loom_inbox_consumer_config {
@@ -88,8 +88,8 @@ typedef struct loom_inbox_consumer_stats {
 } loom_inbox_consumer_stats;
 
 /* Copies ic's counters. Errors: LOOM_EINVAL (NULL). */
-LOOM_API loom_err loom_inbox_consumer_stats_get(
-    const loom_inbox_consumer *ic, loom_inbox_consumer_stats *out);
+LOOM_API loom_err loom_inbox_consumer_stats_get(const loom_inbox_consumer *ic,
+                                                loom_inbox_consumer_stats *out);
 
 #ifdef __cplusplus
 }

@@ -54,19 +54,19 @@ extern "C" {
 /* A message to send. Pointers are borrowed for the call (copied into the
  * transaction). */
 typedef struct loom_outbox_message {
-    const char *topic;    /* required: the transport's topic / subject */
-    const void *key;      /* NULL: no key (no order across messages) */
+    const char *topic; /* required: the transport's topic / subject */
+    const void *key;   /* NULL: no key (no order across messages) */
     size_t key_len;
-    const char *type;     /* optional: the payload's type name; the relay
-                             sends it as header "x-type" */
+    const char *type; /* optional: the payload's type name; the relay
+                         sends it as header "x-type" */
     const loom_header *headers;
     size_t n_headers;
-    const void *payload;  /* may be NULL when payload_len is 0 */
+    const void *payload; /* may be NULL when payload_len is 0 */
     size_t payload_len;
     /* In/out: a nil id is replaced by a fresh UUIDv7, written back, so
      * the caller can log it or retry with the same one. */
     loom_uuid id;
-    int64_t deliver_at;   /* not before (µs since 1970); 0: at once */
+    int64_t deliver_at; /* not before (µs since 1970); 0: at once */
 } loom_outbox_message;
 
 /*
@@ -99,12 +99,12 @@ typedef struct loom_relay_config {
     /* Shown as the active relay in `loomctl outbox status`; NULL:
      * "<hostname> pid <pid>". */
     const char *name;
-    size_t batch;           /* most messages per publish; 0: 500 */
-    unsigned poll_ms;       /* read without a wake-up this often; 0: 1000 */
-    unsigned standby_ms;    /* a standby tries to lead this often; 0: 1000 */
-    unsigned backoff_ms;    /* first retry after a failed publish; 0: 100 */
+    size_t batch;            /* most messages per publish; 0: 500 */
+    unsigned poll_ms;        /* read without a wake-up this often; 0: 1000 */
+    unsigned standby_ms;     /* a standby tries to lead this often; 0: 1000 */
+    unsigned backoff_ms;     /* first retry after a failed publish; 0: 100 */
     unsigned backoff_max_ms; /* cap of the doubling backoff; 0: 30000 */
-    unsigned cleanup_ms;    /* delete published rows this often; 0: 1000 */
+    unsigned cleanup_ms;     /* delete published rows this often; 0: 1000 */
 } loom_relay_config;
 
 #define LOOM_RELAY_CONFIG_INIT                                                 \
