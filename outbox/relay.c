@@ -55,8 +55,8 @@ typedef enum relay_wait {
  * relay closes with a publish in flight (the transport calls back later,
  * at the latest when it closes), so it is freed by the callback. */
 typedef struct relay_ticket {
-    loom_relay *r;    /* NULL once the relay is gone or moved on */
-    size_t index;     /* single mode: the message published */
+    loom_relay *r; /* NULL once the relay is gone or moved on */
+    size_t index;  /* single mode: the message published */
     size_t n;
 } relay_ticket;
 
@@ -64,8 +64,8 @@ typedef struct relay_ticket {
 typedef struct relay_msg {
     uint64_t tx;
     int64_t position;
-    void *hdr_mem;    /* decoded headers' arena */
-    char *dead;       /* why it is refused for good; NULL: publish it */
+    void *hdr_mem; /* decoded headers' arena */
+    char *dead;    /* why it is refused for good; NULL: publish it */
 } relay_msg;
 
 struct loom_relay {
@@ -92,7 +92,7 @@ struct loom_relay {
     loom_message *msgs;
     relay_msg *meta;
     loom_header *hdrs;
-    size_t single;        /* next message in single mode */
+    size_t single; /* next message in single mode */
     int single_mode;
     size_t n_dead;
     relay_ticket *ticket; /* publish in flight */
@@ -101,13 +101,13 @@ struct loom_relay {
 
     uv_timer_t timer, tick;
     relay_wait wait;
-    int armed;        /* the wake-up is armed since the last fetch */
+    int armed; /* the wake-up is armed since the last fetch */
     int sleeping;
     loom__backoff backoff;
     uint64_t last_clean_ms, last_beat_ms, last_tick_ms;
     uint64_t tick_published;
     double rate;
-    char *error;      /* the last publish failure, for the heartbeat */
+    char *error; /* the last publish failure, for the heartbeat */
     int error_sent;
 
     unsigned open_handles;
@@ -435,8 +435,8 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         return;
     }
     if (rc != LOOM_OK)
-        loom__log(LOOM_LOG_DEBUG, "relay %s: cannot try to lead: %s",
-                  r->outbox, loom__pgconn_errmsg(&r->conn));
+        loom__log(LOOM_LOG_DEBUG, "relay %s: cannot try to lead: %s", r->outbox,
+                  loom__pgconn_errmsg(&r->conn));
     PQclear(res);
     if (r->stopping) {
         relay_finish_stop(r);
@@ -457,8 +457,8 @@ relay_lead(loom_relay *r)
         return;
     }
     r->fetching = 1;
-    if (loom__pgconn_query(&r->conn, &lead_stmt, values, lengths,
-                           relay_on_lead, r) != LOOM_OK) {
+    if (loom__pgconn_query(&r->conn, &lead_stmt, values, lengths, relay_on_lead,
+                           r) != LOOM_OK) {
         r->fetching = 0;
         relay_wait_for(r, WAIT_LEAD, r->standby_ms);
     }
@@ -520,8 +520,8 @@ relay_send_beat(loom_relay *r, int then_fetch)
     }
     r->last_beat_ms = relay_now(r);
     r->fetching = 1;
-    if (loom__pgconn_query(&r->conn, &beat_stmt, values, lengths,
-                           relay_on_beat, r) != LOOM_OK) {
+    if (loom__pgconn_query(&r->conn, &beat_stmt, values, lengths, relay_on_beat,
+                           r) != LOOM_OK) {
         r->fetching = 0;
         return 0;
     }
@@ -704,8 +704,7 @@ relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
     if (rc == LOOM_OK) {
         loom__backoff_reset(&r->backoff);
         if (r->error != NULL) {
-            loom__log(LOOM_LOG_INFO, "relay %s: publishing again",
-                      r->outbox);
+            loom__log(LOOM_LOG_INFO, "relay %s: publishing again", r->outbox);
             loom_free(r->error);
             r->error = NULL;
         }
@@ -734,7 +733,12 @@ relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
         return;
     }
     r->stats.failures++;
-    relay_set_error(r, "publishing failed", loom_strerror(rc));
+    {
+        char what[96];
+        snprintf(what, sizeof what, "publishing through %s:// failed",
+                 loom_transport_scheme(r->tp));
+        relay_set_error(r, what, loom_err_name(rc));
+    }
     if (r->stopping) {
         relay_lost(r, "stopping");
         return;
@@ -783,8 +787,8 @@ relay_publish(loom_relay *r)
     t->index = first;
     t->n = count;
     r->ticket = t;
-    rc = loom_transport_publish(r->tp, &r->msgs[first], count,
-                                relay_published, t);
+    rc = loom_transport_publish(r->tp, &r->msgs[first], count, relay_published,
+                                t);
     if (rc == LOOM_OK)
         return;
     /* Refused at once: the callback will not come. */
@@ -832,9 +836,13 @@ relay_on_advanced(void *arg, loom_err rc, PGresult *res)
 static void
 relay_advance(loom_relay *r)
 {
-    static const uint32_t types[7] = {
-        LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_XID8,
-        LOOM__OID_INT8, LOOM__OID_INT8, 701 /* float8 */};
+    static const uint32_t types[7] = {LOOM__OID_TEXT,
+                                      LOOM__OID_XID8,
+                                      LOOM__OID_INT8,
+                                      LOOM__OID_XID8,
+                                      LOOM__OID_INT8,
+                                      LOOM__OID_INT8,
+                                      701 /* float8 */};
     loom_tx tx;
     char num[48];
     const char *values[7] = {r->outbox, num,      num + 8, num + 16,
@@ -852,8 +860,8 @@ relay_advance(loom_relay *r)
             continue;
         snprintf(xid, sizeof xid, "%llu", (unsigned long long) r->meta[i].tx);
         snprintf(pos, sizeof pos, "%lld", (long long) r->meta[i].position);
-        rc = loom_tx_exec(&tx, "SELECT loom.outbox_bury($1, $2, $3, $4)", 4,
-                          bv);
+        rc =
+            loom_tx_exec(&tx, "SELECT loom.outbox_bury($1, $2, $3, $4)", 4, bv);
     }
     loom__pg_put_be64(num, r->cur_tx);
     loom__pg_put_be64(num + 8, (uint64_t) r->cur_pos);
@@ -885,7 +893,8 @@ relay_advance(loom_relay *r)
     relay_backoff(r);
 }
 
-/* ---- life ------------------------------------------------------------------ */
+/* ---- life ------------------------------------------------------------------
+ */
 
 static void
 relay_free(loom_relay *r)
@@ -933,8 +942,8 @@ relay_resign(loom_relay *r)
         PQstatus(r->conn.store->conn) != CONNECTION_OK ||
         PQbackendPID(r->conn.store->conn) != r->backend_pid)
         return;
-    if (loom__pgconn_query_now(&r->conn, &resign_stmt, values, lengths,
-                               &res) == LOOM_OK)
+    if (loom__pgconn_query_now(&r->conn, &resign_stmt, values, lengths, &res) ==
+        LOOM_OK)
         loom__log(LOOM_LOG_INFO, "relay %s: stepped down", r->outbox);
     PQclear(res);
     r->role = RELAY_STANDBY;
@@ -1006,8 +1015,9 @@ loom_relay_start(loom_runtime *rt, const loom_relay_config *cfg,
         *out = NULL;
     if (rt == NULL || cfg == NULL || cfg->transport == NULL || out == NULL) {
         if (err != NULL)
-            snprintf(err, errlen, "relay: runtime, config, transport and out "
-                                  "are required");
+            snprintf(err, errlen,
+                     "relay: runtime, config, transport and out "
+                     "are required");
         return LOOM_EINVAL;
     }
     outbox = cfg->outbox != NULL ? cfg->outbox : LOOM_OUTBOX_DEFAULT;

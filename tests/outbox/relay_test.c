@@ -1,0 +1,492 @@
+/*
+ * The outbox relay (loom/outbox.h) against PostgreSQL and the topics
+ * transport: what it publishes, in which order, when; how it shares an
+ * outbox with a standby; what it does when the transport fails or
+ * refuses a message.
+ *
+ * Messages are written to loom.outbox with plain SQL here, so that these
+ * tests depend only on the relay (loom_outbox_add has its own tests).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "loom/outbox.h"
+#include "tptest.h"
+
+/* Short periods keep takeovers and retries fast. */
+static loom_relay_config
+fast_config(loom_transport *t)
+{
+    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+
+    cfg.transport = t;
+    cfg.poll_ms = 50;
+    cfg.standby_ms = 100;
+    cfg.backoff_ms = 20;
+    cfg.backoff_max_ms = 100;
+    cfg.cleanup_ms = 100;
+    cfg.batch = 100;
+    return cfg;
+}
+
+static loom_relay *
+relay_open(tpt_env *e, const loom_relay_config *cfg)
+{
+    loom_relay *r = NULL;
+    char err[512] = "";
+    loom_err rc = loom_relay_start(e->rt, cfg, &r, err, sizeof err);
+
+    if (rc != LOOM_OK)
+        fail_msg("loom_relay_start: %s: %s", loom_strerror(rc), err);
+    return r;
+}
+
+/* Inserts `n` messages to `topic` in one transaction: keys "k<i % keys>",
+ * payload "<first + i>". */
+static void
+outbox_insert(PGconn *c, const char *outbox, const char *topic, int first,
+              int n, int keys)
+{
+    char sql[768];
+
+    snprintf(sql, sizeof sql,
+             "INSERT INTO loom.outbox (outbox, topic, key, payload, "
+             "message_id) SELECT '%s', '%s', convert_to('k' || (i %% %d), "
+             "'UTF8'), convert_to(i::text, 'UTF8'), gen_random_uuid() FROM "
+             "generate_series(%d, %d) AS i",
+             outbox, topic, keys, first, first + n - 1);
+    est_exec(c, sql);
+}
+
+static int
+relay_leading(void *arg)
+{
+    loom_relay_stats st;
+
+    loom_relay_stats_get(arg, &st);
+    return st.leading;
+}
+
+/* ---- order ---------------------------------------------------------------- */
+
+/* A transaction that began writing first but commits last holds back
+ * every message behind it (the xid8 rule): nothing is skipped, and each
+ * key's messages reach the topic in outbox order. */
+static void
+relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    PGconn *early = est_connect(NULL), *late = est_connect(NULL);
+
+    (void) state;
+    tpt_topic_create("relay.order", 4, -1, -1, 0, -1);
+    est_exec(early, "BEGIN");
+    outbox_insert(early, "order", "relay.order", 0, 300, 7);
+    outbox_insert(late, "order", "relay.order", 300, 300, 7);
+
+    tpt_open(&e, "");
+    cfg = fast_config(e.t);
+    cfg.outbox = "order";
+    r = relay_open(&e, &cfg);
+    assert_true(tpt_run(&e, relay_leading, r, TPT_WAIT_MS));
+    /* The open transaction holds the committed one back. */
+    tpt_run(&e, NULL, NULL, 400);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_messages m "
+                            "JOIN loom.topics t ON t.id = m.topic_id "
+                            "WHERE t.name = 'relay.order'"),
+                     0);
+    est_exec(early, "COMMIT");
+    tpt_sql_wait(&e, 600,
+                 "SELECT count(*) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.order'");
+    /* Per key, offsets follow the outbox order: the early transaction's
+     * messages (0..299) first, then the late one's. */
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM (SELECT convert_from(payload, "
+               "'UTF8')::int AS seq, lag(convert_from(payload, "
+               "'UTF8')::int) OVER (PARTITION BY key ORDER BY partition, "
+               "\"offset\") AS prev FROM loom.topic_messages m JOIN "
+               "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+               "'relay.order') x WHERE prev > seq"),
+        0);
+    assert_int_equal(est_ll("SELECT count(DISTINCT m.id) FROM "
+                            "loom.topic_messages m JOIN loom.topics t "
+                            "ON t.id = m.topic_id WHERE t.name = 'relay.order'"),
+                     600);
+    /* Progress is recorded and published rows are cleaned up. */
+    tpt_sql_wait(&e, 0, "SELECT count(*) FROM loom.outbox WHERE outbox = "
+                        "'order'");
+    assert_int_equal(est_ll("SELECT published FROM loom.outbox_relays "
+                            "WHERE outbox = 'order'"),
+                     600);
+    loom_relay_close(r);
+    tpt_close(&e);
+    PQfinish(early);
+    PQfinish(late);
+}
+
+/* ---- leadership ------------------------------------------------------------ */
+
+static int
+relay_either_leading(void *arg)
+{
+    loom_relay **rs = arg;
+
+    return relay_leading(rs[0]) || relay_leading(rs[1]);
+}
+
+/* Two relays on one outbox: one leads, the other stands by and takes
+ * over when the leader goes; nothing is lost across the change. */
+static void
+one_relay_leads_and_a_standby_takes_over(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *rs[2], *leader, *standby;
+    loom_relay_stats st;
+    PGconn *c = est_connect(NULL);
+
+    (void) state;
+    tpt_topic_create("relay.lead", 2, -1, -1, 0, -1);
+    tpt_open(&e, "");
+    cfg = fast_config(e.t);
+    cfg.outbox = "lead";
+    cfg.name = "relay-one";
+    rs[0] = relay_open(&e, &cfg);
+    cfg.name = "relay-two";
+    rs[1] = relay_open(&e, &cfg);
+    assert_true(tpt_run(&e, relay_either_leading, rs, TPT_WAIT_MS));
+    tpt_run(&e, NULL, NULL, 300);
+    assert_true(relay_leading(rs[0]) != relay_leading(rs[1]));
+    leader = relay_leading(rs[0]) ? rs[0] : rs[1];
+    standby = leader == rs[0] ? rs[1] : rs[0];
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox_relays WHERE "
+                            "outbox = 'lead' AND leader IS NOT NULL"),
+                     1);
+
+    outbox_insert(c, "lead", "relay.lead", 0, 250, 3);
+    tpt_sql_wait(&e, 250,
+                 "SELECT count(*) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.lead'");
+    loom_relay_close(leader);
+    assert_true(tpt_run(&e, relay_leading, standby, TPT_WAIT_MS));
+    outbox_insert(c, "lead", "relay.lead", 250, 250, 3);
+    tpt_sql_wait(&e, 500,
+                 "SELECT count(DISTINCT m.id) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.lead'");
+    assert_int_equal(loom_relay_stats_get(standby, &st), LOOM_OK);
+    assert_int_equal(st.takeovers, 1);
+    assert_true(st.published >= 250);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox_relays WHERE "
+                            "outbox = 'lead' AND leader = '%s'",
+                            standby == rs[0] ? "relay-one" : "relay-two"),
+                     1);
+    loom_relay_close(standby);
+    tpt_close(&e);
+    PQfinish(c);
+}
+
+/* ---- a failing transport ------------------------------------------------------ */
+
+/* "flaky://": the topics transport behind a switch. While `down` it
+ * refuses every publish with LOOM_ECONN (as a transport whose server is
+ * unreachable); it always refuses topics starting with "refused." with
+ * LOOM_ETOOBIG (as a message over the server's limit). */
+typedef struct flaky {
+    loom_transport *inner;
+    int down;
+    int refusals;
+} flaky;
+
+static flaky *flaky_now; /* the one open, for the test to switch */
+
+static loom_err
+flaky_open(loom_runtime *rt, const char *url, void **state, char *err,
+           size_t errlen)
+{
+    flaky *f = calloc(1, sizeof *f);
+    loom_err rc;
+
+    (void) url;
+    if (f == NULL)
+        return LOOM_ENOMEM;
+    rc = loom_transport_open(rt, "topics://", &f->inner, err, errlen);
+    if (rc != LOOM_OK) {
+        free(f);
+        return rc;
+    }
+    flaky_now = f;
+    *state = f;
+    return LOOM_OK;
+}
+
+static void
+flaky_close(void *state)
+{
+    flaky *f = state;
+
+    loom_transport_close(f->inner);
+    free(f);
+    flaky_now = NULL;
+}
+
+static loom_err
+flaky_publish(void *state, const loom_message *msgs, size_t n,
+              loom_publish_cb cb, void *arg)
+{
+    flaky *f = state;
+
+    if (f->down) {
+        f->refusals++;
+        return LOOM_ECONN;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(msgs[i].topic, "refused.", 8) == 0)
+            return LOOM_ETOOBIG;
+    return loom_transport_publish(f->inner, msgs, n, cb, arg);
+}
+
+static loom_err
+flaky_subscribe(void *state, const loom_consumer_config *cfg, loom_consumer *c,
+                void **cstate)
+{
+    (void) state;
+    (void) cfg;
+    (void) c;
+    (void) cstate;
+    return LOOM_EINVAL; /* publishing only */
+}
+
+static loom_err
+flaky_ack(void *cstate, const loom_message *m)
+{
+    (void) cstate;
+    (void) m;
+    return LOOM_EINVAL;
+}
+
+static loom_err
+flaky_fail(void *cstate, const loom_message *m, const char *error)
+{
+    (void) cstate;
+    (void) m;
+    (void) error;
+    return LOOM_EINVAL;
+}
+
+static void
+flaky_unsubscribe(void *cstate)
+{
+    (void) cstate;
+}
+
+static const loom_transport_ops flaky_ops = {
+    LOOM_TRANSPORT_OPS_VERSION, "flaky", flaky_open, flaky_close,
+    flaky_publish, flaky_subscribe, flaky_ack, flaky_fail, flaky_unsubscribe};
+
+static int
+flaky_refused_thrice(void *arg)
+{
+    (void) arg;
+    return flaky_now->refusals >= 3;
+}
+
+/* While the transport is down the relay retries with backoff, reports
+ * the failure in loom.outbox_relays and keeps the outbox intact; when it
+ * is back, everything goes out. Messages refused for good (too large, a
+ * row whose headers are not a header list) go to the dead letters and do
+ * not hold back the ones behind them. */
+static void
+relay_retries_a_failing_transport_and_sets_refused_messages_aside(void **state)
+{
+    tpt_env e;
+    loom_transport *t;
+    loom_relay_config cfg;
+    loom_relay *r;
+    loom_relay_stats st;
+    char err[512] = "";
+    PGconn *c = est_connect(NULL);
+
+    (void) state;
+    tpt_topic_create("relay.flaky", 1, -1, -1, 0, -1);
+    loom_err rc = loom_transport_register(&flaky_ops);
+    assert_true(rc == LOOM_OK || rc == LOOM_EDUPLICATE);
+    tpt_open(&e, "");
+    assert_int_equal(loom_transport_open(e.rt, "flaky://", &t, err, sizeof err),
+                     LOOM_OK);
+    flaky_now->down = 1;
+    outbox_insert(c, "flaky", "relay.flaky", 0, 3, 1);
+    outbox_insert(c, "flaky", "refused.big", 3, 1, 1);
+    outbox_insert(c, "flaky", "relay.flaky", 4, 3, 1);
+    est_exec(c, "INSERT INTO loom.outbox (outbox, topic, headers, payload, "
+                "message_id) VALUES ('flaky', 'relay.flaky', '\\xff01', "
+                "'bad-headers', gen_random_uuid())");
+    outbox_insert(c, "flaky", "relay.flaky", 7, 3, 1);
+
+    cfg = fast_config(t);
+    cfg.outbox = "flaky";
+    r = relay_open(&e, &cfg);
+    assert_true(tpt_run(&e, flaky_refused_thrice, NULL, TPT_WAIT_MS));
+    /* Down: the failure is reported, nothing is lost or published. */
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.outbox_relays WHERE outbox = "
+                 "'flaky' AND failing_since IS NOT NULL AND last_error LIKE "
+                 "'%%publishing through flaky:// failed: LOOM_ECONN%%'");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox WHERE outbox "
+                            "= 'flaky'"),
+                     11);
+    assert_int_equal(est_ll("SELECT pending FROM loom.outbox_status WHERE "
+                            "outbox = 'flaky'"),
+                     11);
+
+    flaky_now->down = 0;
+    tpt_sql_wait(&e, 9,
+                 "SELECT count(*) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.flaky'");
+    tpt_sql_wait(&e, 2,
+                 "SELECT count(*) FROM loom.outbox_dead_letters WHERE outbox "
+                 "= 'flaky'");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox_dead_letters "
+                            "WHERE outbox = 'flaky' AND topic = 'refused.big' "
+                            "AND error LIKE '%%size limit%%'"),
+                     1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox_dead_letters "
+                            "WHERE outbox = 'flaky' AND error LIKE "
+                            "'%%not a header list%%'"),
+                     1);
+    /* The good ones kept their order around the refused ones. */
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM (SELECT convert_from(payload, "
+               "'UTF8')::int AS seq, lag(convert_from(payload, 'UTF8')::int) "
+               "OVER (ORDER BY \"offset\") AS prev FROM loom.topic_messages m "
+               "JOIN loom.topics t ON t.id = m.topic_id WHERE t.name = "
+               "'relay.flaky') x WHERE prev > seq"),
+        0);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.outbox_relays WHERE outbox = "
+                 "'flaky' AND failing_since IS NULL");
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_true(st.failures >= 3);
+    assert_int_equal(st.dead_letters, 2);
+    assert_int_equal(st.published, 9);
+
+    /* A redriven dead letter goes out again (here: refused again). */
+    assert_int_equal(est_ll("SELECT loom.outbox_redrive('flaky', NULL)"), 2);
+    tpt_sql_wait(&e, 2,
+                 "SELECT count(*) FROM loom.outbox_dead_letters WHERE outbox "
+                 "= 'flaky'");
+    loom_relay_close(r);
+    loom_transport_close(t);
+    tpt_close(&e);
+    PQfinish(c);
+}
+
+/* ---- a clean stop ------------------------------------------------------------- */
+
+/* loom_runtime_stop() lets the relay finish its batch, then it steps down:
+ * loom.outbox_relays shows no leader. */
+static void
+runtime_stop_steps_the_relay_down(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    PGconn *c = est_connect(NULL);
+    (void) state;
+    tpt_topic_create("relay.stop", 1, -1, -1, 0, -1);
+    tpt_open(&e, "");
+    cfg = fast_config(e.t);
+    cfg.outbox = "stop";
+    r = relay_open(&e, &cfg);
+    outbox_insert(c, "stop", "relay.stop", 0, 50, 2);
+    tpt_sql_wait(&e, 50,
+                 "SELECT count(*) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.stop'");
+    loom_runtime_stop(e.rt);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.outbox_relays WHERE outbox = "
+                 "'stop' AND leader IS NULL AND published = 50");
+    loom_relay_close(r);
+    tpt_close(&e);
+    PQfinish(c);
+}
+
+/* ---- arguments ----------------------------------------------------------------- */
+
+static void
+relay_start_refuses_bad_arguments(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r = (loom_relay *) &cfg;
+    char err[256];
+    loom_relay_stats st;
+
+    (void) state;
+    tpt_open(&e, "");
+    cfg = fast_config(e.t);
+    assert_int_equal(loom_relay_start(NULL, &cfg, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_null(r);
+    assert_int_equal(loom_relay_start(e.rt, NULL, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_int_equal(loom_relay_start(e.rt, &cfg, NULL, err, sizeof err),
+                     LOOM_EINVAL);
+    cfg.transport = NULL;
+    assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(err, "transport"));
+    cfg = fast_config(e.t);
+    cfg.outbox = "no spaces";
+    assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(err, "no spaces"));
+    cfg.outbox = "";
+    assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    cfg = fast_config(e.t);
+    cfg.batch = 10001;
+    assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(err, "batch"));
+    cfg = fast_config(e.t);
+    cfg.conninfo = "host=/nonexistent-socket-dir port=1 dbname=x";
+    assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
+                     LOOM_ECONN);
+    assert_null(r);
+    assert_int_equal(loom_relay_stats_get(NULL, &st), LOOM_EINVAL);
+    loom_relay_close(NULL);
+    tpt_close(&e);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(relay_publishes_in_commit_order_and_keeps_each_keys_order),
+        T(one_relay_leads_and_a_standby_takes_over),
+        T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
+        T(runtime_stop_steps_the_relay_down),
+        T(relay_start_refuses_bad_arguments),
+    };
+
+    tpt_debug_from_env();
+    return cmocka_run_group_tests(tests, est_group_setup, est_group_teardown);
+}
