@@ -75,7 +75,8 @@ relay_leading(void *arg)
     return st.leading;
 }
 
-/* ---- order ---------------------------------------------------------------- */
+/* ---- order ----------------------------------------------------------------
+ */
 
 /* A transaction that began writing first but commits last holds back
  * every message behind it (the xid8 rule): nothing is skipped, and each
@@ -120,13 +121,15 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
                "loom.topics t ON t.id = m.topic_id WHERE t.name = "
                "'relay.order') x WHERE prev > seq"),
         0);
-    assert_int_equal(est_ll("SELECT count(DISTINCT m.id) FROM "
-                            "loom.topic_messages m JOIN loom.topics t "
-                            "ON t.id = m.topic_id WHERE t.name = 'relay.order'"),
-                     600);
+    assert_int_equal(
+        est_ll("SELECT count(DISTINCT m.id) FROM "
+               "loom.topic_messages m JOIN loom.topics t "
+               "ON t.id = m.topic_id WHERE t.name = 'relay.order'"),
+        600);
     /* Progress is recorded and published rows are cleaned up. */
-    tpt_sql_wait(&e, 0, "SELECT count(*) FROM loom.outbox WHERE outbox = "
-                        "'order'");
+    tpt_sql_wait(&e, 0,
+                 "SELECT count(*) FROM loom.outbox WHERE outbox = "
+                 "'order'");
     assert_int_equal(est_ll("SELECT published FROM loom.outbox_relays "
                             "WHERE outbox = 'order'"),
                      600);
@@ -136,7 +139,8 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
     PQfinish(late);
 }
 
-/* ---- leadership ------------------------------------------------------------ */
+/* ---- leadership ------------------------------------------------------------
+ */
 
 static int
 relay_either_leading(void *arg)
@@ -199,7 +203,8 @@ one_relay_leads_and_a_standby_takes_over(void **state)
     PQfinish(c);
 }
 
-/* ---- a failing transport ------------------------------------------------------ */
+/* ---- a failing transport
+ * ------------------------------------------------------ */
 
 /* "flaky://": the topics transport behind a switch. While `down` it
  * refuses every publish with LOOM_ECONN (as a transport whose server is
@@ -293,9 +298,15 @@ flaky_unsubscribe(void *cstate)
     (void) cstate;
 }
 
-static const loom_transport_ops flaky_ops = {
-    LOOM_TRANSPORT_OPS_VERSION, "flaky", flaky_open, flaky_close,
-    flaky_publish, flaky_subscribe, flaky_ack, flaky_fail, flaky_unsubscribe};
+static const loom_transport_ops flaky_ops = {LOOM_TRANSPORT_OPS_VERSION,
+                                             "flaky",
+                                             flaky_open,
+                                             flaky_close,
+                                             flaky_publish,
+                                             flaky_subscribe,
+                                             flaky_ack,
+                                             flaky_fail,
+                                             flaky_unsubscribe};
 
 static int
 flaky_refused_thrice(void *arg)
@@ -395,7 +406,8 @@ relay_retries_a_failing_transport_and_sets_refused_messages_aside(void **state)
     PQfinish(c);
 }
 
-/* ---- a clean stop ------------------------------------------------------------- */
+/* ---- a clean stop
+ * ------------------------------------------------------------- */
 
 /* loom_runtime_stop() lets the relay finish its batch, then it steps down:
  * loom.outbox_relays shows no leader. */
@@ -426,7 +438,8 @@ runtime_stop_steps_the_relay_down(void **state)
     PQfinish(c);
 }
 
-/* ---- arguments ----------------------------------------------------------------- */
+/* ---- arguments
+ * ----------------------------------------------------------------- */
 
 static void
 relay_start_refuses_bad_arguments(void **state)
