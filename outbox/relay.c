@@ -80,6 +80,8 @@ struct loom_relay {
     char *channel;
     size_t batch;
     unsigned poll_ms, standby_ms, cleanup_ms;
+    void (*published)(void *arg, const loom_message *msgs, size_t n);
+    void *published_arg;
 
     relay_role role;
     int backend_pid; /* the session that holds the lock */
@@ -709,6 +711,8 @@ relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
             r->error = NULL;
         }
         r->stats.published += count;
+        if (r->published != NULL)
+            r->published(r->published_arg, &r->msgs[index], count);
         if (!r->single_mode) {
             r->stats.batches++;
             relay_advance(r);
@@ -1044,6 +1048,8 @@ loom_relay_start(loom_runtime *rt, const loom_relay_config *cfg,
     r->poll_ms = cfg->poll_ms ? cfg->poll_ms : 1000;
     r->standby_ms = cfg->standby_ms ? cfg->standby_ms : 1000;
     r->cleanup_ms = cfg->cleanup_ms ? cfg->cleanup_ms : 1000;
+    r->published = cfg->published;
+    r->published_arg = cfg->published_arg;
     loom__backoff_init(&r->backoff, cfg->backoff_ms ? cfg->backoff_ms : 100,
                        cfg->backoff_max_ms ? cfg->backoff_max_ms : 30000);
     if (gethostname(host, sizeof host) != 0)

@@ -145,8 +145,7 @@ relay_sigkill_at_random_points_loses_nothing(void **state)
             waitpid(kids[k], NULL, 0);
             kids[k] = relay_spawn();
             kills++;
-            next_kill_at =
-                written + RELAY_KILL_CHUNK * (1 + rand() % 8);
+            next_kill_at = written + RELAY_KILL_CHUNK * (1 + rand() % 8);
         }
     }
 

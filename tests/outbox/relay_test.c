@@ -66,6 +66,26 @@ outbox_insert(PGconn *c, const char *outbox, const char *topic, int first,
     est_exec(c, sql);
 }
 
+/* What the published hook saw. */
+typedef struct hook_seen {
+    size_t n;
+    size_t bad_ts; /* timestamps not between the test's start and now */
+    int64_t start_us;
+} hook_seen;
+
+static void
+hook_record(void *arg, const loom_message *msgs, size_t n)
+{
+    hook_seen *h = arg;
+    int64_t now = tpt_realtime_us();
+
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].timestamp < h->start_us - 1000000 ||
+            msgs[i].timestamp > now + 1000000)
+            h->bad_ts++;
+    h->n += n;
+}
+
 static int
 relay_leading(void *arg)
 {
@@ -88,6 +108,7 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
     loom_relay_config cfg;
     loom_relay *r;
     PGconn *early = est_connect(NULL), *late = est_connect(NULL);
+    hook_seen hook = {0, 0, tpt_realtime_us()};
 
     (void) state;
     tpt_topic_create("relay.order", 4, -1, -1, 0, -1);
@@ -98,6 +119,8 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
     tpt_open(&e, "");
     cfg = fast_config(e.t);
     cfg.outbox = "order";
+    cfg.published = hook_record;
+    cfg.published_arg = &hook;
     r = relay_open(&e, &cfg);
     assert_true(tpt_run(&e, relay_leading, r, TPT_WAIT_MS));
     /* The open transaction holds the committed one back. */
@@ -133,6 +156,9 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
     assert_int_equal(est_ll("SELECT published FROM loom.outbox_relays "
                             "WHERE outbox = 'order'"),
                      600);
+    /* The hook saw each message once, with its outbox write time. */
+    assert_int_equal(hook.n, 600);
+    assert_int_equal(hook.bad_ts, 0);
     loom_relay_close(r);
     tpt_close(&e);
     PQfinish(early);

@@ -105,11 +105,18 @@ typedef struct loom_relay_config {
     unsigned backoff_ms;     /* first retry after a failed publish; 0: 100 */
     unsigned backoff_max_ms; /* cap of the doubling backoff; 0: 30000 */
     unsigned cleanup_ms;     /* delete published rows this often; 0: 1000 */
+    /* Optional: called on the loop once the transport acknowledged
+     * messages, before the progress is recorded (so after a crash they
+     * may be published, and reported, again). msgs[i].timestamp is when
+     * the message was written to the outbox (µs since 1970): now minus
+     * it is the relay's lag. The messages are borrowed for the call. */
+    void (*published)(void *arg, const loom_message *msgs, size_t n);
+    void *published_arg;
 } loom_relay_config;
 
 #define LOOM_RELAY_CONFIG_INIT                                                 \
     {                                                                          \
-        NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0                               \
+        NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, NULL                   \
     }
 
 /*
