@@ -44,41 +44,39 @@ CREATE TABLE loom.outbox_relays (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
--- Adds messages to p_outbox in the caller's transaction: one row per
--- array element. Wakes the relay if it armed its channel
--- (loom_outbox_<outbox>; see schema 2 for why appends notify only then).
-CREATE FUNCTION loom.outbox_add(p_outbox text, p_topics text[],
-                                p_keys bytea[], p_types text[],
-                                p_headers bytea[], p_payloads bytea[],
-                                p_ids uuid[], p_deliver_at timestamptz[])
-RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_woken boolean;
-BEGIN
-    WITH ins AS (
-        INSERT INTO loom.outbox (outbox, topic, key, type, headers, payload,
-                                 message_id, deliver_at)
-        SELECT p_outbox, u.topic, u.key, u.type, u.headers, u.payload, u.id,
-               u.deliver_at
-          FROM unnest(p_topics, p_keys, p_types, p_headers, p_payloads,
-                      p_ids, p_deliver_at)
-               WITH ORDINALITY AS u(topic, key, type, headers, payload, id,
-                                    deliver_at, ord)
-         ORDER BY u.ord
-        RETURNING 1),
-    woken AS (
+-- Wakes p_outbox's relay if it armed its channel (loom_outbox_<outbox>;
+-- see schema 2 for why writers notify only then). SKIP LOCKED: racing
+-- writers do not wait for each other; one of them notifies.
+CREATE FUNCTION loom.outbox_wake(p_outbox text) RETURNS void
+LANGUAGE sql AS $$
+    WITH woken AS (
         DELETE FROM loom.wakeups
          WHERE ctid IN (SELECT ctid FROM loom.wakeups
                          WHERE channel = 'loom_outbox_' || p_outbox
                            FOR UPDATE SKIP LOCKED)
         RETURNING channel)
-    SELECT (SELECT count(*) FROM woken) > 0 INTO v_woken
-      FROM (SELECT count(*) FROM ins) AS n;
-    IF v_woken THEN
-        PERFORM pg_notify('loom_outbox_' || p_outbox, '');
-    END IF;
-END;
+    SELECT pg_notify(channel, '') FROM woken;
+$$;
+
+-- Adds messages to p_outbox in the caller's transaction: one row per
+-- array element, and the relay's wake-up. A plain INSERT into
+-- loom.outbox works too, but its messages wait for the relay's poll.
+CREATE FUNCTION loom.outbox_add(p_outbox text, p_topics text[],
+                                p_keys bytea[], p_types text[],
+                                p_headers bytea[], p_payloads bytea[],
+                                p_ids uuid[], p_deliver_at timestamptz[])
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO loom.outbox (outbox, topic, key, type, headers, payload,
+                             message_id, deliver_at)
+    SELECT p_outbox, u.topic, u.key, u.type, u.headers, u.payload, u.id,
+           u.deliver_at
+      FROM unnest(p_topics, p_keys, p_types, p_headers, p_payloads, p_ids,
+                  p_deliver_at)
+           WITH ORDINALITY AS u(topic, key, type, headers, payload, id,
+                                deliver_at, ord)
+     ORDER BY u.ord;
+    SELECT loom.outbox_wake(p_outbox);
 $$;
 
 -- The next messages of p_outbox after the cursor, in commit order; empty
@@ -277,7 +275,10 @@ $$;
 -- many.
 CREATE FUNCTION loom.outbox_redrive(p_outbox text, p_ids uuid[])
 RETURNS bigint
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n bigint;
+BEGIN
     WITH gone AS (
         DELETE FROM loom.outbox_dead_letters
          WHERE outbox = p_outbox
@@ -290,7 +291,10 @@ LANGUAGE sql AS $$
                deliver_at
           FROM gone ORDER BY tx, position
         RETURNING 1)
-    SELECT count(*) FROM back;
+    SELECT count(*) INTO v_n FROM back;
+    PERFORM loom.outbox_wake(p_outbox);
+    RETURN v_n;
+END;
 $$;
 
 -- What `loomctl outbox status` shows: per outbox, pending messages, the

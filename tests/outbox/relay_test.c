@@ -464,6 +464,89 @@ runtime_stop_steps_the_relay_down(void **state)
     PQfinish(c);
 }
 
+/* ---- wake-ups
+ * ------------------------------------------------------------------ */
+
+typedef struct wake_env {
+    loom_runtime *rt;
+    PGconn *c;
+    uv_timer_t timer;
+    int64_t inserted_ms, published_ms, started_ms;
+} wake_env;
+
+static void
+wake_on_timer(uv_timer_t *t)
+{
+    wake_env *w = t->data;
+    int64_t now = est_now_ms();
+
+    if (w->inserted_ms == 0) {
+        /* The relay has had time to catch up, arm and sleep. */
+        if (now - w->started_ms < 1000)
+            return;
+        /* Through loom.outbox_add(), as loom_outbox_add() writes: it
+         * sends the wake-up (a plain INSERT waits for the poll). */
+        est_exec(w->c, "SELECT loom.outbox_add('wake', ARRAY['relay.wake'], "
+                       "ARRAY[NULL::bytea], ARRAY[NULL::text], "
+                       "ARRAY[NULL::bytea], ARRAY['x'::bytea], "
+                       "ARRAY[gen_random_uuid()], "
+                       "ARRAY[NULL::timestamptz])");
+        w->inserted_ms = est_now_ms();
+        return;
+    }
+    if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                   "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                   "'relay.wake'") == 1 ||
+        now - w->inserted_ms > 20000) {
+        w->published_ms = now;
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *) t, NULL);
+        loom_runtime_stop(w->rt);
+    }
+}
+
+/* A relay that has caught up sleeps on its NOTIFY channel: a message
+ * written then goes out at once, long before the poll (here 60 s) would
+ * find it. Runs under loom_runtime_run(), which keeps the LISTEN
+ * connection. */
+static void
+a_sleeping_relay_is_woken_by_the_next_message(void **state)
+{
+    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
+    loom_relay_config cfg;
+    loom_transport *t;
+    loom_relay *r;
+    wake_env w = {0};
+    char err[512] = "";
+
+    (void) state;
+    tpt_topic_create("relay.wake", 1, -1, -1, 0, -1);
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    rcfg.poll_ms = 60000;
+    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
+    assert_int_equal(
+        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
+    cfg = fast_config(t);
+    cfg.outbox = "wake";
+    cfg.poll_ms = 60000;
+    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
+                     LOOM_OK);
+    w.c = est_connect(NULL);
+    w.started_ms = est_now_ms();
+    uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
+    w.timer.data = &w;
+    uv_timer_start(&w.timer, wake_on_timer, 20, 20);
+    assert_int_equal(loom_runtime_run(w.rt), LOOM_OK);
+    assert_true(w.inserted_ms > 0);
+    printf("relay_test: published %lld ms after the write\n",
+           (long long) (w.published_ms - w.inserted_ms));
+    assert_true(w.published_ms - w.inserted_ms < 5000);
+    loom_relay_close(r);
+    loom_transport_close(t);
+    loom_runtime_close(w.rt);
+    PQfinish(w.c);
+}
+
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
@@ -523,6 +606,7 @@ main(void)
         T(one_relay_leads_and_a_standby_takes_over),
         T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
         T(runtime_stop_steps_the_relay_down),
+        T(a_sleeping_relay_is_woken_by_the_next_message),
         T(relay_start_refuses_bad_arguments),
     };
 
