@@ -73,7 +73,13 @@ typedef struct loom_message {
 
 /* Called on the loop when a publish is done: LOOM_OK when the transport
  * has all `n` messages, else why none or only some were taken (a
- * transport documents which). */
+ * transport documents which). A transport calls it exactly once for every
+ * publish it accepted, never during the publish call, and at the latest
+ * when it closes (then with an error): callers free their state in it.
+ * Errors a retry cannot fix say so: LOOM_EINVAL or LOOM_ETOOBIG (the
+ * message), LOOM_ENOTFOUND (its topic); any other error is worth a retry
+ * (the outbox relay retries those with backoff and sets the others
+ * aside). */
 typedef void (*loom_publish_cb)(loom_err rc, size_t n, void *arg);
 
 /* What a consumer reads. Start from LOOM_CONSUMER_CONFIG_INIT; strings
