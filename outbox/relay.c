@@ -506,7 +506,7 @@ relay_on_beat(void *arg, loom_err rc, PGresult *res)
 }
 
 static int
-relay_send_beat(loom_relay *r, int then_fetch)
+relay_send_beat(loom_relay *r)
 {
     char rate[8];
     const char *values[3] = {r->outbox, rate, NULL};
@@ -527,7 +527,6 @@ relay_send_beat(loom_relay *r, int then_fetch)
         r->fetching = 0;
         return 0;
     }
-    (void) then_fetch;
     return 1;
 }
 
@@ -538,7 +537,7 @@ relay_housekeeping(loom_relay *r)
 {
     uint64_t now = relay_now(r);
 
-    if (now - r->last_beat_ms >= RELAY_TICK_MS && relay_send_beat(r, 1))
+    if (now - r->last_beat_ms >= RELAY_TICK_MS && relay_send_beat(r))
         return 1;
     if (r->cleanup_ms > 0 && now - r->last_clean_ms >= r->cleanup_ms) {
         char lim[4];
@@ -559,8 +558,9 @@ relay_housekeeping(loom_relay *r)
     return 0;
 }
 
-/* Every second: the publish rate, and while the relay waits on a failing
- * transport, a heartbeat that reports the failure. */
+/* Every second: the publish rate, and the heartbeat of an active relay
+ * that is not publishing (caught up, or waiting on a failing transport,
+ * whose failure the heartbeat reports). */
 static void
 relay_on_tick(uv_timer_t *t)
 {
@@ -576,10 +576,18 @@ relay_on_tick(uv_timer_t *t)
     r->rate = r->rate == 0 ? inst : 0.7 * r->rate + 0.3 * inst;
     r->tick_published = r->stats.published;
     r->last_tick_ms = now;
-    if (r->role == RELAY_LEADING && r->wait == WAIT_BACKOFF && !r->fetching &&
-        !r->advancing && !r->conn.busy && r->n > 0 &&
-        now - r->last_beat_ms >= RELAY_TICK_MS)
-        relay_send_beat(r, 0);
+    if (r->role != RELAY_LEADING || now - r->last_beat_ms < RELAY_TICK_MS)
+        return;
+    if (r->sleeping) {
+        /* Caught up: beat now (the fetch runs it first), which also finds
+         * out soon if the connection, and so the lock, was lost. */
+        uv_timer_stop(&r->timer);
+        r->wait = WAIT_NONE;
+        r->sleeping = 0;
+        relay_fetch(r);
+    } else if (r->wait == WAIT_BACKOFF && !r->fetching && !r->advancing &&
+               !r->conn.busy && r->n > 0)
+        relay_send_beat(r);
 }
 
 /* ---- fetching ---------------------------------------------------------- */
