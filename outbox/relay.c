@@ -398,8 +398,9 @@ relay_on_wake(void *arg, const char *channel, const char *payload)
     loom_relay *r = arg;
 
     (void) channel;
-    (void) payload;
     if (r->sleeping && r->role == RELAY_LEADING) {
+        if (payload != NULL) /* NULL: the runtime's own poll */
+            r->stats.wakeups++;
         uv_timer_stop(&r->timer);
         r->wait = WAIT_NONE;
         r->sleeping = 0;

@@ -517,6 +517,7 @@ a_sleeping_relay_is_woken_by_the_next_message(void **state)
     loom_transport *t;
     loom_relay *r;
     wake_env w = {0};
+    loom_relay_stats st;
     char err[512] = "";
 
     (void) state;
@@ -541,6 +542,9 @@ a_sleeping_relay_is_woken_by_the_next_message(void **state)
     printf("relay_test: published %lld ms after the write\n",
            (long long) (w.published_ms - w.inserted_ms));
     assert_true(w.published_ms - w.inserted_ms < 5000);
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(st.published, 1);
+    assert_true(st.wakeups >= 1);
     loom_relay_close(r);
     loom_transport_close(t);
     loom_runtime_close(w.rt);

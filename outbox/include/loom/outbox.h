@@ -146,6 +146,7 @@ typedef struct loom_relay_stats {
     uint64_t dead_letters; /* messages refused for good (see below) */
     uint64_t takeovers;    /* times this relay became the leader */
     uint64_t cleaned;      /* published rows deleted */
+    uint64_t wakeups;      /* sleeps ended by a NOTIFY (not the poll) */
 } loom_relay_stats;
 
 /* Copies r's counters. Errors: LOOM_EINVAL (NULL). */
