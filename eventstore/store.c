@@ -153,6 +153,7 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     if (s == NULL)
         return LOOM_ENOMEM;
     memset(s, 0, sizeof *s);
+    s->tx_failed = -1;
     s->cfg = cfg ? *cfg : defaults;
     rc = store_resolve_limits(&s->cfg);
     if (rc != LOOM_OK) {
@@ -540,24 +541,37 @@ loom__store_query(loom_store *s, const loom__stmt *st,
 }
 
 loom_err
-loom__store_check_stream(loom_store *s, const char *stream, size_t limit)
+loom__check_stream(const char *stream, size_t limit, loom__buf *err)
 {
     size_t n;
 
-    if (stream == NULL || stream[0] == '\0')
-        return loom__store_fail(s, LOOM_EINVAL,
-                                "stream name is empty: give a name such as "
-                                "\"order-42\"");
+    if (stream == NULL || stream[0] == '\0') {
+        loom__buf_reset(err);
+        loom__buf_puts(err, "stream name is empty: give a name such as "
+                            "\"order-42\"");
+        return LOOM_EINVAL;
+    }
     n = strnlen(stream, limit + 1);
-    if (n > limit)
-        return loom__store_fail(s, LOOM_ETOOBIG,
-                                "stream name is longer than the limit of "
-                                "%zu bytes (max_stream_name)",
-                                limit);
-    if (!loom__utf8_valid(stream, n))
-        return loom__store_fail(s, LOOM_EINVAL,
-                                "stream name is not valid UTF-8");
+    if (n > limit) {
+        loom__buf_reset(err);
+        loom__buf_printf(err,
+                         "stream name is longer than the limit of %zu bytes "
+                         "(max_stream_name)",
+                         limit);
+        return LOOM_ETOOBIG;
+    }
+    if (!loom__utf8_valid(stream, n)) {
+        loom__buf_reset(err);
+        loom__buf_puts(err, "stream name is not valid UTF-8");
+        return LOOM_EINVAL;
+    }
     return LOOM_OK;
+}
+
+loom_err
+loom__store_check_stream(loom_store *s, const char *stream, size_t limit)
+{
+    return loom__check_stream(stream, limit, &s->err);
 }
 
 /* ------------------------------------------------------------------ */

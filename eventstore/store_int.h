@@ -172,6 +172,8 @@ loom_err loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
  * a higher limit could have stored (LOOM_MAX_STREAM_NAME_LIMIT). */
 loom_err loom__store_check_stream(loom_store *s, const char *stream,
                                   size_t limit);
+/* The same check with the message written into `err` (a unit of work's). */
+loom_err loom__check_stream(const char *stream, size_t limit, loom__buf *err);
 
 /* Statements a subscription and a rebuild queue on their transactions
  * (framework/migrations/0004_exactly_once.sql). */

@@ -9,6 +9,7 @@
  * it is sent ("loom_tx_<slot>"), and only marked prepared once its Parse
  * succeeded, so a batch that fails early leaves no false entry behind.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -255,9 +256,9 @@ loom__store_take_tx(loom_store *s)
         if (rc == LOOM_ECONN || !s->tx_synced)
             loom__store_fail(
                 s, LOOM_ECONN,
-                "connection lost during a transaction (%s); its "
-                "outcome is unknown until the checkpoint is "
-                "read again",
+                "connection lost during a transaction (%s): whether "
+                "it committed is unknown (retry it idempotently: an "
+                "inbox mark, fixed event ids, a checkpoint)",
                 r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
                         ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
                         : "no reason given"
@@ -286,6 +287,32 @@ loom__store_run_tx(loom_store *s, const loom_tx *tx)
     if (rc == LOOM_OK)
         rc = loom__store_take_tx(s);
     return rc;
+}
+
+loom_err
+loom_store_commit(loom_store *s, const loom_tx *tx)
+{
+    if (s == NULL)
+        return LOOM_EINVAL;
+    if (s->op != LOOM__OP_NONE)
+        return loom__store_fail(s, LOOM_EBUSY,
+                                "an operation is already in progress on "
+                                "this store handle: receive it first");
+    s->tx_failed = -1;
+    s->sqlstate[0] = '\0';
+    if (tx == NULL || tx->n_stmts == 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "nothing to commit: the unit of work is %s",
+                                tx == NULL ? "NULL" : "empty");
+    return loom__store_run_tx(s, tx);
+}
+
+int
+loom_store_commit_failed_at(const loom_store *s)
+{
+    if (s == NULL || s->tx_failed < 0 || s->tx_failed > INT_MAX)
+        return -1;
+    return (int) s->tx_failed;
 }
 
 loom_err

@@ -26,6 +26,7 @@
 #define LOOM__OID_ATEXT  1009
 #define LOOM__OID_ABYTEA 1001
 #define LOOM__OID_AUUID  2951
+#define LOOM__OID_ATSTZ  1185
 
 /* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
 #define LOOM__PG_EPOCH_US INT64_C(946684800000000)

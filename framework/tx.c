@@ -2,6 +2,8 @@
  * The unit-of-work queue (loom/tx.h, tx_int.h): copies each statement and
  * its parameters so that a handler may pass stack buffers.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "loom/alloc.h"
@@ -17,6 +19,7 @@ void
 loom__tx_reset(loom_tx *tx)
 {
     loom__buf_reset(&tx->data);
+    loom__buf_reset(&tx->err);
     tx->n_stmts = 0;
     tx->n_params = 0;
 }
@@ -25,9 +28,76 @@ void
 loom__tx_free(loom_tx *tx)
 {
     loom__buf_free(&tx->data);
+    loom__buf_free(&tx->err);
     loom_free(tx->stmts);
     loom_free(tx->params);
     loom__tx_init(tx);
+}
+
+loom_err
+loom__tx_fail(loom_tx *tx, loom_err rc, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    loom__buf_reset(&tx->err);
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    /* Without memory for the message, errmsg says "" but rc stands. */
+    if (n >= 0 && loom__buf_reserve(&tx->err, (size_t) n) == 0) {
+        va_start(ap, fmt);
+        vsnprintf(tx->err.data, (size_t) n + 1, fmt, ap);
+        va_end(ap);
+        tx->err.len = (size_t) n;
+    }
+    return rc;
+}
+
+void
+loom__tx_ok(loom_tx *tx)
+{
+    loom__buf_reset(&tx->err);
+}
+
+loom_err
+loom_tx_new(loom_tx **out)
+{
+    loom_tx *tx;
+
+    if (out == NULL)
+        return LOOM_EINVAL;
+    *out = NULL;
+    tx = loom_malloc(sizeof *tx);
+    if (tx == NULL)
+        return LOOM_ENOMEM;
+    loom__tx_init(tx);
+    *out = tx;
+    return LOOM_OK;
+}
+
+void
+loom_tx_free(loom_tx *tx)
+{
+    if (tx == NULL)
+        return;
+    loom__tx_free(tx);
+    loom_free(tx);
+}
+
+void
+loom_tx_reset(loom_tx *tx)
+{
+    if (tx != NULL)
+        loom__tx_reset(tx);
+}
+
+const char *
+loom_tx_errmsg(const loom_tx *tx)
+{
+    if (tx == NULL)
+        return "no unit of work (NULL)";
+    return loom__buf_str(&tx->err);
 }
 
 /* Grows an array of `size`-byte records to hold `need`; 0 or -1. */
@@ -60,13 +130,20 @@ tx_queue(loom_tx *tx, const char *sql, int n, const uint32_t *types,
         if (values[i] != NULL)
             bytes += (lengths ? (size_t) lengths[i] : strlen(values[i])) + 1;
     if (bytes > LOOM_TX_MAX_BYTES || tx->data.len > LOOM_TX_MAX_BYTES - bytes)
-        return LOOM_ETOOBIG;
+        return loom__tx_fail(tx, LOOM_ETOOBIG,
+                             "a statement of %zu bytes would take the unit "
+                             "of work past %zu bytes (LOOM_TX_MAX_BYTES; "
+                             "%zu queued): commit it in parts",
+                             bytes, LOOM_TX_MAX_BYTES, tx->data.len);
     if (tx_grow((void **) &tx->stmts, &tx->cap_stmts, tx->n_stmts + 1,
                 sizeof *tx->stmts) != 0 ||
         tx_grow((void **) &tx->params, &tx->cap_params,
                 tx->n_params + (size_t) n, sizeof *tx->params) != 0 ||
-        loom__buf_reserve(&tx->data, bytes) != 0)
-        return LOOM_ENOMEM;
+        loom__buf_reserve(&tx->data, bytes) != 0) {
+        tx->data.failed = 0; /* nothing was written: the queue stands */
+        return loom__tx_fail(tx, LOOM_ENOMEM,
+                             "out of memory queueing a statement");
+    }
     st = &tx->stmts[tx->n_stmts];
     st->sql = tx->data.len;
     st->first = tx->n_params;
@@ -88,19 +165,43 @@ tx_queue(loom_tx *tx, const char *sql, int n, const uint32_t *types,
     if (tx->data.failed) {
         tx->data.len = mark;
         tx->data.failed = 0;
-        return LOOM_ENOMEM;
+        return loom__tx_fail(tx, LOOM_ENOMEM,
+                             "out of memory queueing a statement");
     }
     tx->n_params += (size_t) n;
     tx->n_stmts++;
+    loom__tx_ok(tx);
+    return LOOM_OK;
+}
+
+/* The checks both exec forms share; LOOM_OK or LOOM_EINVAL with why. */
+static loom_err
+tx_check(loom_tx *tx, const char *sql, int n, const char *const *values)
+{
+    if (sql == NULL || sql[0] == '\0')
+        return loom__tx_fail(tx, LOOM_EINVAL, "the SQL text is %s",
+                             sql == NULL ? "NULL" : "empty");
+    if (n < 0 || n > LOOM_TX_MAX_PARAMS)
+        return loom__tx_fail(tx, LOOM_EINVAL,
+                             "%d parameters: a statement takes 0 to %d "
+                             "(LOOM_TX_MAX_PARAMS)",
+                             n, LOOM_TX_MAX_PARAMS);
+    if (n > 0 && values == NULL)
+        return loom__tx_fail(tx, LOOM_EINVAL,
+                             "values is NULL with %d parameters", n);
     return LOOM_OK;
 }
 
 loom_err
 loom_tx_exec(loom_tx *tx, const char *sql, int n, const char *const *values)
 {
-    if (tx == NULL || sql == NULL || sql[0] == '\0' || n < 0 ||
-        n > LOOM_TX_MAX_PARAMS || (n > 0 && values == NULL))
+    loom_err rc;
+
+    if (tx == NULL)
         return LOOM_EINVAL;
+    rc = tx_check(tx, sql, n, values);
+    if (rc != LOOM_OK)
+        return rc;
     return tx_queue(tx, sql, n, NULL, values, NULL);
 }
 
@@ -108,13 +209,21 @@ loom_err
 loom_tx_exec_binary(loom_tx *tx, const char *sql, int n, const uint32_t *types,
                     const char *const *values, const int *lengths)
 {
-    if (tx == NULL || sql == NULL || sql[0] == '\0' || n < 0 ||
-        n > LOOM_TX_MAX_PARAMS ||
-        (n > 0 && (values == NULL || types == NULL || lengths == NULL)))
+    loom_err rc;
+
+    if (tx == NULL)
         return LOOM_EINVAL;
+    rc = tx_check(tx, sql, n, values);
+    if (rc != LOOM_OK)
+        return rc;
+    if (n > 0 && (types == NULL || lengths == NULL))
+        return loom__tx_fail(tx, LOOM_EINVAL,
+                             "types or lengths is NULL with %d parameters", n);
     for (int i = 0; i < n; i++)
         if (values[i] != NULL && lengths[i] < 0)
-            return LOOM_EINVAL;
+            return loom__tx_fail(tx, LOOM_EINVAL,
+                                 "parameter $%d has the negative length %d",
+                                 i + 1, lengths[i]);
     return tx_queue(tx, sql, n, types, values, lengths);
 }
 

@@ -29,6 +29,7 @@ struct loom_tx {
     size_t n_stmts, cap_stmts;
     loom__tx_param *params;
     size_t n_params, cap_params;
+    loom__buf err; /* loom_tx_errmsg(): why the last call failed */
 };
 
 /* An empty queue (no allocation until the first statement). */
@@ -39,5 +40,14 @@ void loom__tx_reset(loom_tx *tx);
 
 /* Frees the queue's memory. */
 void loom__tx_free(loom_tx *tx);
+
+/* Sets the message loom_tx_errmsg() returns (printf-style) and returns
+ * `rc`; the queue builders of other modules (loom_tx_append(),
+ * loom_outbox_add(), loom_inbox_mark()) report through it. */
+loom_err loom__tx_fail(loom_tx *tx, loom_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A call on tx succeeded: loom_tx_errmsg() says "" again. */
+void loom__tx_ok(loom_tx *tx);
 
 #endif /* LOOM_TX_INT_H */

@@ -55,10 +55,12 @@ extern "C" {
  * transaction). */
 typedef struct loom_outbox_message {
     const char *topic; /* required: the transport's topic / subject */
-    const void *key;   /* NULL: no key (no order across messages) */
+    /* NULL or key_len 0: no key (no order across messages). */
+    const void *key;
     size_t key_len;
-    const char *type; /* optional: the payload's type name; the relay
-                         sends it as header "x-type" */
+    /* Optional (NULL or ""): the payload's type name, at most
+     * LOOM_MAX_TYPE_NAME bytes; the relay sends it as header "x-type". */
+    const char *type;
     const loom_header *headers;
     size_t n_headers;
     const void *payload; /* may be NULL when payload_len is 0 */
@@ -74,11 +76,12 @@ typedef struct loom_outbox_message {
  * one statement. They commit, or not, with everything else in tx.
  *
  * Errors (nothing queued): LOOM_EINVAL (tx or msgs NULL, n 0, a bad outbox
- * name, a message without a topic, a topic that is not UTF-8, NULL
- * pointers with non-zero lengths, a header with an empty key or NULL
- * value), LOOM_ETOOBIG (a field over its LOOM_OUTBOX_MAX_*), LOOM_ENOMEM,
- * LOOM_EIO (no random source for an id). loom_tx_errmsg() names the
- * message and the limit.
+ * name, a message without a topic, a topic, type or header that is not
+ * UTF-8, NULL pointers with non-zero lengths, a header with an empty key
+ * or NULL value, a negative deliver_at), LOOM_ETOOBIG (a field over its
+ * LOOM_OUTBOX_MAX_* or LOOM_MAX_TYPE_NAME, or the messages together over
+ * LOOM_TX_MAX_BYTES), LOOM_ENOMEM, LOOM_EIO (no random source for an
+ * id). loom_tx_errmsg() names the message and the limit.
  */
 LOOM_API loom_err loom_outbox_add(loom_tx *tx, const char *outbox,
                                   loom_outbox_message *msgs, size_t n);
