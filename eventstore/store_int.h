@@ -41,6 +41,8 @@ typedef enum loom__stmt_id {
     LOOM__STMT_REBUILD_LOCK,
     LOOM__STMT_REBUILD_COUNT,
     LOOM__STMT_REBUILD_SWAP,
+    /* the inbox's expiry (outbox/inbox_consumer.c) */
+    LOOM__STMT_INBOX_EXPIRE,
     /* topics (outbox/transports/topics/) */
     LOOM__STMT_TOPIC_CREATE,
     LOOM__STMT_TOPIC_ALTER,

@@ -14,6 +14,7 @@
 
 struct loom_transport {
     const loom_transport_ops *ops;
+    loom_runtime *rt; /* the one it was opened on */
     void *state;
     loom_consumer *consumers; /* open consumers, closed with the transport */
 };
@@ -137,6 +138,7 @@ loom_transport_open(loom_runtime *rt, const char *url, loom_transport **out,
         return LOOM_ENOMEM;
     memset(t, 0, sizeof *t);
     t->ops = ops;
+    t->rt = rt;
     rc = ops->open(rt, url, &t->state, err, errlen);
     if (rc != LOOM_OK) {
         loom_free(t);
@@ -248,6 +250,12 @@ void *
 loom__transport_state(const loom_transport *t)
 {
     return t != NULL ? t->state : NULL;
+}
+
+loom_runtime *
+loom__transport_runtime(const loom_transport *t)
+{
+    return t != NULL ? t->rt : NULL;
 }
 
 const loom_transport_ops *

@@ -24,6 +24,8 @@ loom_err loom__consumer_open(loom_transport *t, const loom_consumer_config *cfg,
 /* The operations and state behind a handle (NULL for NULL). */
 const loom_transport_ops *loom__transport_ops(const loom_transport *t);
 void *loom__transport_state(const loom_transport *t);
+/* The runtime the transport was opened on (NULL for NULL). */
+loom_runtime *loom__transport_runtime(const loom_transport *t);
 const loom_transport_ops *loom__consumer_ops(const loom_consumer *c);
 void *loom__consumer_state(const loom_consumer *c);
 void *loom__consumer_arg(const loom_consumer *c);

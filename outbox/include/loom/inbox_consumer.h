@@ -5,18 +5,29 @@
  * (events with loom_tx_append(), outbox messages with loom_outbox_add(),
  * any SQL with loom_tx_exec()). The message is acknowledged only after
  * that transaction commits; a message already recorded is acknowledged
- * without calling the handler again. So a redelivered message changes
- * nothing twice, whatever crashed where.
+ * and nothing queued for it commits again. So a redelivered message
+ * changes nothing twice, whatever crashed where. (The handler may still
+ * be called for a message that turns out to be recorded: its statements
+ * are then discarded. Keep it free of effects outside its tx.)
  *
- * Messages of one batch are committed together when the handler accepts
- * them all (one round trip); when that transaction fails, each message is
- * retried alone so one bad message fails only itself: it goes back to the
- * transport (loom_consumer_fail), which redelivers it and, after
- * max_deliveries, dead-letters it.
+ * Messages are handled in delivery order. Those of one batch are
+ * committed together when the handler accepts them all (one round trip);
+ * when that transaction fails, each message is retried alone so one bad
+ * message fails only itself: it goes back to the transport
+ * (loom_consumer_fail, with the handler's reason or the server's), which
+ * redelivers it and, after max_deliveries, dead-letters it. A message the
+ * handler refuses is failed only once PostgreSQL has confirmed that it is
+ * not recorded (a processed message is acknowledged as a duplicate).
  *
- * Entries older than the window are deleted in the background: a message
- * redelivered after its entry expired is handled again, so keep the window
- * longer than the transport's redelivery horizon.
+ * When the connection breaks, the transaction's outcome is unknown: the
+ * same messages are tried again after a backoff (the inbox marks tell
+ * what had committed), and nothing is acknowledged before its
+ * transaction committed.
+ *
+ * Entries older than the window are deleted in the background (between
+ * batches, at most 10,000 per statement, again at once while there are
+ * more): a message redelivered after its entry expired is handled again,
+ * so keep the window longer than the transport's redelivery horizon.
  */
 #ifndef LOOM_INBOX_CONSUMER_H
 #define LOOM_INBOX_CONSUMER_H
@@ -50,9 +61,10 @@ typedef struct loom_inbox_consumer_config {
     const char *conninfo;
     /* The inbox's name for this consumer; NULL: the group's name. */
     const char *consumer;
-    /* Keep inbox entries this long; 0: 7 days. */
+    /* Keep inbox entries this long; 0: 7 days; at most 100 years. */
     uint64_t window_ms;
-    /* Look for expired entries this often; 0: 60 s. */
+    /* Look for expired entries this often (the first time within a
+     * second of opening); 0: 60 s. */
     unsigned expire_every_ms;
 } loom_inbox_consumer_config;
 
@@ -63,8 +75,10 @@ typedef struct loom_inbox_consumer_config {
 
 /*
  * Opens a consumer of `cfg` on `t` whose messages go through `fn` as
- * above. Connects to PostgreSQL (blocking, once). On success *out owns it:
- * close with loom_inbox_consumer_close() before the transport.
+ * above, on the loop of t's runtime. Connects to PostgreSQL (blocking,
+ * once; the schema must be migrated). On success *out owns it: close with
+ * loom_inbox_consumer_close() before the transport (which would close the
+ * consumer under it).
  *
  * Errors: LOOM_EINVAL (NULL arguments, a bad config, a consumer name over
  * LOOM_INBOX_MAX_CONSUMER), LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM, and the
@@ -75,8 +89,14 @@ LOOM_API loom_err loom_inbox_consumer_open(
     const loom_inbox_consumer_config *icfg, loom_inbox_fn fn, void *arg,
     loom_inbox_consumer **out, char *err, size_t errlen);
 
-/* Stops consuming; messages not yet committed are delivered again later.
- * NULL is a no-op. Loop thread. */
+/* Stops consuming: the transaction in flight, if any, is abandoned (it
+ * may still commit: its messages then come back as duplicates); messages
+ * not yet acknowledged are delivered again later. NULL is a no-op. Loop
+ * thread, not from inside the handler.
+ *
+ * A graceful loom_runtime_stop() instead finishes the transaction in
+ * flight and settles its messages before the consumer stops; close it
+ * after loom_runtime_run() returns. */
 LOOM_API void loom_inbox_consumer_close(loom_inbox_consumer *ic);
 
 /* What the consumer did. */
