@@ -9,6 +9,7 @@
 #include "loom/alloc.h"
 #include "loom/error.h"
 #include "loom/eventstore.h"
+#include "loom/inbox.h"
 #include "loom/log.h"
 #include "loom/partitioner.h"
 #include "loom/projection.h"
