@@ -229,14 +229,21 @@ ic_send(loom_inbox_consumer *ic, ic_state st)
 static int
 ic_build_batch(loom_inbox_consumer *ic, ic_batch *b)
 {
+    loom_err rc;
+
     loom__tx_reset(&ic->tx);
     for (size_t i = 0; i < b->n; i++) {
-        if (loom_inbox_mark(&ic->tx, ic->name, &b->m[i]->id) != LOOM_OK)
+        if (loom_inbox_mark(&ic->tx, ic->name, &b->m[i]->id) != LOOM_OK) {
+            snprintf(ic->why, sizeof ic->why, "%s", loom_tx_errmsg(&ic->tx));
             return -1;
+        }
         ic->why[0] = '\0';
-        if (ic->fn(b->m[i], &ic->tx, ic->why, sizeof ic->why, ic->arg) !=
-            LOOM_OK) {
+        rc = ic->fn(b->m[i], &ic->tx, ic->why, sizeof ic->why, ic->arg);
+        if (rc != LOOM_OK) {
             ic->why[sizeof ic->why - 1] = '\0';
+            if (ic->why[0] == '\0')
+                snprintf(ic->why, sizeof ic->why, "the handler failed: %s",
+                         loom_strerror(rc));
             return -1;
         }
     }
@@ -480,7 +487,7 @@ ic_step(loom_inbox_consumer *ic)
     if (b->isolating)
         return ic_run_one(ic);
     if (ic_build_batch(ic, b) != 0) {
-        ic_isolate(ic, ic->why[0] ? ic->why : "the handler failed");
+        ic_isolate(ic, ic->why);
         return 1;
     }
     ic_send(ic, IC_BATCH);

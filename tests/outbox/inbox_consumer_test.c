@@ -32,6 +32,7 @@
 
 #include "loom/inbox.h"
 #include "loom/inbox_consumer.h"
+#include "loom/outbox.h"
 #include "tptest.h"
 
 /* What the handler does, and what it saw. */
@@ -40,6 +41,9 @@ typedef struct ibh {
     int calls;
     int slow_seen; /* the handler queued the "slow" message's sleep */
     double slow_s; /* how long "slow" sleeps in its transaction */
+    /* Also append an event to "ibev-<n>" and send an outbox message to
+     * outbox "ibout" per message. */
+    int more;
 } ibh;
 
 /* One row in ib_fx per message; "poison" refuses, "badsql" queues a
@@ -64,6 +68,21 @@ ibh_fn(const loom_message *m, loom_tx *tx, char *why, size_t whylen, void *arg)
                       "INSERT INTO ib_fx (consumer, payload, id) VALUES ($1, "
                       "$2, $3::uuid)",
                       3, v);
+    if (rc == LOOM_OK && h->more) {
+        loom_event_data ev;
+        loom_outbox_message om;
+        memset(&ev, 0, sizeof ev);
+        ev.type = "ib.Handled";
+        ev.data = m->payload;
+        ev.data_len = m->payload_len;
+        rc = loom_tx_append(tx, "ibev-1", LOOM_EXPECT_ANY, &ev, 1);
+        memset(&om, 0, sizeof om);
+        om.topic = "ib.out";
+        om.payload = m->payload;
+        om.payload_len = m->payload_len;
+        if (rc == LOOM_OK)
+            rc = loom_outbox_add(tx, "ibout", &om, 1);
+    }
     if (rc == LOOM_OK && strcmp(payload, "badsql") == 0)
         rc = loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
     if (rc == LOOM_OK && strcmp(payload, "slow") == 0) {
@@ -262,6 +281,7 @@ test_inbox_close_mid_stream_and_reopen_applies_once(void **state)
     (void) state;
     memset(ids, 0, sizeof ids);
     h.slow_s = 0.5;
+    h.more = 1;
     tpt_topic_create("ib.close", 1, -1, -1, 0, -1);
     tpt_open(&e, "");
     ib_publish(&e, "ib.close", payloads, 8, ids);
@@ -294,6 +314,19 @@ test_inbox_close_mid_stream_and_reopen_applies_once(void **state)
                             "'ib-close'"),
                      8);
     assert_int_equal(ib_mismatch("ib-close"), 0);
+    /* The events and outbox messages of the handler: once each too. */
+    assert_int_equal(est_ll("SELECT count(DISTINCT data) FROM loom.events "
+                            "WHERE stream = 'ibev-1'"),
+                     8);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.events WHERE stream = "
+                            "'ibev-1'"),
+                     8);
+    assert_int_equal(est_ll("SELECT count(DISTINCT payload) FROM loom.outbox "
+                            "WHERE outbox = 'ibout'"),
+                     8);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox WHERE outbox = "
+                            "'ibout'"),
+                     8);
     loom_inbox_consumer_close(ic);
     tpt_close(&e);
 }
