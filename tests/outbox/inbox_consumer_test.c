@@ -12,7 +12,8 @@
  * message,
  * which fails alone and is dead-lettered. Expiry deletes entries past the
  * window in chunks; a graceful runtime stop finishes the transaction in
- * flight.
+ * flight. End to end, messages written by units of work with
+ * loom_outbox_add() and published (twice) by the relay apply once.
  *
  * Most tests turn the loop with tpt_run(), so the runtime's LISTEN
  * connection never runs and the consumers find new messages by polling
@@ -623,7 +624,97 @@ test_inbox_runtime_stop_finishes_the_transaction_in_flight(void **state)
     loom_runtime_close(r.rt);
 }
 
-/* ---- 7. bad arguments -----------------------------------------------------
+/* ---- 7. end to end: outbox, relay, topics, inbox ------------------------ */
+
+/* A relay on e's transport for outbox `outbox`, polling fast. */
+static loom_relay *
+e2e_relay(tpt_env *e, const char *outbox)
+{
+    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+    loom_relay *r = NULL;
+    char err[512] = "";
+
+    cfg.transport = e->t;
+    cfg.outbox = outbox;
+    cfg.poll_ms = 50;
+    cfg.standby_ms = 50;
+    cfg.cleanup_ms = 600000; /* keep the rows: the test republishes them */
+    if (loom_relay_start(e->rt, &cfg, &r, err, sizeof err) != LOOM_OK)
+        fail_msg("loom_relay_start: %s", err);
+    return r;
+}
+
+/* Units of work append events and send messages through the outbox; the
+ * relay publishes them; the inbox consumer applies each once, even when
+ * the relay publishes everything a second time. */
+static void
+test_inbox_end_to_end_with_the_outbox_and_the_relay(void **state)
+{
+    est_fx *fx = *state;
+    tpt_env e;
+    ibh h = {0};
+    loom_inbox_consumer *ic;
+    loom_relay *relay;
+    loom_tx *tx = NULL;
+
+    tpt_topic_create("ib.e2e", 2, -1, -1, 0, -1);
+    assert_int_equal(loom_tx_new(&tx), LOOM_OK);
+    for (int i = 0; i < 5; i++) {
+        char stream[16], pay[2][16];
+        loom_event_data ev;
+        loom_outbox_message m[2];
+
+        snprintf(stream, sizeof stream, "e2e-%d", i);
+        memset(&ev, 0, sizeof ev);
+        ev.type = "e2e.Done";
+        loom_tx_reset(tx);
+        assert_int_equal(
+            loom_tx_append(tx, stream, LOOM_EXPECT_NO_STREAM, &ev, 1), LOOM_OK);
+        for (int j = 0; j < 2; j++) {
+            snprintf(pay[j], sizeof pay[j], "e%d-%d", i, j);
+            memset(&m[j], 0, sizeof m[j]);
+            m[j].topic = "ib.e2e";
+            m[j].key = stream;
+            m[j].key_len = strlen(stream);
+            m[j].payload = pay[j];
+            m[j].payload_len = strlen(pay[j]);
+        }
+        assert_int_equal(loom_outbox_add(tx, "ibe2e", m, 2), LOOM_OK);
+        assert_int_equal(loom_store_commit(fx->s, tx), LOOM_OK);
+    }
+    loom_tx_free(tx);
+
+    tpt_open(&e, "");
+    ic = ib_open(&e, "ib-e2e", "ib.e2e", 0, NULL, &h);
+    relay = e2e_relay(&e, "ibe2e");
+    ib_wait_stats(&e, ic, 10, 0, 0, 0);
+    loom_relay_close(relay);
+
+    /* As if a relay died before recording its progress: all again. */
+    loomt_sql_exec("UPDATE loom.outbox_relays SET tx = '0', position = 0 "
+                   "WHERE outbox = 'ibe2e'");
+    relay = e2e_relay(&e, "ibe2e");
+    ib_wait_stats(&e, ic, 10, 10, 0, 0);
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+    loom_relay_close(relay);
+
+    assert_int_equal(ib_stats(ic).handled, 10);
+    assert_int_equal(ib_stats(ic).duplicates, 10);
+    assert_int_equal(est_ll("SELECT count(*) FROM ib_fx WHERE consumer = "
+                            "'ib-e2e'"),
+                     10);
+    assert_int_equal(ib_mismatch("ib-e2e"), 0);
+    /* The ids the inbox recorded are the ones loom_outbox_add() gave. */
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.inbox i JOIN "
+                            "loom.outbox o ON o.message_id = i.message_id "
+                            "WHERE i.consumer = 'ib-e2e' AND o.outbox = "
+                            "'ibe2e'"),
+                     10);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
+/* ---- 8. bad arguments -----------------------------------------------------
  */
 
 static void
@@ -729,6 +820,7 @@ main(void)
         T(test_inbox_refused_but_processed_is_a_duplicate),
         T(test_inbox_expiry_deletes_entries_past_the_window),
         T(test_inbox_runtime_stop_finishes_the_transaction_in_flight),
+        T(test_inbox_end_to_end_with_the_outbox_and_the_relay),
         T(test_inbox_consumer_bad_arguments),
 #undef T
     };
