@@ -179,4 +179,9 @@ int bench_live(bench_env *env, const bench_opts *o);
 /* Runs topics (bench_topics.c); 0, or -1 after printing the error. */
 int bench_topics(bench_env *env, const bench_opts *o);
 
+/* Runs relay (bench_relay.c) through topics, then NATS JetStream when
+ * $LOOM_BENCH_NATS_URL names a server; 0, or -1 after printing the
+ * error. */
+int bench_relay(bench_env *env, const bench_opts *o);
+
 #endif /* LOOM_BENCH_H */

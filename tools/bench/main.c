@@ -6,6 +6,7 @@
  *   loom-bench rebuild [--events N] [--batch N] [--rounds N] [--db URL]
  *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
  *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
+ *   loom-bench relay   [--rate R] [--seconds S] [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -19,6 +20,9 @@
  *   BENCH topics produce loom=<msg/s> pgq=<msg/s> ratio=<loom/pgq>
  *   BENCH topics consume loom=<msg/s> pgq=<msg/s> ratio=<loom/pgq>
  *   BENCH topics latency p50_ms=<x> p99_ms=<y>
+ * and relay, once per transport (topics; nats when $LOOM_BENCH_NATS_URL
+ * names a server), whose baseline is raw libpq inserting the same rows,
+ *   BENCH relay <transport> msgs_per_s=<n> ratio=<relay/raw> lag_p99_ms=<x>
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
@@ -46,7 +50,7 @@ static const main_case main_cases[] = {
     {"append_1x1", "append"}, {"append_100x1", "append"},
     {"append_1x8", "append"}, {"read_all", "read"},
     {"rebuild", "rebuild"},   {"live", "live"},
-    {"topics", "topics"},
+    {"topics", "topics"},     {"relay", "relay"},
 };
 
 #define MAIN_NCASES (sizeof main_cases / sizeof main_cases[0])
@@ -55,12 +59,12 @@ static void
 main_usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s append|read|rebuild|live|topics|all [options]\n"
+            "usage: %s append|read|rebuild|live|topics|relay|all [options]\n"
             "  --seconds S   measured seconds per side of each append case "
             "and of\n"
             "                live, split over the rounds; topics: of its "
-            "latency part\n"
-            "                (default 10)\n"
+            "latency part;\n"
+            "                relay: of each of its three runs (default 10)\n"
             "  --events N    events loaded for read_all and rebuild (default "
             "1000000)\n"
             "  --page N      read_all page size (default 1000)\n"
@@ -69,10 +73,10 @@ main_usage(FILE *f)
             "                5000); topics: messages per loom consumer fetch "
             "(default:\n"
             "                the transport's)\n"
-            "  --rate R      live: events appended per second, topics: "
-            "messages\n"
-            "                published per second for latency (default "
-            "1000)\n"
+            "  --rate R      live: events appended per second, topics and "
+            "relay:\n"
+            "                messages published per second for latency "
+            "(default 1000)\n"
             "  --messages N  topics: messages produced and consumed (default "
             "1000000)\n"
             "  --rounds N    interleaved loom/raw rounds per case, median "
@@ -80,7 +84,7 @@ main_usage(FILE *f)
             "                (default 3, at most 15)\n"
             "  --case NAME   run only append_1x1, append_100x1, append_1x8, "
             "read_all,\n"
-            "                rebuild, live or topics\n"
+            "                rebuild, live, topics or relay\n"
             "  --db URL      the server (default $LOOM_DATABASE_URL); a "
             "scratch\n"
             "                database loom_bench_<pid> is created on it and "
@@ -185,8 +189,8 @@ main_check(const char *cmd, const bench_opts *o)
 {
     size_t n = 0;
 
-    static const char *const cmds[] = {"append", "read",   "rebuild",
-                                       "live",   "topics", "all"};
+    static const char *const cmds[] = {"append", "read",  "rebuild", "live",
+                                       "topics", "relay", "all"};
     int known = 0;
 
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
@@ -278,6 +282,8 @@ main_case_run(bench_env *env, const bench_opts *o, const char *name)
         return bench_rebuild(env, o);
     if (strcmp(name, "topics") == 0)
         return bench_topics(env, o);
+    if (strcmp(name, "relay") == 0)
+        return bench_relay(env, o);
     return bench_live(env, o);
 }
 
