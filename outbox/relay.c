@@ -516,7 +516,10 @@ relay_send_beat(loom_relay *r)
 
     memcpy(&bits, &r->rate, sizeof bits);
     loom__pg_put_be64(rate, bits);
-    if (r->error != NULL && !r->error_sent) {
+    /* Every beat while failing carries the error: a NULL one clears
+     * failing_since (loom.outbox_heartbeat), so `outbox status` would
+     * show a relay that still fails as healthy from its second beat on. */
+    if (r->error != NULL) {
         values[2] = r->error;
         lengths[2] = (int) strlen(r->error);
         r->error_sent = 1;
