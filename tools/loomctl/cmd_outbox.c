@@ -258,8 +258,10 @@ ob_status_notes(const PGresult *r)
             first = 0;
         }
         if (ob_failing(r, i)) {
-            printf("%soutbox %s: publishing fails: %s\n", first ? "\n" : "",
-                   name, ctl_topics_shown(&shown, PQgetvalue(r, i, OS_ERROR)));
+            printf("%soutbox %s: %s: %s\n", first ? "\n" : "", name,
+                   ob_alive(r, i) ? "publishing fails"
+                                  : "its last relay was failing",
+                   ctl_topics_shown(&shown, PQgetvalue(r, i, OS_ERROR)));
             first = 0;
         }
         if (dead > 0) {
