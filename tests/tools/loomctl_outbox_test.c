@@ -358,11 +358,16 @@ setup(void **state)
     return 0;
 }
 
-/* A test that failed midway leaves no relay running. */
+/* A test that failed midway leaves no relay running, and the topics
+ * accept messages again. */
 static int
 teardown(void **state)
 {
     (void) state;
+    loomt_sql_exec("ALTER TABLE loom.topic_messages DROP CONSTRAINT IF "
+                   "EXISTS test_refuse; DROP TRIGGER IF EXISTS slow_refusal "
+                   "ON loom.topic_messages; DROP FUNCTION IF EXISTS "
+                   "public.slow_refusal()");
     for (int i = 0; i < MAX_CHILDREN; i++) {
         if (children[i].pid != 0) {
             kill(children[i].pid, SIGKILL);
@@ -641,6 +646,146 @@ test_relay_json_events(void **state)
     assert_int_equal(get_i64(line, "published"), 0);
     assert_int_equal(get_i64(line, "takeovers"), 1);
     free(out);
+}
+
+/* Polls the default outbox's status until member `key` is `want`
+ * ("true", "false", a number as text). */
+static void
+wait_status_member(const char *key, const char *want, char *line, size_t cap)
+{
+    long long deadline = now_ms() + WAIT_MS;
+    char raw[256];
+
+    for (;;) {
+        status_json(line, cap);
+        get_raw(line, key, raw, sizeof raw);
+        if (strcmp(raw, want) == 0)
+            return;
+        if (now_ms() > deadline)
+            fail_msg("status has %s %s, expected %s: %s", key, raw, want, line);
+        sleep_ms(100);
+    }
+}
+
+static void
+test_relay_failing_transport(void **state)
+{
+    char line[4096], raw[256];
+    child *ch;
+    run r;
+
+    (void) state;
+    create_topic("orders");
+    add_messages("default", "orders", 3);
+    /* The topic refuses every message, as a broken broker would. */
+    loomt_sql_exec("ALTER TABLE loom.topic_messages ADD CONSTRAINT "
+                   "test_refuse CHECK (octet_length(payload) < 0) NOT VALID");
+    ch = spawn("relay --name relay-f --report-ms 200");
+    wait_out(ch, "active: this relay publishes outbox default now\n");
+    /* Heartbeats report the failure while it lasts (a second one used to
+     * clear it). */
+    wait_status_member("failing", "true", line, sizeof line);
+    sleep_ms(2500);
+    status_json(line, sizeof line);
+    get_raw(line, "failing", raw, sizeof raw);
+    assert_string_equal(raw, "true");
+    get_str(line, "last_error", raw, sizeof raw);
+    assert_string_equal(raw, "publishing failed: PostgreSQL reported an "
+                             "error");
+    get_str(line, "failing_since", raw, sizeof raw);
+    assert_int_equal(strlen(raw), 24);
+    assert_int_equal(get_i64(line, "pending"), 3);
+    r = lc("outbox status");
+    assert_row(r.out, "OUTBOX",
+               "OUTBOX PENDING OLDEST PUBLISHED MSG/S DEAD "
+               "RELAY PID SINCE TRANSPORT HEARTBEAT FAILING "
+               "SINCE LAST ERROR");
+    assert_row_like(r.out, "default ", "default 3 ",
+                    " ago publishing failed: PostgreSQL reported an error");
+    assert_has(r.out, "outbox default: publishing fails: publishing failed: "
+                      "PostgreSQL reported an error\n");
+    run_free(&r);
+    wait_out(ch, " failed publishes, 0 dead letters\n");
+
+    /* Fixed: the messages go out and the failure clears. */
+    loomt_sql_exec("ALTER TABLE loom.topic_messages DROP CONSTRAINT "
+                   "test_refuse");
+    wait_arrived("orders", 3);
+    wait_status_member("failing", "false", line, sizeof line);
+    assert_int_equal(get_i64(line, "pending"), 0);
+    assert_int_equal(stop(ch, SIGTERM), 0);
+}
+
+static void
+test_relay_stop_while_a_publish_fails(void **state)
+{
+    char line[4096], raw[256];
+    child *ch;
+
+    (void) state;
+    create_topic("orders");
+    add_messages("default", "orders", 1);
+    /* A publish that fails after 2 s: the stop comes while it is out. */
+    loomt_sql_exec("CREATE FUNCTION public.slow_refusal() RETURNS trigger "
+                   "LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); "
+                   "RAISE EXCEPTION 'refused slowly'; END $$; "
+                   "CREATE TRIGGER slow_refusal BEFORE INSERT ON "
+                   "loom.topic_messages FOR EACH ROW EXECUTE FUNCTION "
+                   "public.slow_refusal()");
+    ch = spawn("relay --name relay-s --report-ms 0");
+    wait_out(ch, "active: this relay publishes outbox default now\n");
+    sleep_ms(300);
+    assert_int_equal(stop(ch, SIGTERM), 0);
+    loomt_sql_exec("DROP TRIGGER slow_refusal ON loom.topic_messages; "
+                   "DROP FUNCTION public.slow_refusal()");
+    /* It stepped down: no relay, none gone either. */
+    status_json(line, sizeof line);
+    get_raw(line, "relay", raw, sizeof raw);
+    assert_string_equal(raw, "null");
+    get_raw(line, "last_relay", raw, sizeof raw);
+    assert_string_equal(raw, "null");
+    assert_int_equal(get_i64(line, "pending"), 1);
+}
+
+static void
+test_relay_dead_letters_and_redrive(void **state)
+{
+    char line[4096], raw[256];
+    child *ch;
+    run r;
+
+    (void) state;
+    create_topic("orders");
+    add_messages("default", "orders", 2);
+    add_messages("default", "missing.topic", 1);
+    add_messages("default", "orders", 2);
+    ch = spawn("relay --name relay-d --report-ms 0");
+    wait_arrived("orders", 4);
+    /* The one the transport refused for good waits in the dead letters,
+     * and did not hold up those behind it. */
+    wait_status_member("dead_letters", "1", line, sizeof line);
+    r = lc("outbox dlq --json");
+    assert_int_equal(r.rc, 0);
+    only_json_line(r.out, line, sizeof line);
+    get_str(line, "topic", raw, sizeof raw);
+    assert_string_equal(raw, "missing.topic");
+    get_str(line, "key", raw, sizeof raw);
+    assert_string_equal(raw, "key-1");
+    get_str(line, "error", raw, sizeof raw);
+    assert_string_equal(raw, "the transport refused it: not found");
+    run_free(&r);
+
+    create_topic("missing.topic");
+    r = lc("outbox redrive default");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "re-drove 1 dead letter of outbox default: "
+                               "back in the outbox as new messages with their "
+                               "ids; the active relay publishes them\n");
+    run_free(&r);
+    wait_arrived("missing.topic", 1);
+    wait_status_member("pending", "0", line, sizeof line);
+    assert_int_equal(get_i64(line, "dead_letters"), 0);
+    assert_int_equal(stop(ch, SIGTERM), 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -932,6 +1077,9 @@ main(void)
         T(test_relay_standby_takes_over_from_a_killed_one),
         T(test_relay_killed_shows_gone),
         T(test_relay_json_events),
+        T(test_relay_failing_transport),
+        T(test_relay_stop_while_a_publish_fails),
+        T(test_relay_dead_letters_and_redrive),
         T(test_outbox_dlq_and_redrive),
         T(test_outbox_bad_arguments),
         T(test_relay_errors),
