@@ -690,8 +690,7 @@ test_relay_failing_transport(void **state)
     get_raw(line, "failing", raw, sizeof raw);
     assert_string_equal(raw, "true");
     get_str(line, "last_error", raw, sizeof raw);
-    assert_string_equal(raw, "publishing failed: PostgreSQL reported an "
-                             "error");
+    assert_string_equal(raw, "publishing through topics:// failed: LOOM_EDB");
     get_str(line, "failing_since", raw, sizeof raw);
     assert_int_equal(strlen(raw), 24);
     assert_int_equal(get_i64(line, "pending"), 3);
@@ -701,9 +700,9 @@ test_relay_failing_transport(void **state)
                "RELAY PID SINCE TRANSPORT HEARTBEAT FAILING "
                "SINCE LAST ERROR");
     assert_row_like(r.out, "default ", "default 3 ",
-                    " ago publishing failed: PostgreSQL reported an error");
-    assert_has(r.out, "outbox default: publishing fails: publishing failed: "
-                      "PostgreSQL reported an error\n");
+                    " ago publishing through topics:// failed: LOOM_EDB");
+    assert_has(r.out, "outbox default: publishing fails: publishing through "
+                      "topics:// failed: LOOM_EDB\n");
     run_free(&r);
     wait_out(ch, " failed publishes, 0 dead letters\n");
 
