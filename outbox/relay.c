@@ -392,6 +392,21 @@ relay_lost(loom_relay *r, const char *why)
     relay_wait_for(r, WAIT_LEAD, r->standby_ms);
 }
 
+/* A step failed during a stop: the batch is left to the next leader
+ * (at least once), and the relay steps down while it still leads.
+ * relay_lost() would stand by first, which skips the resign: the row
+ * would keep naming this relay, shown as gone once it exits. */
+static void
+relay_stop_now(loom_relay *r)
+{
+    loom__log(LOOM_LOG_INFO,
+              "relay %s: stopping; the batch in hand is published again by "
+              "the next active relay",
+              r->outbox);
+    relay_drop_batch(r);
+    relay_finish_stop(r);
+}
+
 static void
 relay_on_wake(void *arg, const char *channel, const char *payload)
 {
@@ -516,7 +531,10 @@ relay_send_beat(loom_relay *r)
 
     memcpy(&bits, &r->rate, sizeof bits);
     loom__pg_put_be64(rate, bits);
-    if (r->error != NULL && !r->error_sent) {
+    /* Every beat while failing carries the error: a NULL one clears
+     * failing_since (loom.outbox_heartbeat), so `outbox status` would
+     * show a relay that still fails as healthy from its second beat on. */
+    if (r->error != NULL) {
         values[2] = r->error;
         lengths[2] = (int) strlen(r->error);
         r->error_sent = 1;
@@ -746,15 +764,15 @@ relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
         return;
     }
     r->stats.failures++;
+    if (r->stopping) {
+        relay_stop_now(r);
+        return;
+    }
     {
         char what[96];
         snprintf(what, sizeof what, "publishing through %s:// failed",
                  loom_transport_scheme(r->tp));
         relay_set_error(r, what, loom_err_name(rc));
-    }
-    if (r->stopping) {
-        relay_lost(r, "stopping");
-        return;
     }
     relay_backoff(r);
 }
@@ -835,12 +853,12 @@ relay_on_advanced(void *arg, loom_err rc, PGresult *res)
         relay_lost(r, "another relay moved the cursor");
         return;
     }
-    relay_set_error(r, "recording progress failed",
-                    loom__pgconn_errmsg(&r->conn));
     if (r->stopping) {
-        relay_lost(r, "stopping");
+        relay_stop_now(r);
         return;
     }
+    relay_set_error(r, "recording progress failed",
+                    loom__pgconn_errmsg(&r->conn));
     r->single_mode = 1;
     r->single = r->n; /* published: only the advance is retried */
     relay_backoff(r);

@@ -24,8 +24,8 @@ ctl_conninfo(const ctl *c)
 
 /* libpq expands a dbname that looks like a connection string (a URL, or
  * with '='); anything else is just the database's name. */
-static int
-conn_is_string(const char *conninfo)
+int
+ctl_conninfo_is_string(const char *conninfo)
 {
     return strchr(conninfo, '=') != NULL ||
            strncmp(conninfo, "postgresql://", 13) == 0 ||
@@ -62,7 +62,7 @@ ctl_conninfo_describe(const char *conninfo, char *out, size_t len)
         snprintf(out, len, "libpq defaults (PGHOST, PGDATABASE, ...)");
         return;
     }
-    if (!conn_is_string(conninfo)) {
+    if (!ctl_conninfo_is_string(conninfo)) {
         snprintf(out, len, "dbname=%s", conninfo);
         return;
     }
@@ -121,7 +121,7 @@ conn_check(const char *conninfo)
     PQconninfoOption *opts;
     char *err = NULL;
 
-    if (conninfo == NULL || !conn_is_string(conninfo))
+    if (conninfo == NULL || !ctl_conninfo_is_string(conninfo))
         return CTL_OK;
     opts = PQconninfoParse(conninfo, &err);
     if (opts == NULL) {

@@ -23,6 +23,30 @@ ctl_fmt_age(int64_t s, char out[32])
 }
 
 void
+ctl_fmt_secs(double secs, char out[32])
+{
+    int64_t s;
+
+    if (!(secs > 0)) /* negative (clocks disagree a little) or NaN */
+        secs = 0;
+    if (secs < 9.95) {
+        snprintf(out, 32, "%.1f s", secs);
+        return;
+    }
+    s = secs < 1e12 ? (int64_t) secs : INT64_C(1000000000000);
+    if (s < 60)
+        snprintf(out, 32, "%" PRId64 " s", s);
+    else if (s < 3600)
+        snprintf(out, 32, "%" PRId64 " min", s / 60);
+    else if (s < 86400)
+        snprintf(out, 32, "%" PRId64 " h %02" PRId64 " min", s / 3600,
+                 s % 3600 / 60);
+    else
+        snprintf(out, 32, "%" PRId64 " d %02" PRId64 " h", s / 86400,
+                 s % 86400 / 3600);
+}
+
+void
 ctl_fmt_count(int64_t n, char out[32])
 {
     char digits[24];

@@ -115,6 +115,10 @@ int ctl_check_category(const ctl *c, const char *opt, const char *s);
  * (libpq's defaults). */
 const char *ctl_conninfo(const ctl *c);
 
+/* 1 when libpq reads `conninfo` as a connection string (a URL, or
+ * key=value settings), 0 when it is a bare database name. */
+int ctl_conninfo_is_string(const char *conninfo);
+
 /* Writes where `conninfo` points ("host=... port=... dbname=...") into
  * `out`, with any password shown as ***. */
 void ctl_conninfo_describe(const char *conninfo, char *out, size_t len);
@@ -148,5 +152,7 @@ int ctl_cmd_stats(ctl *c, int argc, char **argv);
 int ctl_cmd_parked(ctl *c, int argc, char **argv);
 int ctl_cmd_projection(ctl *c, int argc, char **argv);
 int ctl_cmd_topics(ctl *c, int argc, char **argv);
+int ctl_cmd_outbox(ctl *c, int argc, char **argv);
+int ctl_cmd_relay(ctl *c, int argc, char **argv);
 
 #endif /* LOOMCTL_H */

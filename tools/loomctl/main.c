@@ -148,6 +148,54 @@ static const main_cmd main_cmds[] = {
      "  retention  applies every topic's retention now (running transports\n"
      "             do it on their own) and prints the rows removed\n",
      ctl_cmd_topics},
+    {"outbox",
+     "status [OUTBOX]\n"
+     "dlq [OUTBOX] [--limit N]\n"
+     "redrive [OUTBOX] [--id UUID ...]",
+     "outboxes: messages waiting, the active relay, dead letters",
+     "The outbox (loom/outbox.h) holds the messages services wrote in their\n"
+     "transactions until a relay (`loomctl relay`) publishes them. Without\n"
+     "OUTBOX, every outbox.\n"
+     "  status    one row per outbox: messages waiting (PENDING) and the\n"
+     "            oldest one's age, messages published in all, the publish\n"
+     "            rate, dead letters, and the active relay: its name, its\n"
+     "            PostgreSQL backend pid, since when it leads, its\n"
+     "            transport and heartbeat (\"none\" without one; \"none\n"
+     "            (last: NAME, gone)\" when it died without stepping down),\n"
+     "            and since when publishing fails, with the last error\n"
+     "  dlq       the messages a relay could never publish (the transport\n"
+     "            refused them for good): position, message id, topic,\n"
+     "            key (text, or hex), type, payload size, when, the error\n"
+     "    --limit N   at most N (default 100, at most 100000)\n"
+     "  redrive   puts dead letters back into the outbox as new messages\n"
+     "            with their ids (all, or those of each --id), for the relay\n"
+     "            to publish again; an --id that is no dead letter exits 1\n"
+     "            and re-drives nothing\n",
+     ctl_cmd_outbox},
+    {"relay",
+     "[--outbox NAME] [--transport URL] [--batch N] [--name NAME] "
+     "[--report-ms N]",
+     "publish an outbox's messages until stopped",
+     "Runs a relay for one outbox in the foreground: while it is the\n"
+     "active relay it publishes the outbox's messages in commit order and\n"
+     "records its progress; others started for the same outbox stand by\n"
+     "and one takes over within about a second when it stops or dies.\n"
+     "Prints a line when it becomes active or stands by, and a status\n"
+     "line (published, rate, failed publishes, dead letters) now and\n"
+     "then. SIGINT or SIGTERM stops it cleanly (the batch in hand is\n"
+     "published and recorded, then it steps down; exit 0); a second\n"
+     "signal ends it at once. --json prints one object per event\n"
+     "(started, active, standby, report, stopping, stopped).\n"
+     "  --outbox NAME     the outbox (default \"default\")\n"
+     "  --transport URL   where messages go (default topics:// on the\n"
+     "                    --db database: the built-in topics)\n"
+     "  --batch N         most messages per publish (default 500, at\n"
+     "                    most 10000)\n"
+     "  --name NAME       shown as the active relay by `outbox status`\n"
+     "                    (default \"<host> pid <pid>\")\n"
+     "  --report-ms N     a status line every N ms (default 10000; 0:\n"
+     "                    never)\n",
+     ctl_cmd_relay},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
