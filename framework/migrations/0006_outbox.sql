@@ -299,7 +299,7 @@ $$;
 
 -- What `loomctl outbox status` shows: per outbox, pending messages, the
 -- oldest one's age, the publish rate and the active relay. An outbox with
--- messages but no relay row yet shows too.
+-- messages or dead letters but no relay row yet shows too.
 CREATE VIEW loom.outbox_status AS
 SELECT names.outbox,
        (SELECT count(*) FROM loom.outbox o
@@ -323,5 +323,7 @@ SELECT names.outbox,
                         WHERE a.pid = r.leader_pid) AS leader_alive
   FROM (SELECT outbox FROM loom.outbox_relays
         UNION
-        SELECT DISTINCT outbox FROM loom.outbox) AS names
+        SELECT DISTINCT outbox FROM loom.outbox
+        UNION
+        SELECT DISTINCT outbox FROM loom.outbox_dead_letters) AS names
   LEFT JOIN loom.outbox_relays r USING (outbox);

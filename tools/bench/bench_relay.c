@@ -59,8 +59,8 @@ static const char rl_raw_sql[] =
     "WITH e AS (INSERT INTO loom_bench.events (stream, category, version, "
     "event_id, type, schema_version, data) VALUES ($1, 'acct', $2, $3, $4, "
     "1, $5) RETURNING 1) INSERT INTO loom_bench.outbox (outbox, topic, key, "
-    "type, headers, payload, message_id) SELECT '" RL_OUTBOX
-    "', '" RL_TOPIC "', convert_to($1, 'UTF8'), $4, $6, $5, $7 FROM e";
+    "type, headers, payload, message_id) SELECT '" RL_OUTBOX "', '" RL_TOPIC
+    "', convert_to($1, 'UTF8'), $4, $6, $5, $7 FROM e";
 
 static const loom_header rl_headers[1] = {{"tenant", "acme-industries"}};
 
@@ -69,9 +69,9 @@ typedef struct rl_run {
     const bench_env *env;
     int raw;
     int writers;
-    double rate;    /* per writer; 0: full speed */
+    double rate; /* per writer; 0: full speed */
     double seconds;
-    unsigned id;    /* makes stream names unique per run */
+    unsigned id; /* makes stream names unique per run */
     atomic_int go, stop, failed, writers_done;
     atomic_llong written;
     atomic_llong published;
@@ -161,7 +161,7 @@ rl_write_raw(rl_writer *w, PGconn *c, const char *stream, int64_t version,
              const char *payload, const loom__buf *hdr)
 {
     char ver[8], eid[16], mid[16];
-    const char *values[7] = {stream,  ver, eid, BENCH_EVENT_TYPE,
+    const char *values[7] = {stream,  ver,       eid, BENCH_EVENT_TYPE,
                              payload, hdr->data, mid};
     int lengths[7] = {(int) strlen(stream),
                       8,
@@ -236,9 +236,9 @@ rl_writer_main(void *arg)
         snprintf(stream, sizeof stream, "acct-%u-%d-%lld", run->id, w->index,
                  (long long) (k / RL_APPENDS));
         rc = run->raw ? rl_write_raw(w, c, stream, version, payload, &hdr)
-                      : rl_write_loom(w, s, tx,
-                                      stream, version == 0 ? LOOM_EXPECT_NO_STREAM
-                                                           : version - 1,
+                      : rl_write_loom(w, s, tx, stream,
+                                      version == 0 ? LOOM_EXPECT_NO_STREAM
+                                                   : version - 1,
                                       payload);
         if (rc != 0)
             break;
@@ -309,7 +309,8 @@ rl_raw(const bench_env *env, const bench_opts *o, double *rate)
     return 0;
 }
 
-/* ---- loom: the relay on the main thread ------------------------------------ */
+/* ---- loom: the relay on the main thread ------------------------------------
+ */
 
 typedef struct rl_loop {
     rl_run *run;
@@ -333,8 +334,7 @@ rl_published(void *arg, const loom_message *msgs, size_t n)
         int64_t now = rl_wall_us();
         for (size_t i = 0; i < n; i++)
             if (run->lag.n < RL_MAX_SAMPLES)
-                bench_samples_push(&run->lag,
-                                   (now - msgs[i].timestamp) * 1000);
+                bench_samples_push(&run->lag, (now - msgs[i].timestamp) * 1000);
     }
     total = atomic_fetch_add(&run->published, (long long) n) + (long long) n;
     if (atomic_load(&run->writers_done) == run->writers &&
@@ -398,8 +398,8 @@ stop:
 /* One loom run through `url`: the writers at `rate` (0: full speed), the
  * relay publishing. */
 static int
-rl_loom(const bench_env *env, const bench_opts *o, const char *url,
-        double rate, int writers, rl_run *run)
+rl_loom(const bench_env *env, const bench_opts *o, const char *url, double rate,
+        int writers, rl_run *run)
 {
     loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
     loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
@@ -460,7 +460,8 @@ rl_loom(const bench_env *env, const bench_opts *o, const char *url,
     return atomic_load(&run->failed) || atomic_load(&bench_stopped) ? -1 : 0;
 }
 
-/* ---- the case ---------------------------------------------------------------- */
+/* ---- the case
+ * ---------------------------------------------------------------- */
 
 /* The transport URL for `name` ("topics", "nats"), or NULL to skip it. */
 static char *
@@ -506,13 +507,13 @@ rl_transport(bench_env *env, const bench_opts *o, const char *name)
         goto out;
     loom = (double) atomic_load(&full.written) * 1e9 /
            (double) (atomic_load(&full.end_ns) - atomic_load(&full.start_ns));
-    bench_progress("relay %s: %lld messages written and published in %.1f s: "
-                   "%.0f/s",
-                   name, (long long) atomic_load(&full.written),
-                   (double) (atomic_load(&full.end_ns) -
-                             atomic_load(&full.start_ns)) /
-                       1e9,
-                   loom);
+    bench_progress(
+        "relay %s: %lld messages written and published in %.1f s: "
+        "%.0f/s",
+        name, (long long) atomic_load(&full.written),
+        (double) (atomic_load(&full.end_ns) - atomic_load(&full.start_ns)) /
+            1e9,
+        loom);
     lag.measure_lag = 1;
     if (rl_loom(env, o, url, o->rate / RL_WRITERS, RL_WRITERS, &lag) != 0)
         goto out;
