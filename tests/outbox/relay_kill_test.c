@@ -8,8 +8,10 @@
  * transactions. RELAY_KILLS times, at seeded random moments, the ACTIVE
  * relay is killed with SIGKILL and a new standby is started: the other
  * one must take over. At the end every message is in the topic at least
- * once; the copies beyond the first are at most one batch per kill; and
- * for every key the first copies are in outbox order.
+ * once; the copies beyond the first are at most one batch per kill; for
+ * every key the first copies are in outbox order; and an idempotent
+ * consumer (loom/inbox_consumer.h) reading the topic applies each message
+ * exactly once, dropping every copy.
  *
  * RELAY_KILL_SEED=<n> replays one run; the seed is printed.
  */
@@ -28,6 +30,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "loom/inbox_consumer.h"
 #include "loom/outbox.h"
 #include "tptest.h"
 
@@ -97,6 +100,57 @@ sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+static loom_err
+kill_apply(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
+           void *arg)
+{
+    char id[LOOM_UUID_STRLEN];
+    const char *values[1] = {id};
+
+    (void) why;
+    (void) whylen;
+    (void) arg;
+    loom_uuid_format(&m->id, id);
+    return loom_tx_exec(tx, "INSERT INTO kill_effects (message_id) VALUES ($1)",
+                        1, values);
+}
+
+/* Reads the whole topic through an inbox consumer; returns the copies it
+ * dropped as duplicates. */
+static long long
+kill_consume(void)
+{
+    tpt_env e;
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    const char *topics[1] = {"relay.kill"};
+    loom_inbox_consumer *ic = NULL;
+    loom_inbox_consumer_stats st;
+    char err[512] = "";
+    long long copies =
+        est_ll("SELECT count(*) FROM loom.topic_messages m JOIN loom.topics t "
+               "ON t.id = m.topic_id WHERE t.name = 'relay.kill'");
+
+    tpt_open(&e, "");
+    cfg.group = "kill-inbox";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    if (loom_inbox_consumer_open(e.t, &cfg, &icfg, kill_apply, NULL, &ic, err,
+                                 sizeof err) != LOOM_OK)
+        fail_msg("loom_inbox_consumer_open: %s", err);
+    for (int i = 0; i < 12000; i++) {
+        loom_inbox_consumer_stats_get(ic, &st);
+        if ((long long) (st.handled + st.duplicates) >= copies)
+            break;
+        tpt_run(&e, NULL, NULL, 10);
+    }
+    loom_inbox_consumer_stats_get(ic, &st);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+    assert_int_equal(st.handled + st.duplicates, copies);
+    return (long long) st.duplicates;
+}
+
 static void
 relay_sigkill_at_random_points_loses_nothing(void **state)
 {
@@ -106,7 +160,7 @@ relay_sigkill_at_random_points_loses_nothing(void **state)
     PGconn *c = est_connect(NULL);
     pid_t kids[2];
     int written = 0, kills = 0, next_kill_at;
-    long long total, distinct, bad_order, leftover;
+    long long total, distinct, bad_order, leftover, dropped;
     char sql[1024];
 
     (void) state;
@@ -185,6 +239,16 @@ relay_sigkill_at_random_points_loses_nothing(void **state)
     assert_true(total - distinct <= (long long) kills * RELAY_KILL_BATCH);
     assert_int_equal(bad_order, 0);
     assert_int_equal(kills, RELAY_KILLS);
+
+    /* The inbox drops every copy: each message's effect exactly once. */
+    est_exec(c, "CREATE TABLE kill_effects (message_id uuid NOT NULL)");
+    dropped = kill_consume();
+    assert_int_equal(dropped, total - distinct);
+    assert_int_equal(est_ll("SELECT count(*) FROM kill_effects"),
+                     RELAY_KILL_MESSAGES);
+    assert_int_equal(est_ll("SELECT count(DISTINCT message_id) FROM "
+                            "kill_effects"),
+                     RELAY_KILL_MESSAGES);
     PQfinish(c);
 }
 
