@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include <uv.h> /* tptest.h needs it first */
+
 #include "loom/nats.h"
 #include "tptest.h"
 

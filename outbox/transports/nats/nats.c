@@ -521,10 +521,11 @@ nt_close(void *state)
     if (tr->nc != NULL &&
         natsConnection_Status(tr->nc) == NATS_CONN_STATUS_CONNECTED)
         natsConnection_FlushTimeout(tr->nc, 1000);
-    if (tr->js != NULL) {
+    if (tr->js != NULL && tr->js_async) {
         natsMsgList pending = {0};
         /* Publishes still awaiting acknowledgement: libnats hands them
-         * back (or would keep them forever). Their calls fail below. */
+         * back (or would keep them forever). Their calls fail below.
+         * (libnats 3.4 crashes here before a first async publish.) */
         if (js_PublishAsyncGetPendingList(&pending, tr->js) == NATS_OK)
             natsMsgList_Destroy(&pending);
     }

@@ -272,6 +272,7 @@ loom__nt_publish_some(nt_transport *tr, nt_call *call)
         p->call = call;
         loom__nt_pub_add(tr, p);
         pthread_mutex_unlock(&tr->mu);
+        tr->js_async = 1;
         s = js_PublishMsgAsync(tr->js, &call->msgs[i], &po);
         call->sent++;
         if (s == NATS_OK)
@@ -301,6 +302,7 @@ loom__nt_publish_dead(nt_transport *tr, nt_entry *e)
     p->dead = e;
     loom__nt_pub_add(tr, p);
     pthread_mutex_unlock(&tr->mu);
+    tr->js_async = 1;
     s = js_PublishMsgAsync(tr->js, &e->dead, &po);
     if (s == NATS_OK)
         return; /* loom__nt_on_pub_ack() terminates or retries it */
