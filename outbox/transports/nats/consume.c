@@ -48,6 +48,8 @@ cn_free(nt_consumer *c)
     for (size_t i = 0; i < c->n_subs; i++) {
         loom_free(c->subs[i].filter);
         loom_free(c->subs[i].durable);
+        loom_free(c->subs[i].inbox);
+        loom_free(c->subs[i].next_subject);
     }
     loom_free(c->subs);
     loom_free(c->group);
@@ -141,33 +143,6 @@ cn_entry(nt_sub *s, natsMsg *nm)
     return e;
 }
 
-/* The batch of `list` (its messages are taken), or NULL. */
-static nt_batch *
-cn_batch(nt_sub *s, natsMsgList *list)
-{
-    size_t n = (size_t) list->Count;
-    nt_batch *b = loom_malloc(sizeof *b + 2 * n * sizeof(void *));
-
-    if (b == NULL)
-        return NULL;
-    memset(b, 0, sizeof *b);
-    b->ev.type = NT_EV_BATCH;
-    b->c = s->c;
-    b->msgs = (const loom_message **) (void *) &b->e[n];
-    for (size_t i = 0; i < n; i++) {
-        nt_entry *e = cn_entry(s, list->Msgs[i]);
-        if (e == NULL)
-            continue; /* natsMsgList_Destroy() frees the message */
-        list->Msgs[i] = NULL;
-        b->e[b->n++] = e;
-    }
-    if (b->n == 0) {
-        loom_free(b);
-        return NULL;
-    }
-    return b;
-}
-
 static void
 cn_pause(nt_consumer *c, int64_t ms)
 {
@@ -183,6 +158,121 @@ cn_pause(nt_consumer *c, int64_t ms)
     pthread_cond_timedwait(&c->cond, &c->tr->mu, &ts);
 }
 
+static int64_t
+cn_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Hands the batch in hand to the loop (mu not held). */
+static void
+cn_post(nt_consumer *c, nt_batch **bp)
+{
+    nt_batch *b = *bp;
+
+    if (b == NULL)
+        return;
+    *bp = NULL;
+    pthread_mutex_lock(&c->tr->mu);
+    c->refs += b->n;
+    loom__nt_post_locked(c->tr, &b->ev);
+    pthread_mutex_unlock(&c->tr->mu);
+}
+
+/* What a message without a JetStream reply subject means: a status that
+ * ends the pull request (404 no messages, 408 expired, 409 too many
+ * requests or the consumer changed), or nothing. */
+static int
+cn_request_ended(natsMsg *m)
+{
+    const char *status = NULL;
+
+    if (natsMsgHeader_Get(m, "Status", &status) != NATS_OK || status == NULL)
+        return 0;
+    return strcmp(status, "404") == 0 || strcmp(status, "408") == 0 ||
+           strcmp(status, "409") == 0;
+}
+
+/*
+ * One pull request for up to `want` messages: sends it, then takes what
+ * arrives until it is fulfilled, ends, or expires. Messages go to the
+ * loop as they come: whatever is queued is one batch. Returns how many
+ * were taken, and in *st the status that ended it (NATS_OK or
+ * NATS_TIMEOUT are normal).
+ *
+ * Not natsSubscription_Fetch(): in libnats 3.4 it overflows its array
+ * when messages of an earlier request are still queued when it starts
+ * (nats.c #749, fixed in later releases), which a reconnection makes
+ * likely; and it holds what it has until the batch is full.
+ */
+static size_t
+cn_pull(nt_sub *s, size_t want, natsStatus *st)
+{
+    nt_consumer *c = s->c;
+    nt_transport *tr = c->tr;
+    int64_t deadline = cn_now_ms() + tr->cfg.fetch_wait_ms + 1000;
+    nt_batch *b = NULL;
+    size_t got = 0;
+    char req[96];
+
+    snprintf(req, sizeof req, "{\"batch\":%zu,\"expires\":%lld}", want,
+             (long long) tr->cfg.fetch_wait_ms * 1000000);
+    *st = natsConnection_PublishRequestString(tr->nc, s->next_subject, s->inbox,
+                                              req);
+    while (*st == NATS_OK && got < want) {
+        int64_t wait = deadline - cn_now_ms();
+        natsMsg *m = NULL;
+        nt_entry *e;
+        const char *reply;
+
+        if (wait <= 0) {
+            *st = NATS_TIMEOUT;
+            break;
+        }
+        /* With a batch in hand only what is queued joins it. */
+        *st = natsSubscription_NextMsg(&m, s->sub, b != NULL ? 0 : wait);
+        if (*st == NATS_TIMEOUT && b != NULL) {
+            cn_post(c, &b);
+            *st = NATS_OK;
+            continue;
+        }
+        if (*st != NATS_OK)
+            break;
+        reply = natsMsg_GetReply(m);
+        if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0) {
+            int ended = cn_request_ended(m);
+            natsMsg_Destroy(m);
+            if (ended)
+                break;
+            continue;
+        }
+        if ((e = cn_entry(s, m)) == NULL) {
+            natsMsg_Destroy(m);
+            continue;
+        }
+        if (b == NULL) {
+            b = loom_malloc(sizeof *b + 2 * (want - got) * sizeof(void *));
+            if (b == NULL) { /* dropped: JetStream redelivers it */
+                natsMsg_Destroy(e->nm);
+                loom_free(e->mem);
+                loom_free(e);
+                continue;
+            }
+            memset(b, 0, sizeof *b);
+            b->ev.type = NT_EV_BATCH;
+            b->c = c;
+            b->msgs = (const loom_message **) (void *) &b->e[want - got];
+        }
+        b->e[b->n++] = e;
+        got++;
+    }
+    cn_post(c, &b);
+    return got;
+}
+
 static void *
 cn_fetcher(void *arg)
 {
@@ -193,10 +283,7 @@ cn_fetcher(void *arg)
 
     pthread_mutex_lock(&tr->mu);
     while (!c->stop) {
-        size_t want, got = 0;
-        natsMsgList list = {0};
-        jsErrCode jerr = 0;
-        nt_batch *b = NULL;
+        size_t want, got;
         natsStatus st;
 
         if (c->in_flight >= c->max_in_flight) {
@@ -208,27 +295,19 @@ cn_fetcher(void *arg)
             want = c->batch;
         c->in_flight += want; /* reserved: other patterns see it */
         pthread_mutex_unlock(&tr->mu);
-        st = natsSubscription_Fetch(&list, s->sub, (int) want,
-                                    tr->cfg.fetch_wait_ms, &jerr);
-        if (st == NATS_OK)
-            b = cn_batch(s, &list);
-        natsMsgList_Destroy(&list);
+        got = cn_pull(s, want, &st);
+        if (st != NATS_OK && st != NATS_TIMEOUT && pause == 0)
+            loom__nt_log(tr, LOOM_LOG_DEBUG,
+                         "nats: pulling from consumer \"%s\": %s; retrying",
+                         s->durable, natsStatus_GetText(st));
         pthread_mutex_lock(&tr->mu);
-        got = b != NULL ? b->n : 0;
-        c->in_flight -= want - got;
-        if (b != NULL) {
-            c->refs += got;
-            loom__nt_post_locked(tr, &b->ev);
-        }
+        c->in_flight -= want - got; /* taken ones are released one by one */
         if (st == NATS_OK || st == NATS_TIMEOUT || c->stop) {
             pause = 0;
             continue;
         }
-        /* Disconnected (libnats reconnects) or refused: wait, retry. */
-        if (pause == 0)
-            loom__nt_log(tr, LOOM_LOG_DEBUG,
-                         "nats: fetching from consumer \"%s\": %s; retrying",
-                         s->durable, natsStatus_GetText(st));
+        /* Disconnected (libnats reconnects), JetStream not ready after a
+         * restart (no responders), or refused: wait, then try again. */
         pause = pause == 0 ? 50 : pause * 2 > 2000 ? 2000 : pause * 2;
         cn_pause(c, pause);
     }
@@ -239,17 +318,18 @@ cn_fetcher(void *arg)
 /* ---- subscribe ------------------------------------------------------------
  */
 
-/* Creates (or updates) the durable JetStream consumer and binds a pull
- * subscription to it. */
+/* Creates (or updates) the durable JetStream consumer and subscribes its
+ * inbox for pulled messages. */
 static loom_err
 cn_sub_open(nt_transport *tr, nt_sub *s)
 {
     jsConsumerInfo *ci = NULL;
     jsConsumerConfig cc;
-    jsSubOptions so;
     jsErrCode jerr = 0;
     natsStatus st;
     const char *what = "create";
+    natsInbox *inbox = NULL;
+    char next[512];
 
     jsConsumerConfig_Init(&cc);
     cc.Durable = s->durable;
@@ -267,12 +347,18 @@ cn_sub_open(nt_transport *tr, nt_sub *s)
     jsConsumerInfo_Destroy(ci);
     if (st == NATS_OK) {
         what = "subscribe to";
-        jsSubOptions_Init(&so);
-        so.Stream = tr->cfg.stream;
-        so.Consumer = s->durable;
-        st = js_PullSubscribe(&s->sub, tr->js, s->filter, s->durable, NULL, &so,
-                              &jerr);
+        snprintf(next, sizeof next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
+                 tr->cfg.stream, s->durable);
+        s->next_subject = loom__strdup(next);
+        st = natsInbox_Create(&inbox);
+        if (st == NATS_OK && (s->inbox = loom__strdup(inbox)) == NULL)
+            st = NATS_NO_MEMORY;
+        natsInbox_Destroy(inbox);
+        if (st == NATS_OK && s->next_subject == NULL)
+            st = NATS_NO_MEMORY;
     }
+    if (st == NATS_OK)
+        st = natsConnection_SubscribeSync(&s->sub, tr->nc, s->inbox);
     if (st != NATS_OK) {
         const char *last = nats_GetLastError(NULL);
         s->sub = NULL;
@@ -341,7 +427,7 @@ cn_close_subs(nt_consumer *c)
     c->stop = 1;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&tr->mu);
-    /* Unsubscribing wakes a fetch waiting on the server. */
+    /* Unsubscribing wakes a thread waiting for messages. */
     for (size_t i = 0; i < c->n_subs; i++)
         if (c->subs[i].sub != NULL)
             natsSubscription_Unsubscribe(c->subs[i].sub);

@@ -275,12 +275,15 @@ enum {
                          it */
 };
 
-/* A pattern's JetStream consumer and the thread fetching from it. */
+/* A pattern's JetStream consumer, the inbox its messages are pulled to
+ * and the thread pulling them. */
 struct nt_sub {
     nt_consumer *c;
-    char *filter;  /* the subject filter; owned */
-    char *durable; /* owned */
-    int wild;      /* the pattern has a wildcard: skip ".dlq" topics */
+    char *filter;       /* the subject filter; owned */
+    char *durable;      /* owned */
+    char *inbox;        /* where pulled messages arrive; owned */
+    char *next_subject; /* the JetStream API subject to pull from; owned */
+    int wild;           /* the pattern has a wildcard: skip ".dlq" topics */
     natsSubscription *sub;
     pthread_t thread;
     int started;
