@@ -46,8 +46,8 @@ struct rs_state {
     tpt_env *e;
     uv_timer_t pub;
     rs_msg *m;
-    int next;      /* the next message never published */
-    int *retry;    /* indexes to publish again */
+    int next;   /* the next message never published */
+    int *retry; /* indexes to publish again */
     int n_retry;
     int in_flight; /* calls */
     int acked;
