@@ -360,13 +360,12 @@ cn_sub_open(nt_transport *tr, nt_sub *s)
     if (st == NATS_OK)
         st = natsConnection_SubscribeSync(&s->sub, tr->nc, s->inbox);
     if (st != NATS_OK) {
-        const char *last = nats_GetLastError(NULL);
         s->sub = NULL;
         loom__nt_errf(tr,
                       "nats: cannot %s consumer \"%s\" (subjects \"%s\") of "
                       "stream \"%s\": %s",
                       what, s->durable, s->filter, tr->cfg.stream,
-                      last ? last : natsStatus_GetText(st));
+                      loom__nt_why(st));
         return st == NATS_ERR ? LOOM_EIO : loom__nt_err(st);
     }
     return LOOM_OK;
@@ -569,7 +568,7 @@ cn_dead(nt_consumer *c, nt_entry *e, const char *error)
         {LOOM_HEADER_ERROR, error},           {LOOM_HEADER_GROUP, c->group},
         {LOOM_HEADER_DELIVERIES, deliveries}, {LOOM_HEADER_TOPIC, e->msg.topic},
         {LOOM_HEADER_PARTITION, "0"},         {LOOM_HEADER_OFFSET, offset}};
-    int64_t max = natsConnection_GetMaxPayload(tr->nc);
+    int64_t max = loom__nt_max_payload(tr);
     size_t size;
 
     snprintf(deliveries, sizeof deliveries, "%llu",

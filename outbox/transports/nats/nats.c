@@ -215,14 +215,30 @@ nt_on_disconnected(natsConnection *nc, void *closure)
     loom__nt_leave(tr);
 }
 
+int64_t
+loom__nt_max_payload(nt_transport *tr)
+{
+    int64_t max;
+
+    pthread_mutex_lock(&tr->mu);
+    max = tr->max_payload;
+    pthread_mutex_unlock(&tr->mu);
+    return max;
+}
+
 static void
 nt_on_reconnected(natsConnection *nc, void *closure)
 {
     nt_transport *tr = loom__nt_enter(closure);
     char url[256] = "";
+    int64_t max;
 
     if (tr == NULL)
         return;
+    max = natsConnection_GetMaxPayload(nc); /* another server may differ */
+    pthread_mutex_lock(&tr->mu);
+    tr->max_payload = max;
+    pthread_mutex_unlock(&tr->mu);
     nt_url(nc, url, sizeof url);
     loom__nt_log(tr, LOOM_LOG_INFO, "nats: reconnected to %s", url);
     loom__nt_leave(tr);
@@ -291,11 +307,11 @@ static loom_err
 nt_js_fail(natsStatus s, jsErrCode jerr, const char *what, const char *name,
            char *err, size_t errlen)
 {
-    const char *last = nats_GetLastError(NULL);
-
-    snprintf(err, errlen, "nats: %s \"%s\": %s (%s, JetStream error %d)", what,
-             name, last ? last : natsStatus_GetText(s), natsStatus_GetText(s),
-             (int) jerr);
+    snprintf(err, errlen, "nats: %s \"%s\": %s (JetStream error %d)%s", what,
+             name, loom__nt_why(s), (int) jerr,
+             s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT
+                 ? "; is JetStream enabled on the server (nats-server -js)?"
+                 : "");
     return s == NATS_ERR ? LOOM_EIO : loom__nt_err(s);
 }
 
@@ -380,14 +396,13 @@ nt_connect(nt_transport *tr, char *err, size_t errlen)
         s = natsConnection_Connect(&tr->nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
-        const char *last = nats_GetLastError(NULL);
         tr->nc = NULL;
         snprintf(err, errlen, "nats: cannot connect to %s%s: %s",
                  tr->cfg.servers[0],
-                 tr->cfg.n_servers > 1 ? " (and others)" : "",
-                 last ? last : natsStatus_GetText(s));
+                 tr->cfg.n_servers > 1 ? " (and others)" : "", loom__nt_why(s));
         return s == NATS_NO_MEMORY ? LOOM_ENOMEM : LOOM_ECONN;
     }
+    tr->max_payload = natsConnection_GetMaxPayload(tr->nc);
     jsOptions_Init(&jo);
     jo.Wait = tr->cfg.connect_timeout_ms;
     jo.PublishAsync.AckHandler = loom__nt_on_pub_ack;

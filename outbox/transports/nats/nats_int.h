@@ -244,6 +244,12 @@ void loom__nt_on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
 /* Close: fails every call still open (their callbacks run now) and
  * forgets every awaited publish. */
 void loom__nt_produce_close(nt_transport *tr);
+/* The server's max_payload (any thread). Cached: libnats holds its
+ * connection lock while it reconnects, up to connect_timeout_ms per
+ * attempt, and the loop must not wait for that. */
+int64_t loom__nt_max_payload(nt_transport *tr);
+/* libnats' last error text on this thread, or the text of s. */
+const char *loom__nt_why(natsStatus s);
 /* Maps a libnats status to a loom_err. */
 loom_err loom__nt_err(natsStatus s);
 
@@ -343,6 +349,7 @@ struct nt_transport {
     nt_job *settle_head, *settle_tail; /* ACK, NAK, TERM */
     nt_job *pubq_head, *pubq_tail;     /* PUBLISH, DEAD */
     int io_stop;
+    int64_t max_payload;  /* the server's, as of the last (re)connection */
     size_t pub_in_flight; /* publishes awaiting acknowledgement */
     nt_pub *pubs[NT_PUB_BUCKETS];
     /* loop */

@@ -46,6 +46,19 @@ loom__nt_err(natsStatus s)
     }
 }
 
+const char *
+loom__nt_why(natsStatus s)
+{
+    const char *last = nats_GetLastError(NULL), *end;
+
+    if (last == NULL || last[0] == '\0')
+        return natsStatus_GetText(s);
+    /* "(conn.c:2088): No server available": where is for libnats. */
+    if (last[0] == '(' && (end = strstr(last, "): ")) != NULL)
+        last = end + 3;
+    return last;
+}
+
 /* ---- the table of publishes awaiting acknowledgement -------------------- */
 
 static size_t
@@ -200,7 +213,7 @@ loom_err
 loom__nt_publish(nt_transport *tr, const loom_message *msgs, size_t n,
                  loom_publish_cb cb, void *arg)
 {
-    int64_t max = natsConnection_GetMaxPayload(tr->nc), now = prod_now_us();
+    int64_t max = loom__nt_max_payload(tr), now = prod_now_us();
     nt_call *call;
     loom_err rc;
 

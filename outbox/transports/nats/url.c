@@ -23,7 +23,7 @@ typedef struct url_num {
 #define URL_DAY_MS (24LL * 3600 * 1000)
 
 static const url_num url_nums[] = {
-    {"dedup_window_ms", offsetof(nt_config, dedup_window_ms), 0,
+    {"dedup_window_ms", offsetof(nt_config, dedup_window_ms), 100,
      365 * URL_DAY_MS},
     {"ack_wait_ms", offsetof(nt_config, ack_wait_ms), 100, URL_DAY_MS},
     {"publish_timeout_ms", offsetof(nt_config, publish_timeout_ms), 1,
