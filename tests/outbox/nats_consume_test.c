@@ -50,7 +50,7 @@ ack_held(tpt_rec *r)
         }
 }
 
-/* ---- 1. groups ---------------------------------------------------------- */
+/* ---- 1. groups ----------------------------------------------------------- */
 
 static void
 test_nats_consume_members_share_and_groups_each_get_all(void **state)
@@ -218,8 +218,7 @@ test_nats_consume_unanswered_message_returns_then_is_dead_lettered(void **state)
     tpt_rec_free(&dlq);
 }
 
-/* ---- 3. patterns ------------------------------------------------------------
- */
+/* ---- 3. patterns --------------------------------------------------------- */
 
 static void
 test_nats_consume_patterns_map_to_subjects(void **state)
@@ -304,8 +303,7 @@ test_nats_consume_refuses_patterns_nats_cannot_express(void **state)
     tpt_close(&e);
 }
 
-/* ---- 4. flow control ------------------------------------------------------
- */
+/* ---- 4. flow control ----------------------------------------------------- */
 
 typedef struct batches {
     tpt_rec r;
@@ -372,8 +370,7 @@ test_nats_consume_max_in_flight_and_batch_bound_the_handler(void **state)
     tpt_rec_free(&b.r);
 }
 
-/* ---- 5. the runtime's stop ------------------------------------------------
- */
+/* ---- 5. the runtime's stop ----------------------------------------------- */
 
 typedef struct stopper {
     loom_runtime *rt;

@@ -29,7 +29,7 @@
 #define CD_SEP         2 /* ": " */
 #define CD_DURABLE_MAX 200
 
-/* ---- names ------------------------------------------------------------ */
+/* ---- names --------------------------------------------------------------- */
 
 static int
 cd_word_char(char ch)
@@ -192,7 +192,7 @@ loom__nt_header_key_ok(const char *key)
     return 1;
 }
 
-/* ---- header values ----------------------------------------------------- */
+/* ---- header values ------------------------------------------------------- */
 
 /* Whether libnats carries the value unchanged. */
 static int
@@ -280,7 +280,7 @@ cd_unescape(char *out, const char *in)
     return n;
 }
 
-/* ---- building a natsMsg ------------------------------------------------- */
+/* ---- building a natsMsg -------------------------------------------------- */
 
 /* The i-th header of m's headers followed by extra. */
 static const loom_header *
@@ -418,7 +418,7 @@ loom__nt_msg_build(natsMsg **out, const char *subject, const char *id_text,
     return LOOM_OK;
 }
 
-/* ---- decoding a delivered natsMsg --------------------------------------- */
+/* ---- decoding a delivered natsMsg ---------------------------------------- */
 
 static int
 cd_cmp_str(const void *a, const void *b)

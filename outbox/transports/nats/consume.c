@@ -4,10 +4,11 @@
  * updated on subscribe and bound to; members of a group share it, so
  * each message goes to one of them, and other groups have their own.
  *
- * natsSubscription_Fetch() blocks, so each pattern has a thread that
- * fetches while the consumer has room (max_in_flight, counted from the
- * fetch until the message is settled) and queues the batch for the loop.
- * On the loop the batch goes to the handler, whose acknowledgements and
+ * Pulling blocks, so each pattern has a thread that sends pull requests
+ * to the consumer (reply to an inbox of its own) while the consumer has
+ * room (max_in_flight, counted from the request until the message is
+ * settled) and queues what arrives for the loop, a batch at a time. On
+ * the loop the batch goes to the handler, whose acknowledgements and
  * failures become jobs for the I/O thread:
  *
  *   ack   +ACK
@@ -40,7 +41,7 @@
  * the members of a group (each bounds itself with max_in_flight). */
 #define CN_MAX_ACK_PENDING 100000
 
-/* ---- references and release --------------------------------------------- */
+/* ---- references and release ---------------------------------------------- */
 
 static void
 cn_free(nt_consumer *c)
@@ -92,7 +93,6 @@ loom__nt_entry_release(nt_entry *e)
     natsMsg_Destroy(e->nm);
     natsMsg_Destroy(e->dead);
     loom_free(e->mem);
-    loom_free(e->error);
     e->magic = 0;
     loom_free(e);
     if (last)
@@ -315,8 +315,7 @@ cn_fetcher(void *arg)
     return NULL;
 }
 
-/* ---- subscribe ------------------------------------------------------------
- */
+/* ---- subscribe ----------------------------------------------------------- */
 
 /* Creates (or updates) the durable JetStream consumer and subscribes its
  * inbox for pulled messages. */
@@ -497,8 +496,7 @@ loom__nt_subscribe(nt_transport *tr, const loom_consumer_config *cfg,
     return LOOM_OK;
 }
 
-/* ---- delivery, acknowledgement, failure -----------------------------------
- */
+/* ---- delivery, acknowledgement, failure ---------------------------------- */
 
 static void
 cn_settle(nt_entry *e, nt_job_type type, int64_t delay_ms)
@@ -678,8 +676,7 @@ loom__nt_fail(nt_consumer *c, const loom_message *m, const char *error)
     return LOOM_OK;
 }
 
-/* ---- stop and close --------------------------------------------------------
- */
+/* ---- stop and close ------------------------------------------------------ */
 
 void
 loom__nt_consumer_stop(nt_consumer *c)

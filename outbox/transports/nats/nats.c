@@ -20,7 +20,7 @@
 #include "loom/alloc.h"
 #include "nats_int.h"
 
-/* ---- the registry ---------------------------------------------------- */
+/* ---- the registry -------------------------------------------------------- */
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reg_cond = PTHREAD_COND_INITIALIZER;
@@ -84,7 +84,7 @@ reg_closure(const nt_transport *tr)
     return (void *) tr->reg_id;
 }
 
-/* ---- events for the loop ----------------------------------------------- */
+/* ---- events for the loop ------------------------------------------------- */
 
 typedef struct nt_logev {
     nt_event ev; /* first */
@@ -192,7 +192,7 @@ nt_on_async(uv_async_t *a)
         nt_free(tr);
 }
 
-/* ---- libnats' connection events ----------------------------------------- */
+/* ---- libnats' connection events ------------------------------------------ */
 
 static void
 nt_url(natsConnection *nc, char *buf, size_t len)
@@ -277,8 +277,7 @@ nt_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
     loom__nt_leave(tr);
 }
 
-/* ---- open -----------------------------------------------------------------
- */
+/* ---- open ---------------------------------------------------------------- */
 
 /* Whether a stream subject captures every subject under `prefix`. */
 static int
@@ -503,7 +502,7 @@ nt_open(loom_runtime *rt, const char *url, void **state, char *err,
     return LOOM_OK;
 }
 
-/* ---- close -------------------------------------------------------------- */
+/* ---- close --------------------------------------------------------------- */
 
 static void
 nt_free(nt_transport *tr)
@@ -533,9 +532,6 @@ nt_close(void *state)
     /* loom_transport_close() closed the consumers. */
     loom__nt_io_stop(tr);
     loom__nt_io_drain(tr);
-    if (tr->nc != NULL &&
-        natsConnection_Status(tr->nc) == NATS_CONN_STATUS_CONNECTED)
-        natsConnection_FlushTimeout(tr->nc, 1000);
     if (tr->js != NULL && tr->js_async) {
         natsMsgList pending = {0};
         /* Publishes still awaiting acknowledgement: libnats hands them
@@ -547,6 +543,18 @@ nt_close(void *state)
     reg_remove(tr);
     loom__nt_produce_close(tr);
     nt_drain_events(tr);
+    /* Every call has its outcome by now (each message was unsent, awaited
+     * or answered); one that has not would be a bug, and still gets its
+     * callback. */
+    while (tr->calls != NULL) {
+        if (tr->calls->rc == LOOM_OK)
+            tr->calls->rc = LOOM_ECONN;
+        loom__nt_call_finish(tr, tr->calls);
+    }
+    /* The acknowledgements settled above go out before the connection. */
+    if (tr->nc != NULL &&
+        natsConnection_Status(tr->nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(tr->nc, 1000);
     jsCtx_Destroy(tr->js);
     tr->js = NULL;
     natsConnection_Destroy(tr->nc);
@@ -571,8 +579,7 @@ nt_close(void *state)
         nt_free(tr);
 }
 
-/* ---- the ops ----------------------------------------------------------------
- */
+/* ---- the ops ------------------------------------------------------------- */
 
 static loom_err
 nt_ops_publish(void *state, const loom_message *msgs, size_t n,

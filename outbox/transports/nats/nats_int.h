@@ -59,7 +59,7 @@ typedef struct nt_event nt_event;
 /* Buckets of the table of publishes awaiting acknowledgement. */
 #define NT_PUB_BUCKETS 4096
 
-/* ---- url.c ----------------------------------------------------------- */
+/* ---- url.c --------------------------------------------------------------- */
 
 typedef struct nt_config {
     char **servers; /* "nats://host:port" each; owned */
@@ -84,7 +84,7 @@ loom_err loom__nt_config_parse(nt_config *cfg, const char *url, char *err,
                                size_t errlen);
 void loom__nt_config_free(nt_config *cfg);
 
-/* ---- codec.c --------------------------------------------------------- */
+/* ---- codec.c ------------------------------------------------------------- */
 
 /* Whether `name` is a topic name (words of ASCII letters, digits, '_' and
  * '-' separated by single dots, at most NT_MAX_TOPIC bytes). */
@@ -117,7 +117,7 @@ loom_err loom__nt_msg_build(natsMsg **out, const char *subject,
  * strings in e->mem. Errors: LOOM_ENOMEM. */
 loom_err loom__nt_entry_decode(nt_entry *e, const char *prefix);
 
-/* ---- nats.c: events for the loop --------------------------------------- */
+/* ---- nats.c: events for the loop ----------------------------------------- */
 
 typedef enum nt_ev_type {
     NT_EV_CALL = 0, /* a publish call has its outcome */
@@ -161,7 +161,7 @@ void loom__nt_maybe_stopped(nt_transport *tr);
 nt_transport *loom__nt_enter(void *closure);
 void loom__nt_leave(nt_transport *tr);
 
-/* ---- io.c ---------------------------------------------------------- */
+/* ---- io.c ---------------------------------------------------------------- */
 
 typedef enum nt_job_type {
     NT_JOB_PUBLISH = 0, /* send the rest of a publish call */
@@ -194,7 +194,7 @@ void loom__nt_io_drain(nt_transport *tr);
 void loom__nt_settle_now(nt_transport *tr, nt_entry *e, nt_job_type type,
                          int64_t delay_ms);
 
-/* ---- produce.c ------------------------------------------------------- */
+/* ---- produce.c ----------------------------------------------------------- */
 
 /* A publish of one natsMsg awaiting JetStream's acknowledgement: a
  * message of a call, or an entry's dead letter. Keyed by the natsMsg. */
@@ -253,7 +253,7 @@ const char *loom__nt_why(natsStatus s);
 /* Maps a libnats status to a loom_err. */
 loom_err loom__nt_err(natsStatus s);
 
-/* ---- consume.c ------------------------------------------------------- */
+/* ---- consume.c ----------------------------------------------------------- */
 
 /* A delivered message, from the fetch until it is settled. */
 struct nt_entry {
@@ -265,10 +265,9 @@ struct nt_entry {
     nt_pub pub;    /* its dead letter's publish */
     natsMsg *dead; /* the dead letter, until libnats has it */
     uint64_t deliveries;
-    void *mem;   /* owned: topic, key, headers */
-    char *error; /* failed: why; owned */
-    int state;   /* NT_E_*: loop */
-    int skip;    /* a dead letter under a wildcard: acknowledge unseen */
+    void *mem; /* owned: topic, key, headers */
+    int state; /* NT_E_*: loop */
+    int skip;  /* a dead letter under a wildcard: acknowledge unseen */
     nt_entry *prev, *next; /* loop: c->held */
 };
 
@@ -329,7 +328,7 @@ void loom__nt_consumer_stop(nt_consumer *c);
  * consumer with the last reference. */
 void loom__nt_entry_release(nt_entry *e);
 
-/* ---- nats.c: the transport ------------------------------------------- */
+/* ---- nats.c: the transport ----------------------------------------------- */
 
 struct nt_transport {
     loom_runtime *rt;

@@ -59,7 +59,7 @@ loom__nt_why(natsStatus s)
     return last;
 }
 
-/* ---- the table of publishes awaiting acknowledgement -------------------- */
+/* ---- the table of publishes awaiting acknowledgement --------------------- */
 
 static size_t
 pub_bucket(const natsMsg *m)
@@ -106,7 +106,7 @@ pub_take(nt_transport *tr, const natsMsg *m)
     return NULL;
 }
 
-/* ---- calls -------------------------------------------------------------- */
+/* ---- calls --------------------------------------------------------------- */
 
 void
 loom__nt_call_resolve_locked(nt_transport *tr, nt_call *call, size_t k,
@@ -254,7 +254,7 @@ loom__nt_publish(nt_transport *tr, const loom_message *msgs, size_t n,
     return LOOM_OK;
 }
 
-/* ---- the I/O thread's side ---------------------------------------------- */
+/* ---- the I/O thread's side ----------------------------------------------- */
 
 static void
 prod_opts(const nt_transport *tr, jsPubOptions *po)
