@@ -111,7 +111,8 @@
  * a runtime stop may, briefly. libnats reconnects by itself
  * (max_reconnect). A runtime stop waits for publishes in flight and stops
  * fetching; closing the transport stops its threads and fails what is
- * unanswered (LOOM_ECONN).
+ * unanswered (LOOM_ECONN). The transport allocates on its threads too:
+ * an allocator installed with loom_set_allocator() must be thread-safe.
  * libnats keeps process-wide state after its last connection is gone; a
  * program that wants it released calls nats_CloseAndWait() after closing
  * every NATS transport (and its own libnats objects).

@@ -208,7 +208,6 @@ struct nt_pub {
 struct nt_call {
     nt_job job;  /* NT_JOB_PUBLISH */
     nt_event ev; /* NT_EV_CALL */
-    nt_transport *tr;
     loom_publish_cb cb;
     void *arg;
     size_t n;

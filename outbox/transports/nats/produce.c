@@ -238,7 +238,6 @@ loom__nt_publish(nt_transport *tr, const loom_message *msgs, size_t n,
             loom_free(call);
             return rc;
         }
-    call->tr = tr;
     call->cb = cb;
     call->arg = arg;
     call->n = n;
