@@ -86,6 +86,8 @@ reg_closure(const nt_transport *tr)
 
 /* ---- events for the loop ------------------------------------------------- */
 
+#define NT_EVENTS_PER_TURN 1024
+
 typedef struct nt_logev {
     nt_event ev; /* first */
     loom_log_level level;
@@ -184,8 +186,15 @@ nt_on_async(uv_async_t *a)
     if (tr == NULL)
         return;
     tr->dispatching++;
-    while (!tr->closed && (ev = nt_pop(tr)) != NULL)
+    /* A bounded turn, so a busy transport leaves the loop to others too;
+     * the rest waits for the next one. */
+    for (int i = 0; i < NT_EVENTS_PER_TURN && !tr->closed; i++) {
+        if ((ev = nt_pop(tr)) == NULL)
+            break;
         nt_dispatch(tr, ev);
+        if (i + 1 == NT_EVENTS_PER_TURN && !tr->closed)
+            uv_async_send(a);
+    }
     tr->dispatching--;
     /* Closed by a callback: the close left the memory to us. */
     if (tr->closed && tr->dispatching == 0)
