@@ -189,6 +189,7 @@ test_nats_consume_unanswered_message_returns_then_is_dead_lettered(void **state)
     tpt_env e;
     tpt_rec r = {0}, dlq = {0};
     const tpt_rmsg *d;
+    const char *dv;
 
     (void) state;
     ntt_open(&e, "ack_wait_ms=300");
@@ -210,9 +211,12 @@ test_nats_consume_unanswered_message_returns_then_is_dead_lettered(void **state)
                      r.m[i].attempt);
     d = &dlq.m[0];
     assert_string_equal(d->payload, "0");
-    assert_non_null(strstr(d->headers, "x-deliveries=3;"));
-    assert_non_null(strstr(d->headers, "x-error=delivered 3 times without "
-                                       "an acknowledgement"));
+    /* After the third delivery; nats-server 2.9 may skip a count (see
+     * ntest.h), so "at least 3". */
+    dv = strstr(d->headers, "x-deliveries=");
+    if (dv == NULL || atoi(dv + strlen("x-deliveries=")) < 3 ||
+        strstr(d->headers, " times without an acknowledgement") == NULL)
+        fail_msg("dead letter headers: %s", d->headers);
     tpt_close(&e);
     tpt_rec_free(&r);
     tpt_rec_free(&dlq);

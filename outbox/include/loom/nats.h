@@ -98,7 +98,10 @@
  * x-deliveries, x-topic, x-partition and x-offset (loom/topics.h names
  * them) and, once stored, terminated. A message arriving with more than
  * max_deliveries deliveries (never answered within ack_wait_ms) is
- * dead-lettered without the handler. loom_consumer_ack() and
+ * dead-lettered without the handler (nats-server before 2.10.14 can skip
+ * or repeat a delivery count when a redelivery meets an expiring pull
+ * request: such a message is dead-lettered a count late, or delivered
+ * once more). loom_consumer_ack() and
  * loom_consumer_fail() return LOOM_EINVAL for a message that is not one
  * the consumer's handler holds. Closing a consumer gives what it holds
  * back at once.

@@ -361,6 +361,9 @@ loom__nt_on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
     if (pa == NULL)
         rc = pae != NULL ? prod_ack_err(tr, pae, natsMsg_GetSubject(msg))
                          : LOOM_ECONN;
+    if (rc != LOOM_OK && pae != NULL && pae->Err != NATS_ERR)
+        loom__nt_log(tr, LOOM_LOG_DEBUG, "nats: publish to %s failed: %s",
+                     natsMsg_GetSubject(msg), natsStatus_GetText(pae->Err));
     pthread_mutex_lock(&tr->mu);
     p = pub_take(tr, msg);
     if (p != NULL && p->call != NULL) {
