@@ -37,6 +37,9 @@
 #define CN_BATCH_MAX  10000
 #define CN_IN_FLIGHT  1000
 #define CN_DELIVERIES 5
+/* How often a thread waiting on a pull request checks for a
+ * reconnection. */
+#define CN_SLICE_MS 250
 /* The JetStream consumer's bound on unacknowledged messages, shared by
  * the members of a group (each bounds itself with max_in_flight). */
 #define CN_MAX_ACK_PENDING 100000
@@ -182,6 +185,18 @@ cn_post(nt_consumer *c, nt_batch **bp)
     pthread_mutex_unlock(&c->tr->mu);
 }
 
+/* Which connection this is: libnats' reconnection callback counts. */
+static unsigned
+cn_connection(nt_transport *tr)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&tr->mu);
+    n = tr->reconnects;
+    pthread_mutex_unlock(&tr->mu);
+    return n;
+}
+
 /* What a message without a JetStream reply subject means: a status that
  * ends the pull request (404 no messages, 408 expired, 409 too many
  * requests or the consumer changed), or nothing. */
@@ -214,6 +229,7 @@ cn_pull(nt_sub *s, size_t want, natsStatus *st)
     nt_consumer *c = s->c;
     nt_transport *tr = c->tr;
     int64_t deadline = cn_now_ms() + tr->cfg.fetch_wait_ms + 1000;
+    unsigned gen = cn_connection(tr);
     nt_batch *b = NULL;
     size_t got = 0;
     char req[96];
@@ -233,10 +249,20 @@ cn_pull(nt_sub *s, size_t want, natsStatus *st)
             break;
         }
         /* With a batch in hand only what is queued joins it. */
+        if (wait > CN_SLICE_MS)
+            wait = CN_SLICE_MS;
         *st = natsSubscription_NextMsg(&m, s->sub, b != NULL ? 0 : wait);
         if (*st == NATS_TIMEOUT && b != NULL) {
             cn_post(c, &b);
             *st = NATS_OK;
+            continue;
+        }
+        if (*st == NATS_TIMEOUT) {
+            /* A reconnection loses the request (the server may have
+             * restarted): ask again instead of waiting it out. */
+            *st = NATS_OK;
+            if (cn_connection(tr) != gen)
+                break;
             continue;
         }
         if (*st != NATS_OK)

@@ -247,6 +247,7 @@ nt_on_reconnected(natsConnection *nc, void *closure)
     max = natsConnection_GetMaxPayload(nc); /* another server may differ */
     pthread_mutex_lock(&tr->mu);
     tr->max_payload = max;
+    tr->reconnects++; /* pull requests died with the old connection */
     pthread_mutex_unlock(&tr->mu);
     nt_url(nc, url, sizeof url);
     loom__nt_log(tr, LOOM_LOG_INFO, "nats: reconnected to %s", url);

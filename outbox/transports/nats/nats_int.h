@@ -348,6 +348,7 @@ struct nt_transport {
     nt_job *pubq_head, *pubq_tail;     /* PUBLISH, DEAD */
     int io_stop;
     int64_t max_payload;  /* the server's, as of the last (re)connection */
+    unsigned reconnects;  /* reconnections so far */
     size_t pub_in_flight; /* publishes awaiting acknowledgement */
     nt_pub *pubs[NT_PUB_BUCKETS];
     /* loop */
