@@ -60,8 +60,10 @@ format-check:
 
 # Stop (and delete) the test cluster first: it may be running, and it may
 # live under /tmp (see scripts/pg.sh), which rm -rf build would orphan.
+# The same for the test nats-server.
 clean:
 	@if [ -e build/pg ] || [ -e build/pg.path ]; then \
 	    scripts/pg.sh destroy build/pg; \
 	fi
+	@if [ -e build/nats ]; then scripts/nats.sh destroy build/nats; fi
 	rm -rf build build-asan

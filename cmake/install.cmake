@@ -30,6 +30,12 @@ install(FILES ${PROJECT_BINARY_DIR}/EventloomConfig.cmake
 # can be moved (or installed with `cmake --install --prefix`).
 file(RELATIVE_PATH LOOM_PC_TO_PREFIX ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig
      ${CMAKE_INSTALL_PREFIX})
+# libnats is a private dependency of libloom.so (static linking needs it).
+if(LOOM_WITH_NATS)
+  set(LOOM_PC_REQUIRES_PRIVATE libnats)
+else()
+  set(LOOM_PC_REQUIRES_PRIVATE "")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/loom.pc.in
                ${PROJECT_BINARY_DIR}/loom.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/loom.pc

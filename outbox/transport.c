@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "loom/alloc.h"
+#include "loom/nats.h"
 #include "loom/topics.h"
 #include "loom/transport.h"
 #include "transport_int.h"
@@ -117,8 +118,9 @@ loom_transport_open(loom_runtime *rt, const char *url, loom_transport **out,
         tr_err(err, errlen, "no runtime, URL or result pointer (NULL)");
         return LOOM_EINVAL;
     }
-    /* The built-in transport is always there. */
+    /* The built-in transport is always there; NATS when built in. */
     loom_topics_register();
+    (void) loom_nats_register();
     sep = strstr(url, "://");
     if (sep == NULL || !tr_scheme_ok(url, (size_t) (sep - url))) {
         tr_err(err, errlen,

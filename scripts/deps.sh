@@ -23,6 +23,8 @@ PACKAGES=(
     libcmocka-dev
     postgresql-15            # server for tests (scripts/pg.sh)
     postgresql-client-15
+    libnats-dev              # the NATS JetStream transport (LOOM_WITH_NATS)
+    nats-server              # server for its tests (scripts/nats.sh)
     clang-format             # version 14 on Debian 12
     clang                    # sanitizer / fuzz builds
     libclang-rt-14-dev

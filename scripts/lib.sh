@@ -7,6 +7,8 @@ cd "$LOOM_ROOT" || exit 1
 
 # Where the throwaway cluster lives (relative to the repository root).
 LOOM_PG_DIR=${LOOM_PG_DIR:-build/pg}
+# Where the throwaway nats-server keeps its store (scripts/nats.sh).
+LOOM_NATS_DIR=${LOOM_NATS_DIR:-build/nats}
 
 say() { printf '==> %s\n' "$*"; }
 die() {
@@ -50,6 +52,7 @@ loom_db_up() {
 _loom_on_exit() {
     local rc=$?
     loom_db_down
+    loom_nats_down
     exit "$rc"
 }
 
@@ -62,6 +65,50 @@ loom_db_down() {
     fi
     return 0
 }
+
+# Make a NATS server with JetStream available for the tests labelled
+# `nats` and export LOOM_TEST_NATS_URL (and LOOM_TEST_NATS_RESTART).
+#
+# Uses LOOM_TEST_NATS_URL if already set (then LOOM_TEST_NATS_RESTART only
+# if the caller set it too: nobody else's server is restarted); otherwise
+# starts the throwaway server in $LOOM_NATS_DIR (scripts/nats.sh), stopped
+# again by the EXIT trap of loom_db_up. Call loom_db_up first.
+loom_nats_up() {
+    local url nats dir
+    if [[ -n ${LOOM_TEST_NATS_URL:-} ]]; then
+        say "using the NATS server in LOOM_TEST_NATS_URL"
+        [[ -n ${LOOM_TEST_NATS_RESTART:-} ]] ||
+            say "LOOM_TEST_NATS_RESTART is not set: nats_restart_test will" \
+                "skip (it never restarts a server it was given)"
+        return 0
+    fi
+    # Set before starting so a half-started server is stopped too.
+    if ! scripts/nats.sh status "$LOOM_NATS_DIR" >/dev/null 2>&1; then
+        _LOOM_NATS_STARTED=1
+    fi
+    url=$(scripts/nats.sh start "$LOOM_NATS_DIR" | tail -n 1)
+    [[ $url == nats://* ]] || die "scripts/nats.sh start printed no URL"
+    # Stop, start again on the same port and store, and fail unless the
+    # URL (and so LOOM_TEST_NATS_URL) is unchanged; run by /bin/sh.
+    nats=$(_loom_sh_quote "$LOOM_ROOT/scripts/nats.sh")
+    dir=$(_loom_sh_quote "$(realpath -m -- "$LOOM_NATS_DIR")")
+    LOOM_TEST_NATS_RESTART="$nats stop $dir && test \"\$($nats start $dir"
+    LOOM_TEST_NATS_RESTART+=" | tail -n 1)\" = \"\$LOOM_TEST_NATS_URL\""
+    export LOOM_TEST_NATS_URL=$url LOOM_TEST_NATS_RESTART
+}
+
+# Stop the server if loom_nats_up started it; never fails.
+loom_nats_down() {
+    if [[ ${_LOOM_NATS_STARTED:-0} == 1 ]]; then
+        _LOOM_NATS_STARTED=0
+        scripts/nats.sh stop "$LOOM_NATS_DIR" ||
+            say "warning: could not stop nats-server in $LOOM_NATS_DIR"
+    fi
+    return 0
+}
+
+# Single-quotes $1 for /bin/sh.
+_loom_sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
 # Split an extra-arguments variable (DEMO_ARGS etc.) into the array ARGS.
 loom_split_args() {

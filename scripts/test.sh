@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Body of `make test`: run the CTest suites of build/ and build-asan/ against
-# a PostgreSQL database (see loom_db_up in lib.sh).
+# a PostgreSQL database (see loom_db_up in lib.sh) and, when they are built
+# with NATS (LOOM_WITH_NATS), a nats-server with JetStream (loom_nats_up).
 #
 # The Makefile has already run deps, build, build-asan and format-check.
 # Extra ctest arguments: CTEST_ARGS='-R append' make test
@@ -20,6 +21,12 @@ extra=("${ARGS[@]}")
 external_db=${LOOM_DATABASE_URL:+1}
 
 loom_db_up
+
+# The tests labelled `nats` exist in builds with NATS; they fail, never
+# skip, without LOOM_TEST_NATS_URL.
+if grep -qs '^LOOM_WITH_NATS:BOOL=ON$' build/CMakeCache.txt build-asan/CMakeCache.txt; then
+    loom_nats_up
+fi
 
 # Single-quotes $1 for /bin/sh (system() in the test runs the command).
 sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }

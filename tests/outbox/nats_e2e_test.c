@@ -1,0 +1,288 @@
+/*
+ * The whole path through NATS JetStream, as a service uses it: units of
+ * work append an event and add its message to the outbox in one
+ * transaction; a relay publishes the outbox to a nats:// transport; an
+ * idempotent consumer applies each message in a transaction with its
+ * inbox mark. What arrives is what committed, in each key's order,
+ * applied exactly once, also when the outbox is published again (the
+ * stream's duplicate window drops the copies). A message NATS cannot
+ * carry (a deliver_at in the future) is set aside in the outbox's dead
+ * letters without holding up the ones behind it.
+ *
+ * Needs PostgreSQL (LOOM_TEST_PG_DSN) and NATS (LOOM_TEST_NATS_URL).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "loom/inbox_consumer.h"
+#include "loom/outbox.h"
+#include "ntest.h"
+
+#define E2E_ORDERS 8
+#define E2E_UNITS  400 /* committed; every third attempt rolls back */
+
+/* Units of work on the loop's thread, blocking: fine for a test. */
+static void
+e2e_write(loom_store *s, int *rolled_back)
+{
+    int64_t version[E2E_ORDERS];
+    loom_tx *tx = NULL;
+    int done = 0;
+
+    for (int i = 0; i < E2E_ORDERS; i++)
+        version[i] = -1;
+    assert_int_equal(loom_tx_new(&tx), LOOM_OK);
+    for (int k = 0; done < E2E_UNITS; k++) {
+        int o = k % E2E_ORDERS, doomed = k % 3 == 2;
+        char stream[32], payload[80];
+        loom_event_data ev;
+        loom_outbox_message m;
+        loom_err rc;
+
+        snprintf(stream, sizeof stream, "order-%d", o);
+        snprintf(payload, sizeof payload, "%s %lld", stream,
+                 (long long) (version[o] + 1));
+        memset(&ev, 0, sizeof ev);
+        ev.type = "shop.OrderChanged";
+        ev.data = payload;
+        ev.data_len = strlen(payload);
+        memset(&m, 0, sizeof m);
+        m.topic = "e2e.orders";
+        m.key = stream;
+        m.key_len = strlen(stream);
+        m.type = "shop.OrderChanged";
+        m.payload = payload;
+        m.payload_len = strlen(payload);
+        loom_tx_reset(tx);
+        rc = loom_tx_append(tx, stream,
+                            version[o] < 0 ? LOOM_EXPECT_NO_STREAM : version[o],
+                            &ev, 1);
+        if (rc == LOOM_OK)
+            rc = loom_outbox_add(tx, NULL, &m, 1);
+        if (rc == LOOM_OK && doomed)
+            rc = loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
+        if (rc == LOOM_OK)
+            rc = loom_store_commit(s, tx);
+        if (doomed) {
+            assert_int_equal(rc, LOOM_EDB);
+            (*rolled_back)++;
+            continue;
+        }
+        if (rc != LOOM_OK)
+            fail_msg("unit of work: %s: %s", loom_strerror(rc),
+                     loom_store_errmsg(s));
+        version[o]++;
+        done++;
+    }
+    loom_tx_free(tx);
+}
+
+static loom_err
+e2e_apply(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
+          void *arg)
+{
+    char payload[64], id[LOOM_UUID_STRLEN], key[32];
+    const char *values[3] = {payload, id, key};
+    size_t n = m->payload_len < sizeof payload - 1 ? m->payload_len
+                                                   : sizeof payload - 1;
+
+    (void) why;
+    (void) whylen;
+    (void) arg;
+    memcpy(payload, m->payload, n);
+    payload[n] = '\0';
+    n = m->key_len < sizeof key - 1 ? m->key_len : sizeof key - 1;
+    memcpy(key, m->key != NULL ? m->key : "", n);
+    key[n] = '\0';
+    loom_uuid_format(&m->id, id);
+    return loom_tx_exec(tx,
+                        "INSERT INTO e2e_effects (stream, version, "
+                        "message_id, key) VALUES (split_part($1, ' ', 1), "
+                        "split_part($1, ' ', 2)::bigint, $2::uuid, $3)",
+                        3, values);
+}
+
+static loom_inbox_consumer *
+e2e_consumer(tpt_env *e, const char *topic)
+{
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    const char *topics[1] = {topic};
+    loom_inbox_consumer *ic = NULL;
+    char err[512] = "";
+    loom_err rc;
+
+    cfg.group = "billing";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    rc = loom_inbox_consumer_open(e->t, &cfg, &icfg, e2e_apply, NULL, &ic, err,
+                                  sizeof err);
+    if (rc != LOOM_OK)
+        fail_msg("loom_inbox_consumer_open: %s: %s", loom_strerror(rc), err);
+    return ic;
+}
+
+static loom_relay *
+e2e_relay(tpt_env *e)
+{
+    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+    loom_relay *r = NULL;
+    char err[512] = "";
+
+    cfg.transport = e->t;
+    cfg.poll_ms = 50;
+    if (loom_relay_start(e->rt, &cfg, &r, err, sizeof err) != LOOM_OK)
+        fail_msg("loom_relay_start: %s", err);
+    return r;
+}
+
+static void
+test_nats_e2e_committed_work_arrives_in_key_order_exactly_once(void **state)
+{
+    loom_store *s = est_store_open(NULL);
+    PGconn *c = est_connect(NULL);
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+    loom_relay *r;
+    int rolled_back = 0;
+    tpt_env e;
+
+    (void) state;
+    est_exec(c, "CREATE TABLE e2e_effects (seq bigserial PRIMARY KEY, "
+                "stream text NOT NULL, version bigint NOT NULL, message_id "
+                "uuid NOT NULL, key text NOT NULL)");
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    ntt_open(&e, "");
+    r = e2e_relay(&e);
+    ic = e2e_consumer(&e, "e2e.orders");
+    e2e_write(s, &rolled_back);
+    assert_true(rolled_back > 0);
+    tpt_sql_wait(&e, E2E_UNITS, "SELECT count(*) FROM e2e_effects");
+    /* The committed events, each applied once, keys in version order. */
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.events WHERE stream "
+                            "LIKE 'order-%%'"),
+                     E2E_UNITS);
+    assert_int_equal(est_ll("SELECT count(DISTINCT (stream, version)) FROM "
+                            "e2e_effects"),
+                     E2E_UNITS);
+    assert_int_equal(est_ll("SELECT count(*) FROM e2e_effects WHERE key <> "
+                            "stream"),
+                     0);
+    assert_int_equal(est_ll("SELECT count(*) FROM (SELECT version, "
+                            "lag(version) OVER (PARTITION BY stream ORDER BY "
+                            "seq) AS prev FROM e2e_effects) x WHERE version "
+                            "<> prev + 1"),
+                     0);
+
+    /* Everything published once more with the same ids, within the
+     * stream's duplicate window: JetStream stores none of it again. */
+    est_exec(c, "INSERT INTO loom.outbox (outbox, topic, key, type, payload, "
+                "message_id) SELECT 'default', 'e2e.orders', "
+                "convert_to(stream, 'UTF8'), 'shop.OrderChanged', "
+                "convert_to(stream || ' ' || version, 'UTF8'), message_id "
+                "FROM e2e_effects ORDER BY seq");
+    tpt_sql_wait(&e, 0,
+                 "SELECT count(*) FROM loom.outbox o WHERE (o.tx, o.position) "
+                 "> (SELECT tx, position FROM loom.outbox_relays WHERE "
+                 "outbox = 'default')");
+    ntt_quiet(&e, 500);
+    assert_int_equal(loom_inbox_consumer_stats_get(ic, &st), LOOM_OK);
+    assert_int_equal(st.handled, E2E_UNITS);
+    assert_int_equal(est_ll("SELECT count(*) FROM e2e_effects"), E2E_UNITS);
+
+    loom_inbox_consumer_close(ic);
+    loom_relay_close(r);
+    tpt_close(&e);
+    loom_store_close(s);
+    PQfinish(c);
+}
+
+static void
+test_nats_e2e_what_nats_refuses_is_set_aside(void **state)
+{
+    loom_store *s = est_store_open(NULL);
+    PGconn *c = est_connect(NULL);
+    loom_outbox_message m[3];
+    loom_inbox_consumer *ic;
+    loom_tx *tx = NULL;
+    loom_relay *r;
+    tpt_env e;
+
+    (void) state;
+    est_exec(c, "CREATE TABLE IF NOT EXISTS e2e_effects (seq bigserial "
+                "PRIMARY KEY, stream text NOT NULL, version bigint NOT NULL, "
+                "message_id uuid NOT NULL, key text NOT NULL)");
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    ntt_open(&e, "");
+    r = e2e_relay(&e);
+    ic = e2e_consumer(&e, "e2e.later");
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < 3; i++) {
+        m[i].topic = "e2e.later";
+        m[i].key = "later";
+        m[i].key_len = 5;
+        m[i].payload = i == 0   ? "later 100"
+                       : i == 1 ? "later 101"
+                                : "later 102";
+        m[i].payload_len = 9;
+    }
+    m[1].deliver_at = tpt_realtime_us() + 3600LL * 1000000; /* in an hour */
+    assert_int_equal(loom_tx_new(&tx), LOOM_OK);
+    assert_int_equal(loom_outbox_add(tx, NULL, m, 3), LOOM_OK);
+    assert_int_equal(loom_store_commit(s, tx), LOOM_OK);
+    loom_tx_free(tx);
+    tpt_sql_wait(&e, 2,
+                 "SELECT count(*) FROM e2e_effects WHERE stream = 'later'");
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.outbox_dead_letters WHERE topic = "
+                 "'e2e.later' AND deliver_at IS NOT NULL");
+    assert_int_equal(est_ll("SELECT count(*) FROM e2e_effects WHERE stream = "
+                            "'later' AND version IN (100, 102)"),
+                     2);
+    loom_inbox_consumer_close(ic);
+    loom_relay_close(r);
+    tpt_close(&e);
+    loom_store_close(s);
+    PQfinish(c);
+}
+
+static int
+e2e_group_setup(void **state)
+{
+    if (est_group_setup(state) != 0)
+        return -1;
+    return ntt_group_setup(state);
+}
+
+static int
+e2e_group_teardown(void **state)
+{
+    int rc = ntt_group_teardown(state);
+
+    return est_group_teardown(state) != 0 ? -1 : rc;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_nats_e2e_committed_work_arrives_in_key_order_exactly_once,
+            est_setup, est_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_nats_e2e_what_nats_refuses_is_set_aside, est_setup,
+            est_teardown),
+    };
+
+    tpt_debug_from_env();
+    return cmocka_run_group_tests_name("outbox.nats_e2e", tests,
+                                       e2e_group_setup, e2e_group_teardown);
+}

@@ -1,0 +1,159 @@
+/*
+ * A publish the server cannot acknowledge fails, and the transport lives
+ * on: with a nats-server of its own (scripts/nats.sh in a temporary
+ * directory, so no other test is disturbed), the test stops the server,
+ * publishes, and gets LOOM_ECONN after publish_timeout_ms; starts it
+ * again and publishes the same message (same id) until it is taken, as
+ * an outbox relay does; and the consumer then gets the message once,
+ * though libnats may have sent the first attempt too once reconnected
+ * (JetStream's deduplication drops the second copy).
+ *
+ * Needs nats-server on PATH (Debian package nats-server, installed by
+ * scripts/deps.sh); it fails without it.
+ */
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <nats/nats.h>
+#include <uv.h>
+
+#include "ntest.h"
+
+static char og_dir[64];
+
+/* Runs scripts/nats.sh `cmd` on the test's directory; for "start",
+ * returns its URL in url. Fails the test on error. */
+static void
+og_nats(const char *cmd, char *url, size_t len)
+{
+    char line[512];
+    FILE *p;
+
+    snprintf(line, sizeof line, "%s %s %s | tail -n 1", LOOM_NATS_SH, cmd,
+             og_dir);
+    p = popen(line, "r");
+    assert_non_null(p);
+    line[0] = '\0';
+    if (fgets(line, sizeof line, p) == NULL)
+        line[0] = '\0';
+    if (pclose(p) != 0)
+        fail_msg("%s %s %s failed", LOOM_NATS_SH, cmd, og_dir);
+    line[strcspn(line, "\n")] = '\0';
+    if (url != NULL) {
+        if (strncmp(line, "nats://", 7) != 0)
+            fail_msg("scripts/nats.sh start printed \"%s\", not a URL", line);
+        snprintf(url, len, "%s", line);
+    }
+}
+
+static int
+og_setup(void **state)
+{
+    (void) state;
+    snprintf(og_dir, sizeof og_dir, "/tmp/loom-nats-outage.XXXXXX");
+    if (mkdtemp(og_dir) == NULL)
+        return -1;
+    return 0;
+}
+
+static int
+og_teardown(void **state)
+{
+    char line[256];
+
+    (void) state;
+    snprintf(line, sizeof line, "%s destroy %s >/dev/null 2>&1", LOOM_NATS_SH,
+             og_dir);
+    return system(line) == 0 ? 0 : -1;
+}
+
+static void
+test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
+{
+    char base[256], url[512], err[512];
+    loom_runtime *rt;
+    tpt_env e;
+    tpt_rec r = {0};
+    loom_message m;
+    loom_uuid id;
+    loom_err rc = LOOM_ECONN;
+    int64_t t0, waited;
+
+    (void) state;
+    og_nats("start", base, sizeof base);
+    snprintf(url, sizeof url,
+             "%s?stream=OUTAGE&prefix=outage&publish_timeout_ms=500&"
+             "reconnect_wait_ms=100&connect_timeout_ms=1000&" NTT_OPTIONS,
+             base);
+    memset(&e, 0, sizeof e);
+    assert_int_equal(loom_runtime_open(&rt, NULL), LOOM_OK);
+    e.rt = rt;
+    if (loom_transport_open(rt, url, &e.t, err, sizeof err) != LOOM_OK)
+        fail_msg("%s: %s", url, err);
+    uv_timer_init(loom_runtime_loop(rt), &e.tick);
+    e.tick.data = &e;
+    tpt_msg_init(&m, "outage.t", "k", "before");
+    assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
+
+    og_nats("stop", NULL, 0);
+    assert_int_equal(loom_uuid_generate(&id), LOOM_OK);
+    tpt_msg_init(&m, "outage.t", "k", "during");
+    m.id = id;
+    t0 = est_now_ms();
+    /* Not acknowledged: LOOM_ECONN after publish_timeout_ms. */
+    assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_ECONN);
+    waited = est_now_ms() - t0;
+    if (waited < 400 || waited > 5000)
+        fail_msg("the failure came after %lld ms (publish_timeout_ms 500)",
+                 (long long) waited);
+
+    og_nats("start", url, sizeof url);
+    assert_true(strncmp(url, base, strlen(base)) == 0); /* same port */
+    /* Again with the same id until it is taken, as a relay would. */
+    t0 = est_now_ms();
+    while (rc != LOOM_OK && est_now_ms() - t0 < 20000) {
+        rc = tpt_publish_wait(&e, &m, 1);
+        if (rc != LOOM_OK)
+            tpt_run(&e, NULL, NULL, 100);
+    }
+    assert_int_equal(rc, LOOM_OK);
+    tpt_msg_init(&m, "outage.t", "k", "after");
+    assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
+
+    ntt_rec_open(&e, "outage-g", "outage.t", 0, 0, &r);
+    tpt_rec_wait(&e, &r, 3);
+    ntt_quiet(&e, 500);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(tpt_rec_count(&r, "before"), 1);
+    assert_int_equal(tpt_rec_count(&r, "during"), 1);
+    assert_int_equal(tpt_rec_count(&r, "after"), 1);
+    assert_memory_equal(ntt_nth(&r, "during", 0)->id.bytes, id.bytes, 16);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
+/* Every libnats object was destroyed (see ntt_group_teardown()). */
+static int
+og_group_teardown(void **state)
+{
+    (void) state;
+    return nats_CloseAndWait(10000) == NATS_OK ? 0 : -1;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_nats_outage_unacknowledged_publish_fails_then_goes_once,
+            og_setup, og_teardown),
+    };
+    tpt_debug_from_env();
+    return cmocka_run_group_tests_name("outbox.nats_outage", tests, NULL,
+                                       og_group_teardown);
+}
