@@ -40,7 +40,7 @@
 #define RELAY_MAX_BATCH   10000
 #define RELAY_TICK_MS     1000
 #define RELAY_CLEAN_CHUNK 5000
-#define RELAY_LINGER_MS   5 /* a second look before arming the wake-up */
+#define RELAY_LINGER_MS   5 /* a second look before arming; batching */
 
 typedef enum relay_role { RELAY_STANDBY, RELAY_LEADING } relay_role;
 
@@ -846,6 +846,7 @@ static void
 relay_on_advanced(void *arg, loom_err rc, PGresult *res)
 {
     loom_relay *r = arg;
+    int full;
 
     (void) res;
     r->advancing = 0;
@@ -853,8 +854,17 @@ relay_on_advanced(void *arg, loom_err rc, PGresult *res)
         r->cur_tx = r->meta[r->n - 1].tx;
         r->cur_pos = r->meta[r->n - 1].position;
         r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
+        full = r->n >= r->batch;
         relay_drop_batch(r);
-        relay_fetch(r);
+        if (full || r->stopping) {
+            relay_fetch(r);
+            return;
+        }
+        /* A short batch: the writers are slower than the relay. Let the
+         * next messages gather for RELAY_LINGER_MS instead of chasing
+         * them a few at a time: fewer, fuller publishes, for a few ms of
+         * lag. */
+        relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
         return;
     }
     if (rc == LOOM_ECONN) {
