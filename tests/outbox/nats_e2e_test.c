@@ -22,8 +22,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "loom/inbox_consumer.h"
-#include "loom/outbox.h"
+#include "e2etest.h"
 #include "ntest.h"
 
 #define E2E_ORDERS 8
@@ -42,35 +41,11 @@ e2e_write(loom_store *s, int *rolled_back)
     assert_int_equal(loom_tx_new(&tx), LOOM_OK);
     for (int k = 0; done < E2E_UNITS; k++) {
         int o = k % E2E_ORDERS, doomed = k % 3 == 2;
-        char stream[32], payload[80];
-        loom_event_data ev;
-        loom_outbox_message m;
+        char stream[32];
         loom_err rc;
 
         snprintf(stream, sizeof stream, "order-%d", o);
-        snprintf(payload, sizeof payload, "%s %lld", stream,
-                 (long long) (version[o] + 1));
-        memset(&ev, 0, sizeof ev);
-        ev.type = "shop.OrderChanged";
-        ev.data = payload;
-        ev.data_len = strlen(payload);
-        memset(&m, 0, sizeof m);
-        m.topic = "e2e.orders";
-        m.key = stream;
-        m.key_len = strlen(stream);
-        m.type = "shop.OrderChanged";
-        m.payload = payload;
-        m.payload_len = strlen(payload);
-        loom_tx_reset(tx);
-        rc = loom_tx_append(tx, stream,
-                            version[o] < 0 ? LOOM_EXPECT_NO_STREAM : version[o],
-                            &ev, 1);
-        if (rc == LOOM_OK)
-            rc = loom_outbox_add(tx, NULL, &m, 1);
-        if (rc == LOOM_OK && doomed)
-            rc = loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
-        if (rc == LOOM_OK)
-            rc = loom_store_commit(s, tx);
+        rc = e2e_order_unit(s, tx, stream, version[o], doomed);
         if (doomed) {
             assert_int_equal(rc, LOOM_EDB);
             (*rolled_back)++;
@@ -83,51 +58,6 @@ e2e_write(loom_store *s, int *rolled_back)
         done++;
     }
     loom_tx_free(tx);
-}
-
-static loom_err
-e2e_apply(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
-          void *arg)
-{
-    char payload[64], id[LOOM_UUID_STRLEN], key[32];
-    const char *values[3] = {payload, id, key};
-    size_t n = m->payload_len < sizeof payload - 1 ? m->payload_len
-                                                   : sizeof payload - 1;
-
-    (void) why;
-    (void) whylen;
-    (void) arg;
-    memcpy(payload, m->payload, n);
-    payload[n] = '\0';
-    n = m->key_len < sizeof key - 1 ? m->key_len : sizeof key - 1;
-    memcpy(key, m->key != NULL ? m->key : "", n);
-    key[n] = '\0';
-    loom_uuid_format(&m->id, id);
-    return loom_tx_exec(tx,
-                        "INSERT INTO e2e_effects (stream, version, "
-                        "message_id, key) VALUES (split_part($1, ' ', 1), "
-                        "split_part($1, ' ', 2)::bigint, $2::uuid, $3)",
-                        3, values);
-}
-
-static loom_inbox_consumer *
-e2e_consumer(tpt_env *e, const char *topic)
-{
-    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
-    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
-    const char *topics[1] = {topic};
-    loom_inbox_consumer *ic = NULL;
-    char err[512] = "";
-    loom_err rc;
-
-    cfg.group = "billing";
-    cfg.topics = topics;
-    cfg.n_topics = 1;
-    rc = loom_inbox_consumer_open(e->t, &cfg, &icfg, e2e_apply, NULL, &ic, err,
-                                  sizeof err);
-    if (rc != LOOM_OK)
-        fail_msg("loom_inbox_consumer_open: %s: %s", loom_strerror(rc), err);
-    return ic;
 }
 
 static loom_relay *
@@ -156,9 +86,7 @@ test_nats_e2e_committed_work_arrives_in_key_order_exactly_once(void **state)
     tpt_env e;
 
     (void) state;
-    est_exec(c, "CREATE TABLE e2e_effects (seq bigserial PRIMARY KEY, "
-                "stream text NOT NULL, version bigint NOT NULL, message_id "
-                "uuid NOT NULL, key text NOT NULL)");
+    est_exec(c, E2E_EFFECTS_SQL);
     setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     ntt_open(&e, "");
     r = e2e_relay(&e);
@@ -217,9 +145,7 @@ test_nats_e2e_what_nats_refuses_is_set_aside(void **state)
     tpt_env e;
 
     (void) state;
-    est_exec(c, "CREATE TABLE IF NOT EXISTS e2e_effects (seq bigserial "
-                "PRIMARY KEY, stream text NOT NULL, version bigint NOT NULL, "
-                "message_id uuid NOT NULL, key text NOT NULL)");
+    est_exec(c, E2E_EFFECTS_SQL);
     setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     ntt_open(&e, "");
     r = e2e_relay(&e);

@@ -18,9 +18,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "loom/inbox_consumer.h"
-#include "loom/outbox.h"
-#include "tptest.h"
+#include "e2etest.h"
 
 #define E2E_WRITERS    2
 #define E2E_PER_WRITER 600
@@ -55,37 +53,12 @@ e2e_write(void *arg)
         return NULL;
     }
     for (int k = 0; done < E2E_PER_WRITER; k++) {
-        int o = k % E2E_ORDERS;
-        char stream[32], payload[80];
-        loom_event_data ev;
-        loom_outbox_message m;
+        int o = k % E2E_ORDERS, doomed = k % 3 == 2;
+        char stream[32];
         loom_err rc;
-        int doomed = k % 3 == 2;
 
         snprintf(stream, sizeof stream, "order-%d-%d", w->index, o);
-        snprintf(payload, sizeof payload, "%s %lld", stream,
-                 (long long) (version[o] + 1));
-        memset(&ev, 0, sizeof ev);
-        ev.type = "shop.OrderChanged";
-        ev.data = payload;
-        ev.data_len = strlen(payload);
-        memset(&m, 0, sizeof m);
-        m.topic = "e2e.orders";
-        m.key = stream;
-        m.key_len = strlen(stream);
-        m.type = "shop.OrderChanged";
-        m.payload = payload;
-        m.payload_len = strlen(payload);
-        loom_tx_reset(tx);
-        rc = loom_tx_append(tx, stream,
-                            version[o] < 0 ? LOOM_EXPECT_NO_STREAM : version[o],
-                            &ev, 1);
-        if (rc == LOOM_OK)
-            rc = loom_outbox_add(tx, NULL, &m, 1);
-        if (rc == LOOM_OK && doomed)
-            rc = loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
-        if (rc == LOOM_OK)
-            rc = loom_store_commit(s, tx);
+        rc = e2e_order_unit(s, tx, stream, version[o], doomed);
         if (doomed) {
             if (rc == LOOM_EDB)
                 w->rolled_back++;
@@ -107,49 +80,6 @@ e2e_write(void *arg)
     return NULL;
 }
 
-/* The consumer's effect: a row per applied message, in applied order. */
-static loom_err
-e2e_apply(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
-          void *arg)
-{
-    char payload[64], id[LOOM_UUID_STRLEN];
-    const char *values[2] = {payload, id};
-    size_t n = m->payload_len < sizeof payload - 1 ? m->payload_len
-                                                   : sizeof payload - 1;
-
-    (void) why;
-    (void) whylen;
-    (void) arg;
-    memcpy(payload, m->payload, n);
-    payload[n] = '\0';
-    loom_uuid_format(&m->id, id);
-    return loom_tx_exec(tx,
-                        "INSERT INTO e2e_effects (stream, version, "
-                        "message_id) VALUES (split_part($1, ' ', 1), "
-                        "split_part($1, ' ', 2)::bigint, $2::uuid)",
-                        2, values);
-}
-
-static loom_inbox_consumer *
-e2e_consumer(tpt_env *e)
-{
-    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
-    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
-    const char *topics[1] = {"e2e.orders"};
-    loom_inbox_consumer *ic = NULL;
-    char err[512] = "";
-    loom_err rc;
-
-    cfg.group = "billing";
-    cfg.topics = topics;
-    cfg.n_topics = 1;
-    rc = loom_inbox_consumer_open(e->t, &cfg, &icfg, e2e_apply, NULL, &ic, err,
-                                  sizeof err);
-    if (rc != LOOM_OK)
-        fail_msg("loom_inbox_consumer_open: %s: %s", loom_strerror(rc), err);
-    return ic;
-}
-
 static void
 committed_work_reaches_the_consumer_in_key_order_exactly_once(void **state)
 {
@@ -163,16 +93,14 @@ committed_work_reaches_the_consumer_in_key_order_exactly_once(void **state)
     char err[512] = "";
 
     (void) state;
-    est_exec(c, "CREATE TABLE e2e_effects (seq bigserial PRIMARY KEY, "
-                "stream text NOT NULL, version bigint NOT NULL, message_id "
-                "uuid NOT NULL)");
+    est_exec(c, E2E_EFFECTS_SQL);
     tpt_topic_create("e2e.orders", 4, -1, -1, 0, -1);
     tpt_open(&e, "");
     cfg.transport = e.t;
     cfg.poll_ms = 50;
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_OK);
-    ic = e2e_consumer(&e);
+    ic = e2e_consumer(&e, "e2e.orders");
 
     for (int i = 0; i < E2E_WRITERS; i++) {
         memset(&ws[i], 0, sizeof ws[i]);
