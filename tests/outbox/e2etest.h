@@ -14,7 +14,7 @@
 /* The consumer's effects: a row per applied message, in applied order. */
 #define E2E_EFFECTS_SQL                                                        \
     "CREATE TABLE IF NOT EXISTS e2e_effects (seq bigserial PRIMARY KEY, "      \
-    "stream text NOT NULL, version bigint NOT NULL, message_id uuid NOT "     \
+    "stream text NOT NULL, version bigint NOT NULL, message_id uuid NOT "      \
     "NULL, key text NOT NULL)"
 
 /* One unit of work on `stream`, now at `version` (-1: none): append an
