@@ -9,6 +9,7 @@ install(TARGETS loom EXPORT EventloomTargets
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/framework/include/loom
                   ${PROJECT_SOURCE_DIR}/eventstore/include/loom
                   ${PROJECT_SOURCE_DIR}/outbox/include/loom
+                  ${PROJECT_SOURCE_DIR}/saga/include/loom
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/framework/proto/loom/metadata.proto
         DESTINATION ${CMAKE_INSTALL_DATADIR}/eventloom/proto/loom)
