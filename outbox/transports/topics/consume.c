@@ -80,6 +80,7 @@ static const loom__stmt arm_stmt = {
 static void c_next(tp_consumer *c);
 static void c_fail(tp_consumer *c, const char *what);
 static void c_tx_run(tp_consumer *c);
+static void c_tx_revert(tp_consumer *c);
 
 static int64_t
 now_us(void)
@@ -694,6 +695,14 @@ c_commit(tp_consumer *c, int keep_tx)
             c->committing[i]->queued = 0;
         c->n_committing = 0;
         c->commit_asked = 1; /* manual_commit: still asked for */
+        /* A transactional batch that could not even be sent (the
+         * connection is being re-established) goes back to the handler,
+         * as after a failed commit: its statements must commit with its
+         * offsets. Left acknowledged, the next commit (built afresh,
+         * without them) would move the offsets past messages whose
+         * effects never committed. */
+        if (keep_tx && c->tx_fn != NULL && c->tx_batch != NULL)
+            c_tx_revert(c);
         c_fail(c, "committing");
         return 1;
     }
@@ -749,7 +758,6 @@ c_after_commit(tp_consumer *c)
 }
 
 static void c_tx_failed(tp_consumer *c, const char *why);
-static void c_tx_revert(tp_consumer *c);
 
 static void
 c_committed(void *arg, loom_err rc, PGresult *r)
