@@ -11,7 +11,9 @@
  *           handler's statements. Committed: every message is acked.
  *   one     the batch failed (a duplicate, a handler error, a statement
  *           that failed): each message again in a tx of its own. Committed:
- *           acked; LOOM_EALREADY: acked as a duplicate; a statement failed:
+ *           acked; LOOM_EALREADY: acked as a duplicate; LOOM_ECONFLICT:
+ *           the same message again at once (the handler decides on fresher
+ *           state), max_conflicts times; a statement failed:
  *           loom_consumer_fail() with the server's reason.
  *   probe   the handler refused a message: a tx that raises LM015 only if
  *           the message is already in the inbox (and writes nothing), so a
@@ -44,6 +46,8 @@
 
 #define IC_DEFAULT_WINDOW_MS (7ull * 24 * 3600 * 1000)
 #define IC_DEFAULT_EXPIRE_MS 60000u
+#define IC_DEFAULT_CONFLICTS 10u
+#define IC_MAX_CONFLICTS     1000u
 /* 100 years: past that an interval overflows soon enough to refuse. */
 #define IC_MAX_WINDOW_MS 3155760000000ull
 
@@ -85,9 +89,12 @@ struct loom_inbox_consumer {
     loom_consumer *c; /* the transport's consumer */
     loom_inbox_fn fn;
     void *arg;
-    char *name; /* the inbox's consumer name; owned */
+    loom_inbox_settled_fn settled; /* may be NULL */
+    char *name;                    /* the inbox's consumer name; owned */
     uint64_t window_ms;
     unsigned expire_every_ms;
+    unsigned max_conflicts;
+    unsigned conflict_runs; /* IC_ONE: re-runs of the message in hand */
     loom__pgconn conn;
     int conn_open;
     loom_tx tx;
@@ -116,10 +123,16 @@ static void ic_next(loom_inbox_consumer *ic);
 
 /* ---- settling messages ---------------------------------------------- */
 
+/* Tells the owner first: m is the transport's again once settled. */
 static void
-ic_ack(loom_inbox_consumer *ic, const loom_message *m)
+ic_ack(loom_inbox_consumer *ic, const loom_message *m,
+       loom_inbox_outcome outcome)
 {
-    loom_err rc = loom_consumer_ack(ic->c, m);
+    loom_err rc;
+
+    if (ic->settled != NULL)
+        ic->settled(m, outcome, ic->arg);
+    rc = loom_consumer_ack(ic->c, m);
 
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN,
@@ -139,6 +152,8 @@ ic_fail(loom_inbox_consumer *ic, const loom_message *m, const char *why)
               "inbox consumer \"%s\": message %s on %s failed: %s", ic->name,
               id, m->topic ? m->topic : "?", why);
     ic->stats.failed++;
+    if (ic->settled != NULL)
+        ic->settled(m, LOOM_INBOX_FAILED, ic->arg);
     rc = loom_consumer_fail(ic->c, m, why);
     if (rc != LOOM_OK)
         loom__log(LOOM_LOG_WARN,
@@ -169,6 +184,7 @@ ic_pop(loom_inbox_consumer *ic)
 static void
 ic_advance(loom_inbox_consumer *ic)
 {
+    ic->conflict_runs = 0;
     if (++ic->head->next == ic->head->n)
         ic_pop(ic);
 }
@@ -274,12 +290,15 @@ ic_batch_done(loom_inbox_consumer *ic, loom_err rc)
         ic->stats.handled += b->n;
         loom__backoff_reset(&ic->backoff);
         for (size_t i = 0; i < b->n; i++)
-            ic_ack(ic, b->m[i]);
+            ic_ack(ic, b->m[i], LOOM_INBOX_COMMITTED);
         ic_batch_free(b);
         ic->state = IC_IDLE;
     } else if (ic_retryable(ic, rc)) {
         ic_backoff(ic, loom__pgconn_errmsg(&ic->conn));
     } else {
+        /* A conflict too: alone, each message meets fresh state. */
+        if (rc == LOOM_ECONFLICT)
+            ic->stats.conflicts++;
         ic_isolate(ic, loom__pgconn_errmsg(&ic->conn));
         ic->state = IC_IDLE;
     }
@@ -343,12 +362,33 @@ ic_one_done(loom_inbox_consumer *ic, loom_err rc)
         return;
     }
     loom__backoff_reset(&ic->backoff);
+    if (rc == LOOM_ECONFLICT && ic->conflict_runs < ic->max_conflicts) {
+        /* Another transaction moved a stream first: it has committed, so
+         * the handler decides again on what it left, at once, without
+         * failing the message back (which would count as a delivery). */
+        ic->conflict_runs++;
+        ic->stats.conflicts++;
+        loom__log(LOOM_LOG_DEBUG,
+                  "inbox consumer \"%s\": version conflict (%s); handling "
+                  "the message again (%u of %u)",
+                  ic->name, loom__pgconn_errmsg(&ic->conn), ic->conflict_runs,
+                  ic->max_conflicts);
+        ic->state = IC_IDLE;
+        return;
+    }
     if (rc == LOOM_OK) {
         ic->stats.handled++;
-        ic_ack(ic, m);
+        ic_ack(ic, m, LOOM_INBOX_COMMITTED);
     } else if (rc == LOOM_EALREADY) {
         ic->stats.duplicates++;
-        ic_ack(ic, m);
+        ic_ack(ic, m, LOOM_INBOX_DUPLICATE);
+    } else if (rc == LOOM_ECONFLICT) {
+        char why[1024];
+        snprintf(why, sizeof why,
+                 "%s (SQLSTATE %s), still after %u re-runs on fresh state",
+                 loom__pgconn_errmsg(&ic->conn),
+                 loom_store_sqlstate(ic->conn.store), ic->conflict_runs);
+        ic_fail(ic, m, why);
     } else {
         const char *state = loom_store_sqlstate(ic->conn.store);
         char why[1024];
@@ -372,7 +412,7 @@ ic_probe_done(loom_inbox_consumer *ic, loom_err rc)
     loom__backoff_reset(&ic->backoff);
     if (rc == LOOM_EALREADY) {
         ic->stats.duplicates++;
-        ic_ack(ic, m);
+        ic_ack(ic, m, LOOM_INBOX_DUPLICATE);
     } else {
         ic_fail(ic, m, ic->why);
     }
@@ -523,8 +563,11 @@ ic_on_deliver(loom_consumer *c, const loom_message *const *msgs, size_t n,
     if (b == NULL || b->m == NULL) {
         /* Back to the transport, which delivers them again. */
         loom_free(b);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            if (ic->settled != NULL)
+                ic->settled(msgs[i], LOOM_INBOX_FAILED, ic->arg);
             loom_consumer_fail(ic->c, msgs[i], "inbox consumer: out of memory");
+        }
         return;
     }
     memcpy(b->m, msgs, n * sizeof *b->m);
@@ -672,12 +715,18 @@ ic_config(loom_inbox_consumer *ic, const loom_consumer_config *cfg,
     if (icfg->window_ms > IC_MAX_WINDOW_MS)
         return ic_err(err, errlen, LOOM_EINVAL,
                       "inbox consumer: window_ms is over 100 years");
+    if (icfg->max_conflicts > IC_MAX_CONFLICTS)
+        return ic_err(err, errlen, LOOM_EINVAL,
+                      "inbox consumer: max_conflicts is over 1000");
     ic->name = loom__strdup(name);
     if (ic->name == NULL)
         return ic_err(err, errlen, LOOM_ENOMEM, "out of memory");
     ic->window_ms = icfg->window_ms ? icfg->window_ms : IC_DEFAULT_WINDOW_MS;
     ic->expire_every_ms =
         icfg->expire_every_ms ? icfg->expire_every_ms : IC_DEFAULT_EXPIRE_MS;
+    ic->max_conflicts =
+        icfg->max_conflicts ? icfg->max_conflicts : IC_DEFAULT_CONFLICTS;
+    ic->settled = icfg->settled;
     return LOOM_OK;
 }
 

@@ -9,11 +9,13 @@
  * closed with a transaction in flight and reopened (the transport
  * redelivers what was never acknowledged), when the connection breaks
  * under a transaction (retried after a backoff), and around a poison
- * message,
- * which fails alone and is dead-lettered. Expiry deletes entries past the
- * window in chunks; a graceful runtime stop finishes the transaction in
- * flight. End to end, messages written by units of work with
- * loom_outbox_add() and published (twice) by the relay apply once.
+ * message, which fails alone and is dead-lettered. Expiry deletes entries
+ * past the window in chunks; a graceful runtime stop finishes the
+ * transaction in flight. End to end, messages written by units of work
+ * with loom_outbox_add() and published (twice) by the relay apply once.
+ * A version conflict is not a failed delivery: the message is handled
+ * again on fresh state (up to max_conflicts times), and the settled
+ * callback reports how each message ended.
  *
  * Most tests turn the loop with tpt_run(), so the runtime's LISTEN
  * connection never runs and the consumers find new messages by polling
@@ -45,7 +47,24 @@ typedef struct ibh {
     /* Also append an event to "ibev-<n>" and send an outbox message to
      * outbox "ibout" per message. */
     int more;
+    /* "conflict": while this is above 0, count it down and append to
+     * stream "ibconf-1" (which exists) expecting no stream: a version
+     * conflict; then append expecting any version. */
+    int conflict_left;
+    loom_store *vs; /* "version": reads the version of "ibver-1" here */
+    /* What the settled callback saw, by loom_inbox_outcome. */
+    int settled[4];
 } ibh;
+
+static void
+ibh_settled(const loom_message *m, loom_inbox_outcome outcome, void *arg)
+{
+    ibh *h = arg;
+
+    (void) m;
+    if (outcome >= LOOM_INBOX_COMMITTED && outcome <= LOOM_INBOX_FAILED)
+        h->settled[outcome]++;
+}
 
 /* One row in ib_fx per message; "poison" refuses, "badsql" queues a
  * statement that fails, "slow" sleeps in the transaction. */
@@ -86,6 +105,26 @@ ibh_fn(const loom_message *m, loom_tx *tx, char *why, size_t whylen, void *arg)
     }
     if (rc == LOOM_OK && strcmp(payload, "badsql") == 0)
         rc = loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL);
+    if (rc == LOOM_OK && strcmp(payload, "conflict") == 0) {
+        loom_event_data ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = "ib.Conflict";
+        rc = loom_tx_append(tx, "ibconf-1",
+                            h->conflict_left-- > 0 ? LOOM_EXPECT_NO_STREAM
+                                                   : LOOM_EXPECT_ANY,
+                            &ev, 1);
+    }
+    if (rc == LOOM_OK && strcmp(payload, "version") == 0) {
+        /* As an aggregate's command would: decide on the version read,
+         * append expecting it. */
+        loom_event_data ev;
+        int64_t ver = -1;
+        rc = loom_store_stream_version(h->vs, "ibver-1", &ver);
+        memset(&ev, 0, sizeof ev);
+        ev.type = "ib.Versioned";
+        if (rc == LOOM_OK)
+            rc = loom_tx_append(tx, "ibver-1", ver, &ev, 1);
+    }
     if (rc == LOOM_OK && strcmp(payload, "slow") == 0) {
         const char *sv[1] = {sleep_s};
         snprintf(sleep_s, sizeof sleep_s, "%.3f", h->slow_s);
@@ -714,7 +753,154 @@ test_inbox_end_to_end_with_the_outbox_and_the_relay(void **state)
     tpt_close(&e);
 }
 
-/* ---- 8. bad arguments -----------------------------------------------------
+/* ---- 8. version conflicts ---------------------------------------------- */
+
+/* A message alone whose transaction loses a version conflict is handled
+ * again at once, on fresh state: with max_deliveries 1, one failure back
+ * to the transport would have dead-lettered it. */
+static void
+test_inbox_lone_conflict_is_handled_again_not_failed(void **state)
+{
+    est_fx *fx = *state;
+    static const char *const payloads[] = {"conflict"};
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    loom_event_data ev;
+    tpt_env e;
+    ibh h = {0};
+    loom_uuid ids[1];
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+
+    memset(ids, 0, sizeof ids);
+    est_event(&ev, "ib.Conflict", NULL, 0);
+    assert_int_equal(loom_store_append(fx->s, "ibconf-1", LOOM_EXPECT_NO_STREAM,
+                                       &ev, 1, NULL),
+                     LOOM_OK);
+    h.conflict_left = 4;
+    icfg.settled = ibh_settled;
+    tpt_topic_create("ib.conf", 1, -1, -1, 0, 1);
+    tpt_open(&e, "");
+    ic = ib_open(&e, "ib-conf", "ib.conf", 0, &icfg, &h);
+    ib_publish(&e, "ib.conf", payloads, 1, ids);
+    ib_wait_stats(&e, ic, 1, 0, 0, 0);
+    /* Again under the same id: a duplicate, whatever the handler does. */
+    ib_publish(&e, "ib.conf", payloads, 1, ids);
+    ib_wait_stats(&e, ic, 1, 1, 0, 0);
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+
+    st = ib_stats(ic);
+    assert_int_equal(st.handled, 1);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(st.conflicts, 4);
+    assert_int_equal(h.calls, 6); /* 4 conflicts, 1 commit, 1 duplicate */
+    assert_int_equal(h.settled[LOOM_INBOX_COMMITTED], 1);
+    assert_int_equal(h.settled[LOOM_INBOX_DUPLICATE], 1);
+    assert_int_equal(h.settled[LOOM_INBOX_FAILED], 0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-conf'"),
+                     0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.events WHERE stream = "
+                            "'ibconf-1'"),
+                     2);
+    assert_int_equal(ib_mismatch("ib-conf"), 0);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
+/* A conflict that never resolves fails the message after max_conflicts
+ * re-runs, with the server's reason. */
+static void
+test_inbox_conflicts_past_max_conflicts_fail_the_message(void **state)
+{
+    est_fx *fx = *state;
+    static const char *const payloads[] = {"conflict", "c9"};
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    tpt_env e;
+    ibh h = {0};
+    loom_uuid ids[2];
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+    int64_t v = -1;
+
+    memset(ids, 0, sizeof ids);
+    assert_int_equal(loom_store_stream_version(fx->s, "ibconf-1", &v), LOOM_OK);
+    if (v < 0) {
+        loom_event_data ev;
+        est_event(&ev, "ib.Conflict", NULL, 0);
+        assert_int_equal(
+            loom_store_append(fx->s, "ibconf-1", LOOM_EXPECT_ANY, &ev, 1, NULL),
+            LOOM_OK);
+    }
+    h.conflict_left = 1000000;
+    icfg.max_conflicts = 2;
+    icfg.settled = ibh_settled;
+    tpt_topic_create("ib.confx", 1, -1, -1, 0, 1);
+    tpt_open(&e, "");
+    ic = ib_open(&e, "ib-confx", "ib.confx", 0, &icfg, &h);
+    ib_publish(&e, "ib.confx", payloads, 2, ids);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_dead_letters WHERE "
+                 "group_name = 'ib-confx'");
+    ib_wait_stats(&e, ic, 1, 0, 1, 0);
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+
+    st = ib_stats(ic);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.handled, 1); /* "c9" goes on */
+    /* The batch of two lost once; then "conflict" alone, twice again. */
+    assert_true(st.conflicts == 2 || st.conflicts == 3);
+    assert_int_equal(h.settled[LOOM_INBOX_FAILED], 1);
+    assert_int_equal(h.settled[LOOM_INBOX_COMMITTED], 1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-confx' AND error LIKE "
+                            "'%%LM001%%after 2 re-runs%%'"),
+                     1);
+    assert_int_equal(ib_mismatch("ib-confx"), 0);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
+/* Messages deciding on the same stream's version in one batch: the batch
+ * loses a conflict, then each alone meets the version its predecessor
+ * left, and all commit, none failed. */
+static void
+test_inbox_conflicting_batch_is_handled_one_by_one(void **state)
+{
+    static const char *const payloads[] = {"version", "version", "version",
+                                           "version", "version", "version"};
+    tpt_env e;
+    ibh h = {0};
+    loom_uuid ids[6];
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+
+    (void) state;
+    memset(ids, 0, sizeof ids);
+    h.vs = est_store_open(NULL);
+    tpt_topic_create("ib.ver", 1, -1, -1, 0, 1);
+    tpt_open(&e, "");
+    /* Published before the consumer starts: one batch. */
+    ib_publish(&e, "ib.ver", payloads, 6, ids);
+    ic = ib_open(&e, "ib-ver", "ib.ver", 0, NULL, &h);
+    ib_wait_stats(&e, ic, 6, 0, 0, 0);
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+
+    st = ib_stats(ic);
+    assert_int_equal(st.handled, 6);
+    assert_int_equal(st.failed, 0);
+    assert_true(st.conflicts >= 1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.events WHERE stream = "
+                            "'ibver-1'"),
+                     6);
+    assert_int_equal(est_ll("SELECT max(version) FROM loom.events WHERE "
+                            "stream = 'ibver-1'"),
+                     5);
+    loom_inbox_consumer_close(ic);
+    loom_store_close(h.vs);
+    tpt_close(&e);
+}
+
+/* ---- 9. bad arguments -----------------------------------------------------
  */
 
 static void
@@ -778,6 +964,12 @@ test_inbox_consumer_bad_arguments(void **state)
                      LOOM_EINVAL);
     assert_non_null(strstr(err, "window_ms"));
     icfg.window_ms = 0;
+    icfg.max_conflicts = 1001;
+    assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, ibh_fn, &h, &ic,
+                                              err, sizeof err),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(err, "max_conflicts"));
+    icfg.max_conflicts = 0;
     /* The transport refuses the consumer (no topics): nothing is left. */
     cfg.n_topics = 0;
     assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, ibh_fn, &h, &ic,
@@ -821,6 +1013,9 @@ main(void)
         T(test_inbox_expiry_deletes_entries_past_the_window),
         T(test_inbox_runtime_stop_finishes_the_transaction_in_flight),
         T(test_inbox_end_to_end_with_the_outbox_and_the_relay),
+        T(test_inbox_lone_conflict_is_handled_again_not_failed),
+        T(test_inbox_conflicts_past_max_conflicts_fail_the_message),
+        T(test_inbox_conflicting_batch_is_handled_one_by_one),
         T(test_inbox_consumer_bad_arguments),
 #undef T
     };

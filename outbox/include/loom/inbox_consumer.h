@@ -19,6 +19,16 @@
  * handler refuses is failed only once PostgreSQL has confirmed that it is
  * not recorded (a processed message is acknowledged as a duplicate).
  *
+ * A version conflict is not the message's fault: a transaction that
+ * fails with LOOM_ECONFLICT (an append's expected version did not hold
+ * because another transaction moved the stream first, say a command on
+ * the same aggregate earlier in the batch, or another process) is
+ * handled again. A batch is then retried one message at a time, as for
+ * any failure; a message alone is handled again at once (the handler is
+ * called again and can load fresher state), up to max_conflicts times,
+ * before it is failed like any other. Those re-runs are not deliveries:
+ * they never bring a valid message nearer its dead letter.
+ *
  * When the connection breaks, the transaction's outcome is unknown: the
  * same messages are tried again after a backoff (the inbox marks tell
  * what had committed), and nothing is acknowledged before its
@@ -55,6 +65,18 @@ typedef struct loom_inbox_consumer loom_inbox_consumer;
 typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx, char *why,
                                   size_t whylen, void *arg);
 
+/* How a message was settled (loom_inbox_consumer_config.settled). */
+typedef enum loom_inbox_outcome {
+    LOOM_INBOX_COMMITTED = 1, /* its effects committed; acknowledged */
+    LOOM_INBOX_DUPLICATE = 2, /* already processed; acknowledged */
+    LOOM_INBOX_FAILED = 3     /* failed back to the transport */
+} loom_inbox_outcome;
+
+/* Told how message `m` (borrowed for the call) was settled; `arg` is the
+ * handler's. */
+typedef void (*loom_inbox_settled_fn)(const loom_message *m,
+                                      loom_inbox_outcome outcome, void *arg);
+
 /* Start from LOOM_INBOX_CONSUMER_CONFIG_INIT; strings are copied. */
 typedef struct loom_inbox_consumer_config {
     /* PostgreSQL for the inbox and the effects; NULL: $LOOM_DATABASE_URL. */
@@ -66,11 +88,20 @@ typedef struct loom_inbox_consumer_config {
     /* Look for expired entries this often (the first time within a
      * second of opening); 0: 60 s. */
     unsigned expire_every_ms;
+    /* Re-runs of a message whose transaction, alone, failed with a
+     * version conflict (see above), before it is failed; 0: 10, at most
+     * 1000. */
+    unsigned max_conflicts;
+    /* Optional: called on the loop for each message as it is
+     * acknowledged or failed, just before (so a handler that keeps a
+     * note per message, say what its reply was, learns which committed).
+     * It must not close the consumer. */
+    loom_inbox_settled_fn settled;
 } loom_inbox_consumer_config;
 
 #define LOOM_INBOX_CONSUMER_CONFIG_INIT                                        \
     {                                                                          \
-        NULL, NULL, 0, 0                                                       \
+        NULL, NULL, 0, 0, 0, NULL                                              \
     }
 
 /*
@@ -81,8 +112,8 @@ typedef struct loom_inbox_consumer_config {
  * consumer under it).
  *
  * Errors: LOOM_EINVAL (NULL arguments, a bad config, a consumer name over
- * LOOM_INBOX_MAX_CONSUMER), LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM, and the
- * transport's own; err (may be NULL) says why.
+ * LOOM_INBOX_MAX_CONSUMER, max_conflicts over 1000), LOOM_ECONN, LOOM_ESCHEMA,
+ * LOOM_ENOMEM, and the transport's own; err (may be NULL) says why.
  */
 LOOM_API loom_err loom_inbox_consumer_open(
     loom_transport *t, const loom_consumer_config *cfg,
@@ -105,6 +136,9 @@ typedef struct loom_inbox_consumer_stats {
     uint64_t duplicates; /* messages skipped: already in the inbox */
     uint64_t failed;     /* messages failed back to the transport */
     uint64_t expired;    /* inbox entries deleted by the window */
+    /* Transactions lost to a version conflict, each followed by handling
+     * its messages again (a batch one by one, a message alone at once). */
+    uint64_t conflicts;
 } loom_inbox_consumer_stats;
 
 /* Copies ic's counters. Errors: LOOM_EINVAL (NULL). */
