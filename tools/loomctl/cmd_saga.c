@@ -477,6 +477,7 @@ sg_diagram_missing(PGconn *pg, const char *type, const char *version)
 
     if ((version != NULL && versions == NULL) ||
         sg_known_types(pg, &known) != CTL_OK) {
+        PQclear(versions);
         loom__buf_free(&known);
         return CTL_ERR;
     }

@@ -279,12 +279,12 @@ sh_data_line(ctl *c, loom__buf *b, const sh_data *d)
                type != NULL ? "its type is not in --types"
                             : "its definition records no data type");
     else if (c->ntypes > 0)
-        SH_KVF(b, "data", "%zu bytes, not decodable as %s", d->data_len,
-               type != NULL ? type : "protobuf");
+        SH_KVF(b, "data", "%zu byte%s, not decodable as %s", d->data_len,
+               d->data_len == 1 ? "" : "s", type != NULL ? type : "protobuf");
     else
-        SH_KVF(b, "data", "%zu bytes%s%s (give --types LIB.so to decode)",
-               d->data_len, type != NULL ? " of " : "",
-               type != NULL ? type : "");
+        SH_KVF(b, "data", "%zu byte%s%s%s (give --types LIB.so to decode)",
+               d->data_len, d->data_len == 1 ? "" : "s",
+               type != NULL ? " of " : "", type != NULL ? type : "");
 }
 
 static void
