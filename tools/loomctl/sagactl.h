@@ -21,10 +21,12 @@
 #include "loomctl.h"
 
 /* A step's name as SQL, from the definition the instance started with
- * (forward steps come first in its `steps` array), NULL when unknown.
+ * (forward steps come first in its `steps` array), NULL when unknown
+ * (a negative index would count from the end of a jsonb array).
  * Needs `i` (loom.saga_instances) and `d` (loom.saga_definitions, LEFT
  * JOINed by CTL_SAGA_DEF_JOIN). */
-#define CTL_SAGA_STEP_NAME "(d.steps -> i.step ->> 'name')"
+#define CTL_SAGA_STEP_NAME                                                     \
+    "(CASE WHEN i.step >= 0 THEN d.steps -> i.step ->> 'name' END)"
 #define CTL_SAGA_DEF_JOIN                                                      \
     "LEFT JOIN loom.saga_definitions d ON d.name = i.type "                    \
     "AND d.version = i.def_version "
