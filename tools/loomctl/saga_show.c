@@ -13,7 +13,6 @@
  * type its definition recorded (loom.saga_definitions.data_type), or by
  * field number when that type is unknown; without, only its size shows.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +22,6 @@
 #include "loom/alloc.h"
 #include "parked.h"
 #include "sagactl.h"
-#include "stats.h"
 #include "table.h"
 #include "termtext.h"
 #include "topics.h"
