@@ -456,10 +456,13 @@ loom__store_result_error(loom_store *s, const PGresult *r)
     else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0 ||
              strcmp(state, "LM012") == 0 || strcmp(state, "LM016") == 0)
         rc = LOOM_ECONFLICT;
-    else if (strcmp(state, "LM010") == 0 || strcmp(state, "LM013") == 0)
+    else if (strcmp(state, "LM010") == 0 || strcmp(state, "LM013") == 0 ||
+             strcmp(state, "LM020") == 0)
         rc = LOOM_ENOTFOUND;
-    else if (strcmp(state, "LM011") == 0)
+    else if (strcmp(state, "LM011") == 0 || strcmp(state, "LM021") == 0)
         rc = LOOM_EINVAL;
+    else if (strcmp(state, "LM022") == 0)
+        rc = LOOM_EBUSY;
     else if (strcmp(state, "LM014") == 0)
         rc = LOOM_EDUPLICATE;
     else if (strcmp(state, "LM015") == 0)

@@ -12,6 +12,9 @@ CREATE TABLE loom.saga_definitions (
     name          text NOT NULL,      -- the service's full name
     version       integer NOT NULL,
     reply_topic   text NOT NULL,
+    data_type     text,               -- the saga data's protobuf full name
+                                      --   (def->data->name), for
+                                      --   `loomctl saga show --types`
     steps         jsonb NOT NULL,     -- [{name, participant, command, reply,
                                       --   failure, compensation, timeout_ms,
                                       --   retry{...}}], forward steps first

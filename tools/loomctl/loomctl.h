@@ -154,5 +154,6 @@ int ctl_cmd_projection(ctl *c, int argc, char **argv);
 int ctl_cmd_topics(ctl *c, int argc, char **argv);
 int ctl_cmd_outbox(ctl *c, int argc, char **argv);
 int ctl_cmd_relay(ctl *c, int argc, char **argv);
+int ctl_cmd_saga(ctl *c, int argc, char **argv);
 
 #endif /* LOOMCTL_H */

@@ -196,6 +196,43 @@ static const main_cmd main_cmds[] = {
      "  --report-ms N     a status line every N ms (default 10000; 0:\n"
      "                    never)\n",
      ctl_cmd_relay},
+    {"saga",
+     "list [--state S] [--type T] [--limit N]\n"
+     "show ID\n"
+     "retry|skip|abort ID [--by NAME] [--wait SECONDS]\n"
+     "diagram TYPE [--version V]",
+     "sagas: what they do, their history, operators' requests",
+     "Sagas (loom/saga.h) are run by orchestrators; loomctl reads what they\n"
+     "recorded and passes operators' requests to them.\n"
+     "  list      the newest sagas first: id, type@version, state, step\n"
+     "            (its name when the definition is registered), attempt,\n"
+     "            start, how long it took (or has run so far), a pending\n"
+     "            request and the last error; then the count per state\n"
+     "    --state S   only sagas in state S (RUNNING, COMPENSATING,\n"
+     "                COMPLETED, COMPENSATED, COMPENSATION_FAILED, ABORTED)\n"
+     "    --type T    only sagas of type T (\"shop.CreateOrder\")\n"
+     "    --limit N   at most N (default 100, at most 100000)\n"
+     "  show      one saga: its state, step, what it waits for, a pending\n"
+     "            request, its data (decoded with --types, else its size),\n"
+     "            then its log: time since the start, step, attempt, kind,\n"
+     "            how long the command took to be answered, message id,\n"
+     "            detail (failure code and message, operator)\n"
+     "  retry     COMPENSATION_FAILED: run the failed compensation again,\n"
+     "            with fresh attempts\n"
+     "  skip      COMPENSATION_FAILED: count the failed compensation as\n"
+     "            done (undo its step by hand) and go on with the ones\n"
+     "            before it\n"
+     "  abort     any saga not yet final: stop it for good (ABORTED);\n"
+     "            nothing more is sent or compensated\n"
+     "            retry, skip and abort are requests: a running\n"
+     "            orchestrator applies them, and logs who asked\n"
+     "    --by NAME       who asks (default $USER@host)\n"
+     "    --wait SECONDS  wait until an orchestrator applied it and print\n"
+     "                    the new state; exit 1 if none did in time\n"
+     "  diagram   the Mermaid diagram of a saga type, as its orchestrator\n"
+     "            registered it\n"
+     "    --version V   that version (default: the latest)\n",
+     ctl_cmd_saga},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
