@@ -56,8 +56,9 @@ saga_options(gen_pool *p, const gen_types *types, const gen_file_names *fn,
         return 0;
     }
     if (rc == GEN_OPT_BAD) {
+        /* Nothing else about this service can be trusted or checked. */
         saga_error(at, NULL, "option (loom.saga) is malformed: %s", err);
-        return 1;
+        return 0;
     }
     const Loom__SagaOptions *o = (const Loom__SagaOptions *) m;
     s->version = o->version;
@@ -142,7 +143,7 @@ saga_retry(gen_pool *p, const Loom__RetryPolicy *r, const saga_at *at,
 static void
 saga_step(gen_pool *p, const gen_types *types, const gen_file_names *fn,
           const gen_saga *s, const gen_rdp *rd, const Loom__StepOptions *o,
-          const saga_at *at, gen_step *st)
+          int bad_options, const saga_at *at, gen_step *st)
 {
     const char *rpc = st->name;
     st->c_lower =
@@ -164,7 +165,10 @@ saga_step(gen_pool *p, const gen_types *types, const gen_file_names *fn,
         saga_error(at, rpc, "the rpc name is longer than %d bytes",
                    GEN_MAX_NAME);
     }
-    if (o == NULL || o->participant == NULL || o->participant[0] == '\0') {
+    if (bad_options) {
+        st->participant = ""; /* reported: nothing more to say */
+    } else if (o == NULL || o->participant == NULL ||
+               o->participant[0] == '\0') {
         saga_error(at, rpc,
                    "(loom.step).participant is missing: name the topic its "
                    "commands are sent to");
@@ -268,7 +272,7 @@ saga_classify(const gen_sdp *sd, Loom__StepOptions *const *opts, long *comp_of,
 /* Fills s->steps and s->comps from the classified rpcs. */
 static void
 saga_steps(gen_pool *p, const gen_types *types, const gen_file_names *fn,
-           const gen_sdp *sd, Loom__StepOptions *const *opts,
+           const gen_sdp *sd, Loom__StepOptions *const *opts, const int *bad,
            const long *comp_of, long *comp_idx, const saga_at *at, gen_saga *s)
 {
     size_t n = sd->n_method, nf = 0, nc = 0;
@@ -288,7 +292,7 @@ saga_steps(gen_pool *p, const gen_types *types, const gen_file_names *fn,
             comp_of[i] >= 0 ? &s->comps[comp_idx[i]] : &s->steps[comp_idx[i]];
         st->name = GEN_S(sd->method[i]->name);
         st->is_compensation = comp_of[i] >= 0;
-        saga_step(p, types, fn, s, sd->method[i], opts[i], at, st);
+        saga_step(p, types, fn, s, sd->method[i], opts[i], bad[i], at, st);
     }
     /* Link each forward step and its compensation both ways. */
     for (size_t j = 0; j < n; j++) {
@@ -337,6 +341,7 @@ gen_saga_build(gen_pool *p, const gen_types *types, const gen_fdp *fd,
     Loom__StepOptions **opts = gen_pool_array(p, n, sizeof(*opts));
     long *comp_of = gen_pool_array(p, n, sizeof(long));
     long *comp_idx = gen_pool_array(p, n, sizeof(long));
+    int *bad = gen_pool_array(p, n, sizeof(int));
     for (size_t i = 0; i < n; i++) {
         const gen_rdp *rd = sd->method[i];
         ProtobufCMessage *m;
@@ -347,11 +352,12 @@ gen_saga_build(gen_pool *p, const gen_types *types, const gen_fdp *fd,
         if (rc == GEN_OPT_BAD) {
             saga_error(&at, GEN_S(rd->name),
                        "option (loom.step) is malformed: %s", err);
+            bad[i] = 1;
         }
         opts[i] = (Loom__StepOptions *) m;
     }
     saga_classify(sd, opts, comp_of, &at);
-    saga_steps(p, types, fn, sd, opts, comp_of, comp_idx, &at, s);
+    saga_steps(p, types, fn, sd, opts, bad, comp_of, comp_idx, &at, s);
     for (size_t i = 0; i < n; i++) {
         if (opts[i] != NULL) {
             protobuf_c_message_free_unpacked(&opts[i]->base, NULL);
