@@ -42,10 +42,12 @@ elseif(NOT DEFINED LOOM_PROTOC_GEN_LOOM_DEPENDS)
   set(LOOM_PROTOC_GEN_LOOM_DEPENDS "${LOOM_PROTOC_GEN_LOOM}")
 endif()
 
-find_program(LOOM_PROTOC protoc REQUIRED)
-find_program(LOOM_PROTOC_GEN_C NAMES protoc-gen-c protoc-c REQUIRED)
-find_path(LOOM_PROTOBUF_PROTO_DIR google/protobuf/descriptor.proto REQUIRED)
-find_path(LOOM_PROTOBUF_C_PROTO_DIR protobuf-c/protobuf-c.proto REQUIRED)
+# Looked for now, required only when loom_generate() runs: a project
+# that never calls it needs none of them.
+find_program(LOOM_PROTOC protoc)
+find_program(LOOM_PROTOC_GEN_C NAMES protoc-gen-c protoc-c)
+find_path(LOOM_PROTOBUF_PROTO_DIR google/protobuf/descriptor.proto)
+find_path(LOOM_PROTOBUF_C_PROTO_DIR protobuf-c/protobuf-c.proto)
 
 # Absolute paths in protoc's --dependency_out make the policy moot, but
 # CMake warns about DEPFILE under the old one. (An included file has its
@@ -67,6 +69,16 @@ function(loom_generate)
   if(NOT LG_PROTOS)
     message(FATAL_ERROR "loom_generate: PROTOS is empty")
   endif()
+  foreach(v LOOM_PROTOC LOOM_PROTOC_GEN_C LOOM_PROTOBUF_PROTO_DIR
+          LOOM_PROTOBUF_C_PROTO_DIR)
+    if(NOT ${v})
+      message(FATAL_ERROR
+        "loom_generate: ${v} not found: it needs protoc, protoc-gen-c and "
+        "the .proto files of protobuf and protobuf-c (Debian: "
+        "protobuf-compiler, protobuf-c-compiler, libprotobuf-dev, "
+        "libprotobuf-c-dev; set ${v} to point at yours)")
+    endif()
+  endforeach()
   if(NOT LG_OUT_DIR)
     set(LG_OUT_DIR ${CMAKE_CURRENT_BINARY_DIR})
   endif()
