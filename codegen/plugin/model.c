@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loom/options.pb-c.h"
@@ -42,7 +43,8 @@ saga_error(const saga_at *at, const char *rpc, const char *fmt, ...)
     gen_buf_free(&b);
 }
 
-/* The saga-level options; 0 when the service is not a saga. */
+/* The saga-level options: 1 for a saga, 0 when the service is not one,
+ * -1 when its option is malformed (reported). */
 static int
 saga_options(gen_pool *p, const gen_types *types, const gen_file_names *fn,
              const gen_sdp *sd, const saga_at *at, gen_saga *s)
@@ -58,7 +60,7 @@ saga_options(gen_pool *p, const gen_types *types, const gen_file_names *fn,
     if (rc == GEN_OPT_BAD) {
         /* Nothing else about this service can be trusted or checked. */
         saga_error(at, NULL, "option (loom.saga) is malformed: %s", err);
-        return 0;
+        return -1;
     }
     const Loom__SagaOptions *o = (const Loom__SagaOptions *) m;
     s->version = o->version;
@@ -319,6 +321,44 @@ saga_steps(gen_pool *p, const gen_types *types, const gen_file_names *fn,
     }
 }
 
+/* Step options in a service that is not a saga: a forgotten (loom.saga),
+ * most likely; silence would generate nothing and say nothing. */
+static void
+saga_stray_steps(const gen_sdp *sd, const saga_at *at)
+{
+    for (size_t i = 0; i < sd->n_method; i++) {
+        uint8_t *bytes;
+        size_t len;
+        gen_opt_rc rc =
+            gen_opt_join((const ProtobufCMessage *) sd->method[i]->options,
+                         GEN_OPT_STEP, &bytes, &len, NULL, 0);
+        free(bytes);
+        if (rc != GEN_OPT_ABSENT) {
+            saga_error(at, GEN_S(sd->method[i]->name),
+                       "it has option (loom.step) but the service has no "
+                       "option (loom.saga): add one to make the service a "
+                       "saga, or remove the step options");
+            return;
+        }
+    }
+}
+
+/* Commands and replies on one topic would be consumed by both sides. */
+static void
+saga_reply_topic_apart(const gen_saga *s, const saga_at *at)
+{
+    for (size_t i = 0; i < s->n_steps + s->n_comps; i++) {
+        const gen_step *st =
+            i < s->n_steps ? &s->steps[i] : &s->comps[i - s->n_steps];
+        if (strcmp(st->participant, s->reply_topic) == 0) {
+            saga_error(at, st->name,
+                       "participant \"%s\" is the saga's reply topic: "
+                       "commands and replies need topics of their own",
+                       st->participant);
+        }
+    }
+}
+
 gen_saga *
 gen_saga_build(gen_pool *p, const gen_types *types, const gen_fdp *fd,
                const gen_file_names *fn, const gen_sdp *sd, gen_errors *errs)
@@ -330,7 +370,11 @@ gen_saga_build(gen_pool *p, const gen_types *types, const gen_fdp *fd,
                   : gen_pool_strdup(p, s->name);
     s->c_lower = gen_full_to_lower(p, s->full, fn->package, fn->c_package);
     saga_at at = {errs, GEN_S(fd->name), s->full};
-    if (!saga_options(p, types, fn, sd, &at, s)) {
+    int is_saga = saga_options(p, types, fn, sd, &at, s);
+    if (is_saga == 0) {
+        saga_stray_steps(sd, &at);
+    }
+    if (is_saga <= 0) {
         return NULL;
     }
     if (!gen_text_ok(s->full, GEN_MAX_NAME)) {
@@ -358,6 +402,7 @@ gen_saga_build(gen_pool *p, const gen_types *types, const gen_fdp *fd,
     }
     saga_classify(sd, opts, comp_of, &at);
     saga_steps(p, types, fn, sd, opts, bad, comp_of, comp_idx, &at, s);
+    saga_reply_topic_apart(s, &at);
     for (size_t i = 0; i < n; i++) {
         if (opts[i] != NULL) {
             protobuf_c_message_free_unpacked(&opts[i]->base, NULL);

@@ -119,7 +119,8 @@ typedef struct gen_pstep {
 typedef struct gen_participant {
     const char *topic;   /* "inventory" */
     const char *c_lower; /* "shop__inventory" */
-    gen_pstep *steps;    /* sagas in file order, then rpcs in order */
+    gen_pstep *steps;    /* sagas in file order; forward steps, then
+                            compensations */
     size_t n_steps;
 } gen_participant;
 
