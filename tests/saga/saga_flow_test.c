@@ -19,75 +19,10 @@
 
 #define WAIT_MS 15000
 
-/* Each test gets the environment and a store; the teardown closes them
- * even when the test fails. */
-typedef struct fx {
-    st_env *v;
-    loom_store *s;
-} fx;
-
-static int
-fx_setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-
-    f->v = st_open();
-    f->s = loomt_store_open();
-    *state = f;
-    return 0;
-}
-
-static int
-fx_teardown(void **state)
-{
-    fx *f = *state;
-
-    loom_store_close(f->s);
-    st_close(f->v);
-    free(f);
-    return 0;
-}
-
-/* The log of saga `id` as "kind[:step_name]" entries. */
-static const char *
-log_of(char *buf, size_t len, const char *id)
-{
-    return st_str(buf, len,
-                  "SELECT string_agg(kind || coalesce(':' || step_name, ''), "
-                  "',' ORDER BY id) FROM loom.saga_log WHERE saga_id = '%s'",
-                  id);
-}
-
-/* The trail the handlers left in the saga data, comma-separated. */
-static void
-trail_of(char *buf, size_t len, const char *id)
-{
-    Sagatest__Order *o = st_data(id);
-    size_t at = 0;
-
-    buf[0] = '\0';
-    for (size_t i = 0; i < o->n_trail && at < len; i++) {
-        at += (size_t) snprintf(buf + at, len - at, "%s%s", i ? "," : "",
-                                o->trail[i]);
-    }
-    sagatest__order__free_unpacked(o, NULL);
-}
-
-static void
-wait_ended(st_env *v, int want)
-{
-    int64_t end = est_now_ms() + 5000;
-
-    while (st_ended_count(v) < want && est_now_ms() < end) {
-        est_sleep_ms(10);
-    }
-    assert_int_equal(st_ended_count(v), want);
-}
-
 static void
 a_three_step_saga_completes_and_starting_it_twice_is_one_saga(void **state)
 {
-    fx *f = *state;
+    st_fx *f = *state;
     st_env *v = f->v;
     loom_store *s = f->s;
     loom_orchestrator *o = st_orch_open(v, NULL);
@@ -99,14 +34,14 @@ a_three_step_saga_completes_and_starting_it_twice_is_one_saga(void **state)
     assert_int_equal(st_start(s, &st_three, "happy-1", NULL), 0);
     st_wait_state("happy-1", "COMPLETED", WAIT_MS);
 
-    assert_string_equal(log_of(buf, sizeof buf, "happy-1"),
+    assert_string_equal(st_log_of(buf, sizeof buf, "happy-1"),
                         "started,command:Reserve,reply:Reserve,"
                         "command:Charge,reply:Charge,command:Ship,"
                         "reply:Ship,completed");
     assert_string_equal(st_effects(buf, sizeof buf, "happy-1", "ok"),
                         "Reserve,Charge,Ship");
     /* The reply handlers' changes are in the stored data. */
-    trail_of(buf, sizeof buf, "happy-1");
+    st_trail_of(buf, sizeof buf, "happy-1");
     assert_string_equal(buf, "Reserve,Charge,Ship");
     /* Each command carries the id logged for it. */
     assert_int_equal(est_ll("SELECT count(*) FROM st_effects e JOIN "
@@ -125,7 +60,7 @@ a_three_step_saga_completes_and_starting_it_twice_is_one_saga(void **state)
                             "id = 'happy-1' AND deadline IS NULL AND waiting "
                             "IS NULL"),
                      1);
-    wait_ended(v, 1);
+    st_wait_ended(v, 1);
     st = st_stats(v, o);
     assert_int_equal(st.completed, 1);
     assert_int_equal(st.replies, 3);
@@ -152,7 +87,7 @@ a_failure_at_each_step_compensates_the_completed_steps_in_reverse(void **state)
     static const char *const at1[] = {"Charge=fail:NOPE", NULL};
     static const char *const at2[] = {"Ship=fail:NOPE", NULL};
     static const char *const atd[] = {"D=fail:NOPE", NULL};
-    fx *f = *state;
+    st_fx *f = *state;
     st_env *v = f->v;
     loom_store *s = f->s;
     loom_orchestrator *o = st_orch_open(v, NULL);
@@ -172,14 +107,14 @@ a_failure_at_each_step_compensates_the_completed_steps_in_reverse(void **state)
     assert_string_equal(st_effects(buf, sizeof buf, "fail-0", "ok"), "");
     assert_string_equal(st_effects(buf, sizeof buf, "fail-0", "fail"),
                         "Reserve");
-    assert_string_equal(log_of(buf, sizeof buf, "fail-0"),
+    assert_string_equal(st_log_of(buf, sizeof buf, "fail-0"),
                         "started,command:Reserve,failure:Reserve,"
                         "compensated");
     assert_string_equal(st_effects(buf, sizeof buf, "fail-1", "ok"),
                         "Reserve,Unreserve");
     assert_string_equal(st_effects(buf, sizeof buf, "fail-2", "ok"),
                         "Reserve,Charge,Refund,Unreserve");
-    assert_string_equal(log_of(buf, sizeof buf, "fail-2"),
+    assert_string_equal(st_log_of(buf, sizeof buf, "fail-2"),
                         "started,command:Reserve,reply:Reserve,"
                         "command:Charge,reply:Charge,command:Ship,"
                         "failure:Ship,compensate:Refund,command:Refund,"
@@ -189,7 +124,7 @@ a_failure_at_each_step_compensates_the_completed_steps_in_reverse(void **state)
     assert_string_equal(st_effects(buf, sizeof buf, "fail-d", "ok"),
                         "A,B,C,UndoC,UndoA");
     /* on_failed ran once, before the compensations' replies. */
-    trail_of(buf, sizeof buf, "fail-2");
+    st_trail_of(buf, sizeof buf, "fail-2");
     assert_string_equal(buf, "Reserve,Charge,Ship!NOPE,Refund,Unreserve");
     assert_string_equal(st_str(buf, sizeof buf,
                                "SELECT last_error FROM loom.saga_instances "
@@ -199,7 +134,7 @@ a_failure_at_each_step_compensates_the_completed_steps_in_reverse(void **state)
     st = st_stats(v, o);
     assert_int_equal(st.compensated, 4);
     assert_int_equal(st.completed, 0);
-    wait_ended(v, 4);
+    st_wait_ended(v, 4);
 }
 
 /* The gap in ms between attempt n's failure and attempt n + 1's command
@@ -220,7 +155,7 @@ static void
 failed_attempts_are_retried_after_their_backoff_then_succeed(void **state)
 {
     static const char *const script[] = {"Charge=failn:2:TEMP", NULL};
-    fx *f = *state;
+    st_fx *f = *state;
     st_env *v = f->v;
     loom_store *s = f->s;
     loom_orchestrator *o = st_orch_open(v, NULL);
@@ -235,7 +170,7 @@ failed_attempts_are_retried_after_their_backoff_then_succeed(void **state)
                "SELECT string_agg(attempt || outcome, ',' ORDER BY seq) FROM "
                "st_effects WHERE saga_id = 'retry-1' AND step = 'Charge'"),
         "1fail,2fail,3ok");
-    assert_string_equal(log_of(buf, sizeof buf, "retry-1"),
+    assert_string_equal(st_log_of(buf, sizeof buf, "retry-1"),
                         "started,command:Reserve,reply:Reserve,"
                         "command:Charge,failure:Charge,retry:Charge,"
                         "command:Charge,failure:Charge,retry:Charge,"
@@ -264,7 +199,7 @@ static void
 a_step_that_times_out_is_retried_then_compensated_with_the_others(void **state)
 {
     static const char *const script[] = {"Charge=never", NULL};
-    fx *f = *state;
+    st_fx *f = *state;
     st_env *v = f->v;
     loom_store *s = f->s;
     loom_orchestrator *o = st_orch_open(v, NULL);
@@ -281,7 +216,7 @@ a_step_that_times_out_is_retried_then_compensated_with_the_others(void **state)
                             "saga_id = 'timeout-1' AND kind = 'timeout' AND "
                             "step_name = 'Charge'"),
                      3);
-    trail_of(buf, sizeof buf, "timeout-1");
+    st_trail_of(buf, sizeof buf, "timeout-1");
     assert_string_equal(buf, "Reserve,Charge!TIMEOUT,Refund,Unreserve");
     st = st_stats(v, o);
     assert_int_equal(st.timeouts, 3);
@@ -289,7 +224,7 @@ a_step_that_times_out_is_retried_then_compensated_with_the_others(void **state)
     assert_int_equal(st.compensated, 1);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, st_fx_setup, st_fx_teardown)
 
 int
 main(void)

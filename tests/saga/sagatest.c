@@ -550,8 +550,7 @@ loom_err
 st_orch_try(st_env *v, const loom_orchestrator_config *cfg,
             loom_orchestrator **out, char *err, size_t errlen)
 {
-    loom_orchestrator_config def = st_orch_config(v);
-    open_call c = {cfg != NULL ? cfg : &def, NULL, err, errlen, LOOM_OK};
+    open_call c = {cfg, NULL, err, errlen, LOOM_OK};
 
     st_on_loop(v, call_open, &c);
     if (out != NULL) {
@@ -563,14 +562,21 @@ st_orch_try(st_env *v, const loom_orchestrator_config *cfg,
 loom_orchestrator *
 st_orch_open(st_env *v, const loom_orchestrator_config *cfg)
 {
+    loom_orchestrator_config def = st_orch_config(v);
     loom_orchestrator *o = NULL;
     char err[512] = "";
-    loom_err rc = st_orch_try(v, cfg, &o, err, sizeof err);
+    loom_err rc = st_orch_try(v, cfg != NULL ? cfg : &def, &o, err, sizeof err);
 
     if (rc != LOOM_OK) {
         fail_msg("loom_orchestrator_open: %s: %s", loom_err_name(rc), err);
     }
     return o;
+}
+
+loom_runtime *
+st_runtime(st_env *v)
+{
+    return v->rt;
 }
 
 static void
@@ -763,6 +769,90 @@ st_effects(char *buf, size_t len, const char *id, const char *outcome)
                   id, outcome);
 }
 
+void
+st_send_reply(loom_store *s, const char *saga_id, const char *step,
+              const loom_uuid *correlation, const void *payload, size_t len)
+{
+    loom_header h[LOOM__SAGA_WIRE_MAX_HEADERS];
+    loom__saga_wire_text text;
+    loom_outbox_message om;
+    loom_tx *tx = NULL;
+
+    memset(&om, 0, sizeof om);
+    om.topic = ST_REPLIES;
+    om.key = saga_id;
+    om.key_len = strlen(saga_id);
+    om.headers = h;
+    om.n_headers = loom__saga_wire_reply(h, &text, saga_id, "sagatest.Three",
+                                         step, 1, correlation, NULL, NULL);
+    om.payload = payload;
+    om.payload_len = len;
+    assert_int_equal(loom_tx_new(&tx), LOOM_OK);
+    assert_int_equal(loom_outbox_add(tx, NULL, &om, 1), LOOM_OK);
+    if (loom_store_commit(s, tx) != LOOM_OK) {
+        fail_msg("commit: %s", loom_store_errmsg(s));
+    }
+    loom_tx_free(tx);
+}
+
+const char *
+st_log_of(char *buf, size_t len, const char *id)
+{
+    return st_str(buf, len,
+                  "SELECT string_agg(kind || coalesce(':' || step_name, ''), "
+                  "',' ORDER BY id) FROM loom.saga_log WHERE saga_id = '%s'",
+                  id);
+}
+
+const char *
+st_trail_of(char *buf, size_t len, const char *id)
+{
+    Sagatest__Order *o = st_data(id);
+    size_t at = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < o->n_trail && at < len; i++) {
+        at += (size_t) snprintf(buf + at, len - at, "%s%s", i ? "," : "",
+                                o->trail[i]);
+    }
+    sagatest__order__free_unpacked(o, NULL);
+    return buf;
+}
+
+void
+st_wait_ended(st_env *v, int want)
+{
+    int64_t end = est_now_ms() + 5000;
+
+    while (st_ended_count(v) < want && est_now_ms() < end) {
+        est_sleep_ms(10);
+    }
+    assert_int_equal(st_ended_count(v), want);
+}
+
+int
+st_fx_setup(void **state)
+{
+    st_fx *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    f->v = st_open();
+    f->s = loomt_store_open();
+    *state = f;
+    return 0;
+}
+
+int
+st_fx_teardown(void **state)
+{
+    st_fx *f = *state;
+
+    loom_store_close(f->s);
+    st_close(f->v);
+    free(f);
+    return 0;
+}
+
 /* ---- per executable -------------------------------------------------------
  */
 
@@ -790,7 +880,9 @@ st_group_setup(void **state)
     for (size_t i = 0; i < N_PTOPICS; i++) {
         tpt_topic_create(participant_topics[i], 2, -1, -1, 0, -1);
     }
-    tpt_topic_create(ST_REPLIES, 4, -1, -1, 0, -1);
+    /* Two deliveries: a reply the orchestrator fails back is
+     * dead-lettered at its second. */
+    tpt_topic_create(ST_REPLIES, 4, -1, -1, 0, 2);
     loomt_sql_exec(
         "CREATE TABLE st_effects (seq bigserial PRIMARY KEY, "
         "saga_id text NOT NULL, step text NOT NULL, attempt "

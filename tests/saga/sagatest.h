@@ -62,10 +62,12 @@ loom_orchestrator_config st_orch_config(st_env *v);
 /* Opens an orchestrator on the loop thread (cfg NULL: st_orch_config());
  * fails the test on error. */
 loom_orchestrator *st_orch_open(st_env *v, const loom_orchestrator_config *cfg);
-/* loom_orchestrator_open() on the loop thread, returning its code. */
+/* loom_orchestrator_open(cfg) on the loop thread, returning its code. */
 loom_err st_orch_try(st_env *v, const loom_orchestrator_config *cfg,
                      loom_orchestrator **out, char *err, size_t errlen);
 void st_orch_close(st_env *v, loom_orchestrator *o);
+/* The runtime (for calls that fail before they touch its loop). */
+loom_runtime *st_runtime(st_env *v);
 loom_orchestrator_stats st_stats(st_env *v, loom_orchestrator *o);
 /* ended callbacks seen so far (all sagas). */
 int st_ended_count(st_env *v);
@@ -99,5 +101,28 @@ Sagatest__Order *st_data(const char *id);
  * `outcome` ('ok', 'fail', 'silent'), in order. */
 const char *st_effects(char *buf, size_t len, const char *id,
                        const char *outcome);
+
+/* Sends a success reply to `step` of `saga_id` (type sagatest.Three,
+ * attempt 1) with `correlation` and the raw `payload`, through the outbox
+ * on `s`. */
+void st_send_reply(loom_store *s, const char *saga_id, const char *step,
+                   const loom_uuid *correlation, const void *payload,
+                   size_t len);
+/* The log of saga `id` as "kind[:step_name],..." in order. */
+const char *st_log_of(char *buf, size_t len, const char *id);
+/* The trail the handlers left in the saga data, comma-separated. */
+const char *st_trail_of(char *buf, size_t len, const char *id);
+/* Waits until `want` ended callbacks were seen; fails the test after 5 s. */
+void st_wait_ended(st_env *v, int want);
+
+/* The fixture most tests use: the environment and a store of the test's
+ * own, closed by the teardown even when the test fails. */
+typedef struct st_fx {
+    st_env *v;
+    loom_store *s;
+} st_fx;
+
+int st_fx_setup(void **state);
+int st_fx_teardown(void **state);
 
 #endif /* LOOM_SAGATEST_H */
