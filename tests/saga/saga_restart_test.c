@@ -50,9 +50,9 @@ a_restarted_orchestrator_finishes_the_sagas_that_waited(void **state)
             "SELECT count(*) FROM st_effects WHERE saga_id LIKE 'rs-%%' AND "
             "outcome = 'silent'");
     st_orch_close(f->v, o);
-    /* Their timeouts (1 s) expire while no orchestrator runs; replies to
+    /* Their timeouts (2 s) expire while no orchestrator runs; replies to
      * the others wait in the topic. */
-    est_sleep_ms(1500);
+    est_sleep_ms(2500);
     assert_true(est_ll("SELECT count(*) FROM loom.saga_instances WHERE id "
                        "LIKE 'rs-%%' AND deadline < now()") >= 4);
     o = st_orch_open(f->v, NULL);
@@ -146,16 +146,20 @@ two_orchestrators_share_the_sagas_and_send_no_command_twice(void **state)
 }
 
 /* Another orchestrator moved a saga on behind this one's cache (here: a
- * version bumped by hand while the saga waits for Charge): the batch's
- * compare-and-set fails, and the reply is decided again from the stored
- * state, once. */
+ * version bumped by hand while the saga waits for Charge, whose reply the
+ * test then sends itself): the batch's compare-and-set fails, and the
+ * reply is decided again from the stored state, once. */
 static void
 a_stale_cache_costs_a_conflict_and_a_reload_not_a_wrong_transition(void **state)
 {
-    static const char *const script[] = {"Charge=late:600", NULL};
+    static const char *const script[] = {"Charge=never", NULL};
     st_fx *f = *state;
     loom_orchestrator *o = st_orch_open(f->v, NULL);
     loom_orchestrator_stats st;
+    Sagatest__Ok ok = SAGATEST__OK__INIT;
+    uint8_t payload[64];
+    size_t len;
+    loom_uuid cmd;
     char buf[256];
 
     st_start(f->s, &st_three, "stale-1", script);
@@ -164,9 +168,17 @@ a_stale_cache_costs_a_conflict_and_a_reload_not_a_wrong_transition(void **state)
             "step = 'Charge'");
     loomt_sql_exec("UPDATE loom.saga_instances SET version = version + 1 "
                    "WHERE id = 'stale-1'");
+    st_str(buf, sizeof buf,
+           "SELECT message_id FROM loom.saga_log WHERE saga_id = 'stale-1' "
+           "AND kind = 'command' AND step_name = 'Charge'");
+    assert_int_equal(loom_uuid_parse(&cmd, buf), LOOM_OK);
+    ok.note = "Charge";
+    len = sagatest__ok__pack(&ok, payload);
+    st_send_reply(f->s, &st_three, "stale-1", "Charge", &cmd, payload, len);
     st_wait_state("stale-1", "COMPLETED", WAIT_MS);
     st = st_stats(f->v, o);
     assert_true(st.conflicts >= 1);
+    assert_int_equal(st.timeouts, 0);
     assert_string_equal(st_trail_of(buf, sizeof buf, "stale-1"),
                         "Reserve,Charge,Ship");
     assert_int_equal(est_ll("SELECT count(*) FROM loom.saga_log WHERE "

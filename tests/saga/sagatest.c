@@ -140,8 +140,8 @@ static const char *const nope[] = {"NOPE"};
         .on_reply = st_on_reply, .on_failed = failed                           \
     }
 #define FSTEP(step, topic, comp)                                               \
-    STEP(step, topic, comp, FWD, 1000, failed_##step)
-#define COMPSTEP(step, topic) STEP(step, topic, -1, COMP, 500, NULL)
+    STEP(step, topic, comp, FWD, 2000, failed_##step)
+#define COMPSTEP(step, topic) STEP(step, topic, -1, COMP, 2000, NULL)
 
 static const loom_saga_step three_steps[] = {
     FSTEP(Reserve, "stp.inv", 0),
@@ -166,7 +166,7 @@ const loom_saga_def st_three = {LOOM_SAGA_ABI_VERSION,
                                 "// tests/saga/sagatest.c"};
 
 static const loom_saga_step four_steps[] = {
-    FSTEP(A, "stp.a", 0),
+    STEP(A, "stp.a", 0, FWD, 10000, failed_A),
     FSTEP(B, "stp.b", -1),
     FSTEP(C, "stp.c", 1),
     FSTEP(D, "stp.d", -1),
@@ -770,8 +770,9 @@ st_effects(char *buf, size_t len, const char *id, const char *outcome)
 }
 
 void
-st_send_reply(loom_store *s, const char *saga_id, const char *step,
-              const loom_uuid *correlation, const void *payload, size_t len)
+st_send_reply(loom_store *s, const loom_saga_def *def, const char *saga_id,
+              const char *step, const loom_uuid *correlation,
+              const void *payload, size_t len)
 {
     loom_header h[LOOM__SAGA_WIRE_MAX_HEADERS];
     loom__saga_wire_text text;
@@ -783,8 +784,8 @@ st_send_reply(loom_store *s, const char *saga_id, const char *step,
     om.key = saga_id;
     om.key_len = strlen(saga_id);
     om.headers = h;
-    om.n_headers = loom__saga_wire_reply(h, &text, saga_id, "sagatest.Three",
-                                         step, 1, correlation, NULL, NULL);
+    om.n_headers = loom__saga_wire_reply(h, &text, saga_id, def->name, step, 1,
+                                         correlation, NULL, NULL);
     om.payload = payload;
     om.payload_len = len;
     assert_int_equal(loom_tx_new(&tx), LOOM_OK);

@@ -33,11 +33,13 @@
 #include "sagatest.pb-c.h"
 
 /* sagatest.Three: Reserve (compensated by Unreserve), Charge (by
- * Refund), Ship. Forward steps: timeout 1000 ms, 3 attempts, backoff 150
- * ms doubling, NOPE not retryable. Compensations: 500 ms, 2 attempts, 50
- * ms. */
+ * Refund), Ship. Forward steps: timeout 2000 ms (generous: a loaded
+ * machine must not turn a slow reply into a timeout), 3 attempts,
+ * backoff 150 ms doubling, NOPE not retryable. Compensations: 2000 ms, 2
+ * attempts, 50 ms. */
 extern const loom_saga_def st_three;
-/* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three. */
+/* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three,
+ * but A waits 10 s for its reply. */
 extern const loom_saga_def st_four;
 
 /* The participant topics and the reply topic. */
@@ -102,12 +104,11 @@ Sagatest__Order *st_data(const char *id);
 const char *st_effects(char *buf, size_t len, const char *id,
                        const char *outcome);
 
-/* Sends a success reply to `step` of `saga_id` (type sagatest.Three,
- * attempt 1) with `correlation` and the raw `payload`, through the outbox
- * on `s`. */
-void st_send_reply(loom_store *s, const char *saga_id, const char *step,
-                   const loom_uuid *correlation, const void *payload,
-                   size_t len);
+/* Sends a success reply to `step` of `saga_id` (of `def`, attempt 1)
+ * with `correlation` and the raw `payload`, through the outbox on `s`. */
+void st_send_reply(loom_store *s, const loom_saga_def *def, const char *saga_id,
+                   const char *step, const loom_uuid *correlation,
+                   const void *payload, size_t len);
 /* The log of saga `id` as "kind[:step_name],..." in order. */
 const char *st_log_of(char *buf, size_t len, const char *id);
 /* The trail the handlers left in the saga data, comma-separated. */
