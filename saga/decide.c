@@ -340,7 +340,7 @@ send_attempt(ev *e, uint32_t attempt)
 /* A success reply: the step's handler, then the next step, the next
  * compensation, or the end. */
 static loom_err
-on_success(ev *e, const loom_message *m)
+on_success(ev *e, const loom__saga_wire *wire, const loom_message *m)
 {
     loom__saga_work *w = W(e);
     const loom_saga_step *st =
@@ -351,6 +351,12 @@ on_success(ev *e, const loom_message *m)
 
     if (rc != LOOM_OK) {
         return rc;
+    }
+    /* Protobuf would decode another type's bytes without a word. */
+    if (wire->type != NULL && strcmp(wire->type, st->reply->name) != 0) {
+        return fail_why(e, LOOM_EDECODE,
+                        "saga \"%s\": the reply to %s is a %s, not a %s",
+                        w->s.id, st->name, wire->type, st->reply->name);
     }
     reply = protobuf_c_message_unpack(st->reply, &e->d->h->pb, m->payload_len,
                                       m->payload);
@@ -390,6 +396,12 @@ on_failure(ev *e, const loom__saga_wire *wire, const loom_message *m)
     ProtobufCMessage *failure = NULL;
 
     if (st->failure != NULL && m->payload_len > 0) {
+        if (wire->type != NULL && strcmp(wire->type, st->failure->name) != 0) {
+            return fail_why(e, LOOM_EDECODE,
+                            "saga \"%s\": the failure reply to %s is a %s, "
+                            "not a %s",
+                            w->s.id, st->name, wire->type, st->failure->name);
+        }
         failure = protobuf_c_message_unpack(st->failure, &e->d->h->pb,
                                             m->payload_len, m->payload);
         if (failure == NULL) {
@@ -504,7 +516,7 @@ loom__saga_decide_reply(loom__saga_decider *d, size_t w,
     bump(&e);
     d->b->counts.replies++;
     if (strcmp(wire->outcome, "success") == 0) {
-        rc = on_success(&e, m);
+        rc = on_success(&e, wire, m);
     } else {
         rc = on_failure(&e, wire, m);
     }
