@@ -112,8 +112,7 @@ typedef struct start_parts {
 
 static loom_err
 start_build(loom_tx *tx, loom__arena *a, const loom_saga_def *def,
-            const char *id, const ProtobufCMessage *data,
-            const loom_uuid *command_id, start_parts *p)
+            const char *id, const ProtobufCMessage *data, start_parts *p)
 {
     const loom_saga_step *st = &def->steps[0];
     loom_header h[LOOM__SAGA_WIRE_MAX_HEADERS];
@@ -122,7 +121,6 @@ start_build(loom_tx *tx, loom__arena *a, const loom_saga_def *def,
     size_t n;
     loom_err rc;
 
-    (void) command_id;
     if (loom__saga_pack(a, data, &p->data, &p->data_len) != LOOM_OK) {
         return loom__tx_fail(tx, LOOM_ENOMEM, "out of memory");
     }
@@ -216,7 +214,7 @@ start_tx(loom_tx *tx, const loom_saga_def *def, const char *id,
         return loom__tx_fail(tx, LOOM_EIO, "the system's random source failed");
     }
     loom__arena_init(&a);
-    rc = start_build(tx, &a, def, id, data, command_id, &p);
+    rc = start_build(tx, &a, def, id, data, &p);
     if (rc == LOOM_OK) {
         rc = start_queue(tx, def, id, outbox, command_id, &p);
     }
