@@ -190,6 +190,39 @@ a_stale_cache_costs_a_conflict_and_a_reload_not_a_wrong_transition(void **state)
                      5);
 }
 
+/* loom_runtime_stop() with sagas in full flow: the orchestrator finishes
+ * the transaction in hand and reports done (the runtime's run returns);
+ * an orchestrator on a new runtime finishes every saga, each step's
+ * command sent once. */
+static void
+a_runtime_stop_lets_the_batch_in_hand_finish_and_a_new_runtime_resumes(
+    void **state)
+{
+    st_fx *f = *state;
+
+    st_orch_open(f->v, NULL);
+    for (int i = 0; i < 200; i += 50) {
+        start_many(f->s, "stop-", i, 50);
+    }
+    st_wait(
+        1, WAIT_MS,
+        "SELECT (count(*) > 20)::int FROM loom.saga_instances WHERE id LIKE "
+        "'stop-%%' AND state = 'COMPLETED'");
+    st_close(f->v); /* a graceful stop, mid-stream */
+    f->v = NULL;
+    assert_true(est_ll("SELECT count(*) FROM loom.saga_instances WHERE id "
+                       "LIKE 'stop-%%' AND state = 'RUNNING'") > 0);
+    f->v = st_open();
+    st_orch_open(f->v, NULL);
+    st_wait(200, 60000,
+            "SELECT count(*) FROM loom.saga_instances WHERE id LIKE 'stop-%%' "
+            "AND state = 'COMPLETED'");
+    assert_int_equal(commands_sent_twice("stop-"), 0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.saga_log WHERE "
+                            "saga_id LIKE 'stop-%%' AND kind = 'reply'"),
+                     600);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, st_fx_setup, st_fx_teardown)
 
 int
@@ -199,6 +232,7 @@ main(void)
         T(a_restarted_orchestrator_finishes_the_sagas_that_waited),
         T(two_orchestrators_share_the_sagas_and_send_no_command_twice),
         T(a_stale_cache_costs_a_conflict_and_a_reload_not_a_wrong_transition),
+        T(a_runtime_stop_lets_the_batch_in_hand_finish_and_a_new_runtime_resumes),
     };
 
     return cmocka_run_group_tests_name("saga.restart", tests, st_group_setup,

@@ -849,7 +849,9 @@ st_fx_teardown(void **state)
     st_fx *f = *state;
 
     loom_store_close(f->s);
-    st_close(f->v);
+    if (f->v != NULL) {
+        st_close(f->v);
+    }
     free(f);
     return 0;
 }
