@@ -303,16 +303,19 @@ BEGIN
     RETURNING s.id, s.type, s.def_version, s.state, s.step, s.attempt,
               s.waiting, s.command_id, s.outbox, s.data, s.version,
               s.pending_op, s.pending_by, NULL::bigint;
+    -- ORDER BY and LIMIT, not min(): min() over a join reads every
+    -- deadline; this stops at the first one of the given types.
     RETURN QUERY
     SELECT NULL::text, NULL::text, NULL::integer, NULL::text, NULL::integer,
            NULL::integer, NULL::text, NULL::uuid, NULL::text, NULL::bytea,
            NULL::bigint, NULL::text, NULL::text,
-           ceil(extract(epoch FROM min(i.deadline) - clock_timestamp())
-                * 1000)::bigint
-      FROM loom.saga_instances i
-     WHERE i.deadline IS NOT NULL
-       AND (i.type, i.def_version) IN (
-           SELECT * FROM unnest(p_types, p_versions));
+           ceil(extract(epoch FROM (
+               SELECT i.deadline FROM loom.saga_instances i
+                WHERE i.deadline IS NOT NULL
+                  AND (i.type, i.def_version) IN (
+                      SELECT * FROM unnest(p_types, p_versions))
+                ORDER BY i.deadline
+                LIMIT 1) - clock_timestamp()) * 1000)::bigint;
 END;
 $$;
 
