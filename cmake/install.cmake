@@ -14,12 +14,23 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/framework/include/loom
 install(FILES ${PROJECT_SOURCE_DIR}/framework/proto/loom/metadata.proto
         DESTINATION ${CMAKE_INSTALL_DATADIR}/eventloom/proto/loom)
 
+# The saga definition language: protoc-gen-loom, loom/options.proto (the
+# import directory is share/eventloom/proto), and loom_generate(), which
+# EventloomConfig.cmake includes.
+set(LOOM_INSTALL_PROTO_DIR ${CMAKE_INSTALL_DATADIR}/eventloom/proto)
+install(TARGETS protoc-gen-loom RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/codegen/proto/loom/options.proto
+        DESTINATION ${LOOM_INSTALL_PROTO_DIR}/loom)
+install(FILES ${PROJECT_SOURCE_DIR}/codegen/LoomGenerate.cmake
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
+
 install(EXPORT EventloomTargets NAMESPACE Eventloom::
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
 configure_package_config_file(
   ${PROJECT_SOURCE_DIR}/cmake/EventloomConfig.cmake.in
   ${PROJECT_BINARY_DIR}/EventloomConfig.cmake
-  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom)
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/Eventloom
+  PATH_VARS CMAKE_INSTALL_BINDIR LOOM_INSTALL_PROTO_DIR)
 write_basic_package_version_file(
   ${PROJECT_BINARY_DIR}/EventloomConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)

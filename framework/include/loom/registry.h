@@ -82,6 +82,23 @@ LOOM_API loom_err loom_registry_load(loom_registry *r, const char *path);
 typedef loom_err (*loom_register_types_fn)(loom_registry *r);
 #define LOOM_REGISTER_TYPES_SYMBOL "loom_register_types"
 
+/*
+ * An event type: a message marked `option (loom.event)` in a .proto file
+ * (codegen/proto/loom/options.proto). protoc-gen-loom emits, per file, a
+ * static array of these followed by an entry whose `type` is NULL, and
+ * its length:
+ *     extern const loom_event_type shop__order_saga__events[];
+ *     extern const size_t shop__order_saga__n_events;
+ * A type only: no function of the library reads it. All fields are
+ * static data.
+ */
+typedef struct loom_event_type {
+    const char *type;       /* the message's full name: "shop.OrderPlaced" */
+    const char *aggregate;  /* (loom.event).aggregate: "Order"; NULL: none */
+    int32_t schema_version; /* (loom.event).schema_version, >= 1 */
+    const ProtobufCMessageDescriptor *descriptor;
+} loom_event_type;
+
 #ifdef __cplusplus
 }
 #endif
