@@ -454,7 +454,8 @@ loom__store_result_error(loom_store *s, const PGresult *r)
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
     else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0 ||
-             strcmp(state, "LM012") == 0 || strcmp(state, "LM016") == 0)
+             strcmp(state, "LM012") == 0 || strcmp(state, "LM016") == 0 ||
+             strcmp(state, "LM023") == 0)
         rc = LOOM_ECONFLICT;
     else if (strcmp(state, "LM010") == 0 || strcmp(state, "LM013") == 0 ||
              strcmp(state, "LM020") == 0)

@@ -64,6 +64,12 @@ typedef enum loom__stmt_id {
     LOOM__STMT_OUTBOX_HEARTBEAT,
     LOOM__STMT_OUTBOX_CLEANUP,
     LOOM__STMT_OUTBOX_RESIGN,
+    /* sagas (saga/): reads, the orchestrator's loads and claims */
+    LOOM__STMT_SAGA_GET,
+    LOOM__STMT_SAGA_STARTED,
+    LOOM__STMT_SAGA_LOAD,
+    LOOM__STMT_SAGA_CLAIM,
+    LOOM__STMT_SAGA_RELEASE,
     LOOM__STMT_COUNT
 } loom__stmt_id;
 

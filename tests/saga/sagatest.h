@@ -1,0 +1,103 @@
+/*
+ * What the orchestrator tests share: two hand-written saga definitions
+ * over tests/saga/sagatest.proto, a test participant, and an environment
+ * that runs them for real.
+ *
+ * The environment runs loom_runtime_run() on a thread of its own (so
+ * LISTEN/NOTIFY wake-ups and graceful stops work as in a service) with
+ * the topics transport, an outbox relay and the participant, while the
+ * test body runs on the main thread: it starts sagas on a store of its
+ * own, checks the database, and asks the loop thread to open or close
+ * orchestrators (st_orch_open(), ...), waiting for the answer. cmocka
+ * assertions happen on the main thread only.
+ *
+ * The participant (an inbox consumer of every step's topic) records each
+ * command it handles in st_effects and answers as the saga data's script
+ * says for that step ("<step>=<behaviour>"; none: "ok"):
+ *   ok            a success reply
+ *   fail:CODE     a failure reply with CODE, until st_fix() names the saga
+ *   failn:N:CODE  failure replies to attempts 1..N, then success
+ *   never         no reply at all
+ *   nevern:N      no reply to attempts 1..N, then success
+ *   twice         the success reply twice, with the same message id
+ *   late:MS       attempt 1's reply delivered MS ms later; then success
+ */
+#ifndef LOOM_SAGATEST_H
+#define LOOM_SAGATEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "estest.h"
+#include "loom/saga.h"
+#include "sagatest.pb-c.h"
+
+/* sagatest.Three: Reserve (compensated by Unreserve), Charge (by
+ * Refund), Ship. Forward steps: timeout 1000 ms, 3 attempts, backoff 150
+ * ms doubling, NOPE not retryable. Compensations: 500 ms, 2 attempts, 50
+ * ms. */
+extern const loom_saga_def st_three;
+/* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three. */
+extern const loom_saga_def st_four;
+
+/* The participant topics and the reply topic. */
+#define ST_REPLIES "st.replies"
+
+/* The topics, st_effects, and a quiet log; call once per executable
+ * after loomt_db_create() (st_group_setup does both). */
+int st_group_setup(void **state);
+int st_group_teardown(void **state);
+
+typedef struct st_env st_env;
+
+/* Starts the loop thread with the transport, the relay and the
+ * participant. */
+st_env *st_open(void);
+/* Stops the runtime gracefully, closes everything, joins the thread. */
+void st_close(st_env *v);
+
+/* The config st_orch_open() uses: transport, both defs, poll_ms 100,
+ * lease_ms 2000, the ended counter. */
+loom_orchestrator_config st_orch_config(st_env *v);
+/* Opens an orchestrator on the loop thread (cfg NULL: st_orch_config());
+ * fails the test on error. */
+loom_orchestrator *st_orch_open(st_env *v, const loom_orchestrator_config *cfg);
+/* loom_orchestrator_open() on the loop thread, returning its code. */
+loom_err st_orch_try(st_env *v, const loom_orchestrator_config *cfg,
+                     loom_orchestrator **out, char *err, size_t errlen);
+void st_orch_close(st_env *v, loom_orchestrator *o);
+loom_orchestrator_stats st_stats(st_env *v, loom_orchestrator *o);
+/* ended callbacks seen so far (all sagas). */
+int st_ended_count(st_env *v);
+/* From now on the participant answers "fail:" steps of saga `id` with a
+ * success (the fault was repaired). */
+void st_fix(st_env *v, const char *id);
+
+/* The data of a new saga `id` with a NULL-terminated script (may be
+ * NULL), in static storage. */
+const Sagatest__Order *st_order(const char *id, const char *const *script);
+/* Starts saga `id` of `def` on `s`; returns `created`. Fails the test on
+ * error. */
+int st_start(loom_store *s, const loom_saga_def *def, const char *id,
+             const char *const *script);
+
+/* Waits (on the main thread) until the printf-formatted SQL (trusted
+ * text) returns `want`, polling every 10 ms; fails the test after
+ * `timeout_ms`. */
+void st_wait(long long want, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Waits until saga `id` is in `state`. */
+void st_wait_state(const char *id, const char *state, int timeout_ms);
+/* The first column of the first row as text, into buf ("" when NULL or
+ * none). */
+const char *st_str(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The saga data of `id` as stored; free with sagatest__order__free_unpacked
+ * (…, NULL). */
+Sagatest__Order *st_data(const char *id);
+/* "Reserve,Charge" : the steps the participant handled for saga `id` with
+ * `outcome` ('ok', 'fail', 'silent'), in order. */
+const char *st_effects(char *buf, size_t len, const char *id,
+                       const char *outcome);
+
+#endif /* LOOM_SAGATEST_H */
