@@ -316,8 +316,9 @@ ec_participant(gen_pool *p, gen_buf *b, const gen_participant *pt)
                    pt->c_lower, pt->n_steps);
 }
 
+/* register_types(): every message of the file into a registry. */
 static void
-ec_types(gen_buf *b, const gen_file *f)
+ec_register(gen_buf *b, const gen_file *f)
 {
     gen_buf_puts(b, "\n/* -------------------------------------------------"
                     "----------------- */\n"
@@ -348,6 +349,12 @@ ec_types(gen_buf *b, const gen_file *f)
                         "    return LOOM_OK;\n"
                         "}\n");
     }
+}
+
+/* The table of (loom.event) messages and its length. */
+static void
+ec_events(gen_buf *b, const gen_file *f)
+{
     gen_buf_printf(b, "\nconst loom_event_type %s__events[] = {\n", f->c_file);
     for (size_t i = 0; i < f->n_events; i++) {
         const gen_event *e = &f->events[i];
@@ -369,6 +376,13 @@ ec_types(gen_buf *b, const gen_file *f)
                     "0, .descriptor = NULL},\n};\n");
     gen_buf_printf(b, "\nconst size_t %s__n_events = %zu;\n", f->c_file,
                    f->n_events);
+}
+
+static void
+ec_types(gen_buf *b, const gen_file *f)
+{
+    ec_register(b, f);
+    ec_events(b, f);
     if (f->params.register_symbol) {
         gen_buf_printf(b,
                        "\nloom_err\n"

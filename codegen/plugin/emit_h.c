@@ -31,8 +31,8 @@ eh_step(gen_pool *p, gen_buf *b, const gen_saga *s, const gen_step *st,
     const char *data = s->data->c_type;
     if (st->is_compensation) {
         gen_buf_printf(b,
-                       "\n/* compensations[%zu]: %s, sent to \"%s\", undoes "
-                       "%s. */\n",
+                       "\n/* compensations[%zu]: %s, sent to \"%s\",\n"
+                       " * undoes %s. */\n",
                        index, st->name, st->participant,
                        s->steps[st->forward].name);
     } else {

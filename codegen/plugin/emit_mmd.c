@@ -54,6 +54,28 @@ mmd_node(gen_buf *b, const char *id, const gen_step *st)
     gen_buf_puts(b, "\"]\n");
 }
 
+/* Steps, compensations and the end states. */
+static void
+mmd_nodes(gen_buf *b, const gen_saga *s)
+{
+    gen_buf_puts(b, "    start([start])\n");
+    for (size_t i = 0; i < s->n_steps; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "s%zu", i);
+        mmd_node(b, id, &s->steps[i]);
+    }
+    for (size_t i = 0; i < s->n_comps; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "c%zu", i);
+        mmd_node(b, id, &s->comps[i]);
+    }
+    gen_buf_puts(b, "    completed([COMPLETED])\n"
+                    "    compensated([COMPENSATED])\n");
+    if (s->n_comps > 0) {
+        gen_buf_puts(b, "    failed([COMPENSATION_FAILED])\n");
+    }
+}
+
 char *
 gen_emit_diagram(const gen_file *f, const gen_saga *s)
 {
@@ -63,22 +85,7 @@ gen_emit_diagram(const gen_file *f, const gen_saga *s)
                    "protoc-gen-loom.\n"
                    "flowchart TD\n",
                    s->full, (unsigned) s->version, f->proto);
-    gen_buf_puts(&b, "    start([start])\n");
-    for (size_t i = 0; i < s->n_steps; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "s%zu", i);
-        mmd_node(&b, id, &s->steps[i]);
-    }
-    for (size_t i = 0; i < s->n_comps; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "c%zu", i);
-        mmd_node(&b, id, &s->comps[i]);
-    }
-    gen_buf_puts(&b, "    completed([COMPLETED])\n"
-                     "    compensated([COMPENSATED])\n");
-    if (s->n_comps > 0) {
-        gen_buf_puts(&b, "    failed([COMPENSATION_FAILED])\n");
-    }
+    mmd_nodes(&b, s);
     /* The success path. */
     gen_buf_puts(&b, "    start --> s0\n");
     for (size_t i = 0; i < s->n_steps; i++) {

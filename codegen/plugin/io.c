@@ -13,21 +13,22 @@ int
 gen_read_all(FILE *f, size_t max, uint8_t **out, size_t *len, char *err,
              size_t errlen)
 {
-    size_t cap = 65536, n = 0;
+    /* Room for one byte past `max`: reading it proves the input too big. */
+    size_t limit = max < SIZE_MAX ? max + 1 : max;
+    size_t cap = limit < 65536 ? limit : 65536, n = 0;
     uint8_t *buf = gen_xmalloc(cap);
     for (;;) {
-        if (n == cap) {
-            if (cap >= max) {
-                free(buf);
-                snprintf(err, errlen, "the request is larger than %zu bytes",
-                         max);
-                return -1;
-            }
-            cap = cap * 2 < max ? cap * 2 : max;
+        if (n == cap && cap < limit) {
+            cap = cap <= limit / 2 ? cap * 2 : limit;
             buf = gen_xrealloc(buf, cap);
         }
-        size_t got = fread(buf + n, 1, cap - n, f);
+        size_t got = n < cap ? fread(buf + n, 1, cap - n, f) : 0;
         n += got;
+        if (n > max) {
+            free(buf);
+            snprintf(err, errlen, "the request is larger than %zu bytes", max);
+            return -1;
+        }
         if (got == 0) {
             if (ferror(f)) {
                 snprintf(err, errlen, "cannot read the request: %s",

@@ -141,6 +141,48 @@ saga_retry(gen_pool *p, const Loom__RetryPolicy *r, const saga_at *at,
     }
 }
 
+/* A step's participant topic; "" when missing (reported). */
+static const char *
+saga_participant(gen_pool *p, const Loom__StepOptions *o, int bad_options,
+                 const saga_at *at, const char *rpc)
+{
+    if (bad_options) {
+        return ""; /* reported: nothing more to say */
+    }
+    if (o == NULL || o->participant == NULL || o->participant[0] == '\0') {
+        saga_error(at, rpc,
+                   "(loom.step).participant is missing: name the topic its "
+                   "commands are sent to");
+        return "";
+    }
+    if (!gen_topic_ok(o->participant)) {
+        saga_error(at, rpc,
+                   "participant \"%s\" is not a topic name (words of "
+                   "ASCII letters, digits, '_' and '-' separated by "
+                   "dots, at most %d bytes)",
+                   o->participant, GEN_MAX_TOPIC);
+    }
+    return gen_pool_strdup(p, o->participant);
+}
+
+/* A step's timeout (default 30 s); 0 when out of range (reported). */
+static uint32_t
+saga_timeout(const Loom__StepOptions *o, const saga_at *at, const char *rpc)
+{
+    int64_t timeout = o != NULL ? o->timeout_ms : 30000;
+    if (timeout <= 0) {
+        saga_error(at, rpc, "timeout_ms must be positive (it is %lld)",
+                   (long long) timeout);
+        return 0;
+    }
+    if (timeout > (int64_t) UINT32_MAX) {
+        saga_error(at, rpc, "timeout_ms must be at most %lu (it is %lld)",
+                   (unsigned long) UINT32_MAX, (long long) timeout);
+        return 0;
+    }
+    return (uint32_t) timeout;
+}
+
 /* A step (forward or compensation) from its rpc and options. */
 static void
 saga_step(gen_pool *p, const gen_types *types, const gen_file_names *fn,
@@ -167,24 +209,7 @@ saga_step(gen_pool *p, const gen_types *types, const gen_file_names *fn,
         saga_error(at, rpc, "the rpc name is longer than %d bytes",
                    GEN_MAX_NAME);
     }
-    if (bad_options) {
-        st->participant = ""; /* reported: nothing more to say */
-    } else if (o == NULL || o->participant == NULL ||
-               o->participant[0] == '\0') {
-        saga_error(at, rpc,
-                   "(loom.step).participant is missing: name the topic its "
-                   "commands are sent to");
-        st->participant = "";
-    } else {
-        st->participant = gen_pool_strdup(p, o->participant);
-        if (!gen_topic_ok(st->participant)) {
-            saga_error(at, rpc,
-                       "participant \"%s\" is not a topic name (words of "
-                       "ASCII letters, digits, '_' and '-' separated by "
-                       "dots, at most %d bytes)",
-                       st->participant, GEN_MAX_TOPIC);
-        }
-    }
+    st->participant = saga_participant(p, o, bad_options, at, rpc);
     if (o != NULL && o->failure != NULL && o->failure[0] != '\0') {
         st->failure = gen_types_resolve(types, o->failure, fn->package);
         if (st->failure == NULL) {
@@ -194,16 +219,7 @@ saga_step(gen_pool *p, const gen_types *types, const gen_file_names *fn,
                        o->failure);
         }
     }
-    int64_t timeout = o != NULL ? o->timeout_ms : 30000;
-    if (timeout <= 0) {
-        saga_error(at, rpc, "timeout_ms must be positive (it is %lld)",
-                   (long long) timeout);
-    } else if (timeout > (int64_t) UINT32_MAX) {
-        saga_error(at, rpc, "timeout_ms must be at most %lu (it is %lld)",
-                   (unsigned long) UINT32_MAX, (long long) timeout);
-    } else {
-        st->timeout_ms = (uint32_t) timeout;
-    }
+    st->timeout_ms = saga_timeout(o, at, rpc);
     saga_retry(p, o != NULL ? o->retry : NULL, at, rpc, &st->retry);
 }
 

@@ -4,7 +4,8 @@
  * thousands of mutated copies of it give a clean outcome each (a
  * response, with or without an error, or a refusal of the input), never
  * a crash, a leak or a read out of bounds (the sanitizer build checks).
- * A first taste of the fuzzing the plugin will get.
+ * A first taste of the fuzzing the plugin will get. Also: reading the
+ * request stops past its size limit.
  *
  * LOOM_TEST_SEED=<n> replays a run; the seed is printed.
  */
@@ -187,6 +188,27 @@ test_mutate_mutated_requests_never_crash(void **state)
     assert_true(errors + generated > 0);
 }
 
+static void
+test_mutate_read_all_stops_past_its_limit(void **state)
+{
+    (void) state;
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(fwrite("0123456789", 1, 10, f), 10);
+    uint8_t *buf;
+    size_t n;
+    char err[128];
+    rewind(f);
+    assert_int_equal(gen_read_all(f, 10, &buf, &n, err, sizeof err), 0);
+    assert_int_equal(n, 10);
+    assert_memory_equal(buf, "0123456789", 10);
+    free(buf);
+    rewind(f);
+    assert_int_equal(gen_read_all(f, 9, &buf, &n, err, sizeof err), -1);
+    assert_string_equal(err, "the request is larger than 9 bytes");
+    fclose(f);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int
@@ -196,6 +218,7 @@ main(void)
         T(test_mutate_sample_request_gives_its_files),
         T(test_mutate_garbage_is_refused),
         T(test_mutate_mutated_requests_never_crash),
+        cmocka_unit_test(test_mutate_read_all_stops_past_its_limit),
     };
     return cmocka_run_group_tests_name("codegen.mutate", tests, NULL, NULL);
 }
