@@ -13,10 +13,11 @@
 
 #define REGISTER_SQL                                                           \
     "INSERT INTO loom.saga_definitions (name, version, reply_topic, steps, "   \
-    "diagram, source) VALUES ($1, $2::integer, $3, $4::jsonb, $5, $6) ON "     \
-    "CONFLICT (name, version) DO UPDATE SET reply_topic = "                    \
+    "diagram, source, data_type) VALUES ($1, $2::integer, $3, $4::jsonb, $5, " \
+    "$6, $7) ON CONFLICT (name, version) DO UPDATE SET reply_topic = "         \
     "EXCLUDED.reply_topic, steps = EXCLUDED.steps, diagram = "                 \
-    "EXCLUDED.diagram, source = EXCLUDED.source, registered_at = now()"
+    "EXCLUDED.diagram, source = EXCLUDED.source, data_type = "                 \
+    "EXCLUDED.data_type, registered_at = now()"
 
 static void
 json_str(loom__buf *b, const char *s)
@@ -93,7 +94,7 @@ loom__orch_register(loom_orchestrator *o, char *err, size_t errlen)
     for (size_t i = 0; i < o->n_defs && rc == LOOM_OK; i++) {
         const loom_saga_def *def = o->defs[i];
         char version[16];
-        const char *values[6];
+        const char *values[7];
 
         loom__buf_reset(&json);
         json_steps(&json, def);
@@ -108,7 +109,9 @@ loom__orch_register(loom_orchestrator *o, char *err, size_t errlen)
         values[3] = json.data;
         values[4] = def->diagram;
         values[5] = def->source;
-        rc = loom_tx_exec(&tx, REGISTER_SQL, 6, values);
+        /* what `loomctl saga show --types` decodes the data as */
+        values[6] = def->data->name;
+        rc = loom_tx_exec(&tx, REGISTER_SQL, 7, values);
     }
     if (rc == LOOM_OK) {
         rc = loom__store_run_tx(o->conn.store, &tx);

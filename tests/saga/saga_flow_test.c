@@ -76,6 +76,11 @@ a_three_step_saga_completes_and_starting_it_twice_is_one_saga(void **state)
                "(steps->1->'retry'->>'max_attempts') FROM "
                "loom.saga_definitions WHERE name = 'sagatest.Three'"),
         "Refund 3");
+    /* ... with the data's type, which `loomctl saga show` decodes by. */
+    assert_string_equal(st_str(buf, sizeof buf,
+                               "SELECT data_type FROM loom.saga_definitions "
+                               "WHERE name = 'sagatest.Three'"),
+                        "sagatest.Order");
 }
 
 /* A non-retryable failure at step i compensates exactly the completed
