@@ -30,13 +30,19 @@ tpt_on_tick(uv_timer_t *t)
 void
 tpt_open(tpt_env *e, const char *options)
 {
+    tpt_open_polling(e, options, 200);
+}
+
+void
+tpt_open_polling(tpt_env *e, const char *options, unsigned poll_ms)
+{
     loom_runtime_config cfg = LOOM_RUNTIME_CONFIG_INIT;
     char url[256], err[512] = "";
     loom_err rc;
 
     memset(e, 0, sizeof *e);
     setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
-    cfg.poll_ms = 200;
+    cfg.poll_ms = poll_ms;
     assert_int_equal(loom_runtime_open(&e->rt, &cfg), LOOM_OK);
     snprintf(url, sizeof url, "topics://%s", options);
     rc = loom_transport_open(e->rt, url, &e->t, err, sizeof err);

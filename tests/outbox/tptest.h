@@ -32,6 +32,9 @@ typedef struct tpt_env {
 /* Opens a runtime and a transport on the test database (URL
  * "topics://<options>"; options may be ""). Fails the test on error. */
 void tpt_open(tpt_env *e, const char *options);
+/* The same with the runtime's fallback wake-up every `poll_ms` (tpt_open:
+ * 200), for tests that must tell a wake-up from the poll. */
+void tpt_open_polling(tpt_env *e, const char *options, unsigned poll_ms);
 /* Closes the transport (if still open) and the runtime. */
 void tpt_close(tpt_env *e);
 /* Runs the loop until done(arg) or `ms` pass; returns 1 when done. */

@@ -63,10 +63,21 @@ static const loom__stmt retries_stmt = {
     {LOOM__OID_TEXT, LOOM__OID_AINT4, LOOM__OID_AINT4, LOOM__OID_INT4,
      LOOM__OID_INT8}};
 
+/* Arms the channels, then waits for every publish transaction of their
+ * topics still in flight (each holds its topic's lock shared until it
+ * commits: produce.c). Without that wait, a publish that checked for an
+ * armed channel before this transaction committed, and commits after the
+ * fetch that follows it, would wake nobody and wait for the poll. Locks
+ * are taken in ascending topic id, as publishers take theirs, so the two
+ * never deadlock; a publish that asks after this one queues behind it and
+ * then finds the channel armed. */
 static const loom__stmt arm_stmt = {
     LOOM__STMT_TOPIC_ARM,
     "loom_topic_arm",
-    "SELECT loom.arm_wakeup(ch) FROM unnest($1::text[]) ch",
+    "SELECT count(*) FROM (SELECT loom.arm_wakeup(ch), "
+    "pg_advisory_xact_lock(" LOOM__TP_WAKE_LOCK ", substr(ch, 12)::int) "
+    "FROM (SELECT ch FROM unnest($1::text[]) ch ORDER BY substr(ch, 12)::int "
+    "OFFSET 0) o) a",
     1,
     {LOOM__OID_ATEXT}};
 

@@ -401,6 +401,52 @@ prod_queue_topic(tp_producer *p, tp_call *calls, const char *topic,
     return rc;
 }
 
+/* Queues the statement that takes the wake lock of every topic of
+ * p->sent, shared, in ascending topic id. */
+static loom_err
+prod_queue_wake_locks(tp_producer *p)
+{
+    loom__buf names = LOOM__BUF_INIT, seen = LOOM__BUF_INIT;
+    uint32_t n = 0;
+    loom_err rc;
+
+    /* Distinct names: `seen` holds them NUL-separated. */
+    for (tp_call *c = p->sent; c != NULL; c = c->next)
+        for (size_t i = 0; i < c->n; i++) {
+            const char *t = c->data.data + c->msgs[i].topic;
+            size_t len = strlen(t);
+            int dup = 0;
+            for (size_t at = 0; at < seen.len; at += strlen(seen.data + at) + 1)
+                if (strcmp(seen.data + at, t) == 0) {
+                    dup = 1;
+                    break;
+                }
+            if (dup)
+                continue;
+            loom__buf_put(&seen, t, len + 1);
+            n++;
+        }
+    loom__pg_array_begin(&names, LOOM__OID_TEXT, n);
+    for (size_t at = 0; at < seen.len; at += strlen(seen.data + at) + 1)
+        loom__pg_array_add(&names, seen.data + at, strlen(seen.data + at));
+    if (names.failed || seen.failed) {
+        rc = LOOM_ENOMEM;
+    } else {
+        static const uint32_t types[1] = {LOOM__OID_ATEXT};
+        const char *values[1] = {names.data};
+        int lengths[1] = {(int) names.len};
+        rc = loom_tx_exec_binary(
+            &p->tx,
+            "SELECT count(pg_advisory_xact_lock_shared(" LOOM__TP_WAKE_LOCK
+            ", id)) FROM (SELECT id FROM loom.topics WHERE name = "
+            "ANY($1::text[]) ORDER BY id OFFSET 0) t",
+            1, types, values, lengths);
+    }
+    loom__buf_free(&names);
+    loom__buf_free(&seen);
+    return rc;
+}
+
 /* Builds the transaction for p->sent and sends it. */
 static loom_err
 prod_build_and_send(tp_producer *p)
@@ -424,6 +470,11 @@ prod_build_and_send(tp_producer *p)
                               : "SELECT set_config('synchronous_commit', "
                                 "'local', true)",
                           0, NULL);
+    /* Holds each topic's wake lock shared until commit, taken before any
+     * topic_publish() looks for an armed consumer (see the arm in
+     * consume.c): a consumer arming meanwhile waits for this commit. */
+    if (rc == LOOM_OK)
+        rc = prod_queue_wake_locks(p);
     /* One statement per topic, in order of first appearance. */
     for (tp_call *c = p->sent; c != NULL && rc == LOOM_OK; c = c->next)
         for (size_t i = 0; i < c->n && rc == LOOM_OK; i++, k++)

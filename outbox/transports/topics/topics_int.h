@@ -227,6 +227,11 @@ struct tp_consumer {
     tp_consumer *next;
 };
 
+/* The advisory lock class of a topic's wake-up (key 2: the topic's id):
+ * publish transactions hold it shared, a consumer arming takes it
+ * exclusive (consume.c, arm_stmt). */
+#define LOOM__TP_WAKE_LOCK "1819242351"
+
 #define TP_ENTRY_MAGIC 0x746f7069u
 
 /* group.c */
