@@ -140,9 +140,12 @@ static const loom__stmt fetch_stmt = {
     4,
     {LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT4}};
 
-static const loom__stmt arm_stmt = {LOOM__STMT_ARM_WAKEUP,
-                                    "loom_arm_wakeup",
-                                    "SELECT loom.arm_wakeup($1)",
+/* Arms the outbox's wake-up and waits for the writers in flight (schema
+ * 8): the read after it finds their messages, and a writer that comes
+ * meanwhile finds the relay armed. */
+static const loom__stmt arm_stmt = {LOOM__STMT_OUTBOX_ARM,
+                                    "loom_outbox_arm",
+                                    "SELECT loom.outbox_arm($1)",
                                     1,
                                     {LOOM__OID_TEXT}};
 
@@ -657,8 +660,8 @@ relay_on_fetch(void *arg, loom_err rc, PGresult *res)
         return;
     }
     if (PQntuples(res) == 0) {
-        const char *values[1] = {r->channel};
-        int lengths[1] = {(int) strlen(r->channel)};
+        const char *values[1] = {r->outbox};
+        int lengths[1] = {(int) strlen(r->outbox)};
 
         PQclear(res);
         if (r->stopping) {

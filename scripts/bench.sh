@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Body of `make bench`: the append, read, rebuild, live, topics and relay
-# benchmarks against a durable (fsync=on, synchronous_commit=on) database,
+# Body of `make bench`: the append, read, rebuild, live, topics, relay and
+# saga benchmarks against a durable (fsync=on, synchronous_commit=on) database,
 # about 8 minutes on the reference machine (docs/benchmarks.md).
 #
-#   scripts/bench.sh             all six
+#   scripts/bench.sh             all seven
 #   scripts/bench.sh topics ...  only the loom-bench commands named
 #
 # Installs what the benchmarks compare against (PgQ, for topics) when it
@@ -20,14 +20,14 @@ loom_split_args "${BENCH_ARGS:-}"
 
 commands=("$@")
 if ((${#commands[@]} == 0)); then
-    commands=(append read rebuild live topics relay)
+    commands=(append read rebuild live topics relay saga)
 fi
 for cmd in "${commands[@]}"; do
     case $cmd in
-    append | read | rebuild | live) ;;
+    append | read | rebuild | live | saga) ;;
     topics) need_pgq=1 ;;
     relay) need_nats=1 ;;
-    *) die "unknown benchmark \"$cmd\" (append, read, rebuild, live, topics, relay)" ;;
+    *) die "unknown benchmark \"$cmd\" (append, read, rebuild, live, topics, relay, saga)" ;;
     esac
 done
 if [[ ${need_pgq:-0} == 1 ]]; then

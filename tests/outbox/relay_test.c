@@ -551,6 +551,91 @@ a_sleeping_relay_is_woken_by_the_next_message(void **state)
     PQfinish(w.c);
 }
 
+typedef struct race_env {
+    loom_runtime *rt;
+    PGconn *writer;
+    uv_timer_t timer;
+    int64_t started_ms, committed_ms, published_ms;
+    long long arm_waiting; /* relays waiting for the wake lock at commit */
+} race_env;
+
+static void
+race_on_timer(uv_timer_t *t)
+{
+    race_env *w = t->data;
+    int64_t now = est_now_ms();
+
+    if (w->committed_ms == 0) {
+        /* The relay has caught up (nothing it may read yet) and arms. */
+        if (now - w->started_ms < 1000)
+            return;
+        w->arm_waiting = est_try_ll(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+            "classid = 1819242352 AND mode = 'ExclusiveLock' AND NOT "
+            "granted");
+        est_exec(w->writer, "COMMIT");
+        w->committed_ms = est_now_ms();
+        return;
+    }
+    if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                   "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                   "'relay.race'") == 1 ||
+        now - w->committed_ms > 20000) {
+        w->published_ms = now;
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *) t, NULL);
+        loom_runtime_stop(w->rt);
+    }
+}
+
+/* A writer that has looked for an armed relay (and found none) and not
+ * yet committed when the relay arms: the arm waits for that commit
+ * (schema 8), so the relay's next read finds the message at once instead
+ * of at the poll (here 60 s). */
+static void
+a_relay_arming_waits_for_a_writer_in_flight(void **state)
+{
+    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
+    loom_relay_config cfg;
+    loom_transport *t;
+    loom_relay *r;
+    race_env w = {0};
+    char err[512] = "";
+
+    (void) state;
+    tpt_topic_create("relay.race", 1, -1, -1, 0, -1);
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    w.writer = est_connect(NULL);
+    est_exec(w.writer, "BEGIN");
+    est_exec(w.writer, "SELECT loom.outbox_add('race', ARRAY['relay.race'], "
+                       "ARRAY[NULL::bytea], ARRAY[NULL::text], "
+                       "ARRAY[NULL::bytea], ARRAY['x'::bytea], "
+                       "ARRAY[gen_random_uuid()], "
+                       "ARRAY[NULL::timestamptz])");
+    rcfg.poll_ms = 60000;
+    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
+    assert_int_equal(
+        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
+    cfg = fast_config(t);
+    cfg.outbox = "race";
+    cfg.poll_ms = 60000;
+    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
+                     LOOM_OK);
+    w.started_ms = est_now_ms();
+    uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
+    w.timer.data = &w;
+    uv_timer_start(&w.timer, race_on_timer, 20, 20);
+    assert_int_equal(loom_runtime_run(w.rt), LOOM_OK);
+    assert_int_equal(w.arm_waiting, 1);
+    printf("relay_test: published %lld ms after the commit\n",
+           (long long) (w.published_ms - w.committed_ms));
+    assert_true(w.published_ms - w.committed_ms < 5000);
+    loom_relay_close(r);
+    loom_transport_close(t);
+    loom_runtime_close(w.rt);
+    PQfinish(w.writer);
+}
+
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
@@ -611,6 +696,7 @@ main(void)
         T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
         T(runtime_stop_steps_the_relay_down),
         T(a_sleeping_relay_is_woken_by_the_next_message),
+        T(a_relay_arming_waits_for_a_writer_in_flight),
         T(relay_start_refuses_bad_arguments),
     };
 

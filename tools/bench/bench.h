@@ -34,6 +34,7 @@ typedef struct bench_opts {
     double rate;        /* live: events appended per second; topics:
                            messages per second of the latency part */
     int rounds;         /* interleaved loom/raw rounds per case */
+    size_t in_flight;   /* saga: most sagas unfinished at once */
     int malloc_default; /* --malloc-default: keep glibc heap trimming */
 } bench_opts;
 
@@ -183,5 +184,9 @@ int bench_topics(bench_env *env, const bench_opts *o);
  * $LOOM_BENCH_NATS_URL names a server; 0, or -1 after printing the
  * error. */
 int bench_relay(bench_env *env, const bench_opts *o);
+
+/* Runs saga (bench_saga.c): three-step sagas end to end on topics, and the
+ * raw writes of a hand-made orchestration. 0 or -1 (printed). */
+int bench_saga(bench_env *env, const bench_opts *o);
 
 #endif /* LOOM_BENCH_H */

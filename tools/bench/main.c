@@ -7,6 +7,7 @@
  *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
  *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
  *   loom-bench relay   [--rate R] [--seconds S] [--db URL]
+ *   loom-bench saga    [--seconds S] [--in-flight N] [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -23,6 +24,10 @@
  * and relay, once per transport (topics; nats when $LOOM_BENCH_NATS_URL
  * names a server), whose baseline is raw libpq inserting the same rows,
  *   BENCH relay <transport> msgs_per_s=<n> ratio=<relay/raw> lag_p99_ms=<x>
+ * and saga, three-step sagas end to end against raw libpq writing what a
+ * hand-made orchestration writes,
+ *   BENCH saga sagas_per_s=<n> p50_ms=<x> p99_ms=<y> tx_per_saga=<k>
+ *              ratio=<loom/raw>
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
@@ -51,6 +56,7 @@ static const main_case main_cases[] = {
     {"append_1x8", "append"}, {"read_all", "read"},
     {"rebuild", "rebuild"},   {"live", "live"},
     {"topics", "topics"},     {"relay", "relay"},
+    {"saga", "saga"},
 };
 
 #define MAIN_NCASES (sizeof main_cases / sizeof main_cases[0])
@@ -59,12 +65,15 @@ static void
 main_usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s append|read|rebuild|live|topics|relay|all [options]\n"
+            "usage: %s append|read|rebuild|live|topics|relay|saga|all "
+            "[options]\n"
             "  --seconds S   measured seconds per side of each append case "
             "and of\n"
             "                live, split over the rounds; topics: of its "
             "latency part;\n"
-            "                relay: of each of its three runs (default 10)\n"
+            "                relay: of each of its three runs; saga: of "
+            "starting\n"
+            "                sagas (default 10)\n"
             "  --events N    events loaded for read_all and rebuild (default "
             "1000000)\n"
             "  --page N      read_all page size (default 1000)\n"
@@ -79,12 +88,14 @@ main_usage(FILE *f)
             "(default 1000)\n"
             "  --messages N  topics: messages produced and consumed (default "
             "1000000)\n"
+            "  --in-flight N saga: most sagas unfinished at once (default "
+            "256)\n"
             "  --rounds N    interleaved loom/raw rounds per case, median "
             "taken\n"
             "                (default 3, at most 15)\n"
             "  --case NAME   run only append_1x1, append_100x1, append_1x8, "
             "read_all,\n"
-            "                rebuild, live, topics or relay\n"
+            "                rebuild, live, topics, relay or saga\n"
             "  --db URL      the server (default $LOOM_DATABASE_URL); a "
             "scratch\n"
             "                database loom_bench_<pid> is created on it and "
@@ -134,6 +145,10 @@ main_option(bench_opts *o, const char *name, const char *arg)
         o->rate = strtod(arg, &end);
         return *end == '\0' && o->rate >= 1 && o->rate <= 100000 ? 0 : -1;
     }
+    if (strcmp(name, "--in-flight") == 0)
+        return (o->in_flight = main_count(arg)) > 0 && o->in_flight <= 100000
+                   ? 0
+                   : -1;
     if (strcmp(name, "--rounds") == 0) {
         size_t n = main_count(arg);
         o->rounds = (int) n;
@@ -190,7 +205,7 @@ main_check(const char *cmd, const bench_opts *o)
     size_t n = 0;
 
     static const char *const cmds[] = {"append", "read",  "rebuild", "live",
-                                       "topics", "relay", "all"};
+                                       "topics", "relay", "saga",    "all"};
     int known = 0;
 
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
@@ -265,9 +280,10 @@ main_banner(const char *cmd, const bench_opts *o)
 
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
     printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu "
-           "--batch %zu%s --rate %g --messages %zu\n",
+           "--batch %zu%s --rate %g --messages %zu --in-flight %zu\n",
            BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page,
-           o->batch, o->batch ? "" : " (the library's)", o->rate, o->messages);
+           o->batch, o->batch ? "" : " (the library's)", o->rate, o->messages,
+           o->in_flight);
     fflush(stdout);
 }
 
@@ -284,6 +300,8 @@ main_case_run(bench_env *env, const bench_opts *o, const char *name)
         return bench_topics(env, o);
     if (strcmp(name, "relay") == 0)
         return bench_relay(env, o);
+    if (strcmp(name, "saga") == 0)
+        return bench_saga(env, o);
     return bench_live(env, o);
 }
 
@@ -320,7 +338,8 @@ main(int argc, char **argv)
                     .messages = 1000000,
                     .page = 1000,
                     .rate = 1000,
-                    .rounds = 3};
+                    .rounds = 3,
+                    .in_flight = 256};
     bench_env env;
     int rc;
 
