@@ -60,9 +60,9 @@ typedef struct sg_run {
     atomic_int go, stop, failed, starter_done;
     atomic_llong started, ended, completed;
     atomic_llong start_ns, end_ns;
-    int64_t *t0; /* start time of saga i (ns), SG_MAX_SAGAS entries */
+    int64_t *t0;         /* start time of saga i (ns), SG_MAX_SAGAS entries */
     long long in_flight; /* most sagas unfinished at once */
-    bench_samples lat; /* loop thread only */
+    bench_samples lat;   /* loop thread only */
 } sg_run;
 
 static void
@@ -80,7 +80,8 @@ sg_nap(int64_t ns)
     nanosleep(&ts, NULL);
 }
 
-/* ---- the starter thread --------------------------------------------------- */
+/* ---- the starter thread ---------------------------------------------------
+ */
 
 static void *
 sg_starter_main(void *arg)
@@ -145,7 +146,8 @@ out:
     return NULL;
 }
 
-/* ---- the loop: orchestrator, participants, relay --------------------------- */
+/* ---- the loop: orchestrator, participants, relay ---------------------------
+ */
 
 typedef struct sg_loop {
     sg_run *run;
@@ -302,7 +304,8 @@ out:
     return rc;
 }
 
-/* ---- raw ------------------------------------------------------------------ */
+/* ---- raw ------------------------------------------------------------------
+ */
 
 typedef struct sg_raw {
     const bench_env *env;
@@ -424,7 +427,8 @@ sg_raw_run(const bench_env *env, const bench_opts *o, double *rate)
     return 0;
 }
 
-/* ---- the case ------------------------------------------------------------- */
+/* ---- the case -------------------------------------------------------------
+ */
 
 /* Committed transactions of the scratch database so far. Every
  * connection of the run is closed first, and a backend reports its
@@ -473,8 +477,8 @@ bench_saga(bench_env *env, const bench_opts *o)
         goto out;
     tx1 = sg_xact_commit(env);
     done = atomic_load(&run.completed);
-    secs = (double) (atomic_load(&run.end_ns) - atomic_load(&run.start_ns)) /
-           1e9;
+    secs =
+        (double) (atomic_load(&run.end_ns) - atomic_load(&run.start_ns)) / 1e9;
     if (done == 0 || secs <= 0) {
         fprintf(stderr, "%s: saga: no saga completed\n", BENCH_PROGRAM);
         goto out;

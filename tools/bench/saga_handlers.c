@@ -13,9 +13,9 @@
 /* ---- the orchestrator's side -------------------------------------------- */
 
 loom_err
-benchsaga__checkout_saga__reserve_stock__command(loom_saga_ctx *ctx,
-                                                 const Benchsaga__Checkout *data,
-                                                 Benchsaga__Reserve *command)
+benchsaga__checkout_saga__reserve_stock__command(
+    loom_saga_ctx *ctx, const Benchsaga__Checkout *data,
+    Benchsaga__Reserve *command)
 {
     (void) ctx;
     command->order = data->order;
@@ -101,9 +101,9 @@ benchsaga__checkout_saga__ship_order__failed(loom_saga_ctx *ctx,
 }
 
 loom_err
-benchsaga__checkout_saga__release_stock__command(loom_saga_ctx *ctx,
-                                                 const Benchsaga__Checkout *data,
-                                                 Benchsaga__Release *command)
+benchsaga__checkout_saga__release_stock__command(
+    loom_saga_ctx *ctx, const Benchsaga__Checkout *data,
+    Benchsaga__Release *command)
 {
     (void) ctx;
     command->reservation = data->reservation;
@@ -138,7 +138,8 @@ benchsaga__checkout_saga__refund_card__reply(loom_saga_ctx *ctx,
     return LOOM_OK;
 }
 
-/* ---- the participants ----------------------------------------------------- */
+/* ---- the participants -----------------------------------------------------
+ */
 
 /* Appends one event of `type` to "<category>-<saga id>", which must be
  * new: the participant's record of what it did for this order. */
