@@ -71,7 +71,10 @@ extern "C" {
  * timeout) or for a retry's backoff to pass. A step that failed with a
  * failure reply is not compensated (the participant said it did nothing);
  * one whose last attempt timed out is, because its outcome is unknown:
- * compensations must accept "nothing to undo". A failure at step 0 (or
+ * compensations must accept "nothing to undo". The last forward step has
+ * no compensation (loom_saga_def_check() refuses one), so give it a
+ * retry policy that outlasts its participant's outages (docs/sagas.md).
+ * A failure at step 0 (or
  * where no completed step has a compensation) goes straight to
  * COMPENSATED. COMPLETED, COMPENSATED and ABORTED are final; an operator
  * may abort any saga that is not final.
@@ -439,6 +442,8 @@ LOOM_API loom_err loom_participant_load(loom_participant_ctx *ctx,
  * Queues events for `stream`, checked against `expected` when the
  * command's transaction commits (loom_tx_append()). A version conflict
  * runs the handler again on fresh state (up to max_conflicts times).
+ * Events without a correlation id get the saga id, and without a
+ * causation id the command's message id.
  */
 LOOM_API loom_err loom_participant_emit(loom_participant_ctx *ctx,
                                         const char *stream, int64_t expected,
