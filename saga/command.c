@@ -11,6 +11,7 @@
 #include "loom/outbox.h"
 #include "pgwire.h"
 #include "saga_int.h"
+#include "text.h"
 
 const char *
 loom__saga_wait_name(loom__saga_wait w)
@@ -41,22 +42,7 @@ loom__saga_wait_parse(const char *s)
 int
 loom__saga_id_ok(const char *id)
 {
-    size_t len;
-
-    if (id == NULL || id[0] == '\0') {
-        return 0;
-    }
-    len = strnlen(id, LOOM_SAGA_MAX_ID + 1);
-    if (len > LOOM_SAGA_MAX_ID || !loom__utf8_valid(id, len)) {
-        return 0;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) id[i];
-        if (c < 0x20 || c == 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
+    return loom__saga_text_problem(id, LOOM_SAGA_MAX_ID) == NULL;
 }
 
 const loom_saga_step *

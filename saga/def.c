@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "loom/saga.h"
+#include "text.h"
 
 static const char *const state_names[] = {
     [LOOM_SAGA_RUNNING] = "RUNNING",
@@ -70,15 +71,7 @@ is_message(const ProtobufCMessageDescriptor *d)
 static int
 name_ok(const char *s, size_t max)
 {
-    if (s == NULL || s[0] == '\0' || strlen(s) > max) {
-        return 0;
-    }
-    for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
+    return loom__saga_text_problem(s, max) == NULL;
 }
 
 /* One step, forward (`forward` 1) or compensation. */

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "loom/saga.h"
-#include "pgwire.h"
+#include "text.h"
 
 /* The longest `who` accepted: a user and a host name fit easily. */
 #define OPS_MAX_WHO 255
@@ -41,32 +41,6 @@ ops_fail(char *err, size_t errlen, loom_err rc, const char *fmt, ...)
     return rc;
 }
 
-/*
- * Non-empty UTF-8 of at most `max` bytes without control characters: a
- * saga id as loom/saga.h defines it, and the same for `who`, which ends
- * up in the log that operators read on a terminal. Text parameters must
- * be UTF-8 anyway, or PostgreSQL refuses them with a message that does
- * not say which argument was wrong.
- */
-static const char *
-ops_text_problem(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max + 1);
-
-    if (n == 0)
-        return "is empty";
-    if (n > max)
-        return "is too long";
-    if (!loom__utf8_valid(s, n))
-        return "is not valid UTF-8";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char) s[i];
-        if (ch < 0x20 || ch == 0x7f)
-            return "contains a control character";
-    }
-    return NULL;
-}
-
 /* Checks every argument before anything is sent. */
 static loom_err
 ops_check(const loom_store *s, const char *id, loom_saga_op op, const char *who,
@@ -85,12 +59,12 @@ ops_check(const loom_store *s, const char *id, loom_saga_op op, const char *who,
                         "loom_saga_request: unknown request %d (use "
                         "LOOM_SAGA_OP_RETRY, _SKIP or _ABORT)",
                         (int) op);
-    if ((why = ops_text_problem(id, LOOM_SAGA_MAX_ID)) != NULL)
+    if ((why = loom__saga_text_problem(id, LOOM_SAGA_MAX_ID)) != NULL)
         return ops_fail(err, errlen, LOOM_EINVAL,
                         "loom_saga_request: the saga id %s (at most %d "
                         "bytes of UTF-8, no control characters)",
                         why, LOOM_SAGA_MAX_ID);
-    if ((why = ops_text_problem(who, OPS_MAX_WHO)) != NULL)
+    if ((why = loom__saga_text_problem(who, OPS_MAX_WHO)) != NULL)
         return ops_fail(err, errlen, LOOM_EINVAL,
                         "loom_saga_request: who %s (at most %d bytes of "
                         "UTF-8, no control characters: \"alice@ops-1\")",

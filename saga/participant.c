@@ -22,6 +22,7 @@
 #include "loom/topics.h"
 #include "outbox_int.h"
 #include "participant_int.h"
+#include "text.h"
 #include "transport_int.h"
 
 #define PT_DEFAULT_BATCH 100
@@ -130,15 +131,7 @@ pt_on_message(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
 static int
 pt_name_ok(const char *s, size_t max)
 {
-    if (s == NULL || s[0] == '\0' || strnlen(s, max + 1) > max) {
-        return 0;
-    }
-    for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
-        if (*c < 0x20 || *c == 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
+    return loom__saga_text_problem(s, max) == NULL;
 }
 
 static int

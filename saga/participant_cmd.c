@@ -15,6 +15,7 @@
 #include "loom/outbox.h"
 #include "participant_int.h"
 #include "pgwire.h"
+#include "text.h"
 
 /* Longest failure code and message put in a reply's headers. */
 #define PT_MAX_CODE    255
@@ -304,19 +305,7 @@ loom_participant_tx(loom_participant_ctx *ctx)
 static int
 pt_code_ok(const char *code)
 {
-    if (code == NULL || code[0] == '\0') {
-        return 0;
-    }
-    size_t n = strnlen(code, PT_MAX_CODE + 1);
-    if (n > PT_MAX_CODE || !loom__utf8_valid(code, n)) {
-        return 0;
-    }
-    for (const unsigned char *c = (const unsigned char *) code; *c; c++) {
-        if (*c < 0x20 || *c == 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
+    return loom__saga_text_problem(code, PT_MAX_CODE) == NULL;
 }
 
 /* Cuts `s` (arena) to PT_MAX_MESSAGE bytes of valid UTF-8: a header
