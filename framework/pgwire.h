@@ -23,6 +23,7 @@
 #define LOOM__OID_XID8   5069
 #define LOOM__OID_TSTZ   1184
 #define LOOM__OID_AINT4  1007
+#define LOOM__OID_AINT8  1016
 #define LOOM__OID_ATEXT  1009
 #define LOOM__OID_ABYTEA 1001
 #define LOOM__OID_AUUID  2951

@@ -7,8 +7,10 @@
  * on one connection driven from the loop (pgconn.h: one request at a
  * time, reconnected without blocking):
  *
- *   batch   one loom_tx with, per message, its inbox mark and then the
- *           handler's statements. Committed: every message is acked.
+ *   batch   one loom_tx with the inbox marks of every message (one
+ *           statement), then each handler's statements, then what the
+ *           end hook adds (inbox_consumer_int.h). Committed: every
+ *           message is acked.
  *   one     the batch failed (a duplicate, a handler error, a statement
  *           that failed): each message again in a tx of its own. Committed:
  *           acked; LOOM_EALREADY: acked as a duplicate; LOOM_ECONFLICT:
@@ -31,6 +33,7 @@
 #include <string.h>
 
 #include "alloc_int.h"
+#include "inbox_consumer_int.h"
 #include "log_int.h"
 #include "loom/alloc.h"
 #include "loom/inbox.h"
@@ -64,6 +67,10 @@ static const loom__stmt expire_stmt = {
     "SELECT loom.inbox_mark(consumer, message_id) FROM loom.inbox WHERE "      \
     "consumer = $1 AND message_id = $2"
 
+/* The inbox marks of a whole batch, one statement (schema 9): LM015 when
+ * any of them is already recorded. */
+#define IC_SQL_MARK_MANY "SELECT loom.inbox_mark_many($1, $2)"
+
 /* A delivered batch, borrowed from the transport until each message is
  * acked or failed. */
 typedef struct ic_batch {
@@ -90,7 +97,10 @@ struct loom_inbox_consumer {
     loom_inbox_fn fn;
     void *arg;
     loom_inbox_settled_fn settled; /* may be NULL */
-    char *name;                    /* the inbox's consumer name; owned */
+    loom__inbox_begin_fn begin;    /* may be NULL (inbox_consumer_int.h) */
+    loom__inbox_end_fn end;        /* may be NULL */
+    void *hooks_arg;
+    char *name; /* the inbox's consumer name; owned */
     uint64_t window_ms;
     unsigned expire_every_ms;
     unsigned max_conflicts;
@@ -241,18 +251,77 @@ ic_send(loom_inbox_consumer *ic, ic_state st)
 
 /* ---- the batch ----------------------------------------------------------- */
 
-/* Queues every message of b with its mark; 0 when all went in. */
+/* Queues the marks of every message of b as one statement; 0, or -1
+ * with ic->why set (a message without an id cannot be made idempotent:
+ * isolated, it fails alone). */
+static int
+ic_mark_batch(loom_inbox_consumer *ic, ic_batch *b)
+{
+    static const uint32_t types[2] = {LOOM__OID_TEXT, LOOM__OID_AUUID};
+    loom__buf ids = LOOM__BUF_INIT;
+    const char *values[2];
+    int lengths[2];
+    loom_err rc;
+
+    for (size_t i = 0; i < b->n; i++) {
+        if (loom_uuid_is_nil(&b->m[i]->id)) {
+            snprintf(ic->why, sizeof ic->why,
+                     "message %zu of the batch has no id", i);
+            return -1;
+        }
+    }
+    loom__pg_array_begin(&ids, LOOM__OID_UUID, (uint32_t) b->n);
+    for (size_t i = 0; i < b->n; i++)
+        loom__pg_array_add(&ids, b->m[i]->id.bytes, 16);
+    if (ids.failed) {
+        loom__buf_free(&ids);
+        snprintf(ic->why, sizeof ic->why, "out of memory");
+        return -1;
+    }
+    values[0] = ic->name;
+    lengths[0] = (int) strlen(ic->name);
+    values[1] = ids.data;
+    lengths[1] = (int) ids.len;
+    rc = loom_tx_exec_binary(&ic->tx, IC_SQL_MARK_MANY, 2, types, values,
+                             lengths);
+    loom__buf_free(&ids);
+    if (rc != LOOM_OK) {
+        snprintf(ic->why, sizeof ic->why, "%s", loom_tx_errmsg(&ic->tx));
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the end hook, if any, after a transaction's last handler. */
+static loom_err
+ic_end(loom_inbox_consumer *ic)
+{
+    loom_err rc;
+
+    if (ic->end == NULL)
+        return LOOM_OK;
+    ic->why[0] = '\0';
+    rc = ic->end(&ic->tx, ic->why, sizeof ic->why, ic->hooks_arg);
+    ic->why[sizeof ic->why - 1] = '\0';
+    if (rc != LOOM_OK && ic->why[0] == '\0')
+        snprintf(ic->why, sizeof ic->why, "the handler failed: %s",
+                 loom_strerror(rc));
+    return rc;
+}
+
+/* Queues the batch's marks, then every message's handler; 0 when all
+ * went in. */
 static int
 ic_build_batch(loom_inbox_consumer *ic, ic_batch *b)
 {
     loom_err rc;
 
     loom__tx_reset(&ic->tx);
+    if (ic->begin != NULL)
+        ic->begin(ic->hooks_arg);
+    if (ic_mark_batch(ic, b) != 0)
+        return -1;
     for (size_t i = 0; i < b->n; i++) {
-        if (loom_inbox_mark(&ic->tx, ic->name, &b->m[i]->id) != LOOM_OK) {
-            snprintf(ic->why, sizeof ic->why, "%s", loom_tx_errmsg(&ic->tx));
-            return -1;
-        }
         ic->why[0] = '\0';
         rc = ic->fn(b->m[i], &ic->tx, ic->why, sizeof ic->why, ic->arg);
         if (rc != LOOM_OK) {
@@ -263,7 +332,7 @@ ic_build_batch(loom_inbox_consumer *ic, ic_batch *b)
             return -1;
         }
     }
-    return 0;
+    return ic_end(ic) == LOOM_OK ? 0 : -1;
 }
 
 static void
@@ -325,8 +394,12 @@ ic_run_one(loom_inbox_consumer *ic)
         ic_advance(ic);
         return 1;
     }
+    if (ic->begin != NULL)
+        ic->begin(ic->hooks_arg);
     ic->why[0] = '\0';
     rc = ic->fn(m, &ic->tx, ic->why, sizeof ic->why, ic->arg);
+    if (rc == LOOM_OK)
+        rc = ic_end(ic);
     if (rc == LOOM_OK) {
         ic_send(ic, IC_ONE);
         return 0;
@@ -834,4 +907,13 @@ loom_inbox_consumer_stats_get(const loom_inbox_consumer *ic,
         return LOOM_EINVAL;
     *out = ic->stats;
     return LOOM_OK;
+}
+
+void
+loom__inbox_consumer_hooks(loom_inbox_consumer *ic, loom__inbox_begin_fn begin,
+                           loom__inbox_end_fn end, void *arg)
+{
+    ic->begin = begin;
+    ic->end = end;
+    ic->hooks_arg = arg;
 }

@@ -16,6 +16,7 @@
 #include "participant_int.h"
 #include "pgwire.h"
 #include "text.h"
+#include "tx_int.h"
 
 /* Longest failure code and message put in a reply's headers. */
 #define PT_MAX_CODE    255
@@ -121,10 +122,12 @@ pt_reply(loom_participant *p, loom_participant_ctx *ctx,
     om.topic = w->reply_to;
     om.key = w->saga_id;
     om.key_len = strlen(w->saga_id);
-    rc = loom_outbox_add(ctx->tx, p->outbox, &om, 1);
+    /* Queued with the transaction's other replies after its last
+     * handler (participant_batch.c), where loom_outbox_add() checks it. */
+    rc = loom__participant_add_reply(p, &om);
     if (rc != LOOM_OK) {
-        why_set(why, whylen, "the reply to %s could not be queued: %s",
-                w->reply_to, loom_tx_errmsg(ctx->tx));
+        why_set(why, whylen, "the reply to %s could not be kept: %s",
+                w->reply_to, loom_strerror(rc));
     }
     return rc;
 }
@@ -267,7 +270,8 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
     }
     if (events == NULL || n == 0 || n > LOOM_DEFAULT_MAX_APPEND) {
         /* Refused with its own reason. */
-        return loom_tx_append(ctx->tx, stream, expected, events, n);
+        return loom__append_many_add(&ctx->p->appends, stream, expected, events,
+                                     n, &ctx->tx->err);
     }
     /* Events say which saga and which command caused them, unless the
      * handler said otherwise: a copy, so the caller's array is only
@@ -285,7 +289,10 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
             ev[i].causation_id = ctx->message_id;
         }
     }
-    loom_err rc = loom_tx_append(ctx->tx, stream, expected, ev, n);
+    /* Written with the transaction's other appends after its last
+     * handler (participant_batch.c), checked now. */
+    loom_err rc = loom__append_many_add(&ctx->p->appends, stream, expected, ev,
+                                        n, &ctx->tx->err);
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < n; i++) {
             events[i].id = ev[i].id;

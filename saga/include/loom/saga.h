@@ -440,10 +440,17 @@ LOOM_API loom_err loom_participant_load(loom_participant_ctx *ctx,
 
 /*
  * Queues events for `stream`, checked against `expected` when the
- * command's transaction commits (loom_tx_append()). A version conflict
- * runs the handler again on fresh state (up to max_conflicts times).
- * Events without a correlation id get the saga id, and without a
- * causation id the command's message id.
+ * command's transaction commits (loom_tx_append()'s checks and limits,
+ * applied now). A version conflict runs the handler again on fresh state
+ * (up to max_conflicts times). Events without a correlation id get the
+ * saga id, and without a causation id the command's message id; events
+ * with a nil id get a fresh one, written back to `events`.
+ *
+ * The events of every command of a delivered batch are written by one
+ * statement after the batch's last handler (as are the replies), so the
+ * handler's own statements (loom_participant_tx()) run before them and
+ * cannot see them. Errors: LOOM_EINVAL, LOOM_ETOOBIG, LOOM_ENOMEM, with
+ * the reason in loom_tx_errmsg(loom_participant_tx(ctx)).
  */
 LOOM_API loom_err loom_participant_emit(loom_participant_ctx *ctx,
                                         const char *stream, int64_t expected,
