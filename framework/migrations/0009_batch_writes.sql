@@ -60,7 +60,8 @@ RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_k       integer := cardinality(p_streams);
-    v_base    bigint[] := '{}';   -- per entry: the version before it
+    v_base    bigint[];           -- per entry: the version before it
+    v_new     text[];             -- streams created by the fast path
     v_first   integer[] := '{}';  -- per entry: its first event's index
     v_at      integer := 1;
     v_current bigint;
@@ -77,7 +78,43 @@ BEGIN
                         cardinality(p_ids)
             USING ERRCODE = '22023';
     END IF;
+    -- Each entry's first event.
     FOR i IN 1 .. v_k LOOP
+        v_first := v_first || v_at;
+        v_at := v_at + p_counts[i];
+    END LOOP;
+    v_base := array_fill(NULL::bigint, ARRAY[v_k]);
+
+    -- New streams (expected -1) in one statement when every entry names
+    -- a stream of its own: then no entry's outcome depends on another's,
+    -- and the order they are made in changes nothing.
+    IF (SELECT count(DISTINCT s) FROM unnest(p_streams) AS s) = v_k THEN
+        WITH ins AS (
+            INSERT INTO loom.streams (stream, category, version)
+                 SELECT p_streams[i], split_part(p_streams[i], '-', 1),
+                        p_counts[i] - 1
+                   FROM generate_subscripts(p_streams, 1) AS g(i)
+                  WHERE p_expected[i] = -1
+                  ORDER BY i
+            ON CONFLICT (stream) DO NOTHING
+            RETURNING stream)
+        SELECT array_agg(stream) INTO v_new FROM ins;
+        FOR i IN 1 .. v_k LOOP
+            IF p_expected[i] = -1 THEN
+                IF v_new IS NULL OR NOT (p_streams[i] = ANY (v_new)) THEN
+                    SELECT version INTO v_current FROM loom.streams
+                     WHERE stream = p_streams[i];
+                    PERFORM loom.append_conflict(p_streams[i], -1,
+                                                 coalesce(v_current, -1));
+                END IF;
+                v_base[i] := -1;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- The rest, one stream at a time, in order, as loom.append() does.
+    FOR i IN 1 .. v_k LOOP
+        CONTINUE WHEN v_base[i] IS NOT NULL;
         v_n := p_counts[i];
         LOOP
             UPDATE loom.streams SET version = version + v_n
@@ -101,9 +138,7 @@ BEGIN
             ON CONFLICT (stream) DO NOTHING;
             EXIT WHEN FOUND;
         END LOOP;
-        v_base := v_base || v_current;
-        v_first := v_first || v_at;
-        v_at := v_at + v_n;
+        v_base[i] := v_current;
     END LOOP;
 
     -- Which entry each event belongs to: entry i's are the p_counts[i]
