@@ -138,7 +138,8 @@ follow(const char *reference)
 static int
 print_model(void)
 {
-    PGconn *c = PQconnectdb(getenv("LOOM_DATABASE_URL"));
+    const char *url = getenv("LOOM_DATABASE_URL");
+    PGconn *c = PQconnectdb(url != NULL ? url : "");
     PGresult *r = PQexec(c, "SELECT id, owner, balance_cents "
                             "FROM bank_read.accounts ORDER BY id");
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;

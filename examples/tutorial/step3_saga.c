@@ -140,7 +140,7 @@ serve(void)
     return rc == LOOM_OK && r.ended == N_TRANSFERS ? 0 : 1;
 }
 
-/* How each transfer ended, as the saga data and the accounts say. */
+/* How each transfer ended, and the balances it left. */
 static int
 report(loom_store *s, char ids[N_TRANSFERS][LOOM_UUID_STRLEN + 2])
 {
