@@ -200,6 +200,8 @@ bank__bank_accounts__debit__handle(loom_participant_ctx *ctx,
         reply->balance = a.balance; /* done before: just answer again */
         return LOOM_OK;
     }
+    if (l.refunded) /* came after its compensation: too late to act */
+        return loom_participant_fail(ctx, "CANCELLED", "transfer refunded");
     if (!a.open)
         return loom_participant_fail(ctx, "NO_ACCOUNT", "no account %s",
                                      command->account);
@@ -240,7 +242,9 @@ bank__bank_accounts__credit__handle(loom_participant_ctx *ctx,
 }
 
 /* A compensation must accept "nothing to undo": the debit may have
- * timed out without ever happening. */
+ * timed out without ever happening. It may even come first (the debit
+ * redelivered after a failure, or stuck behind an outage), so it records
+ * itself either way and a debit that comes later is refused. */
 loom_err
 bank__bank_accounts__refund__handle(loom_participant_ctx *ctx,
                                     const Bank__Refund *command,
@@ -255,8 +259,11 @@ bank__bank_accounts__refund__handle(loom_participant_ctx *ctx,
     (void) reply;
     rc = loom_participant_load(ctx, &ledger_type, loom_participant_saga_id(ctx),
                                &l, &lv);
-    if (rc != LOOM_OK || !l.debited || l.refunded)
+    if (rc != LOOM_OK || l.refunded)
         return rc;
+    if (!l.debited) /* nothing to undo */
+        return emit(ctx, "transfer", loom_participant_saga_id(ctx), lv,
+                    &done.base);
     rc = loom_participant_load(ctx, &account_type, command->account, &a, &av);
     if (rc != LOOM_OK)
         return rc;
