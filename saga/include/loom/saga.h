@@ -168,7 +168,9 @@ typedef loom_err (*loom_saga_reply_fn)(loom_saga_ctx *ctx,
 /*
  * A forward step failed for good (`failure`: the participant's failure
  * payload, NULL when it sent none or the step timed out). May update
- * `data` as a reply handler does; compensation starts afterwards.
+ * `data` as a reply handler does; compensation starts afterwards. A
+ * non-OK return leaves the failure unprocessed: a failure reply is
+ * delivered again, a timeout is handled again when its lease runs out.
  */
 typedef loom_err (*loom_saga_failed_fn)(loom_saga_ctx *ctx,
                                         ProtobufCMessage *data,
