@@ -39,14 +39,24 @@ eh_step(gen_pool *p, gen_buf *b, const gen_saga *s, const gen_step *st,
         gen_buf_printf(b, "\n/* steps[%zu]: %s, sent to \"%s\". */\n", index,
                        st->name, st->participant);
     }
-    gen_buf_puts(b, "/* Builds its command from the saga's data. */\n");
+    gen_buf_puts(b, "/* Builds its command from the saga's data (fields may "
+                    "borrow from data,\n"
+                    " * static memory or loom_saga_alloc()). A non-OK return "
+                    "fails the attempt\n"
+                    " * with code BUILD, retried by the step's policy "
+                    "(loom_saga_command_fn). */\n");
     const char *cmd[] = {
         "loom_saga_ctx *ctx",
         gen_pool_printf(p, "const %s *data", data),
         gen_pool_printf(p, "%s *command", st->command->c_type),
     };
     eh_proto(b, gen_pool_printf(p, "%s__command", st->c_lower), cmd, 3);
-    gen_buf_puts(b, "/* Its success reply: may update the saga's data. */\n");
+    gen_buf_puts(b, "/* Its success reply: may update the saga's data (new "
+                    "fields may borrow\n"
+                    " * from reply or loom_saga_alloc()). A non-OK return "
+                    "leaves the reply\n"
+                    " * unprocessed: it is delivered again "
+                    "(loom_saga_reply_fn). */\n");
     const char *rep[] = {
         "loom_saga_ctx *ctx",
         gen_pool_printf(p, "%s *data", data),
@@ -60,8 +70,17 @@ eh_step(gen_pool *p, gen_buf *b, const gen_saga *s, const gen_step *st,
                         ? "/* It failed for good (why says how); failure is "
                           "the participant's\n"
                           " * payload, NULL after a timeout or when it sent "
-                          "none. */\n"
-                        : "/* It failed for good (why says how). */\n");
+                          "none. May update the\n"
+                          " * saga's data; compensation starts afterwards. A "
+                          "non-OK return leaves\n"
+                          " * the failure to be handled again "
+                          "(loom_saga_failed_fn). */\n"
+                        : "/* It failed for good (why says how). May update "
+                          "the saga's data;\n"
+                          " * compensation starts afterwards. A non-OK return "
+                          "leaves the failure\n"
+                          " * to be handled again (loom_saga_failed_fn). "
+                          "*/\n");
     const char *fail[4];
     size_t n = 0;
     fail[n++] = "loom_saga_ctx *ctx";
@@ -115,7 +134,11 @@ eh_participant(gen_pool *p, gen_buf *b, const gen_participant *pt)
                    " * To succeed, fill reply and return LOOM_OK; to fail, "
                    "return\n"
                    " * loom_participant_fail() (after filling failure, when "
-                   "there is one). */\n",
+                   "there is one).\n"
+                   " * Any other return is transient: nothing commits and "
+                   "the command comes\n"
+                   " * again. Effects only through ctx "
+                   "(loom_participant_fn). */\n",
                    pt->topic);
     gen_buf_printf(b, "extern const loom_participant_def %s__participant;\n",
                    pt->c_lower);

@@ -240,7 +240,10 @@ LOOM_API loom_err loom_store_append(loom_store *s, const char *stream,
                                     size_t n, loom_append_result *res);
 
 /* Returns the current version of `stream` in *version: -1 when it does not
- * exist. Errors: LOOM_EINVAL, LOOM_ETOOBIG, LOOM_ECONN, LOOM_EDB. */
+ * exist (and after an error). Blocking. Errors: LOOM_EINVAL (s, stream or
+ * version NULL, a bad name), LOOM_ETOOBIG (name over 4,096 bytes),
+ * LOOM_EBUSY (a non-blocking operation is in progress), LOOM_ECONN,
+ * LOOM_EDB. */
 LOOM_API loom_err loom_store_stream_version(loom_store *s, const char *stream,
                                             int64_t *version);
 
@@ -362,8 +365,11 @@ LOOM_API loom_err loom_store_snapshot_save(loom_store *s, const char *stream,
 /*
  * Loads the snapshot of `stream` if one was taken with `schema_version`.
  * On success *data (owned by the caller, free with loom_free()), *len and
- * *version are set. LOOM_ENOTFOUND when there is none or it was taken with
- * another schema version (so a changed state layout ignores it).
+ * *version are set; on any error *data is NULL and nothing needs freeing.
+ * Blocking. Errors: LOOM_ENOTFOUND when there is none or it was taken
+ * with another schema version (so a changed state layout ignores it),
+ * LOOM_EINVAL (a NULL argument, a bad name), LOOM_EBUSY, LOOM_ECONN,
+ * LOOM_EDB, LOOM_ENOMEM.
  */
 LOOM_API loom_err loom_store_snapshot_load(loom_store *s, const char *stream,
                                            int32_t schema_version, void **data,
@@ -405,7 +411,7 @@ LOOM_API loom_err loom_tx_append(loom_tx *tx, const char *stream,
 LOOM_API loom_err loom_store_commit(loom_store *s, const loom_tx *tx);
 
 /* The 0-based index of the statement that failed the last
- * loom_store_commit() on `s`, or -1 (none failed, or unknown). */
+ * loom_store_commit() on `s`, or -1 (none failed, unknown, or s NULL). */
 LOOM_API int loom_store_commit_failed_at(const loom_store *s);
 
 /* ------------------------------------------------------------------ */
@@ -427,8 +433,14 @@ LOOM_API loom_err loom_store_append_send(loom_store *s, const char *stream,
                                          int64_t expected,
                                          loom_event_data *events, size_t n);
 
-/* Non-blocking halves of the three reads; receive with
- * loom_store_events_recv(). */
+/*
+ * Non-blocking halves of the three reads: the arguments are checked and
+ * sent (copied), then drive the read with loom_store_poll() and receive
+ * its page with loom_store_events_recv(). Errors: the blocking read's
+ * argument checks (LOOM_EINVAL, LOOM_ETOOBIG), LOOM_EBUSY (an operation
+ * is in progress on `s`), LOOM_ECONN; nothing is in progress after an
+ * error.
+ */
 LOOM_API loom_err loom_store_read_stream_send(loom_store *s, const char *stream,
                                               int64_t from, loom_direction dir,
                                               size_t max);
@@ -440,7 +452,9 @@ LOOM_API loom_err loom_store_read_category_send(loom_store *s,
                                                 const loom_group *group,
                                                 size_t max);
 
-/* The connection's socket, to watch for readiness; -1 when closed. */
+/* The connection's socket, to watch for readiness; -1 when closed or s is
+ * NULL. It changes after a reconnection: read it again after each call
+ * that may reconnect. */
 LOOM_API int loom_store_socket(const loom_store *s);
 
 /*
@@ -458,7 +472,11 @@ LOOM_API loom_err loom_store_poll(loom_store *s, int *wait);
 LOOM_API loom_err loom_store_append_recv(loom_store *s,
                                          loom_append_result *res);
 
-/* Finishes a read; same results and errors as the blocking reads. */
+/* Finishes a read started with a loom_store_read_*_send(): on success
+ * *out owns the page (free with loom_events_free()), else it is NULL.
+ * Same results and errors as the blocking reads; LOOM_EAGAIN, changing
+ * nothing, before loom_store_poll() returned LOOM_OK; LOOM_EINVAL when no
+ * read is in progress. */
 LOOM_API loom_err loom_store_events_recv(loom_store *s, loom_events **out);
 
 #ifdef __cplusplus

@@ -33,8 +33,16 @@ typedef struct loom_allocator {
  */
 LOOM_API loom_err loom_set_allocator(const loom_allocator *a);
 
-/* Allocate, resize and free through the installed allocator. loom_malloc(0)
- * returns a unique pointer or NULL; loom_free(NULL) is a no-op. */
+/*
+ * Allocate, resize and free through the installed allocator, with the C
+ * library's contracts: loom_malloc() and loom_realloc() return NULL when
+ * out of memory (loom_realloc() then leaves `ptr` allocated and
+ * unchanged), loom_malloc(0) returns a unique pointer or NULL, and the
+ * caller owns what they return until it passes it to loom_free() (or to
+ * a function documented to take it). loom_free(NULL) is a no-op. They
+ * report no loom_err: a NULL return is the only failure. Thread-safe
+ * when the installed allocator is.
+ */
 LOOM_API void *loom_malloc(size_t size);
 LOOM_API void *loom_realloc(void *ptr, size_t size);
 LOOM_API void loom_free(void *ptr);

@@ -1,6 +1,12 @@
 /*
  * Eventloom: event sourcing, sagas and reliable messaging on PostgreSQL.
- * This umbrella header includes every public module.
+ * This umbrella header includes the event store, aggregates, units of
+ * work, the inbox mark, the runtime, subscriptions, projections,
+ * upcasters, the partitioner and the framework's helpers (errors,
+ * allocation, logging, UUIDs, the type registry). Messaging and sagas are
+ * included on their own: loom/transport.h, loom/outbox.h,
+ * loom/inbox_consumer.h, loom/topics.h, loom/nats.h and loom/saga.h
+ * (which a generated <name>.loom.h includes for you).
  */
 #ifndef LOOM_LOOM_H
 #define LOOM_LOOM_H

@@ -41,12 +41,15 @@ LOOM_API void loom_registry_free(loom_registry *r);
 LOOM_API loom_err loom_registry_add(loom_registry *r, const char *type_name,
                                     const ProtobufCMessageDescriptor *desc);
 
-/* The descriptor mapped to `type_name`, or NULL. Borrowed. */
+/* The descriptor mapped to `type_name`, or NULL (also when r or
+ * type_name is NULL). Borrowed: valid as long as the descriptor is. */
 LOOM_API const ProtobufCMessageDescriptor *
 loom_registry_find(const loom_registry *r, const char *type_name);
 
-/* Number of names in `r`; loom_registry_name(r, i) is the i-th in sorted
- * order (borrowed), or NULL past the end. */
+/* Number of names in `r` (0 for NULL); loom_registry_name(r, i) is the
+ * i-th in sorted order, or NULL past the end or for NULL. The name is
+ * owned by `r`: valid until the next loom_registry_add() or
+ * loom_registry_free(). */
 LOOM_API size_t loom_registry_count(const loom_registry *r);
 LOOM_API const char *loom_registry_name(const loom_registry *r, size_t i);
 

@@ -194,7 +194,9 @@ LOOM_API loom_err loom_topics_retention(loom_store *s, int64_t *removed);
 /*
  * Registers the "topics" scheme with loom_transport_register(); opening a
  * "topics://" URL does this by itself. Returns LOOM_OK when it is
- * registered (also when it already was).
+ * registered (also when it already was, or another transport holds the
+ * scheme), LOOM_ENOMEM when LOOM_MAX_TRANSPORTS are registered already.
+ * Thread-safe.
  */
 LOOM_API loom_err loom_topics_register(void);
 

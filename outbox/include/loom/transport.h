@@ -96,7 +96,9 @@ typedef struct loom_consumer_config {
                              transport's default (topics 500) */
     size_t max_in_flight; /* unacknowledged messages before fetching
                              pauses; 0: 1000 */
-    /* Deliveries of a failing message before it is dead-lettered; 0: 5. */
+    /* Deliveries of a failing message before it is dead-lettered; 0: the
+     * transport's default (topics: the topic's max_deliveries, itself 5
+     * unless set; nats: 5). */
     unsigned max_deliveries;
 } loom_consumer_config;
 
@@ -128,14 +130,27 @@ typedef struct loom_transport_ops {
                      size_t errlen);
     /* Stops everything of `state` and frees it (consumers included). */
     void (*close)(void *state);
+    /* Copies what it keeps of msgs (already checked by
+     * loom_transport_publish()) and returns; cb(rc, n, arg) then follows
+     * exactly once, never from inside this call (see loom_publish_cb).
+     * An error return means nothing was taken and cb is never called. */
     loom_err (*publish)(void *state, const loom_message *msgs, size_t n,
                         loom_publish_cb cb, void *arg);
-    /* `c` is the handle to pass to fn. */
+    /* Starts consuming cfg's topics for cfg's group (cfg is borrowed for
+     * the call: copy what is kept) and hands batches to
+     * loom_consumer_deliver(c, ...) on the loop, never from inside this
+     * call. `c` is the framework's handle for the consumer. */
     loom_err (*subscribe)(void *state, const loom_consumer_config *cfg,
                           loom_consumer *c, void **cstate);
+    /* The message (one this consumer delivered and that is not yet
+     * settled) is done: not delivered to this group again. */
     loom_err (*ack)(void *cstate, const loom_message *m);
-    /* The message is delivered again later, or dead-lettered. */
+    /* The message is delivered again later, or dead-lettered; `error`
+     * (never NULL, borrowed for the call) is the reason to keep. */
     loom_err (*fail)(void *cstate, const loom_message *m, const char *error);
+    /* Stops the consumer and frees cstate; messages not yet settled are
+     * delivered again to the group. No loom_consumer_deliver() for it
+     * after this returns. */
     void (*unsubscribe)(void *cstate);
 } loom_transport_ops;
 
@@ -159,27 +174,34 @@ LOOM_API loom_err loom_transport_open(loom_runtime *rt, const char *url,
                                       loom_transport **out, char *err,
                                       size_t errlen);
 
-/* Closes the transport and every consumer opened on it. NULL is a no-op. */
+/* Closes every consumer opened on the transport, then the transport (a
+ * publish still unanswered gets its callback with an error) and frees it.
+ * Close what uses it (relays, inbox consumers, orchestrators,
+ * participants) first. NULL is a no-op. Loop thread only. */
 LOOM_API void loom_transport_close(loom_transport *t);
 
-/* The scheme of the transport ("topics"). */
+/* The scheme of the transport ("topics"), borrowed from its ops (valid for
+ * the life of the process); "" for NULL. */
 LOOM_API const char *loom_transport_scheme(const loom_transport *t);
 
 /*
- * Publishes `n` messages; `cb` (optional) is called on the loop once the
- * transport has them. Errors (nothing published, cb not called):
- * LOOM_EINVAL (t or msgs NULL, n 0, a message without a topic, with
- * payload NULL and payload_len > 0, key NULL with key_len > 0, or headers
- * NULL with n_headers > 0), and the transport's own.
+ * Publishes `n` messages (borrowed for the call: the transport copies
+ * them); `cb` (optional) is called on the loop once the transport has
+ * them, exactly once, never from inside this call. Loop thread only. Errors
+ * (nothing published, cb not called): LOOM_EINVAL (t or msgs NULL, n 0, a
+ * message without a topic, with payload NULL and payload_len > 0, key NULL with
+ * key_len > 0, or headers NULL with n_headers > 0), and the transport's own.
  */
 LOOM_API loom_err loom_transport_publish(loom_transport *t,
                                          const loom_message *msgs, size_t n,
                                          loom_publish_cb cb, void *arg);
 
 /*
- * Starts a consumer: `fn` is called with batches of messages of cfg's
- * topics for cfg's group. Free with loom_consumer_close() (or by closing
- * the transport). Errors: LOOM_EINVAL (NULL arguments, no group or
+ * Starts a consumer: `fn` is called on the loop with batches of messages
+ * of cfg's topics for cfg's group (cfg is copied). On success *out owns
+ * it: free with loom_consumer_close(), or by closing the transport.
+ * Transports may connect or join the group here, blocking (topics does).
+ * Loop thread only. Errors: LOOM_EINVAL (NULL arguments, no group or
  * topics, an empty topic), LOOM_ENOMEM, and the transport's own.
  */
 LOOM_API loom_err loom_consumer_open(loom_transport *t,
@@ -188,16 +210,19 @@ LOOM_API loom_err loom_consumer_open(loom_transport *t,
                                      loom_consumer **out);
 
 /* Acknowledges a delivered message: it is not delivered to this group
- * again. Errors: LOOM_EINVAL (NULL), and the transport's own. */
+ * again, and `m` is no longer valid. Loop thread. Errors: LOOM_EINVAL
+ * (NULL), and the transport's own. */
 LOOM_API loom_err loom_consumer_ack(loom_consumer *c, const loom_message *m);
 
-/* Fails a delivered message with a reason: it is delivered again after a
- * backoff, or dead-lettered after max_deliveries. Errors as ack. */
+/* Fails a delivered message with a reason (NULL: "failed"; copied): it is
+ * delivered again after a backoff, or dead-lettered after max_deliveries.
+ * `m` is no longer valid afterwards. Loop thread. Errors as ack. */
 LOOM_API loom_err loom_consumer_fail(loom_consumer *c, const loom_message *m,
                                      const char *error);
 
-/* Stops the consumer; unacknowledged messages are delivered again (to
- * this group). NULL is a no-op. */
+/* Stops the consumer and frees it; unacknowledged messages are delivered
+ * again (to this group), and messages it delivered are no longer valid.
+ * NULL is a no-op. Loop thread only. */
 LOOM_API void loom_consumer_close(loom_consumer *c);
 
 /*
@@ -209,7 +234,9 @@ LOOM_API void loom_consumer_close(loom_consumer *c);
  */
 LOOM_API int loom_topic_matches(const char *pattern, const char *topic);
 
-/* For transports: hands a batch to the consumer's handler. */
+/* For transports: hands a batch to the consumer's handler, on the loop
+ * thread. The messages must stay valid until each is acked or failed.
+ * Does nothing for NULL arguments or n 0. */
 LOOM_API void loom_consumer_deliver(loom_consumer *c,
                                     const loom_message *const *msgs, size_t n);
 

@@ -95,7 +95,8 @@ typedef enum loom_saga_state {
 /* "RUNNING", ..., or "UNKNOWN": a string literal, never NULL. */
 LOOM_API const char *loom_saga_state_name(loom_saga_state s);
 
-/* The state called `name` ("RUNNING"), or 0 when there is none. */
+/* The state called `name` ("RUNNING", exact case), or 0 when there is
+ * none or name is NULL. */
 LOOM_API loom_saga_state loom_saga_state_parse(const char *name);
 
 /* Headers of commands and replies (see "The wire" above). */
@@ -167,7 +168,9 @@ typedef loom_err (*loom_saga_reply_fn)(loom_saga_ctx *ctx,
 /*
  * A forward step failed for good (`failure`: the participant's failure
  * payload, NULL when it sent none or the step timed out). May update
- * `data` as a reply handler does; compensation starts afterwards.
+ * `data` as a reply handler does; compensation starts afterwards. A
+ * non-OK return leaves the failure unprocessed: a failure reply is
+ * delivered again, a timeout is handled again when its lease runs out.
  */
 typedef loom_err (*loom_saga_failed_fn)(loom_saga_ctx *ctx,
                                         ProtobufCMessage *data,
@@ -421,17 +424,25 @@ typedef struct loom_participant_def {
     size_t n_steps;
 } loom_participant_def;
 
-/* Memory for reply fields, as loom_saga_alloc(). */
+/* Memory for reply and failure fields (and anything else the handler
+ * needs): `n` bytes, or a copy of `s`, that live until the reply has been
+ * packed, owned by the participant and never freed by the handler. NULL
+ * when out of memory, or for a NULL ctx (or s). */
 LOOM_API void *loom_participant_alloc(loom_participant_ctx *ctx, size_t n);
 LOOM_API char *loom_participant_strdup(loom_participant_ctx *ctx,
                                        const char *s);
-/* The saga id and attempt of the command (borrowed). */
+/* The saga id (borrowed for the call; "" for NULL) and the attempt (1 for
+ * the first; 0 for NULL) of the command. A retry of a step is a new
+ * command with the same saga id and a higher attempt. */
 LOOM_API const char *loom_participant_saga_id(const loom_participant_ctx *ctx);
 LOOM_API uint32_t loom_participant_attempt(const loom_participant_ctx *ctx);
 
 /*
- * Loads aggregate `id` of `t` (loom_aggregate_load()), blocking, on the
- * participant's connection. Errors: those of loom_aggregate_load().
+ * Loads aggregate `id` of `t` (loom_aggregate_load()), blocking the loop,
+ * on the participant's own connection: it reads committed state only, not
+ * what this command (or its batch) has emitted. Errors: LOOM_EINVAL (ctx
+ * NULL) and those of loom_aggregate_load(); return them from the handler
+ * to have the command delivered again.
  */
 LOOM_API loom_err loom_participant_load(loom_participant_ctx *ctx,
                                         const loom_aggregate_type *t,
@@ -443,26 +454,33 @@ LOOM_API loom_err loom_participant_load(loom_participant_ctx *ctx,
  * command's transaction commits (loom_tx_append()'s checks and limits,
  * applied now). A version conflict runs the handler again on fresh state
  * (up to max_conflicts times). Events without a correlation id get the
- * saga id, and without a causation id the command's message id; events
- * with a nil id get a fresh one, written back to `events`.
+ * saga id, and without a causation id the command's message id. The
+ * events are copied (ids generated now are written back into `events`).
  *
  * The events of every command of a delivered batch are written by one
  * statement after the batch's last handler (as are the replies), so the
  * handler's own statements (loom_participant_tx()) run before them and
- * cannot see them. Errors: LOOM_EINVAL, LOOM_ETOOBIG, LOOM_ENOMEM, with
- * the reason in loom_tx_errmsg(loom_participant_tx(ctx)).
+ * cannot see them. Errors (nothing queued, the reason in
+ * loom_tx_errmsg(loom_participant_tx(ctx))): LOOM_EINVAL (ctx NULL, or a
+ * bad stream, version or event), LOOM_ETOOBIG, LOOM_ENOMEM, LOOM_EIO.
  */
 LOOM_API loom_err loom_participant_emit(loom_participant_ctx *ctx,
                                         const char *stream, int64_t expected,
                                         loom_event_data *events, size_t n);
 
-/* The command's unit of work, for any other statement (loom/tx.h). */
+/* The command's unit of work, for any other statement (loom/tx.h): queue
+ * on it, never reset, free or commit it. Borrowed for the handler's call;
+ * NULL for a NULL ctx. */
 LOOM_API loom_tx *loom_participant_tx(loom_participant_ctx *ctx);
 
 /*
- * Marks the command failed with `code` (non-empty: the saga's retry
- * policy matches it against non_retryable) and a printf-style message;
- * returns LOOM_EHANDLER for the handler to return.
+ * Marks the command failed with `code` (1 to 255 bytes of UTF-8 without
+ * control characters: the saga's retry policy matches it against
+ * non_retryable) and a printf-style message (fmt may be NULL; cut to 1024
+ * bytes of valid UTF-8); returns LOOM_EHANDLER for the handler to return.
+ * Returns LOOM_EINVAL (ctx NULL, a bad code) or LOOM_ENOMEM instead when
+ * it cannot: returned by the handler, those are transient errors (the
+ * command is delivered again), not a failure reply.
  */
 LOOM_API loom_err loom_participant_fail(loom_participant_ctx *ctx,
                                         const char *code, const char *fmt, ...)
@@ -507,7 +525,10 @@ LOOM_API loom_err loom_participant_open(loom_runtime *rt,
                                         loom_participant **out, char *err,
                                         size_t errlen);
 
-/* Stops consuming (as loom_inbox_consumer_close()). NULL is a no-op. */
+/* Stops consuming and frees the participant, as
+ * loom_inbox_consumer_close(): a transaction in flight is abandoned and
+ * unacknowledged commands come again. Close it before the transport and
+ * the runtime. NULL is a no-op. Loop thread. */
 LOOM_API void loom_participant_close(loom_participant *p);
 
 typedef struct loom_participant_stats {
@@ -518,6 +539,7 @@ typedef struct loom_participant_stats {
     uint64_t errors;     /* commands failed back to the transport */
 } loom_participant_stats;
 
+/* Copies p's counters. Errors: LOOM_EINVAL (NULL). */
 LOOM_API loom_err loom_participant_stats_get(const loom_participant *p,
                                              loom_participant_stats *out);
 
