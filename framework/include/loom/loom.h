@@ -1,12 +1,11 @@
 /*
  * Eventloom: event sourcing, sagas and reliable messaging on PostgreSQL.
- * This umbrella header includes the event store, aggregates, units of
- * work, the inbox mark, the runtime, subscriptions, projections,
- * upcasters, the partitioner and the framework's helpers (errors,
- * allocation, logging, UUIDs, the type registry). Messaging and sagas are
- * included on their own: loom/transport.h, loom/outbox.h,
- * loom/inbox_consumer.h, loom/topics.h, loom/nats.h and loom/saga.h
- * (which a generated <name>.loom.h includes for you).
+ * This umbrella header includes every public header: the event store,
+ * aggregates, units of work, the inbox mark, the runtime, subscriptions,
+ * projections, upcasters, the framework's helpers (errors, allocation,
+ * logging, UUIDs, the type registry), messaging (transports, the
+ * partitioner, the outbox and its relay, the inbox consumer, the topics://
+ * and nats:// transports) and sagas. Each may also be included alone.
  */
 #ifndef LOOM_LOOM_H
 #define LOOM_LOOM_H
@@ -16,12 +15,18 @@
 #include "loom/error.h"
 #include "loom/eventstore.h"
 #include "loom/inbox.h"
+#include "loom/inbox_consumer.h"
 #include "loom/log.h"
+#include "loom/nats.h"
+#include "loom/outbox.h"
 #include "loom/partitioner.h"
 #include "loom/projection.h"
 #include "loom/registry.h"
 #include "loom/runtime.h"
+#include "loom/saga.h"
 #include "loom/subscription.h"
+#include "loom/topics.h"
+#include "loom/transport.h"
 #include "loom/tx.h"
 #include "loom/upcast.h"
 #include "loom/uuid.h"
