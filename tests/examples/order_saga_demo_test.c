@@ -1,8 +1,9 @@
 /*
  * The order-saga demo (examples/order-saga) end to end: runs the demo
- * binary once, in one process (and, as order_saga_demo_nats_test, over
- * nats://), against this test's database with run tag "t", then checks
- * each scenario's outcome from the database, not from the printout:
+ * binary once, in one process (as order_saga_demo_processes_test with
+ * --processes, as order_saga_demo_nats_test over nats://), against this test's
+ * database with run tag "t", then checks each scenario's outcome from the
+ * database, not from the printout:
  *
  *   - saga states: t-001 and t-004 (the participant killed mid-saga)
  *     COMPLETED, t-002 (declined) and t-003 (out of stock) COMPENSATED,
@@ -73,8 +74,13 @@ run_demo(void)
     assert_true(pid >= 0);
     if (pid == 0) {
         /* The printout goes to the test's log. */
+#ifdef DEMO_PROCESSES
+        execl(DEMO_BIN, DEMO_BIN, "--run", TAG, "--transport", url,
+              "--processes", (char *) NULL);
+#else
         execl(DEMO_BIN, DEMO_BIN, "--run", TAG, "--transport", url,
               (char *) NULL);
+#endif
         _exit(127);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -324,7 +330,11 @@ setup(void **state)
     ntt_group_setup(state);
 #endif
     (void) state;
+#ifdef DEMO_PROCESSES
+    loomt_db_create("order_saga_demo_proc");
+#else
     loomt_db_create("order_saga_demo");
+#endif
     return 0;
 }
 
