@@ -397,6 +397,16 @@ burst_report(demo_run *r)
         printf("  %-12s %4s sagas  %s\n", PQgetvalue(res, i, 0),
                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
     PQclear(res);
+    printf("  stock now (opening stock):");
+    for (size_t i = 0; i < N_SKUS; i++) {
+        char id[OS_ID_MAX];
+        os_stock st;
+        os_id(id, sizeof id, r->o->tag, skus[i].sku);
+        if (loom_aggregate_load(r->s, &os_stock_type, id, &st, NULL) == LOOM_OK)
+            printf(" %s %lld (%d)", skus[i].sku, (long long) st.on_hand,
+                   (int) skus[i].stock);
+    }
+    printf("\n");
 }
 
 int

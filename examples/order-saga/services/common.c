@@ -4,7 +4,9 @@
 
 #include "services.h"
 
-static char os_key[OS_ID_MAX];
+/* Per thread: the demo reads stock on its own thread while the
+ * participants run on the loop thread of the same process. */
+static _Thread_local char os_key[OS_ID_MAX];
 
 void
 os_ledger_key(const char *order_id)

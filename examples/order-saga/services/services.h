@@ -33,7 +33,7 @@
  * or authorisations net of releases or refunds, so a step run twice for
  * one saga (a retry after a timeout) acts once, and a compensation with
  * nothing to undo does nothing. Participants run one handler at a time
- * on their loop, so one key per process is enough. */
+ * on their loop, so one key per thread is enough. */
 typedef struct os_stock {
     int64_t on_hand; /* units that can be reserved */
     int64_t held;    /* units reserved for the ledger key's order */
