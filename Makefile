@@ -18,7 +18,7 @@ help:
 	@echo "make build         RelWithDebInfo build in build/ (default)"
 	@echo "make build-asan    Debug build with ASan/UBSan in build-asan/"
 	@echo "make test          both builds, format check, all tests (what CI runs)"
-	@echo "make demo          migrate a database and run the quickstart example"
+	@echo "make demo          the order-saga demo (DEMO_ARGS=--processes, --transport nats[://H:P])"
 	@echo "make bench         benchmarks: append, read, rebuild, live, topics"
 	@echo "make format        clang-format the C sources in place"
 	@echo "make format-check  fail if any C source is not clang-formatted"

@@ -112,6 +112,9 @@ test_nats_codec_header_names(void **state)
     assert_false(loom__nt_header_key_ok("Nats-Msg-Id"));
     assert_false(loom__nt_header_key_ok("nats-anything"));
     assert_false(loom__nt_header_key_ok("LOOM-KEY"));
+    assert_false(loom__nt_header_key_ok("loom-encoded"));
+    /* The saga headers (loom/saga.h) travel over NATS. */
+    assert_true(loom__nt_header_key_ok("loom-saga-id"));
 }
 
 static void

@@ -169,23 +169,25 @@ tl_cursor_of_position(PGconn *pg, int64_t position, loom_position *pos)
  * The cursor of the (N+1)th newest readable event in commit order, so
  * that reading after it yields the newest N; {0, 0} when there are fewer.
  * Same visibility rule as the store's reads (below the snapshot xmin).
+ * "ORDER BY e.tx", qualified: a bare "tx" would name the output column
+ * tx::text and sort as text ("999" after "1010").
  */
 static int
 tl_cursor_of_newest(PGconn *pg, const tl_args *ta, loom_position *pos)
 {
     static const char *const sql[3] = {
-        "SELECT tx::text, position FROM loom.events "
+        "SELECT e.tx::text, e.position FROM loom.events e "
         "WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY tx DESC, position DESC OFFSET $1::bigint LIMIT 1",
-        "SELECT tx::text, position FROM loom.events "
+        "ORDER BY e.tx DESC, e.position DESC OFFSET $1::bigint LIMIT 1",
+        "SELECT e.tx::text, e.position FROM loom.events e "
         "WHERE category = $2 "
         "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY tx DESC, position DESC OFFSET $1::bigint LIMIT 1",
-        "SELECT tx::text, position FROM loom.events "
+        "ORDER BY e.tx DESC, e.position DESC OFFSET $1::bigint LIMIT 1",
+        "SELECT e.tx::text, e.position FROM loom.events e "
         "WHERE category = $2 "
         "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
         "AND loom.group_member(stream, $4::integer) = $3::integer "
-        "ORDER BY tx DESC, position DESC OFFSET $1::bigint LIMIT 1"};
+        "ORDER BY e.tx DESC, e.position DESC OFFSET $1::bigint LIMIT 1"};
     char n[24], member[16], size[16];
     const char *params[4] = {n, ta->category, member, size};
     int which = ta->grouped ? 2 : ta->category != NULL ? 1 : 0;

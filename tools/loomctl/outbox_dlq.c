@@ -43,9 +43,10 @@ static const char od_list_sql[] =
     "round(extract(epoch FROM now() - failed_at)::numeric, 3), tx::text, "
     "to_char(created_at AT TIME ZONE 'UTC'" CTL_SQL_ISO ", "
     "to_char(deliver_at AT TIME ZONE 'UTC'" CTL_SQL_ISO " "
-    "FROM loom.outbox_dead_letters "
+    "FROM loom.outbox_dead_letters d "
     "WHERE ($1::text IS NULL OR outbox = $1::text) "
-    "ORDER BY outbox, tx, position LIMIT $2::bigint";
+    /* d.tx: a bare tx is the output column tx::text (text order). */
+    "ORDER BY outbox, d.tx, position LIMIT $2::bigint";
 
 /* The columns of od_list_sql. */
 enum {

@@ -18,9 +18,11 @@
 #include "stats.h"
 #include "table.h"
 
+/* "ORDER BY e.tx", qualified: a bare "tx" would name the output column
+ * tx::text and sort as text ("999" after "1010"). */
 static const char hz_sql[] =
     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, "
-    "(SELECT tx::text FROM loom.events ORDER BY tx DESC, position DESC "
+    "(SELECT e.tx::text FROM loom.events e ORDER BY e.tx DESC, position DESC "
     "LIMIT 1), "
     "(SELECT count(*) FROM loom.events "
     "WHERE tx >= pg_snapshot_xmin(pg_current_snapshot()))";

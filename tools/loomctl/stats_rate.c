@@ -19,10 +19,12 @@
 
 #include "stats.h"
 
+/* "ORDER BY e.tx", qualified: a bare "tx" would name the output column
+ * tx::text and sort as text ("999" after "1010"). */
 static const char rate_bounds_sql[] =
     "SELECT (now() - interval '1 minute')::text, "
-    "(SELECT tx::text FROM loom.events ORDER BY tx, position LIMIT 1), "
-    "(SELECT tx::text FROM loom.events ORDER BY tx DESC, position DESC "
+    "(SELECT e.tx::text FROM loom.events e ORDER BY e.tx, position LIMIT 1), "
+    "(SELECT e.tx::text FROM loom.events e ORDER BY e.tx DESC, position DESC "
     "LIMIT 1), "
     "(SELECT recorded_at > now() - interval '1 minute' FROM loom.events "
     "ORDER BY tx DESC, position DESC LIMIT 1)";

@@ -56,11 +56,11 @@
  *    Nats-Msg-Id does not start with a UUID (published by another client)
  *    has a nil id.
  *  - Headers are NATS headers. Names: printable ASCII without ':' or ',';
- *    names starting "Nats-" or "Loom-" (any case) are the transport's and
- *    refused. A value libnats would alter (empty, leading or trailing
- *    blanks, control characters) travels escaped and is restored on
- *    delivery (LOOM_NATS_HEADER_ENCODED lists those names). NATS headers
- *    have no order: they are delivered sorted by name, repeated names in
+ *    names starting "Nats-", and "Loom-Key" and "Loom-Encoded" (any
+ *    case) are the transport's and refused. A value libnats would alter (empty,
+ * leading or trailing blanks, control characters) travels escaped and is
+ * restored on delivery (LOOM_NATS_HEADER_ENCODED lists those names). NATS
+ * headers have no order: they are delivered sorted by name, repeated names in
  *    their order.
  *  - NATS has no keys: the key (any bytes) travels in the header
  *    LOOM_NATS_HEADER_KEY. Nor partitions: publish takes

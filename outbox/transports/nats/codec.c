@@ -180,11 +180,21 @@ loom__nt_durable(const char *group, const char *filter)
     return loom__buf_take(&b);
 }
 
+/* The transport's own headers: NATS's ("Nats-*") and the two it adds.
+ * Other "loom-*" names are users' (the saga wire protocol's headers,
+ * loom/saga.h, start with "loom-"). */
+static int
+cd_reserved_key(const char *key)
+{
+    return strncasecmp(key, "Nats-", 5) == 0 ||
+           strcasecmp(key, LOOM_NATS_HEADER_KEY) == 0 ||
+           strcasecmp(key, LOOM_NATS_HEADER_ENCODED) == 0;
+}
+
 int
 loom__nt_header_key_ok(const char *key)
 {
-    if (key[0] == '\0' || strncasecmp(key, "Nats-", 5) == 0 ||
-        strncasecmp(key, "Loom-", 5) == 0)
+    if (key[0] == '\0' || cd_reserved_key(key))
         return 0;
     for (const char *p = key; *p; p++)
         if (*p < 0x21 || *p > 0x7e || *p == ':' || *p == ',')
@@ -446,8 +456,7 @@ cd_listed(const char *list, const char *name)
 static int
 cd_user_key(const char *key)
 {
-    return strncasecmp(key, "Nats-", 5) != 0 &&
-           strncasecmp(key, "Loom-", 5) != 0;
+    return !cd_reserved_key(key);
 }
 
 /* The headers of nm as libnats gives them: keys sorted, and for each

@@ -177,11 +177,13 @@ prod_check(nt_transport *tr, const loom_message *m, size_t i, int64_t max,
     }
     for (size_t h = 0; h < m->n_headers; h++)
         if (!loom__nt_header_key_ok(m->headers[h].key)) {
-            loom__nt_errf(tr,
-                          "nats: message %zu: bad header name \"%.*s\" "
-                          "(printable ASCII without ':' or ','; names "
-                          "starting \"Nats-\" or \"Loom-\" are reserved)",
-                          i, 100, m->headers[h].key);
+            loom__nt_errf(
+                tr,
+                "nats: message %zu: bad header name \"%.*s\" "
+                "(printable ASCII without ':' or ','; names "
+                "starting \"Nats-\", \"Loom-Key\" and \"Loom-Encoded\" are "
+                "reserved)",
+                i, 100, m->headers[h].key);
             return LOOM_EINVAL;
         }
     size = loom__nt_wire_size(m, LOOM_UUID_STRLEN - 1, NULL, 0);
