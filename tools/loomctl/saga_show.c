@@ -349,10 +349,10 @@ sh_log_row(ctl_table *t, const PGresult *r, int i)
 
     sh_offset(strtod(PQgetvalue(r, i, LG_OFFSET), NULL), cell);
     ctl_table_cell(t, cell);
+    /* Rows without a step name are about the saga (started, completed,
+     * compensated, aborted): a bare step number would only mislead. */
     if (!PQgetisnull(r, i, LG_STEP_NAME))
         ctl_table_cell(t, PQgetvalue(r, i, LG_STEP_NAME));
-    else if (!PQgetisnull(r, i, LG_STEP))
-        ctl_table_cellf(t, "#%s", PQgetvalue(r, i, LG_STEP));
     else
         ctl_table_cell(t, "");
     ctl_table_cell(t, PQgetvalue(r, i, LG_ATTEMPT));
