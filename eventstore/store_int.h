@@ -65,6 +65,7 @@ typedef enum loom__stmt_id {
     LOOM__STMT_OUTBOX_CLEANUP,
     LOOM__STMT_OUTBOX_RESIGN,
     LOOM__STMT_OUTBOX_ARM,
+    LOOM__STMT_OUTBOX_PENDING,
     /* sagas (saga/): reads, the orchestrator's loads and claims */
     LOOM__STMT_SAGA_GET,
     LOOM__STMT_SAGA_STARTED,

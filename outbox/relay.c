@@ -3,8 +3,10 @@
  * around one PostgreSQL connection (pgconn.h) and one transport.
  *
  *   standby ──lead──▶ leading: fetch ─▶ publish ─▶ advance ─▶ fetch ...
- *      ▲                 │ nothing new: arm the wake-up, fetch once more,
- *      │                 │ then sleep until NOTIFY or poll_ms
+ *      ▲                 │ nothing new: messages held back by an older
+ *      │                 │ transaction? look again in 1-64 ms; else arm
+ *      │                 │ the wake-up, fetch once more, then sleep until
+ *      │                 │ NOTIFY or poll_ms
  *      └── lost ◀────────┘ connection broken, or the cursor moved under us
  *
  * Leading means holding the outbox's advisory lock (loom.outbox_lead) on
@@ -41,6 +43,9 @@
 #define RELAY_TICK_MS     1000
 #define RELAY_CLEAN_CHUNK 5000
 #define RELAY_LINGER_MS   5 /* a second look before arming; batching */
+/* Looking again while committed messages wait behind an older
+ * transaction: from 1 ms, doubling, up to this. */
+#define RELAY_HELD_MAX_MS 64
 
 typedef enum relay_role { RELAY_STANDBY, RELAY_LEADING } relay_role;
 
@@ -104,8 +109,9 @@ struct loom_relay {
 
     uv_timer_t timer, tick;
     relay_wait wait;
-    int armed;    /* the wake-up is armed since the last fetch */
-    int lingered; /* an empty fetch since the last non-empty one */
+    int armed;        /* the wake-up is armed since the last fetch */
+    int lingered;     /* an empty fetch since the last non-empty one */
+    unsigned held_ms; /* the last wait for messages held back; 0: none */
     int sleeping;
     loom__backoff backoff;
     uint64_t last_clean_ms, last_beat_ms, last_tick_ms;
@@ -148,6 +154,15 @@ static const loom__stmt arm_stmt = {LOOM__STMT_OUTBOX_ARM,
                                     "SELECT loom.outbox_arm($1)",
                                     1,
                                     {LOOM__OID_TEXT}};
+
+/* After an empty fetch: are committed messages held back by an older
+ * transaction still running (schema 9)? */
+static const loom__stmt pending_stmt = {
+    LOOM__STMT_OUTBOX_PENDING,
+    "loom_outbox_pending",
+    "SELECT loom.outbox_pending($1, $2, $3)",
+    3,
+    {LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8}};
 
 static const loom__stmt beat_stmt = {
     LOOM__STMT_OUTBOX_HEARTBEAT,
@@ -638,6 +653,85 @@ relay_on_arm(void *arg, loom_err rc, PGresult *res)
         relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
 }
 
+/* Caught up, and nothing is held back: linger once, then arm the
+ * wake-up, or sleep until the poll. */
+static void
+relay_caught_up(loom_relay *r)
+{
+    const char *values[1] = {r->outbox};
+    int lengths[1] = {(int) strlen(r->outbox)};
+
+    r->held_ms = 0;
+    if (r->armed || r->listener == NULL) {
+        relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
+        return;
+    }
+    if (!r->lingered) {
+        /* Just caught up: look again shortly before arming. Writers
+         * that keep coming are then found by this poll, and none of
+         * their commits pays for a NOTIFY (schema 2 says what that
+         * costs them). */
+        r->lingered = 1;
+        relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
+        return;
+    }
+    r->fetching = 1;
+    if (loom__pgconn_query(&r->conn, &arm_stmt, values, lengths, relay_on_arm,
+                           r) != LOOM_OK) {
+        r->fetching = 0;
+        relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
+    }
+}
+
+static void
+relay_on_pending(void *arg, loom_err rc, PGresult *res)
+{
+    loom_relay *r = arg;
+    int held = rc == LOOM_OK && PQntuples(res) == 1 &&
+               PQgetlength(res, 0, 0) == 1 && PQgetvalue(res, 0, 0)[0] != 0;
+
+    r->fetching = 0;
+    PQclear(res);
+    if (rc == LOOM_ECONN) {
+        relay_lost(r, "the connection to PostgreSQL broke");
+        return;
+    }
+    if (r->stopping) {
+        relay_finish_stop(r);
+        return;
+    }
+    if (!held) {
+        relay_caught_up(r);
+        return;
+    }
+    /* Their writers have committed (and woken nobody, or woke us too
+     * early): the transaction in the way ends soon, mostly, and may never
+     * touch the outbox to wake us. */
+    r->held_ms = r->held_ms == 0 ? 1 : r->held_ms * 2;
+    if (r->held_ms > RELAY_HELD_MAX_MS)
+        r->held_ms = RELAY_HELD_MAX_MS;
+    r->stats.held_back++;
+    relay_wait_for(r, WAIT_SLEEP, r->held_ms);
+}
+
+/* An empty fetch: ask whether messages are held back before sleeping. */
+static void
+relay_check_pending(loom_relay *r)
+{
+    char xid[8], pos[8];
+    const char *values[3] = {r->outbox, xid, pos};
+    int lengths[3] = {(int) strlen(r->outbox), 8, 8};
+
+    loom__pg_put_be64(xid, r->cur_tx);
+    loom__pg_put_be64(pos, (uint64_t) r->cur_pos);
+    r->fetching = 1;
+    if (loom__pgconn_query(&r->conn, &pending_stmt, values, lengths,
+                           relay_on_pending, r) != LOOM_OK) {
+        r->fetching = 0;
+        relay_caught_up(r);
+    }
+}
+
 static void
 relay_on_fetch(void *arg, loom_err rc, PGresult *res)
 {
@@ -660,35 +754,15 @@ relay_on_fetch(void *arg, loom_err rc, PGresult *res)
         return;
     }
     if (PQntuples(res) == 0) {
-        const char *values[1] = {r->outbox};
-        int lengths[1] = {(int) strlen(r->outbox)};
-
         PQclear(res);
         if (r->stopping) {
             relay_finish_stop(r);
             return;
         }
-        if (r->armed || r->listener == NULL) {
-            relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
-            return;
-        }
-        if (!r->lingered) {
-            /* Just caught up: look again shortly before arming. Writers
-             * that keep coming are then found by this poll, and none of
-             * their commits pays for a NOTIFY (schema 2 says what that
-             * costs them). */
-            r->lingered = 1;
-            relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
-            return;
-        }
-        r->fetching = 1;
-        if (loom__pgconn_query(&r->conn, &arm_stmt, values, lengths,
-                               relay_on_arm, r) != LOOM_OK) {
-            r->fetching = 0;
-            relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
-        }
+        relay_check_pending(r);
         return;
     }
+    r->held_ms = 0;
     r->armed = 0;
     r->lingered = 0;
     if (relay_take_rows(r, res) != LOOM_OK) {

@@ -173,3 +173,20 @@ BEGIN
     RETURN v_count;
 END;
 $$;
+
+-- Whether p_outbox holds committed messages past the relay's cursor that
+-- loom.outbox_fetch() cannot return yet: it returns only those of
+-- transactions older than every transaction still running (the horizon
+-- that makes its order commit order). A relay whose fetch came back empty
+-- asks this before it sleeps: when true, an older transaction (of any
+-- kind, maybe one that never touches the outbox and so never wakes it)
+-- holds them back, and the relay looks again shortly instead of waiting
+-- for its poll.
+CREATE FUNCTION loom.outbox_pending(p_outbox text, p_tx xid8,
+                                    p_position bigint)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM loom.outbox
+                    WHERE outbox = p_outbox
+                      AND (outbox, tx, position) > (p_outbox, p_tx, p_position));
+$$;

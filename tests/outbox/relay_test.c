@@ -636,6 +636,109 @@ a_relay_arming_waits_for_a_writer_in_flight(void **state)
     PQfinish(w.writer);
 }
 
+typedef struct held_env {
+    loom_runtime *rt;
+    PGconn *blocker, *writer;
+    uv_timer_t timer;
+    int phase;
+    int64_t started_ms, released_ms, published_ms;
+} held_env;
+
+static void
+held_on_timer(uv_timer_t *t)
+{
+    held_env *w = t->data;
+    int64_t now = est_now_ms();
+
+    switch (w->phase) {
+    case 0: /* the relay has caught up and armed its wake-up */
+        if (now - w->started_ms < 1000)
+            return;
+        /* An older transaction that never touches the outbox... */
+        est_exec(w->blocker, "BEGIN");
+        est_exec(w->blocker, "SELECT pg_current_xact_id()");
+        /* ...holds back a message committed after it began: its writer
+         * wakes the relay, whose read cannot return it yet. */
+        est_exec(w->writer,
+                 "SELECT loom.outbox_add('held', ARRAY['relay.held'], "
+                 "ARRAY[NULL::bytea], ARRAY[NULL::text], ARRAY[NULL::bytea], "
+                 "ARRAY['x'::bytea], ARRAY[gen_random_uuid()], "
+                 "ARRAY[NULL::timestamptz])");
+        w->phase = 1;
+        w->started_ms = now;
+        return;
+    case 1:
+        if (now - w->started_ms < 500)
+            return;
+        est_exec(w->blocker, "COMMIT"); /* wakes nobody */
+        w->released_ms = est_now_ms();
+        w->phase = 2;
+        return;
+    default:
+        if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                       "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                       "'relay.held'") == 1 ||
+            now - w->released_ms > 20000) {
+            w->published_ms = now;
+            uv_timer_stop(t);
+            uv_close((uv_handle_t *) t, NULL);
+            loom_runtime_stop(w->rt);
+        }
+    }
+}
+
+/* A relay woken for a message that an older transaction still running
+ * keeps out of its read (the read returns transactions older than every
+ * running one, for commit order) looks again within milliseconds while
+ * the message waits (schema 9, loom.outbox_pending), instead of arming
+ * and sleeping until the poll (here 60 s): the older transaction, which
+ * never touches the outbox, wakes nobody when it ends. */
+static void
+a_message_held_back_by_an_older_transaction_is_published_when_it_ends(
+    void **state)
+{
+    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
+    loom_relay_config cfg;
+    loom_relay_stats st;
+    loom_transport *t;
+    loom_relay *r;
+    held_env w = {0};
+    char err[512] = "";
+
+    (void) state;
+    tpt_topic_create("relay.held", 1, -1, -1, 0, -1);
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    w.blocker = est_connect(NULL);
+    w.writer = est_connect(NULL);
+    rcfg.poll_ms = 60000;
+    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
+    assert_int_equal(
+        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
+    cfg = fast_config(t);
+    cfg.outbox = "held";
+    cfg.poll_ms = 60000;
+    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
+                     LOOM_OK);
+    w.started_ms = est_now_ms();
+    uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
+    w.timer.data = &w;
+    uv_timer_start(&w.timer, held_on_timer, 20, 20);
+    assert_int_equal(loom_runtime_run(w.rt), LOOM_OK);
+    assert_int_equal(w.phase, 2);
+    printf("relay_test: published %lld ms after the older transaction "
+           "ended\n",
+           (long long) (w.published_ms - w.released_ms));
+    assert_true(w.published_ms - w.released_ms < 5000);
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(st.published, 1);
+    assert_true(st.held_back >= 1);
+    loom_relay_close(r);
+    loom_transport_close(t);
+    loom_runtime_close(w.rt);
+    PQfinish(w.blocker);
+    PQfinish(w.writer);
+}
+
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
@@ -697,6 +800,7 @@ main(void)
         T(runtime_stop_steps_the_relay_down),
         T(a_sleeping_relay_is_woken_by_the_next_message),
         T(a_relay_arming_waits_for_a_writer_in_flight),
+        T(a_message_held_back_by_an_older_transaction_is_published_when_it_ends),
         T(relay_start_refuses_bad_arguments),
     };
 

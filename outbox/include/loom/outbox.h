@@ -150,6 +150,10 @@ typedef struct loom_relay_stats {
     uint64_t takeovers;    /* times this relay became the leader */
     uint64_t cleaned;      /* published rows deleted */
     uint64_t wakeups;      /* sleeps ended by a NOTIFY (not the poll) */
+    /* Empty reads that found committed messages held back by an older
+     * transaction still running, and so looked again within 1-64 ms
+     * instead of sleeping until a wake-up or the poll. */
+    uint64_t held_back;
 } loom_relay_stats;
 
 /* Copies r's counters. Errors: LOOM_EINVAL (NULL). */
