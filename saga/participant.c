@@ -252,9 +252,7 @@ pt_free(loom_participant *p)
     loom_inbox_consumer_close(p->ic);
     loom_store_close(p->store);
     loom__arena_free(&p->arena);
-    loom__arena_free(&p->batch);
     loom__append_many_free(&p->appends);
-    loom_free(p->replies);
     loom_free(p->notes);
     loom_free(p->defs);
     loom_free(p->group);
@@ -353,7 +351,6 @@ loom_participant_open(loom_runtime *rt, const loom_participant_config *cfg,
     }
     memset(p, 0, sizeof *p);
     loom__arena_init(&p->arena);
-    loom__arena_init(&p->batch);
     loom__append_many_init(&p->appends);
     rc = pt_copy(p, cfg);
     if (rc != LOOM_OK) {

@@ -122,12 +122,10 @@ pt_reply(loom_participant *p, loom_participant_ctx *ctx,
     om.topic = w->reply_to;
     om.key = w->saga_id;
     om.key_len = strlen(w->saga_id);
-    /* Queued with the transaction's other replies after its last
-     * handler (participant_batch.c), where loom_outbox_add() checks it. */
-    rc = loom__participant_add_reply(p, &om);
+    rc = loom_outbox_add(ctx->tx, p->outbox, &om, 1);
     if (rc != LOOM_OK) {
-        why_set(why, whylen, "the reply to %s could not be kept: %s",
-                w->reply_to, loom_strerror(rc));
+        why_set(why, whylen, "the reply to %s could not be queued: %s",
+                w->reply_to, loom_tx_errmsg(ctx->tx));
     }
     return rc;
 }

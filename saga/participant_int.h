@@ -13,7 +13,6 @@
 #include "append_many.h"
 #include "arena.h"
 #include "loom/inbox_consumer.h"
-#include "loom/outbox.h"
 #include "loom/saga.h"
 #include "wire.h"
 
@@ -37,13 +36,10 @@ struct loom_participant {
     loom__pt_note *notes;
     size_t n_notes, cap_notes;
     uint64_t failures; /* failure replies committed */
-    /* What the handlers of the transaction being built emitted and
-     * replied, written by one statement each after the last of them
-     * (participant_batch.c); copies in `batch`, which lives as long. */
+    /* What the handlers of the transaction being built emitted,
+     * written by one statement after the last of them
+     * (participant_batch.c). */
     loom__append_many appends;
-    loom__arena batch;
-    loom_outbox_message *replies;
-    size_t n_replies, cap_replies;
 };
 
 /* What a handler is given (loom_participant_ctx): lives in the arena,
@@ -71,16 +67,10 @@ loom_err loom__participant_handle(loom_participant *p, const loom_message *m,
 /*
  * participant_batch.c: the inbox consumer's hooks (inbox_consumer_int.h).
  * begin drops what an unsent transaction had collected; end queues the
- * transaction's appends (one loom.append_many()) and then its replies
- * (one loom_outbox_add()).
+ * transaction's appends (one loom.append_many()).
  */
 void loom__participant_begin(void *arg);
 loom_err loom__participant_end(loom_tx *tx, char *why, size_t whylen,
                                void *arg);
-
-/* Adds a reply (copied: `om` and what it points to may be the handler's)
- * to the transaction's replies. LOOM_OK or LOOM_ENOMEM. */
-loom_err loom__participant_add_reply(loom_participant *p,
-                                     const loom_outbox_message *om);
 
 #endif /* LOOM_SAGA_PARTICIPANT_INT_H */
