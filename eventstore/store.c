@@ -16,6 +16,7 @@
 #include "loom/alloc.h"
 #include "migrate_int.h"
 #include "pgwire.h"
+#include "redact.h"
 
 loom_err
 loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
@@ -43,6 +44,19 @@ store_chomp(loom__buf *b)
     while (b->len > 0 &&
            (b->data[b->len - 1] == '\n' || b->data[b->len - 1] == ' '))
         b->data[--b->len] = '\0';
+}
+
+/* "<what>: <libpq's message>", the message without the connection
+ * string's password (libpq quotes pieces of a string it cannot parse). */
+static loom_err
+store_fail_conn(loom_store *s, const char *what)
+{
+    loom__buf_reset(&s->err);
+    loom__buf_puts(&s->err, what);
+    loom__buf_puts(&s->err, ": ");
+    loom__redact_message(PQerrorMessage(s->conn), s->conninfo, &s->err);
+    store_chomp(&s->err);
+    return LOOM_ECONN;
 }
 
 static loom_err
@@ -90,9 +104,7 @@ store_connect(loom_store *s)
     if (s->conn == NULL)
         return loom__store_fail(s, LOOM_ENOMEM, "out of memory connecting");
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        loom__store_fail(s, LOOM_ECONN, "cannot connect to PostgreSQL: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
+        store_fail_conn(s, "cannot connect to PostgreSQL");
         loom__buf_puts(&s->err, " (set LOOM_DATABASE_URL or the store's "
                                 "conninfo)");
         return LOOM_ECONN;
@@ -242,10 +254,7 @@ loom__store_begin(loom_store *s)
     loom__store_txcache_clear(s, 0);
     PQreset(s->conn);
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
     if (PQsetnonblocking(s->conn, 1) != 0)
         return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
@@ -260,10 +269,7 @@ loom__store_reconnect_start(loom_store *s)
     s->prepared = 0;
     loom__store_txcache_clear(s, 0);
     if (!PQresetStart(s->conn)) {
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
     return LOOM_OK;
 }
@@ -285,10 +291,7 @@ loom__store_reconnect_poll(loom_store *s, int *want)
                                     PQerrorMessage(s->conn));
         return LOOM_OK;
     default:
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "loomctl.h"
+#include "redact.h"
 
 const char *
 ctl_conninfo(const ctl *c)
@@ -88,31 +89,6 @@ ctl_conninfo_describe(const char *conninfo, char *out, size_t len)
     PQconninfoFree(opts);
 }
 
-/* Copies libpq's parse error with every quoted token shown as "***": a
- * token can be a piece of the password ("invalid percent-encoded token",
- * "missing = after ..."), and the message must never show one. */
-static void
-conn_redact(const char *err, char *out, size_t len)
-{
-    size_t n = 0;
-    int quoted = 0;
-
-    for (; err != NULL && *err != '\0' && *err != '\n' && n + 5 < len; err++) {
-        if (*err == '"') {
-            if (!quoted) {
-                memcpy(out + n, "\"***", 4);
-                n += 4;
-            } else {
-                out[n++] = '"';
-            }
-            quoted = !quoted;
-        } else if (!quoted) {
-            out[n++] = *err;
-        }
-    }
-    out[n] = '\0';
-}
-
 /* Checks the connection string before connecting, for a clear message:
  * libpq's own parse errors otherwise arrive as connection failures. */
 static int
@@ -125,12 +101,17 @@ conn_check(const char *conninfo)
         return CTL_OK;
     opts = PQconninfoParse(conninfo, &err);
     if (opts == NULL) {
-        char why[512];
-        conn_redact(err != NULL ? err : "out of memory", why, sizeof why);
+        loom__buf why = LOOM__BUF_INIT;
+        /* libpq quotes the piece it stumbled on: maybe the password. */
+        loom__redact_message(err != NULL ? err : "out of memory", conninfo,
+                             &why);
+        while (why.len > 0 && why.data[why.len - 1] == '\n')
+            why.data[--why.len] = '\0';
         ctl_fail("the connection string (--db or LOOM_DATABASE_URL) is "
                  "invalid: %s; give a URL such as "
                  "postgresql://user@host/dbname or key=value settings",
-                 why);
+                 loom__buf_str(&why));
+        loom__buf_free(&why);
         PQfreemem(err);
         return CTL_ERR;
     }
@@ -184,9 +165,12 @@ ctl_pg_open(const ctl *c)
     }
     if (PQstatus(pg) != CONNECTION_OK) {
         ctl_conninfo_describe(conninfo, where, sizeof where);
+        loom__buf why = LOOM__BUF_INIT;
+        loom__redact_message(PQerrorMessage(pg), conninfo, &why);
         ctl_fail("cannot connect to PostgreSQL at %s: %s (check --db or "
                  "LOOM_DATABASE_URL)",
-                 where, PQerrorMessage(pg));
+                 where, loom__buf_str(&why));
+        loom__buf_free(&why);
         PQfinish(pg);
         return NULL;
     }
