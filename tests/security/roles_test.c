@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -452,6 +453,91 @@ a_migration_needs_loom_admin_and_runs_as_it(void **state)
     }
 }
 
+/* Runs loomctl with `args` (trusted shell words); returns its exit
+ * status and its output (both streams) in out. */
+static int
+loomctl(char *out, size_t len, const char *args)
+{
+    char cmd[8192];
+    FILE *p;
+    size_t n;
+    int status;
+
+    snprintf(cmd, sizeof cmd, "%s --db \"$LOOMT_OWNER_DSN\" %s 2>&1",
+             LOOMCTL_PATH, args);
+    setenv("LOOMT_OWNER_DSN", owner_dsn, 1);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void
+a_store_role_narrows_a_login_across_reconnections(void **state)
+{
+    loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
+    loom_store *s = NULL;
+    loom_event_data ev;
+    char err[512], out[4096];
+    loom_err rc;
+
+    (void) state;
+    as_login(owner_dsn);
+    memset(&ev, 0, sizeof ev);
+    ev.type = "sec.Try";
+    ev.data = "x";
+    ev.data_len = 1;
+    /* The owner (a superuser) narrowed to loom_reader: reads, no append. */
+    cfg.conninfo = owner_dsn;
+    cfg.application_name = "loomt-role";
+    cfg.role = "loom_reader";
+    rc = loom_store_open(&s, &cfg, err, sizeof err);
+    if (rc != LOOM_OK)
+        fail_msg("open with role loom_reader: %s", err);
+    assert_int_equal(
+        loom_store_append(s, "role-1", LOOM_EXPECT_ANY, &ev, 1, NULL),
+        LOOM_EDB);
+    assert_string_equal(loom_store_sqlstate(s), "42501");
+    /* Still the reader after the server dropped the session. */
+    assert_int_equal(est_ll("SELECT count(pg_terminate_backend(pid)) FROM "
+                            "pg_stat_activity WHERE application_name = "
+                            "'loomt-role'"),
+                     1);
+    memset(&ev.id, 0, sizeof ev.id);
+    rc = loom_store_append(s, "role-1", LOOM_EXPECT_ANY, &ev, 1, NULL);
+    if (rc == LOOM_ECONN) /* the loss is seen first; this call reconnects */
+        rc = loom_store_append(s, "role-1", LOOM_EXPECT_ANY, &ev, 1, NULL);
+    assert_int_equal(rc, LOOM_EDB);
+    assert_string_equal(loom_store_sqlstate(s), "42501");
+    loom_store_close(s);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.streams WHERE stream "
+                            "= 'role-1'"),
+                     0);
+
+    /* A login outside the role cannot take it. */
+    cfg.conninfo = reader_dsn;
+    cfg.role = "loom_writer";
+    assert_int_equal(loom_store_open(&s, &cfg, err, sizeof err), LOOM_ECONN);
+    assert_non_null(strstr(err, "permission denied to set role"));
+    /* Nor can a role name smuggle SQL or options in. */
+    cfg.role = "loom_writer -c search_path=x";
+    assert_int_equal(loom_store_open(&s, &cfg, err, sizeof err), LOOM_EINVAL);
+
+    /* loomctl --role: the same for the operator. */
+    assert_int_equal(loomctl(out, sizeof out, "--role loom_reader stats"), 0);
+    assert_int_not_equal(
+        loomctl(out, sizeof out,
+                "--role loom_reader topics create sec.t --partitions 1"),
+        0);
+    assert_non_null(strstr(out, "permission denied"));
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topics WHERE name = "
+                            "'sec.t'"),
+                     0);
+    assert_int_equal(loomctl(out, sizeof out, "--role loom_admin migrate"), 0);
+}
+
 int
 main(void)
 {
@@ -461,6 +547,7 @@ main(void)
         cmocka_unit_test(the_reader_reads_but_cannot_append),
         cmocka_unit_test(the_writer_runs_outbox_relay_topics_and_inbox),
         cmocka_unit_test(the_writer_runs_a_saga_to_completion),
+        cmocka_unit_test(a_store_role_narrows_a_login_across_reconnections),
         cmocka_unit_test(a_migration_needs_loom_admin_and_runs_as_it),
     };
 

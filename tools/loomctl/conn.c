@@ -130,6 +130,7 @@ ctl_store_open(const ctl *c, loom_migrate_mode mode)
     cfg.conninfo = ctl_conninfo(c);
     cfg.application_name = "loomctl";
     cfg.migrate = mode;
+    cfg.role = c->role;
     /* Read whatever a writer with a higher limit stored. */
     cfg.max_stream_name = LOOM_MAX_STREAM_NAME_LIMIT;
     if (conn_check(cfg.conninfo) != CTL_OK)
@@ -142,6 +143,35 @@ ctl_store_open(const ctl *c, loom_migrate_mode mode)
         return NULL;
     }
     return s;
+}
+
+/* --role on a plain connection: one session, no reconnection, so SET
+ * ROLE is enough (the store sends it at connection start instead). */
+static int
+conn_set_role(PGconn *pg, const char *role)
+{
+    char *id = PQescapeIdentifier(pg, role, strlen(role));
+    char sql[200];
+    PGresult *r;
+    int rc = CTL_OK;
+
+    if (id == NULL || strlen(id) > sizeof sql - 16) {
+        ctl_fail("--role %s: not a valid role name", role);
+        PQfreemem(id);
+        return CTL_ERR;
+    }
+    snprintf(sql, sizeof sql, "SET ROLE %s", id);
+    PQfreemem(id);
+    r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        ctl_fail("--role %s: %s", role,
+                 PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                     ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                     : PQerrorMessage(pg));
+        rc = CTL_ERR;
+    }
+    PQclear(r);
+    return rc;
 }
 
 PGconn *
@@ -171,6 +201,10 @@ ctl_pg_open(const ctl *c)
                  "LOOM_DATABASE_URL)",
                  where, loom__buf_str(&why));
         loom__buf_free(&why);
+        PQfinish(pg);
+        return NULL;
+    }
+    if (c->role != NULL && conn_set_role(pg, c->role) != CTL_OK) {
         PQfinish(pg);
         return NULL;
     }
