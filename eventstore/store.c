@@ -120,6 +120,9 @@ store_role_options(loom_store *s)
             o->val[0] != '\0')
             loom__buf_printf(&b, "%s ", o->val);
     PQconninfoFree(opts);
+    /* libpq reads $PGOPTIONS only when no options are given. */
+    if (b.len == 0 && getenv("PGOPTIONS") != NULL)
+        loom__buf_printf(&b, "%s ", getenv("PGOPTIONS"));
     loom__buf_printf(&b, "-c role=%s", s->cfg.role);
     s->options = loom__buf_take(&b);
     s->cfg.role = NULL; /* borrowed from the caller; kept in s->options */

@@ -97,13 +97,13 @@ typedef struct loom_store_config {
      * rights. Schema 10 makes three (docs/operating.md, "Roles and TLS"):
      * "loom_writer" for services, "loom_reader" for tools and reads,
      * "loom_admin" for migrations. Sent at connection start (the libpq
-     * option `-c role=...`, added to the conninfo's own `options`), so
-     * it holds after every reconnection. The login must be a member of
-     * the role, else connecting fails (LOOM_ECONN, "permission denied to
-     * set role"). It narrows a login that holds several roles; it is no
-     * wall against SQL the application runs itself (RESET ROLE undoes
-     * it): for that, log in as a user that holds only this role. 1 to 63
-     * bytes of [A-Za-z0-9_]. Copied. */
+     * option `-c role=...`, added to the conninfo's `options` or $PGOPTIONS),
+     * so it holds after every reconnection. The login must be a member of the
+     * role, else connecting fails (LOOM_ECONN, "permission denied to set
+     * role"). It narrows a login that holds several roles; it is no wall
+     * against SQL the application runs itself (RESET ROLE undoes it): for that,
+     * log in as a user that holds only this role. 1 to 63 bytes of
+     * [A-Za-z0-9_]. Copied. */
     const char *role;
 } loom_store_config;
 
