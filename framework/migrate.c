@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log_int.h"
 #include "pgwire.h"
 
 /* The advisory lock key: "loommigr" read as a 64-bit integer. */
@@ -191,6 +192,22 @@ migrate_apply(PGconn *c, const loom__migration *m, int as, loom__buf *err)
     return rc;
 }
 
+/* A migration's WARNINGs are for the operator (0010_roles.sql explains
+ * so when it cannot create the roles): log them. NOTICEs stay quiet. */
+static void
+migrate_on_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+
+    (void) arg;
+    if (sev == NULL || strcmp(sev, "WARNING") != 0 || msg == NULL)
+        return;
+    loom__log(LOOM_LOG_WARN, "migration: %s%s%s", msg, hint ? ". " : "",
+              hint ? hint : "");
+}
+
 loom_err
 loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
               loom__buf *err)
@@ -199,10 +216,13 @@ loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
     int n = 0, as = MIGRATE_AS_SELF;
     char user[128] = "";
 
+    PQnoticeReceiver before;
+
     rc = migrate_exec(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", err,
                       "taking the migration lock");
     if (rc != LOOM_OK)
         return rc;
+    before = PQsetNoticeReceiver(c, migrate_on_notice, NULL);
     rc = migrate_exec(c, migrate_bootstrap_sql, err,
                       "creating loom.schema_migrations");
     if (rc == LOOM_OK)
@@ -234,6 +254,8 @@ loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
     }
     /* Unlock even after a failure; a broken connection drops it anyway. */
     PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+    /* libpq's own receiver ignores its argument (it calls the processor). */
+    PQsetNoticeReceiver(c, before, NULL);
     if (applied != NULL)
         *applied = n;
     return rc;
