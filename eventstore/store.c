@@ -16,6 +16,7 @@
 #include "loom/alloc.h"
 #include "migrate_int.h"
 #include "pgwire.h"
+#include "redact.h"
 
 loom_err
 loom__store_fail(loom_store *s, loom_err rc, const char *fmt, ...)
@@ -43,6 +44,19 @@ store_chomp(loom__buf *b)
     while (b->len > 0 &&
            (b->data[b->len - 1] == '\n' || b->data[b->len - 1] == ' '))
         b->data[--b->len] = '\0';
+}
+
+/* "<what>: <libpq's message>", the message without the connection
+ * string's password (libpq quotes pieces of a string it cannot parse). */
+static loom_err
+store_fail_conn(loom_store *s, const char *what)
+{
+    loom__buf_reset(&s->err);
+    loom__buf_puts(&s->err, what);
+    loom__buf_puts(&s->err, ": ");
+    loom__redact_message(PQerrorMessage(s->conn), s->conninfo, &s->err);
+    store_chomp(&s->err);
+    return LOOM_ECONN;
 }
 
 static loom_err
@@ -77,22 +91,58 @@ store_ignore_notice(void *arg, const char *message)
     (void) message;
 }
 
+/* A role name that needs no quoting in a libpq options string nor in
+ * SQL: [A-Za-z0-9_], 1 to 63 bytes. */
+static int
+store_role_ok(const char *role)
+{
+    size_t n = strspn(role, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+                            "VWXYZ0123456789_");
+
+    return n > 0 && n < 64 && role[n] == '\0';
+}
+
+/* The libpq "options" that make the session run as s->cfg.role: the
+ * conninfo's own options, then `-c role=<role>` (the later keyword wins,
+ * so the conninfo's options must be repeated). A conninfo libpq cannot
+ * parse is left for the connection to report. */
+static loom_err
+store_role_options(loom_store *s)
+{
+    loom__buf b = LOOM__BUF_INIT;
+    PQconninfoOption *opts;
+
+    if (s->cfg.role == NULL)
+        return LOOM_OK;
+    opts = PQconninfoParse(s->conninfo ? s->conninfo : "", NULL);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val != NULL &&
+            o->val[0] != '\0')
+            loom__buf_printf(&b, "%s ", o->val);
+    PQconninfoFree(opts);
+    /* libpq reads $PGOPTIONS only when no options are given. */
+    if (b.len == 0 && getenv("PGOPTIONS") != NULL)
+        loom__buf_printf(&b, "%s ", getenv("PGOPTIONS"));
+    loom__buf_printf(&b, "-c role=%s", s->cfg.role);
+    s->options = loom__buf_take(&b);
+    s->cfg.role = NULL; /* borrowed from the caller; kept in s->options */
+    return s->options != NULL ? LOOM_OK : LOOM_ENOMEM;
+}
+
 /* Connects (blocking) and switches the connection to non-blocking mode. */
 static loom_err
 store_connect(loom_store *s)
 {
     const char *keys[] = {"dbname", "fallback_application_name",
-                          "client_encoding", NULL};
+                          "client_encoding", "options", NULL};
     const char *vals[] = {s->conninfo ? s->conninfo : "", s->appname, "UTF8",
-                          NULL};
+                          s->options, NULL};
 
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL)
         return loom__store_fail(s, LOOM_ENOMEM, "out of memory connecting");
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        loom__store_fail(s, LOOM_ECONN, "cannot connect to PostgreSQL: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
+        store_fail_conn(s, "cannot connect to PostgreSQL");
         loom__buf_puts(&s->err, " (set LOOM_DATABASE_URL or the store's "
                                 "conninfo)");
         return LOOM_ECONN;
@@ -160,6 +210,12 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
         loom__store_fail(s, rc, "a store limit is out of range");
         goto fail;
     }
+    if (s->cfg.role != NULL && !store_role_ok(s->cfg.role)) {
+        rc = loom__store_fail(s, LOOM_EINVAL,
+                              "the store's role must be 1 to 63 bytes of "
+                              "[A-Za-z0-9_], such as \"loom_writer\"");
+        goto fail;
+    }
     if (s->cfg.conninfo == NULL)
         s->cfg.conninfo = getenv("LOOM_DATABASE_URL");
     s->conninfo = loom__strdup(s->cfg.conninfo);
@@ -173,6 +229,11 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     }
     s->cfg.conninfo = s->conninfo;
     s->cfg.application_name = s->appname;
+    rc = store_role_options(s);
+    if (rc != LOOM_OK) {
+        loom__store_fail(s, rc, "out of memory opening a store");
+        goto fail;
+    }
     rc = store_connect(s);
     if (rc == LOOM_OK)
         rc = store_check_schema(s);
@@ -200,6 +261,7 @@ loom_store_close(loom_store *s)
     loom__buf_free(&s->params);
     loom_free(s->conninfo);
     loom_free(s->appname);
+    loom_free(s->options);
     loom_free(s);
 }
 
@@ -242,10 +304,7 @@ loom__store_begin(loom_store *s)
     loom__store_txcache_clear(s, 0);
     PQreset(s->conn);
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
     if (PQsetnonblocking(s->conn, 1) != 0)
         return loom__store_fail(s, LOOM_ECONN, "%s", PQerrorMessage(s->conn));
@@ -260,10 +319,7 @@ loom__store_reconnect_start(loom_store *s)
     s->prepared = 0;
     loom__store_txcache_clear(s, 0);
     if (!PQresetStart(s->conn)) {
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
     return LOOM_OK;
 }
@@ -285,10 +341,7 @@ loom__store_reconnect_poll(loom_store *s, int *want)
                                     PQerrorMessage(s->conn));
         return LOOM_OK;
     default:
-        loom__store_fail(s, LOOM_ECONN, "reconnecting to PostgreSQL failed: %s",
-                         PQerrorMessage(s->conn));
-        store_chomp(&s->err);
-        return LOOM_ECONN;
+        return store_fail_conn(s, "reconnecting to PostgreSQL failed");
     }
 }
 

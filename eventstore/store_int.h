@@ -114,6 +114,7 @@ struct loom_store {
     loom_store_config cfg; /* limits resolved; strings point below */
     char *conninfo;        /* owned copies */
     char *appname;
+    char *options;    /* libpq "options" with the role; NULL: none */
     loom__buf err;    /* loom_store_errmsg() */
     char sqlstate[6]; /* loom_store_sqlstate() */
     loom__buf params; /* scratch for binary parameters, reused */

@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "log_int.h"
 #include "loom/alloc.h"
+#include "redact.h"
 
 static void listen_on_poll(uv_poll_t *h, int status, int events);
 static void listen_on_retry(uv_timer_t *t);
@@ -177,9 +178,13 @@ static void
 listen_fail(loom_runtime *rt, const char *what, const char *why)
 {
     char line[512];
+    loom__buf safe = LOOM__BUF_INIT;
     uint64_t delay;
 
-    listen_oneline(why, line, sizeof line);
+    /* Never a piece of the password (libpq quotes what it cannot parse). */
+    loom__redact_message(why, rt->conninfo, &safe);
+    listen_oneline(loom__buf_str(&safe), line, sizeof line);
+    loom__buf_free(&safe);
     listen_drop(rt);
     if (rt->lsn.state == LOOM__LSN_CLOSED)
         return;

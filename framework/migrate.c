@@ -5,18 +5,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log_int.h"
 #include "pgwire.h"
 
 /* The advisory lock key: "loommigr" read as a 64-bit integer. */
 #define MIGRATE_LOCK_KEY "7813586394288842610"
 
+/* Only when the table is missing: CREATE SCHEMA checks the right to
+ * create schemas in the database even with IF NOT EXISTS, and a member of
+ * loom_admin who migrates an existing schema need not have it. */
 static const char migrate_bootstrap_sql[] =
-    "CREATE SCHEMA IF NOT EXISTS loom;"
-    "CREATE TABLE IF NOT EXISTS loom.schema_migrations ("
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = 'loom' AND c.relname = 'schema_migrations') THEN"
+    " CREATE SCHEMA IF NOT EXISTS loom;"
+    " CREATE TABLE IF NOT EXISTS loom.schema_migrations ("
     " version integer PRIMARY KEY,"
     " name text NOT NULL,"
     " checksum text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now())";
+    " applied_at timestamptz NOT NULL DEFAULT now());"
+    " END IF; END $$";
+
+/* Who runs the migrations once schema 10 gave the schema to loom_admin
+ * (0010_roles.sql): that role, so that what they create belongs to it and
+ * gets its default privileges. One row when loom_admin owns the schema:
+ * is the current user a member? */
+static const char migrate_admin_sql[] =
+    "SELECT pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')::int::text,"
+    " current_user FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r"
+    " ON r.rolname = 'loom_admin' AND r.oid = n.nspowner"
+    " WHERE n.nspname = 'loom'";
+
+enum { MIGRATE_AS_SELF, MIGRATE_AS_ADMIN, MIGRATE_NOT_ADMIN };
 
 int
 loom__schema_latest(void)
@@ -120,9 +140,29 @@ migrate_applied(PGconn *c, const loom__migration *m, loom__buf *err,
     return applied;
 }
 
+/* Sets *as to one of MIGRATE_AS_*; *user gets the user's name for the
+ * error of MIGRATE_NOT_ADMIN. */
+static loom_err
+migrate_who(PGconn *c, int *as, char *user, size_t len, loom__buf *err)
+{
+    PGresult *r = PQexec(c, migrate_admin_sql);
+    loom_err rc = LOOM_OK;
+
+    *as = MIGRATE_AS_SELF;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = migrate_fail(c, r, err, "looking up the owner of schema loom");
+    else if (PQntuples(r) == 1) {
+        *as = strcmp(PQgetvalue(r, 0, 0), "1") == 0 ? MIGRATE_AS_ADMIN
+                                                    : MIGRATE_NOT_ADMIN;
+        snprintf(user, len, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return rc;
+}
+
 /* Applies `m` and records it, in one transaction. */
 static loom_err
-migrate_apply(PGconn *c, const loom__migration *m, loom__buf *err)
+migrate_apply(PGconn *c, const loom__migration *m, int as, loom__buf *err)
 {
     char sum[17], num[16];
     const char *params[3] = {num, m->name, sum};
@@ -132,6 +172,9 @@ migrate_apply(PGconn *c, const loom__migration *m, loom__buf *err)
     snprintf(num, sizeof num, "%d", m->version);
     migrate_checksum(m->sql, sum);
     rc = migrate_exec(c, "BEGIN", err, "starting a migration");
+    if (rc == LOOM_OK && as == MIGRATE_AS_ADMIN)
+        rc = migrate_exec(c, "SET LOCAL ROLE loom_admin", err,
+                          "becoming loom_admin");
     if (rc == LOOM_OK)
         rc = migrate_exec(c, m->sql, err, m->name);
     if (rc == LOOM_OK) {
@@ -149,27 +192,60 @@ migrate_apply(PGconn *c, const loom__migration *m, loom__buf *err)
     return rc;
 }
 
+/* A migration's WARNINGs are for the operator (0010_roles.sql explains
+ * so when it cannot create the roles): log them. NOTICEs stay quiet. */
+static void
+migrate_on_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+
+    (void) arg;
+    if (sev == NULL || strcmp(sev, "WARNING") != 0 || msg == NULL)
+        return;
+    loom__log(LOOM_LOG_WARN, "migration: %s%s%s", msg, hint ? ". " : "",
+              hint ? hint : "");
+}
+
 loom_err
 loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
               loom__buf *err)
 {
     loom_err rc;
-    int n = 0;
+    int n = 0, as = MIGRATE_AS_SELF;
+    char user[128] = "";
+
+    PQnoticeReceiver before;
 
     rc = migrate_exec(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", err,
                       "taking the migration lock");
     if (rc != LOOM_OK)
         return rc;
+    before = PQsetNoticeReceiver(c, migrate_on_notice, NULL);
     rc = migrate_exec(c, migrate_bootstrap_sql, err,
                       "creating loom.schema_migrations");
+    if (rc == LOOM_OK)
+        rc = migrate_who(c, &as, user, sizeof user, err);
     for (size_t i = 0; rc == LOOM_OK && i < loom__n_migrations; i++) {
         const loom__migration *m = &loom__migrations[i];
         int done = migrate_applied(c, m, err, &rc);
         if (done != 0)
             continue;
+        if (as == MIGRATE_NOT_ADMIN) {
+            loom__buf_reset(err);
+            loom__buf_printf(err,
+                             "migration %s needs role loom_admin, which owns "
+                             "schema loom, and user \"%s\" is not a member: "
+                             "migrate as a member of loom_admin (GRANT "
+                             "loom_admin TO \"%s\")",
+                             m->name, user, user);
+            rc = LOOM_EDB;
+            break;
+        }
         if (cb != NULL)
             cb(m, 0, arg);
-        rc = migrate_apply(c, m, err);
+        rc = migrate_apply(c, m, as, err);
         if (rc == LOOM_OK) {
             n++;
             if (cb != NULL)
@@ -178,6 +254,8 @@ loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
     }
     /* Unlock even after a failure; a broken connection drops it anyway. */
     PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+    /* libpq's own receiver ignores its argument (it calls the processor). */
+    PQsetNoticeReceiver(c, before, NULL);
     if (applied != NULL)
         *applied = n;
     return rc;

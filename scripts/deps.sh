@@ -23,6 +23,7 @@ PACKAGES=(
     libcmocka-dev
     postgresql-15            # server for tests (scripts/pg.sh)
     postgresql-client-15
+    openssl                  # the test CA and certificates of scripts/pg.sh
     libnats-dev              # the NATS JetStream transport (LOOM_WITH_NATS)
     nats-server              # server for its tests (scripts/nats.sh)
     clang-format             # version 14 on Debian 12

@@ -9,8 +9,13 @@
 #                              running, else exit 3
 #   scripts/pg.sh destroy DIR  stop and delete the cluster
 #
-# Layout: DIR/data (PGDATA), DIR/sock (Unix socket), DIR/log (server log).
+# Layout: DIR/data (PGDATA), DIR/sock (Unix socket), DIR/log (server log),
+# DIR/tls (throwaway TLS material, made with openssl on first start: ca.crt
+# and ca.key, a test CA; server.crt and server.key, signed by it for the
+# host name "localhost" only; other-ca.crt, a CA that signed nothing).
 # Only loopback TCP and the socket are used; auth is "trust" for user loom.
+# TCP connections may use TLS (ssl = on): connect with host=localhost
+# sslmode=verify-full sslrootcert=DIR/tls/ca.crt.
 #
 # If DIR is unusable (Unix socket path too long, spaces or quotes in it, or,
 # when root, not reachable by the unprivileged server user) the cluster is
@@ -64,6 +69,7 @@ set_paths() {
     SOCK=$ROOT/sock
     LOG=$ROOT/log
     CONF=$DATA/eventloom.conf
+    TLS=$ROOT/tls
     SHOWN=$ARG
     [[ $ROOT == "$DIR" ]] || SHOWN="$ARG (-> $ROOT)"
 }
@@ -222,6 +228,50 @@ pick_port() {
     die "no free TCP port found in 20000-40000"
 }
 
+# A key (EC P-256: fast to make) and a certificate for each of: the test
+# CA, the server (CN and only subjectAltName "localhost", signed by the
+# CA), and a second CA that signed nothing. Kept across restarts.
+ensure_tls() {
+    [[ -s $TLS/server.crt && -s $TLS/server.key && -s $TLS/other-ca.crt ]] &&
+        return 0
+    command -v openssl >/dev/null ||
+        die "openssl not found: it makes the cluster's test certificates;" \
+            "install it with scripts/deps.sh (Debian package openssl)"
+    say "making a throwaway CA and server certificate in $TLS"
+    rm -rf -- "$TLS"
+    mkdir -p -- "$TLS"
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    local ca=(-addext "basicConstraints=critical,CA:TRUE"
+        -addext "keyUsage=critical,keyCertSign,cRLSign")
+    (
+        cd -- "$TLS"
+        openssl req -x509 "${ec[@]}" "${ca[@]}" -days 3650 \
+            -subj "/CN=Eventloom test CA" -keyout ca.key -out ca.crt
+        openssl req -x509 "${ec[@]}" "${ca[@]}" -days 3650 \
+            -subj "/CN=Eventloom unknown CA" -keyout other-ca.key \
+            -out other-ca.crt
+        openssl req -new "${ec[@]}" -subj "/CN=localhost" \
+            -keyout server.key -out server.csr
+        printf '%s\n' "subjectAltName=DNS:localhost" \
+            "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key \
+            -CAcreateserial -days 3650 -extfile server.ext -out server.crt
+        rm -f server.csr server.ext ca.srl
+    ) >"$ROOT/tls.log" 2>&1 || {
+        tail -n 20 -- "$ROOT/tls.log" >&2
+        die "openssl failed to make the test certificates (log: $ROOT/tls.log)"
+    }
+    # The server refuses a key others can read; clients need the rest.
+    chmod 755 "$TLS"
+    chmod 644 "$TLS"/*.crt
+    chmod 600 "$TLS"/*.key
+    if ((EUID == 0)); then
+        chown "$RUN_USER:" "$TLS/server.key"
+    fi
+}
+
 write_conf() {
     cat >"$CONF" <<EOF
 # Written by scripts/pg.sh on every start; edits here are overwritten.
@@ -236,6 +286,10 @@ fsync = on
 synchronous_commit = on
 # pg_ctl -l sends the server's stderr to $LOG.
 logging_collector = off
+# TLS on TCP (the socket never uses it), with the certificates of $TLS.
+ssl = on
+ssl_cert_file = '$TLS/server.crt'
+ssl_key_file = '$TLS/server.key'
 EOF
     if ((EUID == 0)); then
         chown "$RUN_USER:" "$CONF"
@@ -268,6 +322,7 @@ wait_ready() {
 
 start_server() {
     local attempt offset
+    ensure_tls
     for attempt in 1 2 3; do
         pick_port
         write_conf

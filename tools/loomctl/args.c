@@ -11,12 +11,17 @@
 #include "loomctl.h"
 #include "pgwire.h"
 
-enum { ARG_DB = 1, ARG_JSON, ARG_TYPES, ARG_HELP };
+enum { ARG_DB = 1, ARG_JSON, ARG_TYPES, ARG_HELP, ARG_ROLE };
 
 /* -h and --help are accepted anywhere; main() acts on them first. */
 static const ctl_opt args_global[] = {
-    {"--db", 1, ARG_DB},     {"--json", 0, ARG_JSON}, {"--types", 1, ARG_TYPES},
-    {"--help", 0, ARG_HELP}, {"-h", 0, ARG_HELP},     {NULL, 0, 0},
+    {"--db", 1, ARG_DB},
+    {"--json", 0, ARG_JSON},
+    {"--types", 1, ARG_TYPES},
+    {"--help", 0, ARG_HELP},
+    {"-h", 0, ARG_HELP},
+    {"--role", 1, ARG_ROLE},
+    {NULL, 0, 0},
 };
 
 void
@@ -54,6 +59,9 @@ args_global_apply(ctl *c, int id, const char *val)
         break;
     case ARG_JSON:
         c->json = 1;
+        break;
+    case ARG_ROLE:
+        c->role = val;
         break;
     case ARG_TYPES:
         if (val[0] == '\0')

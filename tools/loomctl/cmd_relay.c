@@ -15,6 +15,7 @@
 
 #include "outbox.h"
 #include "pgwire.h"
+#include "redact.h"
 
 enum {
     RL_OPT_OUTBOX = 1,
@@ -185,40 +186,6 @@ rl_default_url(const char *conninfo, loom__buf *url)
     return CTL_OK;
 }
 
-/*
- * The URL as printed: a password in the user part ("nats://u:pw@h") or
- * in a parameter ("?password=pw") becomes "***".
- */
-static void
-rl_redact(const char *url, loom__buf *out)
-{
-    const char *rest = strstr(url, "://") + 3;
-    size_t auth = strcspn(rest, "/?#");
-    const char *at = memchr(rest, '@', auth);
-    const char *colon =
-        at != NULL ? memchr(rest, ':', (size_t) (at - rest)) : NULL;
-    const char *p = rest;
-
-    loom__buf_put(out, url, (size_t) (rest - url));
-    if (colon != NULL) {
-        loom__buf_put(out, rest, (size_t) (colon - rest));
-        loom__buf_puts(out, ":***");
-        p = at;
-    }
-    while (*p != '\0') {
-        size_t n = strcspn(p, "?&");
-        loom__buf_put(out, p, n);
-        p += n;
-        if (*p == '\0')
-            break;
-        loom__buf_putc(out, *p++);
-        if (strncmp(p, "password=", 9) == 0) {
-            loom__buf_puts(out, "password=***");
-            p += strcspn(p, "&");
-        }
-    }
-}
-
 /* ------------------------------------------------------------------ */
 
 int
@@ -245,7 +212,8 @@ ctl_cmd_relay(ctl *c, int argc, char **argv)
         loom__buf_printf(&shown, "topics (database %s)", where);
         o.transport = loom__buf_str(&url);
     } else {
-        rl_redact(o.transport, &shown);
+        /* "nats://u:pw@h", "...?password=pw": shown as "***". */
+        loom__conninfo_redact(o.transport, &shown);
     }
     if (rc == CTL_OK && (url.failed || shown.failed)) {
         ctl_fail("relay: out of memory");

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "loomctl.h"
+#include "redact.h"
 
 const char *
 ctl_conninfo(const ctl *c)
@@ -88,31 +89,6 @@ ctl_conninfo_describe(const char *conninfo, char *out, size_t len)
     PQconninfoFree(opts);
 }
 
-/* Copies libpq's parse error with every quoted token shown as "***": a
- * token can be a piece of the password ("invalid percent-encoded token",
- * "missing = after ..."), and the message must never show one. */
-static void
-conn_redact(const char *err, char *out, size_t len)
-{
-    size_t n = 0;
-    int quoted = 0;
-
-    for (; err != NULL && *err != '\0' && *err != '\n' && n + 5 < len; err++) {
-        if (*err == '"') {
-            if (!quoted) {
-                memcpy(out + n, "\"***", 4);
-                n += 4;
-            } else {
-                out[n++] = '"';
-            }
-            quoted = !quoted;
-        } else if (!quoted) {
-            out[n++] = *err;
-        }
-    }
-    out[n] = '\0';
-}
-
 /* Checks the connection string before connecting, for a clear message:
  * libpq's own parse errors otherwise arrive as connection failures. */
 static int
@@ -125,12 +101,17 @@ conn_check(const char *conninfo)
         return CTL_OK;
     opts = PQconninfoParse(conninfo, &err);
     if (opts == NULL) {
-        char why[512];
-        conn_redact(err != NULL ? err : "out of memory", why, sizeof why);
+        loom__buf why = LOOM__BUF_INIT;
+        /* libpq quotes the piece it stumbled on: maybe the password. */
+        loom__redact_message(err != NULL ? err : "out of memory", conninfo,
+                             &why);
+        while (why.len > 0 && why.data[why.len - 1] == '\n')
+            why.data[--why.len] = '\0';
         ctl_fail("the connection string (--db or LOOM_DATABASE_URL) is "
                  "invalid: %s; give a URL such as "
                  "postgresql://user@host/dbname or key=value settings",
-                 why);
+                 loom__buf_str(&why));
+        loom__buf_free(&why);
         PQfreemem(err);
         return CTL_ERR;
     }
@@ -149,6 +130,7 @@ ctl_store_open(const ctl *c, loom_migrate_mode mode)
     cfg.conninfo = ctl_conninfo(c);
     cfg.application_name = "loomctl";
     cfg.migrate = mode;
+    cfg.role = c->role;
     /* Read whatever a writer with a higher limit stored. */
     cfg.max_stream_name = LOOM_MAX_STREAM_NAME_LIMIT;
     if (conn_check(cfg.conninfo) != CTL_OK)
@@ -161,6 +143,35 @@ ctl_store_open(const ctl *c, loom_migrate_mode mode)
         return NULL;
     }
     return s;
+}
+
+/* --role on a plain connection: one session, no reconnection, so SET
+ * ROLE is enough (the store sends it at connection start instead). */
+static int
+conn_set_role(PGconn *pg, const char *role)
+{
+    char *id = PQescapeIdentifier(pg, role, strlen(role));
+    char sql[200];
+    PGresult *r;
+    int rc = CTL_OK;
+
+    if (id == NULL || strlen(id) > sizeof sql - 16) {
+        ctl_fail("--role %s: not a valid role name", role);
+        PQfreemem(id);
+        return CTL_ERR;
+    }
+    snprintf(sql, sizeof sql, "SET ROLE %s", id);
+    PQfreemem(id);
+    r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        ctl_fail("--role %s: %s", role,
+                 PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                     ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                     : PQerrorMessage(pg));
+        rc = CTL_ERR;
+    }
+    PQclear(r);
+    return rc;
 }
 
 PGconn *
@@ -184,9 +195,16 @@ ctl_pg_open(const ctl *c)
     }
     if (PQstatus(pg) != CONNECTION_OK) {
         ctl_conninfo_describe(conninfo, where, sizeof where);
+        loom__buf why = LOOM__BUF_INIT;
+        loom__redact_message(PQerrorMessage(pg), conninfo, &why);
         ctl_fail("cannot connect to PostgreSQL at %s: %s (check --db or "
                  "LOOM_DATABASE_URL)",
-                 where, PQerrorMessage(pg));
+                 where, loom__buf_str(&why));
+        loom__buf_free(&why);
+        PQfinish(pg);
+        return NULL;
+    }
+    if (c->role != NULL && conn_set_role(pg, c->role) != CTL_OK) {
         PQfinish(pg);
         return NULL;
     }

@@ -30,7 +30,10 @@
 /* The global options, set wherever they appear on the command line. */
 typedef struct ctl {
     const char *db; /* --db, or NULL for $LOOM_DATABASE_URL */
-    int json;       /* --json: one JSON object per line */
+    /* --role: the PostgreSQL role loomctl's own connections work as
+     * (loom_reader, loom_admin, ...), or NULL for the login's rights. */
+    const char *role;
+    int json; /* --json: one JSON object per line */
     const char *types[CTL_MAX_TYPES];
     size_t ntypes;
     loom_registry *reg; /* decoder for payloads; see ctl_registry() */

@@ -93,11 +93,23 @@ typedef struct loom_store_config {
     size_t max_stream_name;
     /* Most events one read returns. Default 10,000. */
     size_t max_read;
+    /* The PostgreSQL role the connection works as; NULL: the login's own
+     * rights. Schema 10 makes three (docs/operating.md, "Roles and TLS"):
+     * "loom_writer" for services, "loom_reader" for tools and reads,
+     * "loom_admin" for migrations. Sent at connection start (the libpq
+     * option `-c role=...`, added to the conninfo's `options` or $PGOPTIONS),
+     * so it holds after every reconnection. The login must be a member of the
+     * role, else connecting fails (LOOM_ECONN, "permission denied to set
+     * role"). It narrows a login that holds several roles; it is no wall
+     * against SQL the application runs itself (RESET ROLE undoes it): for that,
+     * log in as a user that holds only this role. 1 to 63 bytes of
+     * [A-Za-z0-9_]. Copied. */
+    const char *role;
 } loom_store_config;
 
 #define LOOM_STORE_CONFIG_INIT                                                 \
     {                                                                          \
-        NULL, NULL, LOOM_MIGRATE_CHECK, 0, 0, 0, 0, 0                          \
+        NULL, NULL, LOOM_MIGRATE_CHECK, 0, 0, 0, 0, 0, NULL                    \
     }
 
 #define LOOM_DEFAULT_MAX_PAYLOAD     ((size_t) 1 << 20)
@@ -116,7 +128,8 @@ typedef struct loom_store_config {
  * On failure *out is set to NULL and nothing needs freeing; when `errbuf`
  * is not NULL, up to `errlen` bytes of an explanation are written to it.
  *
- * Errors: LOOM_EINVAL (out NULL or a limit out of range), LOOM_ENOMEM,
+ * Errors: LOOM_EINVAL (out NULL, a limit out of range, a bad role name),
+ * LOOM_ENOMEM,
  * LOOM_ECONN (cannot connect: the message names host and cause),
  * LOOM_ESCHEMA (schema missing or older than this library: run
  * `loomctl migrate`, or newer: upgrade the library), LOOM_EDB.

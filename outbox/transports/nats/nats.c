@@ -19,6 +19,7 @@
 #include "alloc_int.h"
 #include "loom/alloc.h"
 #include "nats_int.h"
+#include "redact.h"
 
 /* ---- the registry -------------------------------------------------------- */
 
@@ -206,8 +207,19 @@ nt_on_async(uv_async_t *a)
 static void
 nt_url(natsConnection *nc, char *buf, size_t len)
 {
-    if (natsConnection_GetConnectedUrl(nc, buf, len) != NATS_OK || !buf[0])
+    char raw[256];
+    loom__buf shown = LOOM__BUF_INIT;
+
+    /* The URL as configured: "nats://user:password@host" shows "***". */
+    if (natsConnection_GetConnectedUrl(nc, raw, sizeof raw) != NATS_OK ||
+        !raw[0]) {
         snprintf(buf, len, "the server");
+        return;
+    }
+    loom__conninfo_redact(raw, &shown);
+    snprintf(buf, len, "%s",
+             shown.failed ? "the server" : loom__buf_str(&shown));
+    loom__buf_free(&shown);
 }
 
 static void
