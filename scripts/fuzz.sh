@@ -62,7 +62,7 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# Runs target $1; its summary goes to $dir/logs/$1.result, its status
+# Runs target $1; its summary goes to $dir/logs/$1.log.result, its status
 # is the run's.
 run_target() {
     local t=$1 bin work crashes log stamp seeds flags runs secs rate
@@ -115,18 +115,28 @@ done
 jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
 ((jobs > 2)) && [[ -z ${FUZZ_JOBS:-} ]] && jobs=2
 say "fuzzing ${#targets[@]} targets, $seconds s each, $jobs at a time"
-declare -A pids=()
+running=0
 for t in "${targets[@]}"; do
-    while (($(jobs -rp | wc -l) >= jobs)); do
+    if ((running >= jobs)); then
         wait -n || true
-    done
+        running=$((running - 1))
+    fi
+    rm -f "$dir/logs/$t.log.result"
     run_target "$t" &
-    pids[$t]=$!
+    running=$((running + 1))
 done
+wait || true
+# A run that died before writing its summary failed too.
 failed=()
 for t in "${targets[@]}"; do
-    wait "${pids[$t]}" || failed+=("$t")
-    cat "$LOOM_ROOT/$dir/logs/$t.log.result"
+    result=$dir/logs/$t.log.result
+    if [[ -f $result ]]; then
+        cat "$result"
+    else
+        say "$t: FAILED (no summary; log: $dir/logs/$t.log)"
+    fi
+    grep -q "^==> $t: FAILED" "$result" 2>/dev/null && failed+=("$t")
+    [[ -f $result ]] || failed+=("$t")
 done
 
 if ((${#failed[@]} > 0)); then
