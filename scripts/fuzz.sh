@@ -14,7 +14,8 @@
 # crashes, leaks, hits undefined behaviour, breaks a property or runs
 # over FUZZ_TIMEOUT seconds (default 10) is saved in
 # build-fuzz/crashes/<target>/ and reported, and the script fails once
-# every target has run. Extra libFuzzer flags: FUZZ_ARGS='-jobs=2 ...'.
+# every target has run. FUZZ_JOBS targets run at a time (default: the
+# cores, at most 2). Extra libFuzzer flags: FUZZ_ARGS='-dict=... ...'.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
