@@ -6,23 +6,27 @@
 #   make test  CTEST_ARGS='-R append'
 #   make demo  DEMO_ARGS='...'
 #   make bench BENCH_ARGS='...'
+#   make fuzz  FUZZ_SECONDS=60 FUZZ_TARGETS='pb_json headers'
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: help deps build build-asan test demo bench format format-check clean
+.PHONY: help deps build build-asan test fuzz demo bench format format-check clean
 
 help:
 	@echo "make deps          install missing Debian packages (scripts/deps.sh)"
 	@echo "make build         RelWithDebInfo build in build/ (default)"
 	@echo "make build-asan    Debug build with ASan/UBSan in build-asan/"
-	@echo "make test          both builds, format check, all tests (what CI runs)"
+	@echo "make test          both builds, format check, all tests, a short"
+	@echo "                   libFuzzer run of each fuzz target (what CI runs)"
+	@echo "make fuzz          long libFuzzer runs in build-fuzz/ (clang):"
+	@echo "                   FUZZ_SECONDS per target (300), FUZZ_TARGETS"
 	@echo "make demo          the order-saga demo (DEMO_ARGS=--processes, --transport nats[://H:P])"
-	@echo "make bench         benchmarks: append, read, rebuild, live, topics"
+	@echo "make bench         benchmarks: append, read, rebuild, live, topics, relay, saga"
 	@echo "make format        clang-format the C sources in place"
 	@echo "make format-check  fail if any C source is not clang-formatted"
-	@echo "make clean         delete build/ and build-asan/ (and the test cluster)"
+	@echo "make clean         delete build/, build-asan/, build-fuzz/ (and the test cluster)"
 
 deps:
 	@scripts/deps.sh
@@ -46,6 +50,9 @@ build-asan: deps
 test: deps build build-asan format-check
 	@scripts/test.sh
 
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZ_TARGETS)
+
 demo: deps build
 	@scripts/demo.sh
 
@@ -66,4 +73,4 @@ clean:
 	    scripts/pg.sh destroy build/pg; \
 	fi
 	@if [ -e build/nats ]; then scripts/nats.sh destroy build/nats; fi
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -243,7 +243,7 @@ events_row(loom_events *page, const PGresult *r, int row, loom_event *ev)
         PQgetlength(r, row, EV_ID) != 16)
         return LOOM_ESCHEMA;
     memcpy(ev->id.bytes, PQgetvalue(r, row, EV_ID), 16);
-    ev->recorded_at = at + LOOM__PG_EPOCH_US;
+    ev->recorded_at = loom__pg_time_to_unix(at);
     ev->stream = PQgetvalue(r, row, EV_STREAM);
     ev->type = PQgetvalue(r, row, EV_TYPE);
     ev->data = (const uint8_t *) PQgetvalue(r, row, EV_DATA);

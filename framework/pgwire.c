@@ -46,6 +46,13 @@ loom__pg_put_be64(char *p, uint64_t v)
         p[i] = (char) (v >> (56 - 8 * i));
 }
 
+int64_t
+loom__pg_time_to_unix(int64_t pg_us)
+{
+    return pg_us > INT64_MAX - LOOM__PG_EPOCH_US ? INT64_MAX
+                                                 : pg_us + LOOM__PG_EPOCH_US;
+}
+
 int
 loom__pg_get_u64(const PGresult *r, int row, int col, uint64_t *v)
 {

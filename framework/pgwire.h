@@ -32,6 +32,13 @@
 /* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
 #define LOOM__PG_EPOCH_US INT64_C(946684800000000)
 
+/* A binary timestamptz (microseconds since 2000-01-01) as microseconds
+ * since 1970. 'infinity' (INT64_MAX) and the few values above
+ * INT64_MAX - LOOM__PG_EPOCH_US, which cannot be shifted, come out as
+ * INT64_MAX; the bytes come from the database, so they must not
+ * overflow (found by tests/fuzz/event_metadata.c). */
+int64_t loom__pg_time_to_unix(int64_t pg_us);
+
 /* One-dimensional binary array: begin with the element count, then add
  * exactly that many elements (NULL data with len (size_t)-1 for NULL). */
 void loom__pg_array_begin(loom__buf *b, uint32_t elem_oid, uint32_t n);

@@ -110,15 +110,18 @@ int
 loom__headers_decode(const void *data, size_t len, loom_header **out, size_t *n,
                      void **arena)
 {
-    const uint8_t *p = data, *end = p + len;
+    const uint8_t *p = data, *end;
     size_t count, bytes, again;
     char *mem;
 
     *out = NULL;
     *n = 0;
     *arena = NULL;
+    /* Before any arithmetic on p: data may be NULL when len is 0, and
+     * NULL + 0 is undefined in C (found by tests/fuzz/headers.c). */
     if (len == 0)
         return 0;
+    end = p + len;
     if (hd_walk(p, end, &count, &bytes, NULL, NULL) != 0)
         return -1;
     if (count == 0)

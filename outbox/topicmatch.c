@@ -1,8 +1,12 @@
 /*
  * RabbitMQ topic-exchange matching (loom_topic_matches, loom/transport.h),
- * word by word: "*" consumes one word, "#" any number, tried shortest
- * first with backtracking. Patterns are short, so the recursion is
- * shallow (at most one level per "#").
+ * word by word: "*" consumes one word, "#" any number. This is wildcard
+ * matching over words, done the linear way: on a mismatch only the most
+ * recent "#" takes one more word and matching resumes after it, which
+ * is enough (an earlier "#" could only take words the later one can take
+ * as well). Backtracking into every "#" instead takes exponential time:
+ * "#.#.#.#.x" against a long topic ran for minutes (found by
+ * tests/fuzz/topic_match.c); this is O(pattern words x topic words).
  */
 #include <string.h>
 
@@ -17,42 +21,58 @@ tm_word(const char *p)
     return dot ? (size_t) (dot - p) : strlen(p);
 }
 
-/* Matches pattern words from p against topic words from t; `t_done`
- * says the topic has no words left (an empty topic is one empty word). */
-static int
-tm_match(const char *p, const char *t, int t_done)
+/* The word after the one at p, or NULL when it is the last (an empty
+ * string is one empty word). */
+static const char *
+tm_next(const char *p)
 {
-    for (;;) {
-        size_t pw = tm_word(p), tw;
+    const char *dot = strchr(p, '.');
 
-        if (pw == 1 && p[0] == '#') {
-            const char *rest = p[1] == '.' ? p + 2 : NULL;
-            /* "#" matches zero words, or one more and tries again. */
-            if (rest == NULL)
-                return 1;
-            if (tm_match(rest, t, t_done))
-                return 1;
-            if (t_done)
-                return 0;
-            tw = tm_word(t);
-            if (t[tw] == '\0')
-                return tm_match(p, t + tw, 1);
-            return tm_match(p, t + tw + 1, 0);
+    return dot ? dot + 1 : NULL;
+}
+
+static int
+tm_is(const char *p, char wild)
+{
+    return p[0] == wild && (p[1] == '.' || p[1] == '\0');
+}
+
+/* Matches pattern words from p against topic words from t; NULL is "no
+ * words left". */
+static int
+tm_match(const char *p, const char *t)
+{
+    const char *star_p = NULL, *star_t = NULL;
+    int star = 0; /* a "#" was seen: star_p follows it, star_t is where
+                   * its words end for now */
+
+    while (t != NULL) {
+        if (p != NULL && tm_is(p, '#')) {
+            /* "#" matches zero words first. */
+            star = 1;
+            star_p = tm_next(p);
+            star_t = t;
+            p = star_p;
+            continue;
         }
-        if (t_done)
+        if (p != NULL) {
+            size_t pw = tm_word(p), tw = tm_word(t);
+            if (tm_is(p, '*') || (pw == tw && memcmp(p, t, pw) == 0)) {
+                p = tm_next(p);
+                t = tm_next(t);
+                continue;
+            }
+        }
+        if (!star)
             return 0;
-        tw = tm_word(t);
-        if (!(pw == 1 && p[0] == '*') && (pw != tw || memcmp(p, t, pw) != 0))
-            return 0;
-        /* Both words match: step over them. */
-        if (p[pw] == '\0')
-            return t[tw] == '\0';
-        p += pw + 1;
-        if (t[tw] == '\0')
-            t_done = 1;
-        else
-            t += tw + 1;
+        /* The last "#" takes one more word; retry what follows it. */
+        star_t = tm_next(star_t);
+        t = star_t;
+        p = star_p;
     }
+    while (p != NULL && tm_is(p, '#'))
+        p = tm_next(p);
+    return p == NULL;
 }
 
 int
@@ -60,5 +80,5 @@ loom_topic_matches(const char *pattern, const char *topic)
 {
     if (pattern == NULL || topic == NULL)
         return 0;
-    return tm_match(pattern, topic, 0);
+    return tm_match(pattern, topic);
 }

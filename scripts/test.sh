@@ -3,6 +3,10 @@
 # a PostgreSQL database (see loom_db_up in lib.sh) and, when they are built
 # with NATS (LOOM_WITH_NATS), a nats-server with JetStream (loom_nats_up).
 #
+# Then a short libFuzzer run of every fuzz target (scripts/fuzz.sh --quick,
+# FUZZ_QUICK_SECONDS each, in build-fuzz/); the seed corpora and saved
+# crashes also run as ctests in both builds.
+#
 # The Makefile has already run deps, build, build-asan and format-check.
 # Extra ctest arguments: CTEST_ARGS='-R append' make test
 set -euo pipefail
@@ -61,6 +65,9 @@ say "running tests (build-asan/, sanitizers on)"
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     ctest_run build-asan || failed+=(build-asan)
+
+say "fuzzing each target briefly (build-fuzz/)"
+scripts/fuzz.sh --quick || failed+=(fuzz)
 
 if ((${#failed[@]} > 0)); then
     say "tests FAILED in: ${failed[*]}"

@@ -194,7 +194,12 @@ gen_check_symbols(gen_pool *p, const gen_file *f, const gen_request *req,
                       f->proto, ours.v[i].name, ours.v[i].what);
         }
     }
-    qsort(ours.v, ours.n, sizeof(check_sym), check_cmp);
+    /* qsort() and bsearch() take no NULL array, even with no element,
+     * and a request without types leaves the lists empty (found by
+     * tests/fuzz/codegen_request.c). */
+    if (ours.n > 0) {
+        qsort(ours.v, ours.n, sizeof(check_sym), check_cmp);
+    }
     /* Two rpcs whose names differ only in case collide in several
      * names: one error per pair of things is enough. */
     const char *last_a = NULL, *last_b = NULL;
@@ -215,6 +220,11 @@ gen_check_symbols(gen_pool *p, const gen_file *f, const gen_request *req,
         if (req->proto_file[i] != NULL) {
             check_protoc_c(p, &theirs, req->proto_file[i]);
         }
+    }
+    if (theirs.n == 0) {
+        free(ours.v);
+        free(theirs.v);
+        return;
     }
     qsort(theirs.v, theirs.n, sizeof(check_sym), check_cmp);
     for (size_t i = 0; i < ours.n; i++) {

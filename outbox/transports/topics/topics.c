@@ -276,9 +276,10 @@ tp_number(const char *v, size_t len, uint64_t *out)
 }
 
 /* Splits "topics://rest?query" into the transport's options and the
- * libpq URI (NULL when nothing is left: environment and defaults). */
-static loom_err
-tp_parse_url(tp_transport *tr, const char *url, char *err, size_t errlen)
+ * libpq URI (NULL when nothing is left: environment and defaults). Not
+ * static: the fuzz target tests/fuzz/topics_url.c calls it. */
+loom_err
+loom__tp_parse_url(tp_transport *tr, const char *url, char *err, size_t errlen)
 {
     const char *rest = url + strlen("topics://");
     const char *q = strchr(rest, '?');
@@ -362,7 +363,7 @@ tp_open(loom_runtime *rt, const char *url, void **state, char *err,
         return LOOM_ENOMEM;
     memset(tr, 0, sizeof *tr);
     tr->rt = rt;
-    rc = tp_parse_url(tr, url, err, errlen);
+    rc = loom__tp_parse_url(tr, url, err, errlen);
     if (rc == LOOM_OK)
         rc = loom__tp_conn_open(&tr->admin, tr, "admin", err, errlen);
     if (rc != LOOM_OK) {

@@ -74,6 +74,13 @@ struct tp_transport {
     size_t n_counts;
 };
 
+/* Reads the options of a "topics://" URL (`url` starts with it) into
+ * tr's acks, linger_ms, batch and retention_ms, and the rest into
+ * tr->conninfo (owned; NULL when nothing is left). Errors: LOOM_EINVAL
+ * (err names the option), LOOM_ENOMEM. */
+loom_err loom__tp_parse_url(tp_transport *tr, const char *url, char *err,
+                            size_t errlen);
+
 /* Every libuv handle of the transport and its consumers counts in
  * open_handles; its close callback calls this, which frees the transport
  * once it is closed and the last handle is gone. */
