@@ -53,6 +53,14 @@ loom__pg_time_to_unix(int64_t pg_us)
                                                  : pg_us + LOOM__PG_EPOCH_US;
 }
 
+int64_t
+loom__pg_time_from_unix(int64_t unix_us)
+{
+    return unix_us < INT64_MIN + LOOM__PG_EPOCH_US
+               ? INT64_MIN
+               : unix_us - LOOM__PG_EPOCH_US;
+}
+
 int
 loom__pg_get_u64(const PGresult *r, int row, int col, uint64_t *v)
 {

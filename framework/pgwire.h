@@ -39,6 +39,11 @@
  * overflow (found by tests/fuzz/event_metadata.c). */
 int64_t loom__pg_time_to_unix(int64_t pg_us);
 
+/* The reverse, for times from callers or operators: those below
+ * INT64_MIN + LOOM__PG_EPOCH_US come out as INT64_MIN (PostgreSQL's
+ * -infinity) instead of wrapping around. */
+int64_t loom__pg_time_from_unix(int64_t unix_us);
+
 /* One-dimensional binary array: begin with the element count, then add
  * exactly that many elements (NULL data with len (size_t)-1 for NULL). */
 void loom__pg_array_begin(loom__buf *b, uint32_t elem_oid, uint32_t n);

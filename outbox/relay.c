@@ -297,9 +297,9 @@ relay_take_rows(loom_relay *r, PGresult *rows)
         if (PQgetlength(rows, row, 7) == 16)
             memcpy(m->id.bytes, PQgetvalue(rows, row, 7), 16);
         if (loom__pg_get_i64(rows, row, 8, &ts))
-            m->deliver_at = ts + LOOM__PG_EPOCH_US;
+            m->deliver_at = loom__pg_time_to_unix(ts);
         if (loom__pg_get_i64(rows, row, 9, &ts))
-            m->timestamp = ts + LOOM__PG_EPOCH_US;
+            m->timestamp = loom__pg_time_to_unix(ts);
     }
     r->hdrs = relay_calloc(total ? total : 1, sizeof *r->hdrs);
     if (r->hdrs == NULL) {

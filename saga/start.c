@@ -311,7 +311,7 @@ get_time(const PGresult *r, int col)
 {
     int64_t t;
 
-    return loom__pg_get_i64(r, 0, col, &t) ? t + LOOM__PG_EPOCH_US : 0;
+    return loom__pg_get_i64(r, 0, col, &t) ? loom__pg_time_to_unix(t) : 0;
 }
 
 static loom_err

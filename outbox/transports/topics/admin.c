@@ -447,7 +447,7 @@ adm_info_from_row(loom_store *s, const PGresult *r, loom_topic_info *out)
         out->cfg.retention_ms = 0;
     if (!loom__pg_get_i64(r, 0, 3, &out->cfg.retention_bytes))
         out->cfg.retention_bytes = 0;
-    out->created_at = created + LOOM__PG_EPOCH_US;
+    out->created_at = loom__pg_time_to_unix(created);
     return LOOM_OK;
 }
 
@@ -523,7 +523,7 @@ adm_position(loom_store *s, const char *topic, const loom_topic_position *pos,
                                 topic, (long long) pos->time);
     adm_text(p, words[pos->start]);
     if (pos->start == LOOM_START_TIME)
-        adm_i64(p, pos->time - LOOM__PG_EPOCH_US);
+        adm_i64(p, loom__pg_time_from_unix(pos->time));
     else
         adm_null(p);
     if (pos->start == LOOM_START_OFFSET)

@@ -321,9 +321,9 @@ c_fill(tp_entry *e, PGresult *r, int row, int col, const tp_part *p)
     m->payload = PQgetvalue(r, row, col + 4);
     m->payload_len = (size_t) PQgetlength(r, row, col + 4);
     if (loom__pg_get_i64(r, row, col + 5, &ts))
-        m->timestamp = ts + LOOM__PG_EPOCH_US;
+        m->timestamp = loom__pg_time_to_unix(ts);
     if (loom__pg_get_i64(r, row, col + 6, &ts))
-        m->deliver_at = ts + LOOM__PG_EPOCH_US;
+        m->deliver_at = loom__pg_time_to_unix(ts);
     return rc;
 }
 

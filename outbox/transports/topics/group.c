@@ -90,7 +90,7 @@ group_assignment_params(tp_consumer *c, char *ts, char *off,
 {
     const loom_topic_position *pos = &c->topts.start;
 
-    loom__pg_put_be64(ts, (uint64_t) (pos->time - LOOM__PG_EPOCH_US));
+    loom__pg_put_be64(ts, (uint64_t) loom__pg_time_from_unix(pos->time));
     loom__pg_put_be64(off, (uint64_t) pos->offset);
     values[0] = c->group;
     lengths[0] = (int) strlen(c->group);

@@ -360,7 +360,7 @@ prod_queue_topic(tp_producer *p, tp_call *calls, const char *topic,
             if (q->deliver_at != 0) {
                 char be[8];
                 loom__pg_put_be64(
-                    be, (uint64_t) (q->deliver_at - LOOM__PG_EPOCH_US));
+                    be, (uint64_t) loom__pg_time_from_unix(q->deliver_at));
                 loom__pg_array_add(&arr[6], be, 8);
             } else {
                 loom__pg_array_add(&arr[6], NULL, LOOM__PG_NULL);
