@@ -16,7 +16,6 @@
 #include "participant_int.h"
 #include "pgwire.h"
 #include "text.h"
-#include "tx_int.h"
 
 /* Longest failure code and message put in a reply's headers. */
 #define PT_MAX_CODE    255
@@ -268,8 +267,7 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
     }
     if (events == NULL || n == 0 || n > LOOM_DEFAULT_MAX_APPEND) {
         /* Refused with its own reason. */
-        return loom__append_many_add(&ctx->p->appends, stream, expected, events,
-                                     n, &ctx->tx->err);
+        return loom_tx_append(ctx->tx, stream, expected, events, n);
     }
     /* Events say which saga and which command caused them, unless the
      * handler said otherwise: a copy, so the caller's array is only
@@ -287,10 +285,7 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
             ev[i].causation_id = ctx->message_id;
         }
     }
-    /* Written with the transaction's other appends after its last
-     * handler (participant_batch.c), checked now. */
-    loom_err rc = loom__append_many_add(&ctx->p->appends, stream, expected, ev,
-                                        n, &ctx->tx->err);
+    loom_err rc = loom_tx_append(ctx->tx, stream, expected, ev, n);
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < n; i++) {
             events[i].id = ev[i].id;
