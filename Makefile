@@ -42,7 +42,7 @@ define cmake_build
 endef
 
 build: deps
-	$(call cmake_build,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+	$(call cmake_build,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_VALGRIND=ON)
 
 build-asan: deps
 	$(call cmake_build,build-asan,-DCMAKE_BUILD_TYPE=Debug -DLOOM_SANITIZE=ON)

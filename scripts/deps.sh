@@ -27,6 +27,7 @@ PACKAGES=(
     libnats-dev              # the NATS JetStream transport (LOOM_WITH_NATS)
     nats-server              # server for its tests (scripts/nats.sh)
     clang-format             # version 14 on Debian 12
+    valgrind                 # memcheck_* tests (LOOM_VALGRIND, build/)
     clang                    # sanitizer / fuzz builds
     libclang-rt-14-dev
 )
