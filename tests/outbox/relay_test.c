@@ -467,6 +467,41 @@ runtime_stop_steps_the_relay_down(void **state)
 /* ---- wake-ups
  * ------------------------------------------------------------------ */
 
+/* Writes one message to `outbox` for `topic` through loom.outbox_add(),
+ * as loom_outbox_add() writes: it sends the wake-up (a plain INSERT
+ * waits for the poll). */
+static void
+outbox_add_one(PGconn *c, const char *outbox, const char *topic)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof sql,
+             "SELECT loom.outbox_add('%s', ARRAY['%s'], ARRAY[NULL::bytea], "
+             "ARRAY[NULL::text], ARRAY[NULL::bytea], ARRAY['x'::bytea], "
+             "ARRAY[gen_random_uuid()], ARRAY[NULL::timestamptz])",
+             outbox, topic);
+    est_exec(c, sql);
+}
+
+/* Once `topic` holds its one message, or 20 s after `since_ms`, records
+ * the time in *published_ms and stops the timer and the runtime. */
+static void
+stop_when_published(uv_timer_t *t, loom_runtime *rt, const char *topic,
+                    int64_t since_ms, int64_t *published_ms)
+{
+    int64_t now = est_now_ms();
+
+    if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                   "loom.topics t ON t.id = m.topic_id WHERE t.name = '%s'",
+                   topic) != 1 &&
+        now - since_ms <= 20000)
+        return;
+    *published_ms = now;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *) t, NULL);
+    loom_runtime_stop(rt);
+}
+
 typedef struct wake_env {
     loom_runtime *rt;
     PGconn *c;
@@ -484,25 +519,12 @@ wake_on_timer(uv_timer_t *t)
         /* The relay has had time to catch up, arm and sleep. */
         if (now - w->started_ms < 1000)
             return;
-        /* Through loom.outbox_add(), as loom_outbox_add() writes: it
-         * sends the wake-up (a plain INSERT waits for the poll). */
-        est_exec(w->c, "SELECT loom.outbox_add('wake', ARRAY['relay.wake'], "
-                       "ARRAY[NULL::bytea], ARRAY[NULL::text], "
-                       "ARRAY[NULL::bytea], ARRAY['x'::bytea], "
-                       "ARRAY[gen_random_uuid()], "
-                       "ARRAY[NULL::timestamptz])");
+        outbox_add_one(w->c, "wake", "relay.wake");
         w->inserted_ms = est_now_ms();
         return;
     }
-    if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
-                   "loom.topics t ON t.id = m.topic_id WHERE t.name = "
-                   "'relay.wake'") == 1 ||
-        now - w->inserted_ms > 20000) {
-        w->published_ms = now;
-        uv_timer_stop(t);
-        uv_close((uv_handle_t *) t, NULL);
-        loom_runtime_stop(w->rt);
-    }
+    stop_when_published(t, w->rt, "relay.wake", w->inserted_ms,
+                        &w->published_ms);
 }
 
 /* A relay that has caught up sleeps on its NOTIFY channel: a message
@@ -577,15 +599,8 @@ race_on_timer(uv_timer_t *t)
         w->committed_ms = est_now_ms();
         return;
     }
-    if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
-                   "loom.topics t ON t.id = m.topic_id WHERE t.name = "
-                   "'relay.race'") == 1 ||
-        now - w->committed_ms > 20000) {
-        w->published_ms = now;
-        uv_timer_stop(t);
-        uv_close((uv_handle_t *) t, NULL);
-        loom_runtime_stop(w->rt);
-    }
+    stop_when_published(t, w->rt, "relay.race", w->committed_ms,
+                        &w->published_ms);
 }
 
 /* A writer that has looked for an armed relay (and found none) and not
@@ -607,11 +622,7 @@ a_relay_arming_waits_for_a_writer_in_flight(void **state)
     setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     w.writer = est_connect(NULL);
     est_exec(w.writer, "BEGIN");
-    est_exec(w.writer, "SELECT loom.outbox_add('race', ARRAY['relay.race'], "
-                       "ARRAY[NULL::bytea], ARRAY[NULL::text], "
-                       "ARRAY[NULL::bytea], ARRAY['x'::bytea], "
-                       "ARRAY[gen_random_uuid()], "
-                       "ARRAY[NULL::timestamptz])");
+    outbox_add_one(w.writer, "race", "relay.race");
     rcfg.poll_ms = 60000;
     assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
     assert_int_equal(
@@ -659,11 +670,7 @@ held_on_timer(uv_timer_t *t)
         est_exec(w->blocker, "SELECT pg_current_xact_id()");
         /* ...holds back a message committed after it began: its writer
          * wakes the relay, whose read cannot return it yet. */
-        est_exec(w->writer,
-                 "SELECT loom.outbox_add('held', ARRAY['relay.held'], "
-                 "ARRAY[NULL::bytea], ARRAY[NULL::text], ARRAY[NULL::bytea], "
-                 "ARRAY['x'::bytea], ARRAY[gen_random_uuid()], "
-                 "ARRAY[NULL::timestamptz])");
+        outbox_add_one(w->writer, "held", "relay.held");
         w->phase = 1;
         w->started_ms = now;
         return;
@@ -675,15 +682,8 @@ held_on_timer(uv_timer_t *t)
         w->phase = 2;
         return;
     default:
-        if (est_try_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
-                       "loom.topics t ON t.id = m.topic_id WHERE t.name = "
-                       "'relay.held'") == 1 ||
-            now - w->released_ms > 20000) {
-            w->published_ms = now;
-            uv_timer_stop(t);
-            uv_close((uv_handle_t *) t, NULL);
-            loom_runtime_stop(w->rt);
-        }
+        stop_when_published(t, w->rt, "relay.held", w->released_ms,
+                            &w->published_ms);
     }
 }
 
