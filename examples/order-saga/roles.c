@@ -26,7 +26,7 @@ static const struct {
 } role_table[] = {
     {"orchestrator", OS_ROLE_ORCHESTRATOR}, {"order", OS_ROLE_ORDER},
     {"payment", OS_ROLE_PAYMENT},           {"inventory", OS_ROLE_INVENTORY},
-    {"summary", OS_ROLE_SUMMARY},
+    {"summary", OS_ROLE_SUMMARY},           {"relay", OS_ROLE_RELAY},
 };
 
 int

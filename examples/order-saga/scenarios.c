@@ -56,25 +56,6 @@ price(const char *sku)
     return 0;
 }
 
-/* Queues one event of `m`'s type on `stream`. */
-static loom_err
-queue_event(loom_tx *tx, const char *stream, int64_t expected,
-            const ProtobufCMessage *m, const char *correlation)
-{
-    uint8_t buf[1024];
-    loom_event_data ev;
-
-    if (protobuf_c_message_get_packed_size(m) > sizeof buf)
-        return LOOM_ETOOBIG;
-    memset(&ev, 0, sizeof ev);
-    ev.type = m->descriptor->name;
-    ev.schema_version = 1;
-    ev.data = buf;
-    ev.data_len = protobuf_c_message_pack(m, buf);
-    ev.correlation_id = correlation;
-    return loom_tx_append(tx, stream, expected, &ev, 1);
-}
-
 static int
 create_topics(demo_run *r)
 {
@@ -97,7 +78,6 @@ create_topics(demo_run *r)
 int
 demo_setup(demo_run *r)
 {
-    char stream[OS_ID_MAX + 16], id[OS_ID_MAX];
     loom_tx *tx = NULL;
     loom_err rc = LOOM_OK;
 
@@ -105,22 +85,11 @@ demo_setup(demo_run *r)
         return -1;
     if (loom_tx_new(&tx) != LOOM_OK)
         return -1;
-    for (size_t i = 0; i < N_SKUS && rc == LOOM_OK; i++) {
-        Ordersaga__StockAdded m = ORDERSAGA__STOCK_ADDED__INIT;
-        m.sku = (char *) skus[i].sku;
-        m.qty = skus[i].stock;
-        os_id(id, sizeof id, r->o->tag, skus[i].sku);
-        snprintf(stream, sizeof stream, "stock-%s", id);
-        rc = queue_event(tx, stream, LOOM_EXPECT_NO_STREAM, &m.base, NULL);
-    }
-    for (size_t i = 0; i < N_CUSTOMERS && rc == LOOM_OK; i++) {
-        Ordersaga__CreditLimitSet m = ORDERSAGA__CREDIT_LIMIT_SET__INIT;
-        m.customer = (char *) customers[i].name;
-        m.limit_cents = customers[i].limit_cents;
-        os_id(id, sizeof id, r->o->tag, customers[i].name);
-        snprintf(stream, sizeof stream, "customer-%s", id);
-        rc = queue_event(tx, stream, LOOM_EXPECT_NO_STREAM, &m.base, NULL);
-    }
+    for (size_t i = 0; i < N_SKUS && rc == LOOM_OK; i++)
+        rc = os_queue_stock(tx, r->o->tag, skus[i].sku, skus[i].stock);
+    for (size_t i = 0; i < N_CUSTOMERS && rc == LOOM_OK; i++)
+        rc = os_queue_credit(tx, r->o->tag, customers[i].name,
+                             customers[i].limit_cents);
     if (rc == LOOM_OK)
         rc = loom_store_commit(r->s, tx);
     if (rc != LOOM_OK)
@@ -153,45 +122,20 @@ typedef struct order_line {
     int32_t qty;
 } order_line;
 
-/* Queues an order's OrderPlaced and the start of its saga in tx: the
- * order and its saga commit together, or neither. */
+/* Queues an order's OrderPlaced and the start of its saga in tx, at the
+ * shop's prices. */
 static loom_err
 queue_order(demo_run *r, loom_tx *tx, const char *id, const char *customer,
             const order_line *lines, size_t n)
 {
-    Ordersaga__Item items[4], *ptrs[4];
-    Ordersaga__OrderPlaced placed = ORDERSAGA__ORDER_PLACED__INIT;
-    Ordersaga__CreateOrderData data = ORDERSAGA__CREATE_ORDER_DATA__INIT;
-    char stream[OS_ID_MAX + 8];
-    int64_t total = 0;
-    loom_err rc;
+    os_line priced[OS_MAX_LINES];
 
-    for (size_t i = 0; i < n; i++) {
-        ordersaga__item__init(&items[i]);
-        items[i].sku = (char *) lines[i].sku;
-        items[i].qty = lines[i].qty;
-        items[i].price_cents = price(lines[i].sku);
-        total += items[i].qty * items[i].price_cents;
-        ptrs[i] = &items[i];
+    for (size_t i = 0; i < n && i < OS_MAX_LINES; i++) {
+        priced[i].sku = lines[i].sku;
+        priced[i].qty = lines[i].qty;
+        priced[i].price_cents = price(lines[i].sku);
     }
-    placed.order_id = (char *) id;
-    placed.shop = (char *) r->o->tag;
-    placed.customer = (char *) customer;
-    placed.n_items = n;
-    placed.items = ptrs;
-    placed.total_cents = total;
-    snprintf(stream, sizeof stream, "order-%s", id);
-    rc = queue_event(tx, stream, LOOM_EXPECT_NO_STREAM, &placed.base, id);
-    if (rc != LOOM_OK)
-        return rc;
-    data.order_id = placed.order_id;
-    data.shop = placed.shop;
-    data.customer = placed.customer;
-    data.n_items = n;
-    data.items = ptrs;
-    data.total_cents = total;
-    return loom_saga_start_tx(tx, &ordersaga__create_order__saga, id,
-                              &data.base, NULL);
+    return os_queue_order(tx, r->o->tag, id, customer, priced, n);
 }
 
 static int

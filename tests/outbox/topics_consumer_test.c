@@ -1006,6 +1006,47 @@ keyed_messages_land_in_kafkas_partitions(void **state)
     tpt_close(&e);
 }
 
+/* ---- the URL's session timeout ---------------------------------------- */
+
+/* "topics://?session_timeout_ms=N" sets the session of consumers opened
+ * through the transport (the generic loom_consumer_open(), as saga
+ * participants use), so an operator can make a killed process's
+ * partitions move sooner; out-of-range values are refused by name. */
+static void
+url_session_timeout_applies_to_consumers_opened_through_the_transport(
+    void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0};
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    const char *topics[1] = {"st.t"};
+    loom_transport *bad = NULL;
+    char err[256] = "";
+
+    (void) state;
+    tpt_topic_create("st.t", 1, -1, -1, -1, -1);
+    tpt_open(&e, "?session_timeout_ms=1500");
+    cfg.group = "st-g";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    assert_int_equal(loom_consumer_open(e.t, &cfg, tpt_rec_handle, &r, &r.c),
+                     LOOM_OK);
+    tpt_sql_wait(&e, 1500,
+                 "SELECT session_timeout_ms FROM loom.topic_members "
+                 "WHERE group_name = 'st-g'");
+    tpt_publish_seq(&e, "st.t", 0, 2, 0);
+    tpt_rec_wait(&e, &r, 2);
+
+    assert_int_equal(loom_transport_open(e.rt,
+                                         "topics://?session_timeout_ms=50",
+                                         &bad, err, sizeof err),
+                     LOOM_EINVAL);
+    assert_null(bad);
+    assert_non_null(strstr(err, "session_timeout_ms"));
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
 int
 main(void)
 {
@@ -1023,6 +1064,7 @@ main(void)
         T(publish_refuses_bad_messages_and_reports_per_call),
         T(consumer_open_refuses_bad_arguments),
         T(keyed_messages_land_in_kafkas_partitions),
+        T(url_session_timeout_applies_to_consumers_opened_through_the_transport),
 #undef T
     };
     tpt_debug_from_env();

@@ -70,6 +70,38 @@ loom_err os_event(loom_participant_ctx *ctx, const ProtobufCMessage *m,
 loom_err os_emit(loom_participant_ctx *ctx, const char *stream,
                  int64_t expected, const ProtobufCMessage *m);
 
+/* ---- the checkout's write side (services/place.c) ---- */
+
+/* The most lines an order may have. */
+#define OS_MAX_LINES 4
+
+/* One line of an order. */
+typedef struct os_line {
+    const char *sku;
+    int32_t qty;
+    int64_t price_cents;
+} os_line;
+
+/* Queues one event of m's type on `stream` in tx, expecting `expected`
+ * (loom_tx_append); `correlation` may be NULL. LOOM_ETOOBIG over 1 KiB. */
+loom_err os_queue_event(loom_tx *tx, const char *stream, int64_t expected,
+                        const ProtobufCMessage *m, const char *correlation);
+/* Queues the opening stock of a shop's SKU (a new stream
+ * stock-<shop>-<sku>) or the credit limit of its customer (a new stream
+ * customer-<shop>-<customer>). */
+loom_err os_queue_stock(loom_tx *tx, const char *shop, const char *sku,
+                        int32_t qty);
+loom_err os_queue_credit(loom_tx *tx, const char *shop, const char *customer,
+                         int64_t limit_cents);
+/* Queues order `id`'s OrderPlaced (a new stream order-<id>) and the start
+ * of its CreateOrder saga (saga id `id`) in tx: they commit together or
+ * not at all. Committed once, the same call commits again never: the
+ * order's stream exists (LOOM_ECONFLICT at commit), so an order whose
+ * commit's outcome was unknown can be placed again safely.
+ * LOOM_EINVAL when n is 0 or over OS_MAX_LINES. */
+loom_err os_queue_order(loom_tx *tx, const char *shop, const char *id,
+                        const char *customer, const os_line *lines, size_t n);
+
 /* The kill scenario: the payment service stops dead (never returns
  * from its handler) on the command for `order_id`, after writing one
  * byte to `notify_fd` (-1: none) so the demo knows when to kill it. */
@@ -88,7 +120,10 @@ enum {
     OS_ROLE_PAYMENT = 4,
     OS_ROLE_INVENTORY = 8,
     OS_ROLE_SUMMARY = 16, /* the read model's projection */
-    OS_ROLE_ALL = 31
+    OS_ROLE_ALL = 31,
+    /* Nothing but the outbox relay every host runs: a process the fault
+     * campaign can kill to kill the relay alone. */
+    OS_ROLE_RELAY = 32
 };
 
 /* What a process's participants counted. */

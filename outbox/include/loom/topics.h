@@ -31,6 +31,12 @@
  *   batch=N        most messages per publish transaction; 1000
  *   retention_ms=N how often this process runs a retention step; 10000
  *                  (0: never)
+ *   session_timeout_ms=N
+ *                  consumers opened through the transport (saga
+ *                  participants, inbox consumers) leave their group this
+ *                  long after their last heartbeat, so a killed process's
+ *                  partitions move to the living after it; 10000
+ *                  (100..3600000; a consumer's own config wins)
  * "topics://" alone connects with LOOM_DATABASE_URL when it is set, else
  * with libpq's defaults (PGHOST, PGDATABASE, ...).
  */

@@ -1396,6 +1396,8 @@ loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
     c->topts.assignor =
         strcmp(c->topts.assignor, "range") == 0 ? "range" : "roundrobin";
     if (c->topts.session_timeout_ms == 0)
+        c->topts.session_timeout_ms = tr->session_timeout_ms;
+    if (c->topts.session_timeout_ms == 0)
         c->topts.session_timeout_ms = 10000;
     if (c->topts.heartbeat_ms == 0 ||
         c->topts.heartbeat_ms >= c->topts.session_timeout_ms)

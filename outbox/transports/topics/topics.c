@@ -291,6 +291,7 @@ loom__tp_parse_url(tp_transport *tr, const char *url, char *err, size_t errlen)
     tr->linger_ms = 0;
     tr->batch = 1000;
     tr->retention_ms = 10000;
+    tr->session_timeout_ms = 0;
     while (q != NULL && rc == LOOM_OK) {
         const char *item = q + 1, *amp = strchr(item, '&');
         size_t len = amp ? (size_t) (amp - item) : strlen(item);
@@ -324,6 +325,10 @@ loom__tp_parse_url(tp_transport *tr, const char *url, char *err, size_t errlen)
             if (!tp_number(v, vlen, &x))
                 rc = LOOM_EINVAL;
             tr->retention_ms = x;
+        } else if (klen == 18 && memcmp(item, "session_timeout_ms", 18) == 0) {
+            if (!tp_number(v, vlen, &x) || x < 100 || x > 3600000)
+                rc = LOOM_EINVAL;
+            tr->session_timeout_ms = (unsigned) x;
         } else {
             /* A libpq parameter: kept for the connection. */
             loom__buf_puts(&kept, kept.len ? "&" : "?");
@@ -332,7 +337,8 @@ loom__tp_parse_url(tp_transport *tr, const char *url, char *err, size_t errlen)
         if (rc != LOOM_OK && err != NULL && errlen > 0)
             snprintf(err, errlen,
                      "topics URL: bad option \"%.*s\" (acks=0|1|all, "
-                     "linger_ms=0..60000, batch=1..100000, retention_ms=N)",
+                     "linger_ms=0..60000, batch=1..100000, retention_ms=N, "
+                     "session_timeout_ms=100..3600000)",
                      (int) len, item);
     }
     if (rc == LOOM_OK && (base > 0 || kept.len > 0)) {

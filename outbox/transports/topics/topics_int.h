@@ -52,6 +52,9 @@ struct tp_transport {
     unsigned linger_ms;
     unsigned batch;
     uint64_t retention_ms;
+    /* Consumers' session timeout unless their own config sets one; 0:
+     * 10000. */
+    unsigned session_timeout_ms;
     loom_partitioner_fn partitioner;
     void *partitioner_arg;
     tp_producer *producer; /* created on the first publish */
@@ -75,9 +78,9 @@ struct tp_transport {
 };
 
 /* Reads the options of a "topics://" URL (`url` starts with it) into
- * tr's acks, linger_ms, batch and retention_ms, and the rest into
- * tr->conninfo (owned; NULL when nothing is left). Errors: LOOM_EINVAL
- * (err names the option), LOOM_ENOMEM. */
+ * tr's acks, linger_ms, batch, retention_ms and session_timeout_ms, and the
+ * rest into tr->conninfo (owned; NULL when nothing is left). Errors:
+ * LOOM_EINVAL (err names the option), LOOM_ENOMEM. */
 loom_err loom__tp_parse_url(tp_transport *tr, const char *url, char *err,
                             size_t errlen);
 
