@@ -7,12 +7,13 @@
 #   make demo  DEMO_ARGS='...'
 #   make bench BENCH_ARGS='...'
 #   make fuzz  FUZZ_SECONDS=60 FUZZ_TARGETS='pb_json headers'
+#   make faults FAULT_SAGAS=10000 FAULT_KILLS=50 FAULT_SEED=42
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: help deps build build-asan test fuzz demo bench format format-check clean
+.PHONY: help deps build build-asan test fuzz faults demo bench format format-check clean
 
 help:
 	@echo "make deps          install missing Debian packages (scripts/deps.sh)"
@@ -22,6 +23,9 @@ help:
 	@echo "                   libFuzzer run of each fuzz target (what CI runs)"
 	@echo "make fuzz          long libFuzzer runs in build-fuzz/ (clang):"
 	@echo "                   FUZZ_SECONDS per target (300), FUZZ_TARGETS"
+	@echo "make faults        the fault campaign (docs/reliability.md):"
+	@echo "                   FAULT_SAGAS (10000), FAULT_KILLS (50), FAULT_SEED,"
+	@echo "                   FAULT_TRANSPORT=topics|nats"
 	@echo "make demo          the order-saga demo (DEMO_ARGS=--processes, --transport nats[://H:P])"
 	@echo "make bench         benchmarks: append, read, rebuild, live, topics, relay, saga"
 	@echo "make format        clang-format the C sources in place"
@@ -52,6 +56,9 @@ test: deps build build-asan format-check
 
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZ_TARGETS)
+
+faults: deps build
+	@scripts/faults.sh
 
 demo: deps build
 	@scripts/demo.sh

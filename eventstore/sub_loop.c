@@ -477,6 +477,23 @@ sub_query_done(loom_subscription *s, loom__sub_state step)
         loom__sub_read(s);
 }
 
+/* The step's socket work is over: stop watching, and close the handle now
+ * if libpq has closed (or replaced) the socket. Closing a uv_poll removes
+ * its fd number from epoll; done later, after another connection of this
+ * process was given the same number, it would remove that one's
+ * registration and leave it waiting forever (outbox/pgconn.c too). */
+static void
+sub_unwatch(loom_subscription *s)
+{
+    if (s->poll == NULL)
+        return;
+    if (PQstatus(s->store->conn) != CONNECTION_OK ||
+        PQsocket(s->store->conn) != s->poll_fd)
+        loom__sub_close_poll(s);
+    else
+        uv_poll_stop(&s->poll->h);
+}
+
 /* Moves the step in flight forward; called after a send and whenever the
  * socket is ready. */
 static void
@@ -493,8 +510,7 @@ sub_drive(loom_subscription *s)
                                "libuv cannot poll the socket");
             return;
         }
-        if (s->poll != NULL)
-            uv_poll_stop(&s->poll->h);
+        sub_unwatch(s);
         if (rc != LOOM_OK) {
             loom__sub_fail(s, s->retry, rc, loom_store_errmsg(s->store));
             return;
@@ -513,8 +529,7 @@ sub_drive(loom_subscription *s)
         }
         return;
     }
-    if (s->poll != NULL)
-        uv_poll_stop(&s->poll->h);
+    sub_unwatch(s);
     /* On LOOM_ECONN the receive below reports the lost connection. */
     switch (s->state) {
     case LOOM__SUB_READ:

@@ -30,6 +30,7 @@ static void conn_drive(loom__pgconn *c);
 
 static loom_err conn_watch(loom__pgconn *c, int want);
 static void conn_unwatch(loom__pgconn *c);
+static void conn_unwatch_if_gone(loom__pgconn *c);
 
 /* Moves a reconnection on; done when it succeeded or failed. */
 static void
@@ -43,6 +44,7 @@ conn_reconnect_step(loom__pgconn *c)
     c->reconnecting = 0;
     if (c->poll != NULL)
         uv_poll_stop(&c->poll->h);
+    conn_unwatch_if_gone(c);
     if (rc == LOOM_OK)
         loom__log(LOOM_LOG_INFO, "%s: reconnected to PostgreSQL", c->what);
     else
@@ -113,6 +115,23 @@ conn_unwatch(loom__pgconn *c)
     c->poll = NULL;
 }
 
+/* Closes the handle now if libpq has closed (or replaced) the socket it
+ * watches. It must happen before control returns to the loop: closing a
+ * uv_poll removes its fd *number* from epoll, and once another connection
+ * of this process (a subscription, another component's) has been given
+ * the same number and registered it, a late close would silently remove
+ * that registration too, leaving the other connection waiting forever
+ * for a result. libpq closes the socket itself when it finds the
+ * connection lost, so every call that may find it is followed by this. */
+static void
+conn_unwatch_if_gone(loom__pgconn *c)
+{
+    if (c->poll != NULL &&
+        (c->store == NULL || PQstatus(c->store->conn) != CONNECTION_OK ||
+         PQsocket(c->store->conn) != c->poll_fd))
+        conn_unwatch(c);
+}
+
 /* Watches the socket for `want` (LOOM_POLL_*); a new socket after a
  * reconnect gets a new handle. */
 static loom_err
@@ -163,6 +182,7 @@ conn_finish(loom__pgconn *c)
     c->done = NULL;
     if (c->poll != NULL)
         uv_poll_stop(&c->poll->h);
+    conn_unwatch_if_gone(c);
     done(arg, rc, r);
 }
 
@@ -212,8 +232,10 @@ static loom_err
 conn_sent(loom__pgconn *c, loom_err rc, int is_tx, loom__pgconn_done_fn done,
           void *arg)
 {
-    if (rc != LOOM_OK)
+    if (rc != LOOM_OK) {
+        conn_unwatch_if_gone(c); /* a failed send may have dropped it */
         return rc;
+    }
     c->busy = 1;
     c->is_tx = is_tx;
     c->done = done;
@@ -230,6 +252,7 @@ conn_sent(loom__pgconn *c, loom_err rc, int is_tx, loom__pgconn_done_fn done,
             loom__store_take(c->store, LOOM__OP_QUERY, &r);
             PQclear(r);
         }
+        conn_unwatch_if_gone(c);
         return loom__store_fail(c->store, rc, "cannot watch the connection");
     }
     return LOOM_OK;
@@ -283,9 +306,10 @@ loom__pgconn_query_now(loom__pgconn *c, const loom__stmt *st,
     if (PQstatus(c->store->conn) != CONNECTION_OK)
         conn_unwatch(c); /* the reconnect below gets a new socket */
     rc = loom__store_begin(c->store);
-    if (rc != LOOM_OK)
-        return rc;
-    return loom__store_query(c->store, st, values, lengths, out);
+    if (rc == LOOM_OK)
+        rc = loom__store_query(c->store, st, values, lengths, out);
+    conn_unwatch_if_gone(c);
+    return rc;
 }
 
 void

@@ -5,6 +5,8 @@
 #                              "loom"; the last line on stdout is the libpq
 #                              connection string (progress goes to stderr)
 #   scripts/pg.sh stop    DIR  fast shutdown; the data is kept
+#   scripts/pg.sh crash   DIR  immediate shutdown, as a crash: no checkpoint,
+#                              the next start recovers from the WAL
 #   scripts/pg.sh status  DIR  exit 0 and print the connection string if
 #                              running, else exit 3
 #   scripts/pg.sh destroy DIR  stop and delete the cluster
@@ -33,7 +35,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,12s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 
@@ -400,6 +402,20 @@ cmd_stop() {
         die "pg_ctl stop failed (log: $LOG)"
 }
 
+cmd_crash() {
+    if [[ ! -f $DATA/PG_VERSION ]]; then
+        die "no cluster in $SHOWN"
+    fi
+    pick_user
+    if ! running; then
+        say "PostgreSQL in $SHOWN is not running"
+        return 0
+    fi
+    say "crashing PostgreSQL in $SHOWN (immediate shutdown)"
+    as_server "$BIN/pg_ctl" stop -D "$DATA" -m immediate -w -t "$TIMEOUT" -s >&2 ||
+        die "pg_ctl stop -m immediate failed (log: $LOG)"
+}
+
 cmd_status() {
     if [[ -f $DATA/PG_VERSION ]]; then
         pick_user
@@ -434,6 +450,7 @@ resolve "$2"
 case $cmd in
 start) cmd_start ;;
 stop) cmd_stop ;;
+crash) cmd_crash ;;
 status) cmd_status ;;
 destroy) cmd_destroy ;;
 *) usage ;;
