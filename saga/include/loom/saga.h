@@ -542,6 +542,8 @@ typedef struct loom_participant_stats {
     uint64_t duplicates; /* already processed */
     uint64_t conflicts;  /* handler re-runs after version conflicts */
     uint64_t errors;     /* commands failed back to the transport */
+    uint64_t rejected;   /* commands that can never be handled:
+                            dead-lettered at once */
 } loom_participant_stats;
 
 /* Copies p's counters. Errors: LOOM_EINVAL (NULL). */
