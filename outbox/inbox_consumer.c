@@ -19,6 +19,11 @@
  *   probe   the handler refused a message: a tx that raises LM015 only if
  *           the message is already in the inbox (and writes nothing), so a
  *           processed message is acked, never failed and dead-lettered.
+ *           Not recorded: failed, or rejected when the handler said
+ *           LOOM_EDECODE.
+ *
+ * A message that can never be handled (over a limit, without an id) is
+ * rejected on receipt, before any SQL, and never joins a batch.
  *
  * A lost connection (or a transient SQLSTATE: a deadlock, a serialization
  * failure) leaves the outcome unknown: the same step runs again after a
@@ -32,10 +37,12 @@
 #include <string.h>
 
 #include "alloc_int.h"
+#include "headers.h"
 #include "log_int.h"
 #include "loom/alloc.h"
 #include "loom/inbox.h"
 #include "loom/inbox_consumer.h"
+#include "loom/outbox.h"
 #include "pgconn.h"
 #include "pgwire.h"
 #include "runtime_int.h"
@@ -99,6 +106,7 @@ struct loom_inbox_consumer {
     uint64_t window_ms;
     unsigned expire_every_ms;
     unsigned max_conflicts;
+    size_t max_payload;
     unsigned conflict_runs; /* IC_ONE: re-runs of the message in hand */
     loom__pgconn conn;
     int conn_open;
@@ -106,6 +114,7 @@ struct loom_inbox_consumer {
     ic_batch *head, *tail; /* in delivery order */
     ic_state state;
     char why[512];   /* IC_PROBE: the handler's reason */
+    int why_reject;  /* IC_PROBE: the handler said LOOM_EDECODE */
     int expire_due;  /* an expiry step is wanted */
     int expire_turn; /* it goes before the next batch */
     int in_next;     /* inside ic_next(): a nested call returns */
@@ -164,6 +173,85 @@ ic_fail(loom_inbox_consumer *ic, const loom_message *m, const char *why)
         loom__log(LOOM_LOG_WARN,
                   "inbox consumer \"%s\": failing message %s failed (%s)",
                   ic->name, id, loom_strerror(rc));
+}
+
+/* The message can never be handled: dead-lettered now, not retried. */
+static void
+ic_reject(loom_inbox_consumer *ic, const loom_message *m, const char *why)
+{
+    char id[LOOM_UUID_STRLEN];
+    loom_err rc;
+
+    loom_uuid_format(&m->id, id);
+    loom__log(LOOM_LOG_WARN,
+              "inbox consumer \"%s\": message %s on %s rejected (to the "
+              "dead letters): %s",
+              ic->name, id, m->topic ? m->topic : "?", why);
+    ic->stats.rejected++;
+    if (ic->settled != NULL)
+        ic->settled(m, LOOM_INBOX_REJECTED, ic->arg);
+    rc = loom_consumer_reject(ic->c, m, why);
+    if (rc != LOOM_OK)
+        loom__log(LOOM_LOG_WARN,
+                  "inbox consumer \"%s\": rejecting message %s failed (%s)",
+                  ic->name, id, loom_strerror(rc));
+}
+
+/* The size of m's headers as the outbox encodes (and limits) them: an
+ * estimate that is never low first (tag and length prefixes of 5 bytes,
+ * empty strings written), and only when that is over the limit the exact
+ * encoding. */
+static size_t
+ic_headers_size(const loom_message *m, size_t limit)
+{
+    loom__buf b = LOOM__BUF_INIT;
+    size_t bound = 0, n;
+
+    for (size_t i = 0; i < m->n_headers; i++)
+        bound += 18 + strlen(m->headers[i].key) + strlen(m->headers[i].value);
+    if (bound <= limit)
+        return bound;
+    loom__headers_encode(&b, m->headers, m->n_headers);
+    n = b.failed ? bound : b.len;
+    loom__buf_free(&b);
+    return n;
+}
+
+/* Why m can never be handled, in why; 0 when it can. */
+static int
+ic_over_limits(loom_inbox_consumer *ic, const loom_message *m, char *why,
+               size_t whylen)
+{
+    size_t hs;
+
+    if (loom_uuid_is_nil(&m->id)) {
+        snprintf(why, whylen,
+                 "the message has no id: it cannot be made idempotent");
+        return 1;
+    }
+    if (m->payload_len > ic->max_payload) {
+        snprintf(why, whylen,
+                 "the payload of %zu bytes is over the consumer's limit of "
+                 "%zu (max_payload)",
+                 m->payload_len, ic->max_payload);
+        return 1;
+    }
+    if (m->key_len > LOOM_OUTBOX_MAX_KEY) {
+        snprintf(why, whylen,
+                 "the key of %zu bytes is over the limit of %zu "
+                 "(LOOM_OUTBOX_MAX_KEY)",
+                 m->key_len, LOOM_OUTBOX_MAX_KEY);
+        return 1;
+    }
+    hs = m->n_headers ? ic_headers_size(m, LOOM_OUTBOX_MAX_HEADERS) : 0;
+    if (hs > LOOM_OUTBOX_MAX_HEADERS) {
+        snprintf(why, whylen,
+                 "the headers of %zu bytes encoded are over the limit of %zu "
+                 "(LOOM_OUTBOX_MAX_HEADERS)",
+                 hs, LOOM_OUTBOX_MAX_HEADERS);
+        return 1;
+    }
+    return 0;
 }
 
 static void
@@ -366,7 +454,7 @@ ic_run_one(loom_inbox_consumer *ic)
         return 0;
     }
     if (rc != LOOM_OK) { /* no id: it cannot be made idempotent */
-        ic_fail(ic, m, loom_tx_errmsg(&ic->tx));
+        ic_reject(ic, m, loom_tx_errmsg(&ic->tx));
         ic_advance(ic);
         return 1;
     }
@@ -376,6 +464,7 @@ ic_run_one(loom_inbox_consumer *ic)
         ic_send(ic, IC_ONE);
         return 0;
     }
+    ic->why_reject = rc == LOOM_EDECODE;
     ic->why[sizeof ic->why - 1] = '\0';
     if (ic->why[0] == '\0')
         snprintf(ic->why, sizeof ic->why, "the handler failed: %s",
@@ -458,6 +547,8 @@ ic_probe_done(loom_inbox_consumer *ic, loom_err rc)
     if (rc == LOOM_EALREADY) {
         ic->stats.duplicates++;
         ic_ack(ic, m, LOOM_INBOX_DUPLICATE);
+    } else if (ic->why_reject) {
+        ic_reject(ic, m, ic->why);
     } else {
         ic_fail(ic, m, ic->why);
     }
@@ -592,13 +683,16 @@ ic_next(loom_inbox_consumer *ic)
     ic->in_next = 0;
 }
 
-/* The transport's handler: queue the batch, in delivery order. */
+/* The transport's handler: rejects what can never be handled and queues
+ * the rest as a batch, in delivery order. */
 static void
 ic_on_deliver(loom_consumer *c, const loom_message *const *msgs, size_t n,
               void *arg)
 {
     loom_inbox_consumer *ic = arg;
     ic_batch *b = loom_malloc(sizeof *b);
+    char why[256];
+    size_t k = 0;
 
     (void) c;
     if (b != NULL) {
@@ -615,13 +709,26 @@ ic_on_deliver(loom_consumer *c, const loom_message *const *msgs, size_t n,
         }
         return;
     }
-    memcpy(b->m, msgs, n * sizeof *b->m);
-    b->n = n;
-    if (ic->tail != NULL)
+    for (size_t i = 0; i < n; i++)
+        if (!ic_over_limits(ic, msgs[i], why, sizeof why))
+            b->m[k++] = msgs[i];
+    b->n = k;
+    if (k == 0) {
+        ic_batch_free(b);
+        b = NULL;
+    } else if (ic->tail != NULL) {
         ic->tail->after = b;
-    else
+    } else {
         ic->head = b;
-    ic->tail = b;
+    }
+    if (b != NULL)
+        ic->tail = b;
+    /* Rejected after the rest is queued: a delivery the transport makes
+     * while settling them (none does today) then comes after this one. */
+    if (k < n)
+        for (size_t i = 0; i < n; i++)
+            if (ic_over_limits(ic, msgs[i], why, sizeof why))
+                ic_reject(ic, msgs[i], why);
     ic_next(ic);
 }
 
@@ -772,6 +879,8 @@ ic_config(loom_inbox_consumer *ic, const loom_consumer_config *cfg,
     ic->max_conflicts =
         icfg->max_conflicts ? icfg->max_conflicts : IC_DEFAULT_CONFLICTS;
     ic->settled = icfg->settled;
+    ic->max_payload =
+        icfg->max_payload ? icfg->max_payload : LOOM_OUTBOX_MAX_PAYLOAD;
     return LOOM_OK;
 }
 

@@ -59,7 +59,9 @@ loom_transport_register(const loom_transport_ops *ops)
 {
     loom_err rc = LOOM_OK;
 
-    if (ops == NULL || ops->version != LOOM_TRANSPORT_OPS_VERSION ||
+    if (ops == NULL ||
+        (ops->version != LOOM_TRANSPORT_OPS_VERSION &&
+         ops->version != LOOM_TRANSPORT_OPS_V1) ||
         ops->scheme == NULL ||
         !tr_scheme_ok(ops->scheme, strlen(ops->scheme)) || ops->open == NULL ||
         ops->close == NULL || ops->publish == NULL || ops->subscribe == NULL ||
@@ -292,6 +294,22 @@ loom_consumer_fail(loom_consumer *c, const loom_message *m, const char *error)
     if (c == NULL || m == NULL)
         return LOOM_EINVAL;
     return c->t->ops->fail(c->cstate, m, error ? error : "failed");
+}
+
+/* A version 1 table ends before reject: never read past it. */
+loom_err
+loom_consumer_reject(loom_consumer *c, const loom_message *m, const char *error)
+{
+    const loom_transport_ops *ops;
+
+    if (c == NULL || m == NULL)
+        return LOOM_EINVAL;
+    ops = c->t->ops;
+    if (error == NULL)
+        error = "rejected";
+    if (ops->version >= 2 && ops->reject != NULL)
+        return ops->reject(c->cstate, m, error);
+    return ops->fail(c->cstate, m, error);
 }
 
 void

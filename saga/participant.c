@@ -394,5 +394,6 @@ loom_participant_stats_get(const loom_participant *p,
     out->duplicates = st.duplicates;
     out->conflicts = st.conflicts;
     out->errors = st.failed;
+    out->rejected = st.rejected;
     return LOOM_OK;
 }

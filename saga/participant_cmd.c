@@ -130,7 +130,10 @@ pt_reply(loom_participant *p, loom_participant_ctx *ctx,
 }
 
 /* Reads what the command says and finds its step: LOOM_OK, or the
- * reason it can never be handled here (it ends in the dead letters). */
+ * reason it can never be handled here (it ends in the dead letters):
+ * LOOM_EDECODE when no redelivery can change that (the inbox consumer
+ * rejects it at once), LOOM_EINVAL for a step this process does not
+ * serve (a newer one may: failed, so it is retried first). */
 static loom_err
 pt_command(loom_participant *p, const loom_message *m, loom__saga_wire *w,
            const loom_participant_step **step, char *why, size_t whylen)
@@ -139,7 +142,7 @@ pt_command(loom_participant *p, const loom_message *m, loom__saga_wire *w,
     if (loom__saga_wire_read(m, 0, w, bad, sizeof bad) != LOOM_OK) {
         why_set(why, whylen, "participant %s: not a saga command: %s", p->group,
                 bad);
-        return LOOM_EINVAL;
+        return LOOM_EDECODE;
     }
     *step = pt_find(p, w->saga_type, w->step);
     if (*step == NULL) {
@@ -208,11 +211,13 @@ loom__participant_handle(loom_participant *p, const loom_message *m,
     if (rc == LOOM_OK) {
         return pt_reply(p, ctx, reply, why, whylen);
     }
-    /* Transient: nothing of it commits, the command comes again. */
+    /* Transient: nothing of it commits, the command comes again; but
+     * LOOM_EDECODE says it never can be handled: rejected at once. */
     why_set(why, whylen,
             "participant %s: the handler of step %s of saga %s returned %s "
-            "(delivered again later)",
-            p->group, w.step, w.saga_type, loom_err_name(rc));
+            "(%s)",
+            p->group, w.step, w.saga_type, loom_err_name(rc),
+            rc == LOOM_EDECODE ? "dead-lettered" : "delivered again later");
     return rc;
 }
 

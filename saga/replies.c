@@ -122,6 +122,25 @@ settle_fail(loom_orchestrator *o, size_t i, const char *why)
     loom_consumer_fail(o->consumer, m, why);
 }
 
+/* The reply can never be handled (not a saga reply, or its payload does
+ * not decode): to the dead letters now, not max_deliveries times. */
+static void
+settle_reject(loom_orchestrator *o, size_t i, const char *why)
+{
+    orch_item *it = item(o, i);
+    const loom_message *m = it->m;
+    char id[LOOM_UUID_STRLEN];
+
+    it->settled = 1;
+    loom_uuid_format(&m->id, id);
+    loom__log(LOOM_LOG_WARN,
+              "orchestrator %s: reply %s on %s (saga \"%s\") rejected to the "
+              "dead letters: %s",
+              o->group, id, m->topic ? m->topic : "?",
+              it->parsed && it->wire.saga_id ? it->wire.saga_id : "?", why);
+    loom_consumer_reject(o->consumer, m, why);
+}
+
 /* ---- taking a batch --------------------------------------------------- */
 
 /* Reads the headers of the replies in hand and finds their sagas in the
@@ -144,7 +163,7 @@ take_parse(loom_orchestrator *o)
             LOOM_OK) {
             char reason[300];
             snprintf(reason, sizeof reason, "not a saga reply: %s", why);
-            settle_fail(o, i, reason);
+            settle_reject(o, i, reason);
             continue;
         }
         it->parsed = 1;
@@ -207,6 +226,10 @@ replies_decide(loom_orchestrator *o)
             loom__orch_invalidate(o);
             loom__orch_backoff(o, o->dec.why);
             return;
+        }
+        if (rc == LOOM_EDECODE) {
+            settle_reject(o, i, o->dec.why);
+            continue;
         }
         if (rc != LOOM_OK) {
             settle_fail(o, i, o->dec.why);

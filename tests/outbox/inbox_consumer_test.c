@@ -9,7 +9,10 @@
  * closed with a transaction in flight and reopened (the transport
  * redelivers what was never acknowledged), when the connection breaks
  * under a transaction (retried after a backoff), and around a poison
- * message, which fails alone and is dead-lettered. Expiry deletes entries
+ * message, which fails alone and is dead-lettered. A message over the
+ * limits, or one the handler says does not decode (LOOM_EDECODE), is
+ * rejected: dead-lettered on its first delivery, and the partition goes
+ * on. Expiry deletes entries
  * past the window in chunks; a graceful runtime stop finishes the
  * transaction in flight. End to end, messages written by units of work
  * with loom_outbox_add() and published (twice) by the relay apply once.
@@ -53,7 +56,7 @@ typedef struct ibh {
     int conflict_left;
     loom_store *vs; /* "version": reads the version of "ibver-1" here */
     /* What the settled callback saw, by loom_inbox_outcome. */
-    int settled[4];
+    int settled[5];
 } ibh;
 
 static void
@@ -62,12 +65,13 @@ ibh_settled(const loom_message *m, loom_inbox_outcome outcome, void *arg)
     ibh *h = arg;
 
     (void) m;
-    if (outcome >= LOOM_INBOX_COMMITTED && outcome <= LOOM_INBOX_FAILED)
+    if (outcome >= LOOM_INBOX_COMMITTED && outcome <= LOOM_INBOX_REJECTED)
         h->settled[outcome]++;
 }
 
-/* One row in ib_fx per message; "poison" refuses, "badsql" queues a
- * statement that fails, "slow" sleeps in the transaction. */
+/* One row in ib_fx per message; "poison" refuses, "undecodable" refuses
+ * for good (LOOM_EDECODE), "badsql" queues a statement that fails, "slow"
+ * sleeps in the transaction. */
 static loom_err
 ibh_fn(const loom_message *m, loom_tx *tx, char *why, size_t whylen, void *arg)
 {
@@ -83,6 +87,10 @@ ibh_fn(const loom_message *m, loom_tx *tx, char *why, size_t whylen, void *arg)
     if (strcmp(payload, "poison") == 0) {
         snprintf(why, whylen, "poison pill");
         return LOOM_EHANDLER;
+    }
+    if (strcmp(payload, "undecodable") == 0) {
+        snprintf(why, whylen, "not a valid ib.Command");
+        return LOOM_EDECODE;
     }
     rc = loom_tx_exec(tx,
                       "INSERT INTO ib_fx (consumer, payload, id) VALUES ($1, "
@@ -472,6 +480,133 @@ test_inbox_poison_fails_alone_and_is_dead_lettered(void **state)
                             "'%%division by zero (SQLSTATE 22012)%%'",
                             tid),
                      1);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
+/* Over the payload limit, over the headers limit, or refused by the
+ * handler with LOOM_EDECODE: each dead-lettered on its first delivery
+ * (max_deliveries is 5), with its reason, and the messages after it in
+ * the partition handled at once; nothing of them in the inbox. */
+static void
+test_inbox_message_over_the_limits_is_dead_lettered_on_its_first_delivery(
+    void **state)
+{
+    tpt_env e;
+    ibh h = {0};
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+    loom_message msgs[6];
+    loom_header big_h = {"trace", NULL};
+    char *big = malloc(LOOM_OUTBOX_MAX_PAYLOAD + 1);
+    char *big_v = malloc(LOOM_OUTBOX_MAX_HEADERS + 1);
+    long long tid;
+
+    (void) state;
+    assert_non_null(big);
+    assert_non_null(big_v);
+    memset(big, 'p', LOOM_OUTBOX_MAX_PAYLOAD + 1);
+    memset(big_v, 'h', LOOM_OUTBOX_MAX_HEADERS);
+    big_v[LOOM_OUTBOX_MAX_HEADERS] = '\0';
+    big_h.value = big_v;
+    tpt_topic_create("ib.limits", 1, -1, -1, 0, -1);
+    tpt_open(&e, "");
+    icfg.settled = ibh_settled;
+    ic = ib_open(&e, "ib-limits", "ib.limits", 5, &icfg, &h);
+    /* One key: one partition, each refused one followed by a good one. */
+    tpt_msg_init(&msgs[0], "ib.limits", "key", "big");
+    msgs[0].payload = big;
+    msgs[0].payload_len = LOOM_OUTBOX_MAX_PAYLOAD + 1;
+    tpt_msg_init(&msgs[1], "ib.limits", "key", "l1");
+    tpt_msg_init(&msgs[2], "ib.limits", "key", "headers");
+    msgs[2].headers = &big_h;
+    msgs[2].n_headers = 1;
+    tpt_msg_init(&msgs[3], "ib.limits", "key", "l2");
+    tpt_msg_init(&msgs[4], "ib.limits", "key", "undecodable");
+    tpt_msg_init(&msgs[5], "ib.limits", "key", "l3");
+    assert_int_equal(tpt_publish_wait(&e, msgs, 6), LOOM_OK);
+    free(big);
+    free(big_v);
+    tpt_sql_wait(&e, 3,
+                 "SELECT count(*) FROM loom.topic_dead_letters WHERE "
+                 "group_name = 'ib-limits'");
+    tpt_sql_wait(&e, 0,
+                 "SELECT coalesce(sum(lag), -1) FROM loom.topic_lag WHERE "
+                 "group_name = 'ib-limits'");
+    /* Past the first backoffs: a redelivery would show. */
+    tpt_run(&e, NULL, NULL, 1500);
+
+    st = ib_stats(ic);
+    assert_int_equal(st.handled, 3);
+    assert_int_equal(st.rejected, 3);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(h.settled[LOOM_INBOX_REJECTED], 3);
+    assert_int_equal(h.settled[LOOM_INBOX_FAILED], 0);
+    assert_int_equal(h.settled[LOOM_INBOX_COMMITTED], 3);
+    assert_int_equal(est_ll("SELECT count(*) FROM ib_fx WHERE consumer = "
+                            "'ib-limits' AND payload IN ('l1', 'l2', 'l3')"),
+                     3);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.inbox WHERE consumer "
+                            "= 'ib-limits'"),
+                     3);
+    assert_int_equal(ib_mismatch("ib-limits"), 0);
+    tid = tpt_topic_id("ib.limits");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-limits' AND topic_id = "
+                            "%lld AND deliveries = 1",
+                            tid),
+                     3);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-limits' AND error LIKE "
+                            "'%%payload of 1048577 bytes%%max_payload%%'"),
+                     1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-limits' AND error LIKE "
+                            "'%%headers%%LOOM_OUTBOX_MAX_HEADERS%%'"),
+                     1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-limits' AND error = "
+                            "'not a valid ib.Command'"),
+                     1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_retries "
+                            "WHERE group_name = 'ib-limits'"),
+                     0);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
+/* max_payload moves the payload limit: a message over it is rejected, one
+ * at it handled. */
+static void
+test_inbox_max_payload_sets_the_payload_limit(void **state)
+{
+    static const char *const payloads[] = {"12345678", "123456789", "ok"};
+    tpt_env e;
+    ibh h = {0};
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+    loom_uuid ids[3];
+
+    (void) state;
+    memset(ids, 0, sizeof ids);
+    tpt_topic_create("ib.maxp", 1, -1, -1, 0, -1);
+    tpt_open(&e, "");
+    icfg.max_payload = 8;
+    ic = ib_open(&e, "ib-maxp", "ib.maxp", 0, &icfg, &h);
+    ib_publish(&e, "ib.maxp", payloads, 3, ids);
+    tpt_sql_wait(&e, 0,
+                 "SELECT coalesce(sum(lag), -1) FROM loom.topic_lag WHERE "
+                 "group_name = 'ib-maxp'");
+    st = ib_stats(ic);
+    assert_int_equal(st.handled, 2);
+    assert_int_equal(st.rejected, 1);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+               "WHERE group_name = 'ib-maxp' AND deliveries = 1 "
+               "AND error LIKE '%%payload of 9 bytes%%limit of 8%%'"),
+        1);
     loom_inbox_consumer_close(ic);
     tpt_close(&e);
 }
@@ -1010,6 +1145,8 @@ main(void)
         T(test_inbox_lost_connection_retries_and_applies_once),
         T(test_inbox_poison_fails_alone_and_is_dead_lettered),
         T(test_inbox_refused_but_processed_is_a_duplicate),
+        T(test_inbox_message_over_the_limits_is_dead_lettered_on_its_first_delivery),
+        T(test_inbox_max_payload_sets_the_payload_limit),
         T(test_inbox_expiry_deletes_entries_past_the_window),
         T(test_inbox_runtime_stop_finishes_the_transaction_in_flight),
         T(test_inbox_end_to_end_with_the_outbox_and_the_relay),

@@ -2,7 +2,8 @@
  * Consuming from NATS JetStream, against a real nats-server: members of a
  * group share its messages and groups each get all of them; a failed
  * message comes back with its attempt counted and a growing delay, then
- * goes to "<topic>.dlq" with headers saying why; one never answered comes
+ * goes to "<topic>.dlq" with headers saying why; a rejected one goes there
+ * on its first delivery, and never comes back; one never answered comes
  * back after ack_wait and is dead-lettered after max_deliveries; patterns
  * ("*", a trailing "#", never a dead-letter topic) and the "#" NATS cannot
  * express; max_in_flight and batch bound what the handler holds; closing
@@ -178,6 +179,53 @@ test_nats_consume_failed_message_is_redelivered_then_dead_lettered(void **state)
              "x-offset=%lld;x-partition=0;x-topic=dl.orders;",
              (long long) p[0]->offset);
     assert_string_equal(d->headers, want);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+    tpt_rec_free(&dlq);
+}
+
+static void
+test_nats_consume_rejected_message_is_dead_lettered_on_its_first_delivery(
+    void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0}, dlq = {0};
+    loom_message msgs[3];
+    const tpt_rmsg *p;
+    char want[256];
+
+    (void) state;
+    ntt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 1000;
+    r.reject = 1;
+    r.fail_error = "does not decode";
+    /* max_deliveries 5 (the default): a failure would come back 4 times. */
+    ntt_rec_open(&e, "rj-g", "rj.orders", 0, 0, &r);
+    tpt_msg_init(&msgs[0], "rj.orders", "cust-9", "ok-1");
+    tpt_msg_init(&msgs[1], "rj.orders", "cust-9", "poison");
+    tpt_msg_init(&msgs[2], "rj.orders", "cust-9", "ok-2");
+    assert_int_equal(tpt_publish_wait(&e, msgs, 3), LOOM_OK);
+
+    tpt_rec_wait(&e, &r, 3);
+    ntt_rec_open(&e, "rj-reader", "rj.orders.dlq", 0, 0, &dlq);
+    tpt_rec_wait(&e, &dlq, 1);
+    /* Past the backoffs (50 ms, doubling to 400): no second delivery. */
+    ntt_quiet(&e, 1500);
+    assert_int_equal(tpt_rec_count(&r, "poison"), 1);
+    assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
+    assert_int_equal(tpt_rec_count(&r, "ok-2"), 1);
+    p = ntt_nth(&r, "poison", 0);
+    assert_int_equal(p->attempt, 1);
+    assert_true(ntt_nth(&r, "ok-2", 0)->offset > p->offset);
+
+    assert_int_equal(dlq.n, 1);
+    assert_string_equal(dlq.m[0].payload, "poison");
+    snprintf(want, sizeof want,
+             "x-deliveries=1;x-error=does not decode;x-group=rj-g;"
+             "x-offset=%lld;x-partition=0;x-topic=rj.orders;",
+             (long long) p->offset);
+    assert_string_equal(dlq.m[0].headers, want);
     tpt_close(&e);
     tpt_rec_free(&r);
     tpt_rec_free(&dlq);
@@ -452,6 +500,8 @@ main(void)
             test_nats_consume_closed_member_gives_its_messages_back_at_once),
         cmocka_unit_test(
             test_nats_consume_failed_message_is_redelivered_then_dead_lettered),
+        cmocka_unit_test(
+            test_nats_consume_rejected_message_is_dead_lettered_on_its_first_delivery),
         cmocka_unit_test(
             test_nats_consume_unanswered_message_returns_then_is_dead_lettered),
         cmocka_unit_test(test_nats_consume_patterns_map_to_subjects),

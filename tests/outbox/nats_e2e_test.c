@@ -7,7 +7,10 @@
  * applied exactly once, also when the outbox is published again (the
  * stream's duplicate window drops the copies). A message NATS cannot
  * carry (a deliver_at in the future) is set aside in the outbox's dead
- * letters without holding up the ones behind it.
+ * letters without holding up the ones behind it. A message over the
+ * consumer's payload limit, or one its handler cannot decode, is
+ * dead-lettered to "<topic>.dlq" on its first delivery, and the ones
+ * behind it are handled.
  *
  * Needs PostgreSQL (LOOM_TEST_PG_DSN) and NATS (LOOM_TEST_NATS_URL).
  */
@@ -180,6 +183,119 @@ test_nats_e2e_what_nats_refuses_is_set_aside(void **state)
     PQfinish(c);
 }
 
+/* What the limit test's handler and settled callback saw. */
+typedef struct lim_seen {
+    /* Handler calls of "lim-ok-1", "undecodable", "lim-ok-2" (a batch
+     * that fails is handled again one message at a time). */
+    int calls[3];
+    int others;      /* calls for any other payload */
+    int outcomes[5]; /* by loom_inbox_outcome */
+} lim_seen;
+
+static loom_err
+lim_handle(const loom_message *m, loom_tx *tx, char *why, size_t whylen,
+           void *arg)
+{
+    static const char *const names[3] = {"lim-ok-1", "undecodable", "lim-ok-2"};
+    lim_seen *s = arg;
+    int known = 0;
+
+    (void) tx;
+    for (int i = 0; i < 3; i++)
+        if (m->payload_len == strlen(names[i]) &&
+            memcmp(m->payload, names[i], m->payload_len) == 0) {
+            s->calls[i]++;
+            known = 1;
+        }
+    s->others += !known;
+    if (m->payload_len == 11 && memcmp(m->payload, "undecodable", 11) == 0) {
+        snprintf(why, whylen, "not a valid lim.Command");
+        return LOOM_EDECODE;
+    }
+    return LOOM_OK;
+}
+
+static void
+lim_settled(const loom_message *m, loom_inbox_outcome outcome, void *arg)
+{
+    lim_seen *s = arg;
+
+    (void) m;
+    if (outcome >= 1 && outcome <= 4)
+        s->outcomes[outcome]++;
+}
+
+static void
+test_nats_e2e_a_message_over_the_payload_limit_is_dead_lettered_on_its_first_delivery(
+    void **state)
+{
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    const char *topics[1] = {"e2e.limit"};
+    loom_inbox_consumer *ic = NULL;
+    loom_inbox_consumer_stats st;
+    loom_message m[4];
+    lim_seen seen;
+    tpt_rec dlq = {0};
+    char err[512] = "";
+    tpt_env e;
+
+    (void) state;
+    memset(&seen, 0, sizeof seen);
+    ntt_open(&e, "");
+    cfg.group = "limits";
+    cfg.topics = topics;
+    cfg.n_topics = 1; /* max_deliveries 5: a failure would come back */
+    icfg.conninfo = loomt_dsn();
+    icfg.max_payload = 16;
+    icfg.settled = lim_settled;
+    assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, lim_handle,
+                                              &seen, &ic, err, sizeof err),
+                     LOOM_OK);
+    tpt_msg_init(&m[0], "e2e.limit", "lim", "lim-ok-1");
+    tpt_msg_init(&m[1], "e2e.limit", "lim", "a payload over sixteen bytes");
+    tpt_msg_init(&m[2], "e2e.limit", "lim", "undecodable");
+    tpt_msg_init(&m[3], "e2e.limit", "lim", "lim-ok-2");
+    assert_int_equal(tpt_publish_wait(&e, m, 4), LOOM_OK);
+    ntt_rec_open(&e, "limits-reader", "e2e.limit.dlq", 0, 0, &dlq);
+    tpt_rec_wait(&e, &dlq, 2);
+    tpt_sql_wait(&e, 2,
+                 "SELECT count(*) FROM loom.inbox WHERE consumer = 'limits'");
+    /* Past the backoffs: a redelivery would show. */
+    ntt_quiet(&e, 1500);
+
+    assert_int_equal(loom_inbox_consumer_stats_get(ic, &st), LOOM_OK);
+    assert_int_equal(st.handled, 2);
+    assert_int_equal(st.rejected, 2);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(seen.outcomes[LOOM_INBOX_REJECTED], 2);
+    assert_int_equal(seen.outcomes[LOOM_INBOX_FAILED], 0);
+    /* One settlement per delivery: four messages, four deliveries. */
+    assert_int_equal(seen.outcomes[LOOM_INBOX_COMMITTED], 2);
+    assert_int_equal(seen.outcomes[LOOM_INBOX_DUPLICATE], 0);
+    /* The handler saw the undecodable one (in its batch, then alone), but
+     * never the one over the limit. */
+    assert_true(seen.calls[1] >= 1);
+    assert_true(seen.calls[0] >= 1 && seen.calls[2] >= 1);
+    assert_int_equal(seen.others, 0);
+    assert_int_equal(dlq.n, 2);
+    assert_int_equal(tpt_rec_count(&dlq, "a payload over sixteen bytes"), 1);
+    assert_int_equal(tpt_rec_count(&dlq, "undecodable"), 1);
+    for (size_t i = 0; i < 2; i++) {
+        if (strstr(dlq.m[i].headers, "x-deliveries=1;") == NULL)
+            fail_msg("dead letter headers: %s", dlq.m[i].headers);
+        if (strstr(dlq.m[i].headers, "x-group=limits;") == NULL)
+            fail_msg("dead letter headers: %s", dlq.m[i].headers);
+    }
+    if (strstr(dlq.m[0].headers, "max_payload") == NULL &&
+        strstr(dlq.m[1].headers, "max_payload") == NULL)
+        fail_msg("no dead letter names max_payload: %s | %s", dlq.m[0].headers,
+                 dlq.m[1].headers);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+    tpt_rec_free(&dlq);
+}
+
 static int
 e2e_group_setup(void **state)
 {
@@ -206,6 +322,9 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_nats_e2e_what_nats_refuses_is_set_aside, est_setup,
             est_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_nats_e2e_a_message_over_the_payload_limit_is_dead_lettered_on_its_first_delivery,
+            est_setup, est_teardown),
     };
 
     tpt_debug_from_env();

@@ -332,7 +332,8 @@ static const loom_transport_ops flaky_ops = {LOOM_TRANSPORT_OPS_VERSION,
                                              flaky_subscribe,
                                              flaky_ack,
                                              flaky_fail,
-                                             flaky_unsubscribe};
+                                             flaky_unsubscribe,
+                                             NULL};
 
 static int
 flaky_refused_thrice(void *arg)

@@ -2,7 +2,9 @@
  * What happens to a message on the topic streams, against a real
  * PostgreSQL, one test per promise of loom/topics.h: a failed message is
  * redelivered with growing backoff, then dead-lettered into "<topic>.dlq"
- * with headers saying why; a dead letter can be re-driven; a delayed
+ * with headers saying why; a rejected message is dead-lettered so on its
+ * first delivery and its partition goes on; a dead letter can be
+ * re-driven; a delayed
  * message waits while later ones in its partition flow; a repeated
  * message id is stored and delivered once within the deduplication window
  * and each time without one; at-most-once drops failures but still
@@ -151,6 +153,79 @@ failed_message_is_redelivered_with_backoff_then_dead_lettered(void **state)
              "x-topic=dl.orders;x-partition=%d;x-offset=%lld;",
              (int) p[0]->partition, (long long) p[0]->offset);
     assert_string_equal(d->headers, want);
+
+    tpt_close(&e);
+    tpt_rec_free(&r);
+    tpt_rec_free(&dlq);
+}
+
+static void
+a_rejected_message_is_dead_lettered_on_its_first_delivery(void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0}, dlq = {0};
+    loom_message msgs[3];
+    const tpt_rmsg *p, *ok2;
+    char want[200];
+    loom_topics_consumer_stats st;
+
+    (void) state;
+    /* max_deliveries 5 (the default): a failure would come back 4 times. */
+    tpt_topic_create("rj.orders", 2, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 1000;
+    r.reject = 1;
+    r.fail_error = "does not decode";
+    tpt_rec_open(&e, "rj-g", "rj.orders", NULL, &r);
+    tpt_msg_init(&msgs[0], "rj.orders", "cust-9", "ok-1");
+    tpt_msg_init(&msgs[1], "rj.orders", "cust-9", "poison");
+    tpt_msg_init(&msgs[2], "rj.orders", "cust-9", "ok-2");
+    assert_int_equal(tpt_publish_wait(&e, msgs, 3), LOOM_OK);
+
+    tpt_rec_wait(&e, &r, 3);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_dead_letters "
+                 "WHERE group_name = 'rj-g'");
+    tpt_sql_wait(&e, 0,
+                 "SELECT coalesce(sum(lag), -1) FROM loom.topic_lag "
+                 "WHERE group_name = 'rj-g'");
+    /* Longer than the first backoffs: a redelivery would show. */
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS + 4 * TPT_BACKOFF_MS);
+
+    assert_int_equal(tpt_rec_count(&r, "poison"), 1);
+    assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
+    assert_int_equal(tpt_rec_count(&r, "ok-2"), 1);
+    p = rec_nth(&r, "poison", 0);
+    ok2 = rec_nth(&r, "ok-2", 0);
+    assert_int_equal(p->attempt, 1);
+    assert_int_equal(ok2->attempt, 1);
+    assert_int_equal(ok2->partition, p->partition);
+    assert_true(ok2->offset > p->offset);
+    st = tpt_stats_of(r.c);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.redelivered, 0);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+               "WHERE group_name = 'rj-g' AND topic_id = %lld "
+               "AND partition = %d AND \"offset\" = %lld AND deliveries = 1 "
+               "AND error = 'does not decode'",
+               tpt_topic_id("rj.orders"), (int) p->partition,
+               (long long) p->offset),
+        1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_retries "
+                            "WHERE group_name = 'rj-g'"),
+                     0);
+
+    /* The copy in "<topic>.dlq" carries a dead letter's headers. */
+    tpt_rec_open(&e, "rj-reader", "rj.orders.dlq", NULL, &dlq);
+    tpt_rec_wait(&e, &dlq, 1);
+    assert_string_equal(dlq.m[0].payload, "poison");
+    snprintf(want, sizeof want,
+             "x-error=does not decode;x-group=rj-g;x-deliveries=1;"
+             "x-topic=rj.orders;x-partition=%d;x-offset=%lld;",
+             (int) p->partition, (long long) p->offset);
+    assert_string_equal(dlq.m[0].headers, want);
 
     tpt_close(&e);
     tpt_rec_free(&r);
@@ -494,6 +569,7 @@ typedef struct eo {
     const char *table;
     const char *poison;
     int fail_by_error; /* return an error (else the INSERT fails) */
+    int reject;        /* the error is LOOM_EDECODE: never retried */
     size_t calls;
     size_t poison_in_batch; /* deliveries of the poison with others */
     uint32_t alone[16];     /* attempts of the poison delivered alone */
@@ -530,7 +606,9 @@ eo_handle(loom_tx *tx, const loom_message *const *msgs, size_t n, void *arg)
         else if (s->n_alone < 16)
             s->alone[s->n_alone++] = msgs[i]->attempt;
     }
-    return poison && s->fail_by_error ? LOOM_EHANDLER : LOOM_OK;
+    if (poison && s->fail_by_error)
+        return s->reject ? LOOM_EDECODE : LOOM_EHANDLER;
+    return LOOM_OK;
 }
 
 static void
@@ -583,16 +661,16 @@ exactly_once_run(eo *s, const char *topic, const char *group)
         est_ll("SELECT count(*) FROM %s WHERE id = '%s'", s->table, s->poison),
         0);
     /* The poison failed in its batch, then alone: attempt 1 isolated,
-     * then its two redeliveries, then the dead-letter topic. */
+     * then its two redeliveries, then the dead-letter topic; rejected,
+     * straight there from attempt 1. */
     assert_true(s->poison_in_batch >= 1);
-    assert_int_equal(s->n_alone, 3);
-    assert_int_equal(s->alone[0], 1);
-    assert_int_equal(s->alone[1], 2);
-    assert_int_equal(s->alone[2], 3);
+    assert_int_equal(s->n_alone, s->reject ? 1 : 3);
+    for (size_t i = 0; i < s->n_alone; i++)
+        assert_int_equal(s->alone[i], i + 1);
     assert_int_equal(est_ll("SELECT deliveries FROM loom.topic_dead_letters "
                             "WHERE group_name = '%s'",
                             group),
-                     3);
+                     s->reject ? 1 : 3);
     assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_messages "
                             "WHERE topic_id = loom.topic_id('%s.dlq') "
                             "AND payload = convert_to('%s', 'UTF8')",
@@ -626,6 +704,22 @@ tx_handler_effects_apply_once_when_the_handler_fails(void **state)
     s.fail_by_error = 1;
     loomt_sql_exec("CREATE TABLE eo_err (id text NOT NULL)");
     exactly_once_run(&s, "eo.err", "eo-err-g");
+}
+
+static void
+tx_handler_returning_edecode_dead_letters_the_message_on_its_first_delivery(
+    void **state)
+{
+    eo s;
+
+    (void) state;
+    memset(&s, 0, sizeof s);
+    s.table = "eo_rej";
+    s.poison = "undecodable";
+    s.fail_by_error = 1;
+    s.reject = 1;
+    loomt_sql_exec("CREATE TABLE eo_rej (id text NOT NULL)");
+    exactly_once_run(&s, "eo.rej", "eo-rej-g");
 }
 
 /* ---- 8. retention ------------------------------------------------------- */
@@ -740,6 +834,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
         T(failed_message_is_redelivered_with_backoff_then_dead_lettered),
+        T(a_rejected_message_is_dead_lettered_on_its_first_delivery),
         T(redriven_dead_letter_is_delivered_again_counting_from_one),
         T(delayed_message_waits_while_later_ones_in_its_partition_flow),
         T(at_most_once_drops_failures_and_still_delivers_delayed_messages),
@@ -748,6 +843,7 @@ main(void)
         T(without_dedup_window_the_same_id_is_stored_each_time),
         T(tx_handler_effects_apply_once_when_a_statement_fails),
         T(tx_handler_effects_apply_once_when_the_handler_fails),
+        T(tx_handler_returning_edecode_dead_letters_the_message_on_its_first_delivery),
         T(retention_by_size_removes_oldest_and_lagging_group_restarts_at_start),
         T(retention_by_age_runs_on_the_transports_timer),
 #undef T

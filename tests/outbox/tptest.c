@@ -337,7 +337,8 @@ tpt_rec_handle(loom_consumer *c, const loom_message *const *msgs, size_t n,
         if (r->fail_payload != NULL &&
             strcmp(x->payload, r->fail_payload) == 0 &&
             m->attempt < r->fail_until)
-            loom_consumer_fail(c, m, r->fail_error ? r->fail_error : "boom");
+            (r->reject ? loom_consumer_reject : loom_consumer_fail)(
+                c, m, r->fail_error ? r->fail_error : "boom");
         else
             loom_consumer_ack(c, m);
     }

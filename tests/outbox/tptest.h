@@ -120,6 +120,7 @@ typedef struct tpt_rec {
     const char *fail_payload;
     uint32_t fail_until;
     const char *fail_error; /* NULL: "boom" */
+    int reject;             /* reject them (loom_consumer_reject) instead */
     int oom;
     loom_consumer *c;
 } tpt_rec;

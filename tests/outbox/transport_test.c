@@ -2,9 +2,10 @@
  * The transport registry and the handles above a transport's operations:
  * registration refuses incomplete or clashing transports, URLs find their
  * transport by scheme (or say which ones exist), bad calls are refused
- * before a transport sees them, and closing a transport closes its
- * consumers. The transport here records what it is asked to do; the real
- * ones are tested against their servers.
+ * before a transport sees them, closing a transport closes its
+ * consumers, and a reject reaches the transport's reject (or its fail
+ * when it has none, or speaks version 1). The transport here records what it is
+ * asked to do; the real ones are tested against their servers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +19,8 @@
 
 /* What the recording transport saw. */
 static struct {
-    int opens, closes, publishes, subscribes, acks, fails, unsubscribes;
+    int opens, closes, publishes, subscribes, acks, fails, rejects,
+        unsubscribes;
     size_t published;
     char url[128];
     char error[64];
@@ -100,6 +102,16 @@ rec_unsubscribe(void *cstate)
     seen.unsubscribes++;
 }
 
+static loom_err
+rec_reject(void *cstate, const loom_message *m, const char *error)
+{
+    (void) m;
+    assert_ptr_equal(cstate, &rec_cstate);
+    seen.rejects++;
+    snprintf(seen.error, sizeof seen.error, "%s", error);
+    return LOOM_OK;
+}
+
 static const loom_transport_ops rec_ops = {LOOM_TRANSPORT_OPS_VERSION,
                                            "rec",
                                            rec_open,
@@ -108,7 +120,8 @@ static const loom_transport_ops rec_ops = {LOOM_TRANSPORT_OPS_VERSION,
                                            rec_subscribe,
                                            rec_ack,
                                            rec_fail,
-                                           rec_unsubscribe};
+                                           rec_unsubscribe,
+                                           rec_reject};
 
 static loom_runtime *rt;
 
@@ -145,6 +158,12 @@ test_registration_refuses_incomplete_or_clashing_transports(void **state)
     assert_int_equal(loom_transport_register(&bad), LOOM_EINVAL);
     bad = rec_ops;
     bad.unsubscribe = NULL;
+    assert_int_equal(loom_transport_register(&bad), LOOM_EINVAL);
+    bad = rec_ops;
+    bad.fail = NULL; /* reject does not stand in for fail */
+    assert_int_equal(loom_transport_register(&bad), LOOM_EINVAL);
+    bad.fail = rec_fail;
+    bad.version = 0;
     assert_int_equal(loom_transport_register(&bad), LOOM_EINVAL);
     bad = rec_ops;
     bad.scheme = "Topics"; /* schemes are lower case */
@@ -301,6 +320,62 @@ test_consumers_ack_fail_and_close_with_their_transport(void **state)
     assert_int_equal(seen.closes, 1);
 }
 
+/* Opens a consumer of `scheme` (registered with ops) and rejects the
+ * first message of a delivered batch of one. */
+static void
+reject_on(const loom_transport_ops *ops, const char *error)
+{
+    static const char *const topics[] = {"orders"};
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_transport *t = NULL;
+    loom_consumer *c = NULL;
+    loom_message m;
+    char url[32];
+
+    memset(&m, 0, sizeof m);
+    assert_int_equal(loom_transport_register(ops), LOOM_OK);
+    snprintf(url, sizeof url, "%s://", ops->scheme);
+    assert_int_equal(loom_transport_open(rt, url, &t, NULL, 0), LOOM_OK);
+    cfg.group = "billing";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    assert_int_equal(loom_consumer_open(t, &cfg, on_batch, NULL, &c), LOOM_OK);
+    assert_int_equal(loom_consumer_reject(c, &m, error), LOOM_OK);
+    assert_int_equal(loom_consumer_reject(c, NULL, "x"), LOOM_EINVAL);
+    assert_int_equal(loom_consumer_reject(NULL, &m, "x"), LOOM_EINVAL);
+    loom_transport_close(t);
+}
+
+static void
+test_reject_reaches_the_transports_reject_or_else_its_fail(void **state)
+{
+    loom_transport_ops v2 = rec_ops, none = rec_ops, v1 = rec_ops;
+
+    (void) state;
+    v2.scheme = "rej";
+    reject_on(&v2, "undecodable");
+    assert_int_equal(seen.rejects, 1);
+    assert_int_equal(seen.fails, 0);
+    assert_string_equal(seen.error, "undecodable");
+
+    /* No reject: dead-lettered only after max_deliveries, by fail. */
+    none.scheme = "rej-none";
+    none.reject = NULL;
+    reject_on(&none, NULL);
+    assert_int_equal(seen.rejects, 1);
+    assert_int_equal(seen.fails, 1);
+    assert_string_equal(seen.error, "rejected");
+
+    /* A version 1 table ends before reject: whatever lies there is never
+     * called (here a reject that would count). */
+    v1.scheme = "rej-v1";
+    v1.version = LOOM_TRANSPORT_OPS_V1;
+    reject_on(&v1, "too big");
+    assert_int_equal(seen.rejects, 1);
+    assert_int_equal(seen.fails, 2);
+    assert_string_equal(seen.error, "too big");
+}
+
 int
 main(void)
 {
@@ -314,6 +389,9 @@ main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_consumers_ack_fail_and_close_with_their_transport, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_reject_reaches_the_transports_reject_or_else_its_fail, setup,
             teardown),
     };
 

@@ -219,9 +219,9 @@ a_late_reply_is_logged_and_ignored(void **state)
 }
 
 /* A reply without saga headers and one whose payload does not decode are
- * failed back to the transport (and dead-lettered at their second
- * delivery); a reply for a saga that does not exist is dropped. None of
- * them disturbs the saga they name, which goes on with the right reply. */
+ * rejected: dead-lettered on their first delivery; a reply for a saga
+ * that does not exist is dropped. None of them disturbs the saga they
+ * name, which goes on with the right reply. */
 static void
 replies_that_cannot_be_processed_are_dead_lettered_or_dropped(void **state)
 {
@@ -253,10 +253,15 @@ replies_that_cannot_be_processed_are_dead_lettered_or_dropped(void **state)
     assert_int_equal(loom_uuid_generate(&ghost), LOOM_OK);
     st_send_reply(f->s, &st_three, "ghost-1", "Reserve", &ghost, "", 0);
 
-    /* A waits 10 s: both bad replies come twice while it waits. */
+    /* A waits 10 s: both bad replies are dead-lettered while it waits,
+     * each on its first delivery. */
     st_wait(2, WAIT_MS,
             "SELECT count(*) FROM loom.topic_dead_letters WHERE group_name = "
             "'loom-saga'");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'loom-saga' AND deliveries = "
+                            "1"),
+                     2);
     assert_string_equal(
         st_str(buf, sizeof buf,
                "SELECT string_agg(left(error, 80), '|' ORDER BY error) FROM "

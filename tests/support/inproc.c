@@ -545,7 +545,8 @@ static const loom_transport_ops ip_ops = {LOOM_TRANSPORT_OPS_VERSION,
                                           ip_subscribe,
                                           ip_ack,
                                           ip_fail,
-                                          ip_unsubscribe};
+                                          ip_unsubscribe,
+                                          NULL /* reject: fail stands in */};
 
 loom_err
 loomt_inproc_register(void)

@@ -19,6 +19,23 @@
  * handler refuses is failed only once PostgreSQL has confirmed that it is
  * not recorded (a processed message is acknowledged as a duplicate).
  *
+ * A message that can never be handled is rejected instead
+ * (loom_consumer_reject): dead-lettered at once, on its first delivery,
+ * so it does not hold up the messages behind it (on topics, those of its
+ * partition) for max_deliveries backoffs. That is
+ *  - a message over a limit, checked on receipt before any SQL: a payload
+ *    over max_payload (default LOOM_OUTBOX_MAX_PAYLOAD), a key over
+ *    LOOM_OUTBOX_MAX_KEY, headers over LOOM_OUTBOX_MAX_HEADERS encoded
+ *    (the limits of what an outbox sends), or a message without an id
+ *    (it cannot be made idempotent);
+ *  - a message the handler refuses with LOOM_EDECODE (it does not decode,
+ *    or is not what this consumer takes), once PostgreSQL has confirmed
+ *    it is not already processed, as for any refusal.
+ * A rejected message leaves nothing in the inbox (none of its effects
+ * commit, nor its mark): it is in the dead letters, from where it can be
+ * re-driven (loom_topics_redrive) once the consumer can handle it. On a
+ * transport without reject (see loom_transport_ops) it is failed instead.
+ *
  * A version conflict is not the message's fault: a transaction that
  * fails with LOOM_ECONFLICT (an append's expected version did not hold
  * because another transaction moved the stream first, say a command on
@@ -58,9 +75,12 @@ typedef struct loom_inbox_consumer loom_inbox_consumer;
 
 /*
  * Queues m's effects in tx (statements only: see loom/tx.h). Return
- * LOOM_OK to commit them with the inbox mark; any other code fails the
- * message (nothing of it commits; `why` (may be left empty) says why in
- * the transport's dead letter). `m` is borrowed for the call.
+ * LOOM_OK to commit them with the inbox mark; LOOM_EDECODE rejects the
+ * message (it can never be handled: dead-lettered at once, see above);
+ * any other code fails it (redelivered, dead-lettered after
+ * max_deliveries). Either way nothing of it commits, and `why` (may be
+ * left empty) says why in the transport's dead letter. `m` is borrowed
+ * for the call.
  */
 typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx, char *why,
                                   size_t whylen, void *arg);
@@ -69,7 +89,8 @@ typedef loom_err (*loom_inbox_fn)(const loom_message *m, loom_tx *tx, char *why,
 typedef enum loom_inbox_outcome {
     LOOM_INBOX_COMMITTED = 1, /* its effects committed; acknowledged */
     LOOM_INBOX_DUPLICATE = 2, /* already processed; acknowledged */
-    LOOM_INBOX_FAILED = 3     /* failed back to the transport */
+    LOOM_INBOX_FAILED = 3,    /* failed back to the transport */
+    LOOM_INBOX_REJECTED = 4   /* can never be handled: dead-lettered now */
 } loom_inbox_outcome;
 
 /* Told how message `m` (borrowed for the call) was settled; `arg` is the
@@ -93,15 +114,18 @@ typedef struct loom_inbox_consumer_config {
      * 1000. */
     unsigned max_conflicts;
     /* Optional: called on the loop for each message as it is
-     * acknowledged or failed, just before (so a handler that keeps a
-     * note per message, say what its reply was, learns which committed).
-     * It must not close the consumer. */
+     * acknowledged, failed or rejected, just before (so a handler that
+     * keeps a note per message, say what its reply was, learns which
+     * committed). It must not close the consumer. */
     loom_inbox_settled_fn settled;
+    /* The largest payload handled, in bytes; a larger message is
+     * rejected on receipt. 0: LOOM_OUTBOX_MAX_PAYLOAD (1 MiB). */
+    size_t max_payload;
 } loom_inbox_consumer_config;
 
 #define LOOM_INBOX_CONSUMER_CONFIG_INIT                                        \
     {                                                                          \
-        NULL, NULL, 0, 0, 0, NULL                                              \
+        NULL, NULL, 0, 0, 0, NULL, 0                                           \
     }
 
 /*
@@ -139,6 +163,7 @@ typedef struct loom_inbox_consumer_stats {
     /* Transactions lost to a version conflict, each followed by handling
      * its messages again (a batch one by one, a message alone at once). */
     uint64_t conflicts;
+    uint64_t rejected; /* messages rejected: dead-lettered at once */
 } loom_inbox_consumer_stats;
 
 /* Copies ic's counters. Errors: LOOM_EINVAL (NULL). */

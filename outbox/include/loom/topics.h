@@ -72,7 +72,9 @@ extern "C" {
 /* The suffix of a topic's dead-letter topic. */
 #define LOOM_DLQ_SUFFIX ".dlq"
 
-/* Headers a dead letter carries besides the original's. */
+/* Headers a dead letter carries besides the original's: a failed
+ * message's after max_deliveries, a rejected one's (loom_consumer_reject)
+ * at once, its x-deliveries then the deliveries so far (usually 1). */
 #define LOOM_HEADER_ERROR      "x-error"
 #define LOOM_HEADER_GROUP      "x-group"
 #define LOOM_HEADER_DELIVERIES "x-deliveries"
@@ -247,7 +249,9 @@ typedef struct loom_topics_consumer_config {
  * group's offsets, so each message's effects happen exactly once. An error
  * (or a failing statement) rolls everything back; the batch is then
  * delivered one message at a time, and a message that fails alone is
- * redelivered after a backoff and dead-lettered after max deliveries.
+ * redelivered after a backoff and dead-lettered after max deliveries;
+ * one for which the handler returns LOOM_EDECODE (it can never be
+ * handled) is dead-lettered at once instead (loom_consumer_reject).
  */
 typedef loom_err (*loom_topics_tx_fn)(loom_tx *tx,
                                       const loom_message *const *msgs, size_t n,

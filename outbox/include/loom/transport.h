@@ -11,10 +11,15 @@
  * acknowledgement level); a consumer's handler is called on the loop with
  * batches and acknowledges or fails each message, then or later
  * (RabbitMQ-style manual acks). Delivery is at-least-once; the message id
- * lets consumers drop duplicates (see the inbox).
+ * lets consumers drop duplicates (see the inbox). A message that can never
+ * be handled (over a size limit, undecodable) is rejected rather than
+ * failed: it is dead-lettered at once instead of being retried
+ * max_deliveries times (RabbitMQ's basic.reject without requeue,
+ * JetStream's +TERM after a dead letter).
  *
  * Writing a transport: fill a loom_transport_ops with
- * LOOM_TRANSPORT_OPS_VERSION and every operation, and call
+ * LOOM_TRANSPORT_OPS_VERSION and every operation (reject may be NULL),
+ * and call
  * loom_transport_register() before opening URLs of its scheme.
  */
 #ifndef LOOM_TRANSPORT_H
@@ -33,8 +38,11 @@
 extern "C" {
 #endif
 
-/* The version of loom_transport_ops this library speaks. */
-#define LOOM_TRANSPORT_OPS_VERSION 1u
+/* The version of loom_transport_ops this library speaks: 2 added reject.
+ * loom_transport_register() still takes version 1 tables (compiled
+ * before reject existed: the member is then never read). */
+#define LOOM_TRANSPORT_OPS_VERSION 2u
+#define LOOM_TRANSPORT_OPS_V1      1u
 
 /* The longest scheme ("topics"), in bytes: lower-case letters, digits,
  * '+', '-' and '.', starting with a letter. */
@@ -112,8 +120,9 @@ typedef struct loom_consumer loom_consumer;
 
 /*
  * The handler: called on the loop with `n` >= 1 messages, borrowed until
- * each is acknowledged (loom_consumer_ack) or failed (loom_consumer_fail),
- * which may happen during the call or later, on the loop.
+ * each is acknowledged (loom_consumer_ack), failed (loom_consumer_fail) or
+ * rejected (loom_consumer_reject), which may happen during the call or
+ * later, on the loop.
  */
 typedef void (*loom_consume_fn)(loom_consumer *c,
                                 const loom_message *const *msgs, size_t n,
@@ -152,13 +161,22 @@ typedef struct loom_transport_ops {
      * delivered again to the group. No loom_consumer_deliver() for it
      * after this returns. */
     void (*unsubscribe)(void *cstate);
+    /* Version 2, optional. The message can never be handled: dead-letter
+     * it now (with `error`, never NULL, borrowed for the call, as the
+     * reason) and never deliver it to this group again, whatever its
+     * delivery count. When the dead letter cannot be written the
+     * transport may deliver it again later, as after fail. NULL: the
+     * framework calls fail instead, so such a transport dead-letters the
+     * message only after max_deliveries. */
+    loom_err (*reject)(void *cstate, const loom_message *m, const char *error);
 } loom_transport_ops;
 
 /*
  * Registers a transport. `ops` is borrowed for the life of the process.
- * Errors: LOOM_EINVAL (ops NULL, another version, a bad scheme, or an
- * operation missing), LOOM_EDUPLICATE (the scheme is taken), LOOM_ENOMEM
- * (LOOM_MAX_TRANSPORTS already registered). Thread-safe.
+ * Errors: LOOM_EINVAL (ops NULL, a version other than 1 or 2, a bad
+ * scheme, or a required operation missing: all but reject), LOOM_EDUPLICATE
+ * (the scheme is taken), LOOM_ENOMEM (LOOM_MAX_TRANSPORTS already registered).
+ * Thread-safe.
  */
 LOOM_API loom_err loom_transport_register(const loom_transport_ops *ops);
 
@@ -216,9 +234,24 @@ LOOM_API loom_err loom_consumer_ack(loom_consumer *c, const loom_message *m);
 
 /* Fails a delivered message with a reason (NULL: "failed"; copied): it is
  * delivered again after a backoff, or dead-lettered after max_deliveries.
- * `m` is no longer valid afterwards. Loop thread. Errors as ack. */
+ * For a failure that may pass (a database down, a conflict, a timeout);
+ * see loom_consumer_reject() for one that cannot. `m` is no longer valid
+ * afterwards. Loop thread. Errors as ack. */
 LOOM_API loom_err loom_consumer_fail(loom_consumer *c, const loom_message *m,
                                      const char *error);
+
+/* Rejects a delivered message that can never be handled (over a size
+ * limit, undecodable, without an id): it is dead-lettered now with the
+ * reason (NULL: "rejected"; copied), not retried, and the consumer goes
+ * on with the messages after it. The dead letter carries what a failed
+ * message's does (topics: the LOOM_HEADER_* headers of loom/topics.h,
+ * x-deliveries being the deliveries so far, usually 1). On a transport
+ * whose ops have no reject (version 1, or NULL) this is
+ * loom_consumer_fail(): the message is dead-lettered after
+ * max_deliveries. `m` is no longer valid afterwards. Loop thread. Errors
+ * as ack. */
+LOOM_API loom_err loom_consumer_reject(loom_consumer *c, const loom_message *m,
+                                       const char *error);
 
 /* Stops the consumer and frees it; unacknowledged messages are delivered
  * again (to this group), and messages it delivered are no longer valid.
@@ -235,8 +268,8 @@ LOOM_API void loom_consumer_close(loom_consumer *c);
 LOOM_API int loom_topic_matches(const char *pattern, const char *topic);
 
 /* For transports: hands a batch to the consumer's handler, on the loop
- * thread. The messages must stay valid until each is acked or failed.
- * Does nothing for NULL arguments or n 0. */
+ * thread. The messages must stay valid until each is acked, failed or
+ * rejected. Does nothing for NULL arguments or n 0. */
 LOOM_API void loom_consumer_deliver(loom_consumer *c,
                                     const loom_message *const *msgs, size_t n);
 

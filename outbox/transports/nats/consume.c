@@ -20,6 +20,8 @@
  *         n > max_deliveries (ack_wait ran out each time, or its dead
  *         letter failed) goes to the dead-letter topic without the
  *         handler.
+ *   reject the same dead letter and +TERM as at max_deliveries, now,
+ *         whatever n is: the message can never be handled.
  *   close -NAK at once for what the consumer still holds, so another
  *         member gets it without waiting for ack_wait.
  */
@@ -699,6 +701,18 @@ loom__nt_fail(nt_consumer *c, const loom_message *m, const char *error)
         cn_dead(c, e, error);
     else
         cn_settle(e, NT_JOB_NAK, cn_backoff(c->tr, e->deliveries));
+    return LOOM_OK;
+}
+
+loom_err
+loom__nt_reject(nt_consumer *c, const loom_message *m, const char *error)
+{
+    nt_entry *e = cn_held(c, m);
+
+    if (e == NULL)
+        return LOOM_EINVAL;
+    cn_unhold(c, e);
+    cn_dead(c, e, error);
     return LOOM_OK;
 }
 

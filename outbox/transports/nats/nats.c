@@ -633,6 +633,12 @@ nt_ops_fail(void *cstate, const loom_message *m, const char *error)
     return loom__nt_fail(cstate, m, error);
 }
 
+static loom_err
+nt_ops_reject(void *cstate, const loom_message *m, const char *error)
+{
+    return loom__nt_reject(cstate, m, error);
+}
+
 static void
 nt_ops_unsubscribe(void *cstate)
 {
@@ -649,6 +655,7 @@ static const loom_transport_ops nt_ops = {
     .ack = nt_ops_ack,
     .fail = nt_ops_fail,
     .unsubscribe = nt_ops_unsubscribe,
+    .reject = nt_ops_reject,
 };
 
 loom_err

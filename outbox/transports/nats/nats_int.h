@@ -319,6 +319,9 @@ void loom__nt_unsubscribe(nt_consumer *c);
 loom_err loom__nt_ack(nt_consumer *c, const loom_message *m);
 loom_err loom__nt_fail(nt_consumer *c, const loom_message *m,
                        const char *error);
+/* Dead-letters m now (the max_deliveries path, whatever its deliveries). */
+loom_err loom__nt_reject(nt_consumer *c, const loom_message *m,
+                         const char *error);
 /* Loop: hands a fetched batch to the handler. */
 void loom__nt_deliver(nt_transport *tr, nt_batch *b);
 /* Runtime stop: stop fetching (without blocking). */

@@ -543,6 +543,16 @@ c_max_deliveries(const tp_consumer *c, const tp_part *p)
                : (uint32_t) (p->max_deliveries > 0 ? p->max_deliveries : 5);
 }
 
+/* Whether failed entry `e` (its partition still ours) is dead-lettered
+ * by the commit rather than redelivered: rejected, or out of deliveries.
+ * A delayed message is neither failed nor rejected: it only waits. */
+static int
+c_dead_now(const tp_consumer *c, const tp_entry *e)
+{
+    return !e->delay &&
+           (e->rejected || e->deliveries >= c_max_deliveries(c, e->part));
+}
+
 /* Queues the dead letter of `e`: original headers plus the reasons. */
 static loom_err
 c_queue_dead(tp_consumer *c, tp_entry *e, c_params *pr)
@@ -593,7 +603,7 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
         return loom_tx_exec(&c->tx, TP_SQL_RETRY_DONE, 6, pr.v);
     }
     /* Failed (or delayed). */
-    if (!e->delay && e->deliveries >= c_max_deliveries(c, e->part))
+    if (c_dead_now(c, e))
         return c_queue_dead(c, e, &pr);
     visible = e->delay
                   ? e->msg.deliver_at
@@ -768,7 +778,7 @@ c_after_commit(tp_consumer *c)
     }
 }
 
-static void c_tx_failed(tp_consumer *c, const char *why);
+static void c_tx_failed(tp_consumer *c, const char *why, int reject);
 
 static void
 c_committed(void *arg, loom_err rc, PGresult *r)
@@ -791,8 +801,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++) {
             tp_entry *e = c->committing[i];
-            if (e->state == TP_E_FAILED && !e->delay && e->part != NULL &&
-                e->deliveries >= c_max_deliveries(c, e->part))
+            if (e->state == TP_E_FAILED && e->part != NULL && c_dead_now(c, e))
                 c->stats.dead++;
             if (e->state == TP_E_HANDLER)
                 continue; /* at most once: a redelivery, delivered next */
@@ -837,7 +846,7 @@ c_committed(void *arg, loom_err rc, PGresult *r)
     if (c->tx_fn != NULL && c->tx_batch != NULL && c->h_end > 0 &&
         (rc != LOOM_ECONN && !loom__sqlstate_transient(state)) &&
         (failed < 0 || failed < (long) c->h_end)) {
-        c_tx_failed(c, loom__pgconn_errmsg(&c->dconn));
+        c_tx_failed(c, loom__pgconn_errmsg(&c->dconn), 0);
         return;
     }
     if (c->tx_fn != NULL && c->tx_batch != NULL)
@@ -895,7 +904,9 @@ c_tx_run(tp_consumer *c)
     c->h_end = loom_tx_count(&c->tx);
     if (rc != LOOM_OK) {
         loom_free(msgs);
-        c_tx_failed(c, loom_strerror(rc));
+        /* LOOM_EDECODE: the handler says the message can never be
+         * handled; alone, it is rejected rather than retried. */
+        c_tx_failed(c, loom_strerror(rc), rc == LOOM_EDECODE);
         return;
     }
     for (size_t i = 0; i < n; i++)
@@ -925,9 +936,10 @@ c_tx_revert(tp_consumer *c)
     c->h_end = 0;
 }
 
-/* The handler or its statements failed: isolate, or fail the one. */
+/* The handler or its statements failed: isolate, or fail (reject: dead-
+ * letter at once) the one. */
 static void
-c_tx_failed(tp_consumer *c, const char *why)
+c_tx_failed(tp_consumer *c, const char *why, int reject)
 {
     tp_batch *b = c->tx_batch;
     tp_entry *one = NULL;
@@ -960,6 +972,7 @@ c_tx_failed(tp_consumer *c, const char *why)
     /* One message failed alone: redelivered later, or dead-lettered. */
     loom_free(one->error);
     one->error = loom__strdup(why);
+    one->rejected = reject;
     entry_resolved(c, one, TP_E_FAILED);
     c->isolating = held > 1 || c->isolating;
     if (!c_commit(c, 0))
@@ -1287,7 +1300,8 @@ c_entry(tp_consumer *c, const loom_message *m)
 }
 
 static loom_err
-c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
+c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error,
+            int reject)
 {
     tp_entry *e = c_entry(c, m);
 
@@ -1299,6 +1313,9 @@ c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
         loom_free(e->error);
         e->error = loom__strdup(error);
     }
+    /* A rejected message takes the failed path to the same commit; only
+     * the dead letter comes on this delivery instead of the last. */
+    e->rejected = reject;
     entry_resolved(c, e, state);
     if (c->topts.at_most_once || e->part == NULL) {
         /* Nothing to settle: at most once committed it before, and a
@@ -1319,13 +1336,20 @@ c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error)
 loom_err
 loom__tp_consume_ack(tp_consumer *c, const loom_message *m)
 {
-    return c_give_back(c, m, TP_E_ACKED, NULL);
+    return c_give_back(c, m, TP_E_ACKED, NULL, 0);
 }
 
 loom_err
 loom__tp_consume_fail(tp_consumer *c, const loom_message *m, const char *error)
 {
-    return c_give_back(c, m, TP_E_FAILED, error);
+    return c_give_back(c, m, TP_E_FAILED, error, 0);
+}
+
+loom_err
+loom__tp_consume_reject(tp_consumer *c, const loom_message *m,
+                        const char *error)
+{
+    return c_give_back(c, m, TP_E_FAILED, error, 1);
 }
 
 /* ---- life cycle ---------------------------------------------------------- */

@@ -459,6 +459,12 @@ tp_ops_fail(void *cstate, const loom_message *m, const char *error)
     return loom__tp_consume_fail(cstate, m, error);
 }
 
+static loom_err
+tp_ops_reject(void *cstate, const loom_message *m, const char *error)
+{
+    return loom__tp_consume_reject(cstate, m, error);
+}
+
 static void
 tp_ops_unsubscribe(void *cstate)
 {
@@ -473,7 +479,8 @@ static const loom_transport_ops tp_ops = {LOOM_TRANSPORT_OPS_VERSION,
                                           tp_ops_subscribe,
                                           tp_ops_ack,
                                           tp_ops_fail,
-                                          tp_ops_unsubscribe};
+                                          tp_ops_unsubscribe,
+                                          tp_ops_reject};
 
 loom_err
 loom_topics_register(void)

@@ -142,6 +142,7 @@ struct tp_entry {
     int delay;      /* not delivered: parked until deliver_at */
     int queued;     /* its statement is in the commit in flight */
     int gone;       /* a redelivery whose message retention removed */
+    int rejected;   /* failed for good: dead-lettered, never retried */
     int state;      /* TP_E_* */
     uint32_t deliveries;
     char *error;   /* failed: why; owned */
@@ -151,8 +152,8 @@ struct tp_entry {
 enum {
     TP_E_HANDLER = 0, /* in the handler's hands */
     TP_E_ACKED,       /* acknowledged, not yet committed */
-    TP_E_FAILED,      /* failed, its redelivery or dead letter not yet
-                         committed */
+    TP_E_FAILED,      /* failed or rejected, its redelivery or dead
+                         letter not yet committed */
     TP_E_DONE         /* committed (or dropped): nothing left to do */
 };
 
@@ -263,6 +264,9 @@ loom_err loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
 loom_err loom__tp_consume_ack(tp_consumer *c, const loom_message *m);
 loom_err loom__tp_consume_fail(tp_consumer *c, const loom_message *m,
                                const char *error);
+/* Dead-letters m in the next commit, whatever its deliveries. */
+loom_err loom__tp_consume_reject(tp_consumer *c, const loom_message *m,
+                                 const char *error);
 void loom__tp_consume_listen(tp_consumer *c); /* LISTEN per assigned topic */
 
 #endif /* LOOM_TOPICS_INT_H */

@@ -352,8 +352,12 @@ typedef struct loom_orchestrator_config {
  * Starts an orchestrator on `rt`: checks each def, records it in
  * loom.saga_definitions (for loomctl), connects (blocking, once),
  * subscribes to the defs' reply topics and serves deadlines, including
- * those that passed while no orchestrator ran. Close it with
- * loom_orchestrator_close() before the transport and the runtime.
+ * those that passed while no orchestrator ran. A reply that can never be
+ * handled (not a saga reply, a payload that does not decode as the step's
+ * reply or failure type, or a saga whose stored data does not decode) is
+ * rejected: dead-lettered at once rather than after max_deliveries.
+ * Close it with loom_orchestrator_close() before the transport and the
+ * runtime.
  * Errors: LOOM_EINVAL (NULL arguments, a bad def, two defs with one name
  * and version), LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM, and the
  * transport's; err (may be NULL) says why.
@@ -396,8 +400,10 @@ typedef struct loom_participant_ctx loom_participant_ctx;
  * or loom_participant_alloc()) and return LOOM_OK. To fail the step,
  * return loom_participant_fail(ctx, ...) after filling `failure` (NULL
  * when the step has no failure type). Events emitted with
- * loom_participant_emit() commit with either reply. Any other return is a
- * transient error: nothing commits and the command is delivered again.
+ * loom_participant_emit() commit with either reply. LOOM_EDECODE says the
+ * command can never be handled: nothing commits and it is dead-lettered
+ * at once (loom_consumer_reject). Any other return is a transient error:
+ * nothing commits and the command is delivered again.
  * It may run more than once for one command (after a version conflict,
  * on fresher state), so its only effects are through ctx.
  */
@@ -511,8 +517,11 @@ typedef struct loom_participant_config {
  * Runs a participant on `t`'s runtime: consumes the commands of every
  * def's topic; for each, in one transaction: the inbox mark, the events
  * the handler emitted, and the reply in the outbox. A redelivered command
- * changes nothing twice. A command for a step no def serves is failed
- * back to the transport (and dead-lettered in the end). Errors:
+ * changes nothing twice. A command that is not a saga command, or whose
+ * payload does not decode as its step's command type, is rejected
+ * (dead-lettered at once: see loom/inbox_consumer.h); a command for a
+ * step no def serves is failed back to the transport (and dead-lettered
+ * in the end: a newer process may serve it). Errors:
  * LOOM_EINVAL (NULL, a bad def, one step served twice), LOOM_ECONN,
  * LOOM_ESCHEMA, LOOM_ENOMEM, the transport's; err says why.
  */
@@ -533,6 +542,8 @@ typedef struct loom_participant_stats {
     uint64_t duplicates; /* already processed */
     uint64_t conflicts;  /* handler re-runs after version conflicts */
     uint64_t errors;     /* commands failed back to the transport */
+    uint64_t rejected;   /* commands that can never be handled:
+                            dead-lettered at once */
 } loom_participant_stats;
 
 /* Copies p's counters. Errors: LOOM_EINVAL (NULL). */
