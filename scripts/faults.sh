@@ -21,6 +21,7 @@
 #   FAULT_SEED         the schedule's seed           random / 20261129
 #   FAULT_RATE         orders per second                250 / 30
 #   FAULT_TRANSPORT    topics or nats                topics / topics
+#   FAULT_NATS_RESTARTS nats-server restarts (nats)       2 / 1
 #   FAULT_KEEP=1       leave the cluster (and nats-server) running at the
 #                      end, to look into it; scripts/pg.sh destroy DIR/pg
 #
@@ -59,11 +60,13 @@ if ((short)); then
     sagas=${FAULT_SAGAS:-600} kills=${FAULT_KILLS:-8}
     restarts=${FAULT_PG_RESTARTS:-1} terms=${FAULT_TERMINATIONS:-3}
     seed=${FAULT_SEED:-20261129} rate=${FAULT_RATE:-30} drain=240
+    nats_restarts=${FAULT_NATS_RESTARTS:-1}
 else
     sagas=${FAULT_SAGAS:-10000} kills=${FAULT_KILLS:-50}
     restarts=${FAULT_PG_RESTARTS:-2} terms=${FAULT_TERMINATIONS:-10}
     seed=${FAULT_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
     rate=${FAULT_RATE:-250} drain=600
+    nats_restarts=${FAULT_NATS_RESTARTS:-2}
 fi
 transport=${FAULT_TRANSPORT:-topics}
 
@@ -110,7 +113,8 @@ nats)
     scripts/nats.sh destroy "$nats_dir" >>"$log" 2>&1 || true
     url=$(scripts/nats.sh start "$nats_dir" 2>>"$log" | tail -n 1)
     [[ -n $url ]] || die "scripts/nats.sh start printed no URL (log: $log)"
-    args+=(--transport "$url?ack_wait_ms=5000" --nats-dir "$nats_dir")
+    args+=(--transport "$url?ack_wait_ms=5000" --nats-dir "$nats_dir"
+        --nats-restarts "$nats_restarts")
     ;;
 *) die "FAULT_TRANSPORT must be topics or nats, not $transport" ;;
 esac
