@@ -78,10 +78,14 @@ fl_fleet *fl_fleet_start(const fl_opts *o);
 int fl_fleet_kill(fl_fleet *f, int role, fl_rng *rng);
 /* Reaps processes that died, and starts again those due. Call often. */
 void fl_fleet_tend(fl_fleet *f);
-/* Processes that died without being killed (exited on their own). */
+/* Processes that died without being killed (exited on their own), and
+ * of those, how many by a signal (a crash: SIGSEGV, a sanitizer's abort). */
 int fl_fleet_exits(const fl_fleet *f);
-/* SIGTERM to every process, then SIGKILL after 15 s; frees f. */
-void fl_fleet_stop(fl_fleet *f);
+int fl_fleet_crashes(const fl_fleet *f);
+/* SIGTERM to every process, then SIGKILL after 15 s; frees f. Returns
+ * how many did not stop cleanly (status other than 0, or not within the
+ * 15 s): a hang or an error found on the way out (a leak, under ASan). */
+int fl_fleet_stop(fl_fleet *f);
 
 /* ---- load.c ---- */
 typedef struct fl_load fl_load;

@@ -34,7 +34,8 @@ struct fl_fleet {
     const fl_opts *o;
     int log; /* the children's stderr */
     fl_proc p[FL_N_ROLES];
-    int exits;
+    int exits;   /* died on their own */
+    int crashes; /* of which by a signal (a sanitizer's abort, SIGSEGV) */
 };
 
 static int
@@ -169,6 +170,7 @@ fleet_reaped(fl_fleet *f, int r, int status, int64_t delay_ms)
 
     if (!p->killed) {
         f->exits++;
+        f->crashes += WIFSIGNALED(status);
         fl_say("the %s process (pid %ld) exited on its own (%s %d); "
                "starting it again",
                fl_role_names[r], (long) p->pid,
@@ -236,13 +238,20 @@ fl_fleet_exits(const fl_fleet *f)
     return f->exits;
 }
 
-void
+int
+fl_fleet_crashes(const fl_fleet *f)
+{
+    return f->crashes;
+}
+
+int
 fl_fleet_stop(fl_fleet *f)
 {
     int64_t end = fl_now_ms() + 15000;
+    int unclean = 0;
 
     if (f == NULL)
-        return;
+        return 0;
     for (int r = 0; r < FL_N_ROLES; r++)
         if (f->p[r].pid != 0)
             kill(f->p[r].pid, SIGTERM);
@@ -252,6 +261,16 @@ fl_fleet_stop(fl_fleet *f)
         while (p->pid != 0) {
             fleet_read(p);
             if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                    fl_say("the %s process stopped with %s %d (its log: "
+                           "%s)",
+                           fl_role_names[r],
+                           WIFEXITED(status) ? "status" : "signal",
+                           WIFEXITED(status) ? WEXITSTATUS(status)
+                                             : WTERMSIG(status),
+                           f->o->log);
+                    unclean++;
+                }
                 p->pid = 0;
             } else if (fl_now_ms() > end) {
                 fl_say("the %s process did not stop within 15 s: SIGKILL",
@@ -259,6 +278,7 @@ fl_fleet_stop(fl_fleet *f)
                 kill(p->pid, SIGKILL);
                 waitpid(p->pid, &status, 0);
                 p->pid = 0;
+                unclean++;
             } else {
                 fl_sleep_ms(20);
             }
@@ -269,4 +289,5 @@ fl_fleet_stop(fl_fleet *f)
     if (f->log >= 0)
         close(f->log);
     free(f);
+    return unclean;
 }

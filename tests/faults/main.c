@@ -269,7 +269,7 @@ main(int argc, char **argv)
     PGconn *pg = NULL;
     long placed = 0, in_flight = 0, retried, retried_committed, left;
     int64_t next_count = 0, next_say, load_end;
-    int rc = 2, exits;
+    int rc = 2, exits, crashes, unclean;
 
     fl_t0 = fl_now_ms();
     o.sagas = 10000;
@@ -325,7 +325,8 @@ main(int argc, char **argv)
         fl_say("%ld sagas still in flight after %d s", left, o.drain_s);
     fl_audit_settle(&pg, &o, fl_load_shop(load), placed);
     exits = fl_fleet_exits(fleet);
-    fl_fleet_stop(fleet);
+    crashes = fl_fleet_crashes(fleet);
+    unclean = fl_fleet_stop(fleet);
     fleet = NULL;
     fl_say("services stopped; checking the database");
     if (o.sabotage && fl_audit_sabotage(&o, fl_load_shop(load)) != 0)
@@ -343,6 +344,14 @@ main(int argc, char **argv)
                  v.replay_mismatch == 0
              ? 0
              : 1;
+    /* A crash is a failure even when the data survived it. */
+    if (crashes > 0 || unclean > 0) {
+        fprintf(stderr,
+                "loom-faults: %d processes crashed and %d did not stop "
+                "cleanly; see %s\n",
+                crashes, unclean, o.log);
+        rc = 1;
+    }
 out:
     fl_fleet_stop(fleet);
     fl_chaos_free(chaos);
