@@ -25,7 +25,7 @@ help:
 	@echo "                   FUZZ_SECONDS per target (300), FUZZ_TARGETS"
 	@echo "make faults        the fault campaign (docs/reliability.md):"
 	@echo "                   FAULT_SAGAS (10000), FAULT_KILLS (50), FAULT_SEED,"
-	@echo "                   FAULT_TRANSPORT=topics|nats"
+	@echo "                   FAULT_TRANSPORT=both|topics|nats"
 	@echo "make demo          the order-saga demo (DEMO_ARGS=--processes, --transport nats[://H:P])"
 	@echo "make bench         benchmarks: append, read, rebuild, live, topics, relay, saga"
 	@echo "make format        clang-format the C sources in place"

@@ -20,7 +20,9 @@
 #   FAULT_TERMINATIONS rounds of pg_terminate_backend    10 / 3
 #   FAULT_SEED         the schedule's seed           random / 20261129
 #   FAULT_RATE         orders per second                250 / 30
-#   FAULT_TRANSPORT    topics or nats                topics / topics
+#   FAULT_TRANSPORT    topics, nats or both           both / topics
+#                      (both: one campaign on each, the same seed, and a
+#                      last FAULTS line adding them up)
 #   FAULT_NATS_RESTARTS nats-server restarts (nats)       2 / 1
 #   FAULT_KEEP=1       leave the cluster (and nats-server) running at the
 #                      end, to look into it; scripts/pg.sh destroy DIR/pg
@@ -37,6 +39,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
+orig=("$@")
 short=0
 extra=()
 bin=build/tests/faults/loom-faults
@@ -68,7 +71,37 @@ else
     rate=${FAULT_RATE:-250} drain=600
     nats_restarts=${FAULT_NATS_RESTARTS:-2}
 fi
-transport=${FAULT_TRANSPORT:-topics}
+transport=${FAULT_TRANSPORT:-both}
+((short)) && transport=${FAULT_TRANSPORT:-topics}
+
+# both: the campaign on each transport with the same seed, each with its
+# own cluster and printout (DIR/topics, DIR/nats), then one FAULTS line
+# adding both up.
+if [[ $transport == both ]]; then
+    rc=0
+    for t in topics nats; do
+        say "the campaign over $t://"
+        FAULT_TRANSPORT=$t FAULT_SEED=$seed "$0" "${orig[@]}" --dir "$dir/$t" ||
+            rc=1
+    done
+    for t in topics nats; do
+        [[ -f $dir/$t/faults.out ]] || die "no printout in $dir/$t"
+    done
+    echo
+    awk '/^FAULTS / {
+             for (i = 2; i <= NF; i++) {
+                 split($i, kv, "="); key[i] = kv[1]; sum[kv[1]] += kv[2]
+             }
+             n = NF; runs++
+         }
+         END {
+             if (runs != 2) exit 1
+             line = "FAULTS"
+             for (i = 2; i <= n; i++) line = line " " key[i] "=" sum[key[i]]
+             print line
+         }' "$dir/topics/faults.out" "$dir/nats/faults.out" || rc=1
+    exit "$rc"
+fi
 
 mkdir -p "$dir"
 dir=$(realpath -- "$dir")
@@ -116,7 +149,7 @@ nats)
     args+=(--transport "$url?ack_wait_ms=5000" --nats-dir "$nats_dir"
         --nats-restarts "$nats_restarts")
     ;;
-*) die "FAULT_TRANSPORT must be topics or nats, not $transport" ;;
+*) die "FAULT_TRANSPORT must be topics, nats or both, not $transport" ;;
 esac
 
 say "loom-faults: $sagas sagas, $kills kills, $restarts PostgreSQL restarts," \
