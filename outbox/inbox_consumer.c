@@ -155,46 +155,47 @@ ic_ack(loom_inbox_consumer *ic, const loom_message *m,
                   ic->name, loom_strerror(rc));
 }
 
+/* Gives m back to the transport: failed (delivered again after a backoff,
+ * dead-lettered after max_deliveries) or, when it can never be handled,
+ * rejected: dead-lettered now, not retried. */
+static void
+ic_give_back(loom_inbox_consumer *ic, const loom_message *m, const char *why,
+             int reject)
+{
+    const char *verb = reject ? "rejecting" : "failing";
+    char id[LOOM_UUID_STRLEN];
+    loom_err rc;
+
+    loom_uuid_format(&m->id, id);
+    loom__log(reject ? LOOM_LOG_WARN : LOOM_LOG_INFO,
+              "inbox consumer \"%s\": message %s on %s %s: %s", ic->name, id,
+              m->topic ? m->topic : "?",
+              reject ? "rejected (to the dead letters)" : "failed", why);
+    if (reject)
+        ic->stats.rejected++;
+    else
+        ic->stats.failed++;
+    if (ic->settled != NULL)
+        ic->settled(m, reject ? LOOM_INBOX_REJECTED : LOOM_INBOX_FAILED,
+                    ic->arg);
+    rc = reject ? loom_consumer_reject(ic->c, m, why)
+                : loom_consumer_fail(ic->c, m, why);
+    if (rc != LOOM_OK)
+        loom__log(LOOM_LOG_WARN,
+                  "inbox consumer \"%s\": %s message %s failed (%s)", ic->name,
+                  verb, id, loom_strerror(rc));
+}
+
 static void
 ic_fail(loom_inbox_consumer *ic, const loom_message *m, const char *why)
 {
-    char id[LOOM_UUID_STRLEN];
-    loom_err rc;
-
-    loom_uuid_format(&m->id, id);
-    loom__log(LOOM_LOG_INFO,
-              "inbox consumer \"%s\": message %s on %s failed: %s", ic->name,
-              id, m->topic ? m->topic : "?", why);
-    ic->stats.failed++;
-    if (ic->settled != NULL)
-        ic->settled(m, LOOM_INBOX_FAILED, ic->arg);
-    rc = loom_consumer_fail(ic->c, m, why);
-    if (rc != LOOM_OK)
-        loom__log(LOOM_LOG_WARN,
-                  "inbox consumer \"%s\": failing message %s failed (%s)",
-                  ic->name, id, loom_strerror(rc));
+    ic_give_back(ic, m, why, 0);
 }
 
-/* The message can never be handled: dead-lettered now, not retried. */
 static void
 ic_reject(loom_inbox_consumer *ic, const loom_message *m, const char *why)
 {
-    char id[LOOM_UUID_STRLEN];
-    loom_err rc;
-
-    loom_uuid_format(&m->id, id);
-    loom__log(LOOM_LOG_WARN,
-              "inbox consumer \"%s\": message %s on %s rejected (to the "
-              "dead letters): %s",
-              ic->name, id, m->topic ? m->topic : "?", why);
-    ic->stats.rejected++;
-    if (ic->settled != NULL)
-        ic->settled(m, LOOM_INBOX_REJECTED, ic->arg);
-    rc = loom_consumer_reject(ic->c, m, why);
-    if (rc != LOOM_OK)
-        loom__log(LOOM_LOG_WARN,
-                  "inbox consumer \"%s\": rejecting message %s failed (%s)",
-                  ic->name, id, loom_strerror(rc));
+    ic_give_back(ic, m, why, 1);
 }
 
 /* The size of m's headers as the outbox encodes (and limits) them: an

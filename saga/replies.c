@@ -105,40 +105,42 @@ settle_ack(loom_orchestrator *o, size_t i)
     }
 }
 
+/* Gives the reply back to the transport: failed (delivered again after a
+ * backoff, dead-lettered after max_deliveries) or, when it can never be
+ * handled (not a saga reply, a payload that does not decode), rejected:
+ * to the dead letters now. */
+static void
+settle_back(loom_orchestrator *o, size_t i, const char *why, int reject)
+{
+    orch_item *it = item(o, i);
+    const loom_message *m = it->m;
+    char id[LOOM_UUID_STRLEN];
+
+    it->settled = 1;
+    loom_uuid_format(&m->id, id);
+    loom__log(LOOM_LOG_WARN,
+              "orchestrator %s: reply %s on %s (saga \"%s\") %s: %s", o->group,
+              id, m->topic ? m->topic : "?",
+              it->parsed && it->wire.saga_id ? it->wire.saga_id : "?",
+              reject ? "rejected to the dead letters"
+                     : "failed back to the transport",
+              why);
+    if (reject)
+        loom_consumer_reject(o->consumer, m, why);
+    else
+        loom_consumer_fail(o->consumer, m, why);
+}
+
 static void
 settle_fail(loom_orchestrator *o, size_t i, const char *why)
 {
-    orch_item *it = item(o, i);
-    const loom_message *m = it->m;
-    char id[LOOM_UUID_STRLEN];
-
-    it->settled = 1;
-    loom_uuid_format(&m->id, id);
-    loom__log(LOOM_LOG_WARN,
-              "orchestrator %s: reply %s on %s (saga \"%s\") failed back to "
-              "the transport: %s",
-              o->group, id, m->topic ? m->topic : "?",
-              it->parsed && it->wire.saga_id ? it->wire.saga_id : "?", why);
-    loom_consumer_fail(o->consumer, m, why);
+    settle_back(o, i, why, 0);
 }
 
-/* The reply can never be handled (not a saga reply, or its payload does
- * not decode): to the dead letters now, not max_deliveries times. */
 static void
 settle_reject(loom_orchestrator *o, size_t i, const char *why)
 {
-    orch_item *it = item(o, i);
-    const loom_message *m = it->m;
-    char id[LOOM_UUID_STRLEN];
-
-    it->settled = 1;
-    loom_uuid_format(&m->id, id);
-    loom__log(LOOM_LOG_WARN,
-              "orchestrator %s: reply %s on %s (saga \"%s\") rejected to the "
-              "dead letters: %s",
-              o->group, id, m->topic ? m->topic : "?",
-              it->parsed && it->wire.saga_id ? it->wire.saga_id : "?", why);
-    loom_consumer_reject(o->consumer, m, why);
+    settle_back(o, i, why, 1);
 }
 
 /* ---- taking a batch --------------------------------------------------- */

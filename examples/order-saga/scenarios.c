@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include "demo.h"
-#include "loom/topics.h"
 
 typedef struct sku_def {
     const char *sku;
@@ -59,20 +58,13 @@ price(const char *sku)
 static int
 create_topics(demo_run *r)
 {
-    static const char *const names[] = {"inventory", "payment", "order",
-                                        "ordersaga.replies"};
-    loom_topic_config tc = LOOM_TOPIC_CONFIG_INIT;
+    const char *topic = "";
 
-    tc.partitions = 4;
-    for (size_t i = 0; i < 4; i++) {
-        loom_err rc = loom_topic_create(r->s, names[i], &tc);
-        if (rc != LOOM_OK && rc != LOOM_EDUPLICATE) {
-            fprintf(stderr, "loom-order-saga: creating topic %s: %s\n",
-                    names[i], loom_store_errmsg(r->s));
-            return -1;
-        }
-    }
-    return 0;
+    if (os_create_topics(r->s, &topic) == LOOM_OK)
+        return 0;
+    fprintf(stderr, "loom-order-saga: creating topic %s: %s\n", topic,
+            loom_store_errmsg(r->s));
+    return -1;
 }
 
 int

@@ -21,7 +21,6 @@
 #include <string.h>
 
 #include "faults.h"
-#include "loom/topics.h"
 #include "services.h"
 
 #define N_SKUS      64
@@ -63,20 +62,13 @@ customer_name(char *buf, size_t len, int i)
 static int
 load_topics(fl_load *l)
 {
-    static const char *const names[] = {"inventory", "payment", "order",
-                                        "ordersaga.replies"};
-    loom_topic_config tc = LOOM_TOPIC_CONFIG_INIT;
+    const char *topic = "";
 
-    tc.partitions = 4;
-    for (size_t i = 0; i < 4; i++) {
-        loom_err rc = loom_topic_create(l->s, names[i], &tc);
-        if (rc != LOOM_OK && rc != LOOM_EDUPLICATE) {
-            fprintf(stderr, "loom-faults: creating topic %s: %s\n", names[i],
-                    loom_store_errmsg(l->s));
-            return -1;
-        }
-    }
-    return 0;
+    if (os_create_topics(l->s, &topic) == LOOM_OK)
+        return 0;
+    fprintf(stderr, "loom-faults: creating topic %s: %s\n", topic,
+            loom_store_errmsg(l->s));
+    return -1;
 }
 
 static int

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "loom/topics.h"
 #include "services.h"
 
 loom_err
@@ -93,4 +94,22 @@ os_queue_order(loom_tx *tx, const char *shop, const char *id,
     data.total_cents = total;
     return loom_saga_start_tx(tx, &ordersaga__create_order__saga, id,
                               &data.base, NULL);
+}
+
+loom_err
+os_create_topics(loom_store *s, const char **failed)
+{
+    static const char *const names[] = {"inventory", "payment", "order",
+                                        "ordersaga.replies"};
+    loom_topic_config tc = LOOM_TOPIC_CONFIG_INIT;
+
+    tc.partitions = 4;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        loom_err rc = loom_topic_create(s, names[i], &tc);
+        if (rc != LOOM_OK && rc != LOOM_EDUPLICATE) {
+            *failed = names[i];
+            return rc;
+        }
+    }
+    return LOOM_OK;
 }

@@ -102,6 +102,11 @@ loom_err os_queue_credit(loom_tx *tx, const char *shop, const char *customer,
 loom_err os_queue_order(loom_tx *tx, const char *shop, const char *id,
                         const char *customer, const os_line *lines, size_t n);
 
+/* topics:// only: creates the saga's topics (the three participants'
+ * and "ordersaga.replies", 4 partitions each) unless they exist. On
+ * failure *failed names the topic (loom_store_errmsg(s) says why). */
+loom_err os_create_topics(loom_store *s, const char **failed);
+
 /* The kill scenario: the payment service stops dead (never returns
  * from its handler) on the command for `order_id`, after writing one
  * byte to `notify_fd` (-1: none) so the demo knows when to kill it. */
