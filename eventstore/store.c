@@ -366,7 +366,7 @@ store_prepare(loom_store *s, const loom__stmt *st)
     PGresult *r;
     loom_err rc = LOOM_OK;
 
-    if (s->prepared & (UINT64_C(1) << st->id))
+    if (st->name == NULL || (s->prepared & (UINT64_C(1) << st->id)))
         return LOOM_OK;
     r = PQprepare(s->conn, st->name, st->sql, st->n, st->types);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
@@ -387,8 +387,11 @@ loom__store_send(loom_store *s, loom__store_op op, const loom__stmt *st,
 
     if (rc != LOOM_OK)
         return rc;
-    if (!PQsendQueryPrepared(s->conn, st->name, st->n, values, lengths, formats,
-                             1)) {
+    if (!(st->name != NULL
+              ? PQsendQueryPrepared(s->conn, st->name, st->n, values, lengths,
+                                    formats, 1)
+              : PQsendQueryParams(s->conn, st->sql, st->n, st->types, values,
+                                  lengths, formats, 1))) {
         loom__store_fail(s, LOOM_ECONN, "sending to PostgreSQL failed: %s",
                          PQerrorMessage(s->conn));
         store_chomp(&s->err);

@@ -80,7 +80,13 @@ _Static_assert(LOOM__STMT_COUNT <= 64, "loom_store.prepared is 64 bits");
 
 typedef struct loom__stmt {
     loom__stmt_id id;
-    const char *name; /* server-side name, "loom_<what>" */
+    /* Server-side name, "loom_<what>"; NULL: sent unprepared, so planned
+     * with its parameters on every run. For statements whose plan must
+     * not outlive the sizes it was made for: after five runs PostgreSQL
+     * may keep a generic plan, and one made while a table was nearly empty
+     * (`x = ANY ($1)` by sequential scan) keeps scanning it whole as it
+     * grows, until an ANALYZE. */
+    const char *name;
     const char *sql;
     int n; /* parameters, all sent in binary */
     Oid types[8];
