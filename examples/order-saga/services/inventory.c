@@ -31,8 +31,11 @@ stock_apply(void *state, const loom_event *ev)
     else if (strcmp(t, "ordersaga.StockReleased") == 0)
         m = protobuf_c_message_unpack(&ordersaga__stock_released__descriptor,
                                       NULL, ev->data_len, ev->data);
+    else if (strcmp(t, "ordersaga.OutOfStock") == 0)
+        m = protobuf_c_message_unpack(&ordersaga__out_of_stock__descriptor,
+                                      NULL, ev->data_len, ev->data);
     else
-        return LOOM_OK; /* OutOfStock changes nothing */
+        return LOOM_OK;
     if (m == NULL)
         return LOOM_EDECODE;
     if (m->descriptor == &ordersaga__stock_added__descriptor) {
@@ -40,9 +43,11 @@ stock_apply(void *state, const loom_event *ev)
     } else if (m->descriptor == &ordersaga__stock_reserved__descriptor) {
         delta = -((Ordersaga__StockReserved *) m)->qty;
         order = ((Ordersaga__StockReserved *) m)->order_id;
-    } else {
+    } else if (m->descriptor == &ordersaga__stock_released__descriptor) {
         delta = ((Ordersaga__StockReleased *) m)->qty;
         order = ((Ordersaga__StockReleased *) m)->order_id;
+    } else if (os_ledger_is(((Ordersaga__OutOfStock *) m)->order_id)) {
+        s->refused = 1; /* the stock is untouched */
     }
     s->on_hand += delta;
     if (order != NULL && os_ledger_is(order))
@@ -72,6 +77,30 @@ has_duplicate(Ordersaga__Item *const *items, size_t n)
     return 0;
 }
 
+/* Refuses the order for want of item i: records OutOfStock on `stream`
+ * (expecting version `v`) unless stream is NULL (refused before), and
+ * fails the step. */
+static loom_err
+refuse(loom_participant_ctx *ctx, const Ordersaga__ReserveStock *cmd, size_t i,
+       const os_stock *st, const char *stream, int64_t v,
+       Ordersaga__OutOfStock *failure)
+{
+    const Ordersaga__Item *it = cmd->items[i];
+    loom_err rc;
+
+    failure->order_id = cmd->order_id;
+    failure->sku = it->sku;
+    failure->requested = it->qty;
+    failure->available = (int32_t) st->on_hand;
+    if (stream != NULL &&
+        (rc = os_emit(ctx, stream, v, &failure->base)) != LOOM_OK)
+        return rc;
+    return loom_participant_fail(ctx, "OUT_OF_STOCK",
+                                 "%s: %d wanted, %lld left%s", it->sku,
+                                 (int) it->qty, (long long) st->on_hand,
+                                 stream ? "" : " (refused before)");
+}
+
 loom_err
 ordersaga__inventory__reserve_stock__handle(loom_participant_ctx *ctx,
                                             const Ordersaga__ReserveStock *cmd,
@@ -90,27 +119,25 @@ ordersaga__inventory__reserve_stock__handle(loom_participant_ctx *ctx,
                                      "1 to 16 items, each SKU once");
     os_ledger_key(cmd->order_id);
     for (size_t i = 0; i < cmd->n_items; i++) {
-        const Ordersaga__Item *it = cmd->items[i];
-        os_id(id, sizeof id, cmd->shop, it->sku);
+        os_id(id, sizeof id, cmd->shop, cmd->items[i]->sku);
         rc = loom_participant_load(ctx, &os_stock_type, id, &st[i], &ver[i]);
         if (rc != LOOM_OK)
             return rc;
         if (st[i].held > 0) /* a retried attempt: reserved already */
             goto done;
-        if (st[i].on_hand < it->qty) {
-            snprintf(stream, sizeof stream, "stock-%s", id);
-            failure->order_id = cmd->order_id;
-            failure->sku = it->sku;
-            failure->requested = it->qty;
-            failure->available = (int32_t) st[i].on_hand;
-            rc = os_emit(ctx, stream, ver[i], &failure->base);
-            if (rc != LOOM_OK)
-                return rc;
-            return loom_participant_fail(
-                ctx, "OUT_OF_STOCK", "%s: %d wanted, %lld left", it->sku,
-                (int) it->qty, (long long) st[i].on_hand);
-        }
     }
+    /* A retried attempt (its first reply came after the step's timeout)
+     * of an order refused already gets the same answer, said once in the
+     * stream: whatever came back on the shelves since. */
+    for (size_t i = 0; i < cmd->n_items; i++)
+        if (st[i].refused)
+            return refuse(ctx, cmd, i, &st[i], NULL, 0, failure);
+    for (size_t i = 0; i < cmd->n_items; i++)
+        if (st[i].on_hand < cmd->items[i]->qty) {
+            os_id(id, sizeof id, cmd->shop, cmd->items[i]->sku);
+            snprintf(stream, sizeof stream, "stock-%s", id);
+            return refuse(ctx, cmd, i, &st[i], stream, ver[i], failure);
+        }
     for (size_t i = 0; i < cmd->n_items; i++) {
         Ordersaga__StockReserved ev = ORDERSAGA__STOCK_RESERVED__INIT;
         os_id(id, sizeof id, cmd->shop, cmd->items[i]->sku);

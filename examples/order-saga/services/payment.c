@@ -41,8 +41,16 @@ account_apply(void *state, const loom_event *ev)
         if (os_ledger_is(m->order_id))
             a->held_cents -= m->amount_cents;
         ordersaga__payment_refunded__free_unpacked(m, NULL);
+    } else if (strcmp(t, "ordersaga.PaymentDeclined") == 0) {
+        Ordersaga__PaymentDeclined *m =
+            ordersaga__payment_declined__unpack(NULL, ev->data_len, ev->data);
+        if (m == NULL)
+            return LOOM_EDECODE;
+        if (os_ledger_is(m->order_id))
+            a->declined = 1; /* the credit is untouched */
+        ordersaga__payment_declined__free_unpacked(m, NULL);
     }
-    return LOOM_OK; /* PaymentDeclined changes nothing */
+    return LOOM_OK;
 }
 
 const loom_aggregate_type os_account_type = {
@@ -103,6 +111,13 @@ ordersaga__payment__authorise_payment__handle(
     if (a.held_cents > 0) /* a retried attempt: authorised already */
         return LOOM_OK;
     left = a.limit_cents - a.used_cents;
+    if (a.declined) {
+        /* A retried attempt (its first reply came after the step's
+         * timeout): declined already, and said so once in the stream. */
+        failure->available_cents = left;
+        return loom_participant_fail(ctx, "DECLINED",
+                                     "declined already for this order");
+    }
     if (left < cmd->amount_cents) {
         Ordersaga__PaymentDeclined d = ORDERSAGA__PAYMENT_DECLINED__INIT;
         d.order_id = cmd->order_id;

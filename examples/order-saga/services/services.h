@@ -30,19 +30,22 @@
 
 /* An aggregate's state, with what it holds for one order: the "ledger
  * key" set before a load makes apply() count that order's reservations
- * or authorisations net of releases or refunds, so a step run twice for
- * one saga (a retry after a timeout) acts once, and a compensation with
- * nothing to undo does nothing. Participants run one handler at a time
+ * or authorisations net of releases or refunds, and note a refusal
+ * already recorded, so a step run twice for one saga (a retry after a
+ * timeout) acts once and answers as the first time, and a compensation
+ * with nothing to undo does nothing. Participants run one handler at a time
  * on their loop, so one key per thread is enough. */
 typedef struct os_stock {
     int64_t on_hand; /* units that can be reserved */
     int64_t held;    /* units reserved for the ledger key's order */
+    int refused;     /* OutOfStock recorded for the ledger key's order */
 } os_stock;
 
 typedef struct os_account {
     int64_t limit_cents;
     int64_t used_cents; /* authorised and not refunded */
     int64_t held_cents; /* of which for the ledger key's order */
+    int declined;       /* PaymentDeclined recorded for the ledger key's */
 } os_account;
 
 typedef struct os_order {
