@@ -113,8 +113,11 @@ struct loom_inbox_consumer {
     loom_tx tx;
     ic_batch *head, *tail; /* in delivery order */
     ic_state state;
-    char why[512];   /* IC_PROBE: the handler's reason */
-    int why_reject;  /* IC_PROBE: the handler said LOOM_EDECODE */
+    char why[512];  /* IC_PROBE: the handler's reason */
+    int why_reject; /* IC_PROBE: the handler said LOOM_EDECODE */
+    /* IC_PROBE: the handler said LOOM_ECONN or LOOM_ENOMEM: its own
+     * database or memory is away, which is not the message's fault. */
+    int why_transient;
     int expire_due;  /* an expiry step is wanted */
     int expire_turn; /* it goes before the next batch */
     int in_next;     /* inside ic_next(): a nested call returns */
@@ -466,6 +469,7 @@ ic_run_one(loom_inbox_consumer *ic)
         return 0;
     }
     ic->why_reject = rc == LOOM_EDECODE;
+    ic->why_transient = rc == LOOM_ECONN || rc == LOOM_ENOMEM;
     ic->why[sizeof ic->why - 1] = '\0';
     if (ic->why[0] == '\0')
         snprintf(ic->why, sizeof ic->why, "the handler failed: %s",
@@ -548,6 +552,12 @@ ic_probe_done(loom_inbox_consumer *ic, loom_err rc)
     if (rc == LOOM_EALREADY) {
         ic->stats.duplicates++;
         ic_ack(ic, m, LOOM_INBOX_DUPLICATE);
+    } else if (ic->why_transient) {
+        /* Failing it back would count a delivery towards its dead letter
+         * for an outage of the handler's own: the same message again
+         * after a backoff instead. */
+        ic_backoff(ic, ic->why);
+        return;
     } else if (ic->why_reject) {
         ic_reject(ic, m, ic->why);
     } else {

@@ -54,6 +54,9 @@ typedef struct ibh {
      * stream "ibconf-1" (which exists) expecting no stream: a version
      * conflict; then append expecting any version. */
     int conflict_left;
+    /* "outage": while this is above 0, count it down and return
+     * LOOM_ECONN, as a handler whose own database is away. */
+    int outage_left;
     loom_store *vs; /* "version": reads the version of "ibver-1" here */
     /* What the settled callback saw, by loom_inbox_outcome. */
     int settled[5];
@@ -91,6 +94,11 @@ ibh_fn(const loom_message *m, loom_tx *tx, char *why, size_t whylen, void *arg)
     if (strcmp(payload, "undecodable") == 0) {
         snprintf(why, whylen, "not a valid ib.Command");
         return LOOM_EDECODE;
+    }
+    if (strcmp(payload, "outage") == 0 && h->outage_left > 0) {
+        h->outage_left--;
+        snprintf(why, whylen, "the handler's database is away");
+        return LOOM_ECONN;
     }
     rc = loom_tx_exec(tx,
                       "INSERT INTO ib_fx (consumer, payload, id) VALUES ($1, "
@@ -942,6 +950,46 @@ test_inbox_lone_conflict_is_handled_again_not_failed(void **state)
     tpt_close(&e);
 }
 
+/* A handler whose own database is away (LOOM_ECONN) does not fail its
+ * message: with max_deliveries 1, one failure back to the transport
+ * would have dead-lettered it. It is handled again after a backoff, and
+ * once the outage ends, it commits. */
+static void
+test_inbox_handler_outage_retries_without_failing_the_message(void **state)
+{
+    static const char *const payloads[] = {"outage"};
+    loom_inbox_consumer_config icfg = LOOM_INBOX_CONSUMER_CONFIG_INIT;
+    tpt_env e;
+    ibh h = {0};
+    loom_uuid ids[1];
+    loom_inbox_consumer *ic;
+    loom_inbox_consumer_stats st;
+
+    (void) state;
+    memset(ids, 0, sizeof ids);
+    h.outage_left = 3;
+    icfg.settled = ibh_settled;
+    tpt_topic_create("ib.outage", 1, -1, -1, 0, 1);
+    tpt_open(&e, "");
+    ic = ib_open(&e, "ib-outage", "ib.outage", 0, &icfg, &h);
+    ib_publish(&e, "ib.outage", payloads, 1, ids);
+    ib_wait_stats(&e, ic, 1, 0, 0, 0);
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+
+    st = ib_stats(ic);
+    assert_int_equal(st.handled, 1);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(h.calls, 4); /* three outages, then the commit */
+    assert_int_equal(h.settled[LOOM_INBOX_COMMITTED], 1);
+    assert_int_equal(h.settled[LOOM_INBOX_FAILED], 0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name = 'ib-outage'"),
+                     0);
+    assert_int_equal(ib_mismatch("ib-outage"), 0);
+    loom_inbox_consumer_close(ic);
+    tpt_close(&e);
+}
+
 /* A conflict that never resolves fails the message after max_conflicts
  * re-runs, with the server's reason. */
 static void
@@ -1151,6 +1199,7 @@ main(void)
         T(test_inbox_runtime_stop_finishes_the_transaction_in_flight),
         T(test_inbox_end_to_end_with_the_outbox_and_the_relay),
         T(test_inbox_lone_conflict_is_handled_again_not_failed),
+        T(test_inbox_handler_outage_retries_without_failing_the_message),
         T(test_inbox_conflicts_past_max_conflicts_fail_the_message),
         T(test_inbox_conflicting_batch_is_handled_one_by_one),
         T(test_inbox_consumer_bad_arguments),

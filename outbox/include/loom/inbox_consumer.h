@@ -36,6 +36,12 @@
  * re-driven (loom_topics_redrive) once the consumer can handle it. On a
  * transport without reject (see loom_transport_ops) it is failed instead.
  *
+ * A handler that returns LOOM_ECONN or LOOM_ENOMEM (a database it reads
+ * is away, memory ran out) does not fail its message either: the same
+ * message is handled again after a backoff (up to 10 s), as when the
+ * consumer's own connection breaks, and never nears its dead letter for
+ * an outage.
+ *
  * A version conflict is not the message's fault: a transaction that
  * fails with LOOM_ECONFLICT (an append's expected version did not hold
  * because another transaction moved the stream first, say a command on
