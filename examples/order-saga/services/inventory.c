@@ -50,8 +50,11 @@ stock_apply(void *state, const loom_event *ev)
         s->refused = 1; /* the stock is untouched */
     }
     s->on_hand += delta;
-    if (order != NULL && os_ledger_is(order))
+    if (order != NULL && os_ledger_is(order)) {
         s->held -= delta;
+        if (m->descriptor == &ordersaga__stock_released__descriptor)
+            s->released = 1;
+    }
     protobuf_c_message_free_unpacked(m, NULL);
     return LOOM_OK;
 }
@@ -132,6 +135,16 @@ ordersaga__inventory__reserve_stock__handle(loom_participant_ctx *ctx,
     for (size_t i = 0; i < cmd->n_items; i++)
         if (st[i].refused)
             return refuse(ctx, cmd, i, &st[i], NULL, 0, failure);
+    /* A reservation command that comes after its saga compensated (an
+     * attempt sent again after a timeout, delivered late): the saga no
+     * longer waits for it, and reserving now would hold the stock for
+     * good. */
+    for (size_t i = 0; i < cmd->n_items; i++)
+        if (st[i].released)
+            return loom_participant_fail(ctx, "RELEASED",
+                                         "%s: released already: the order's "
+                                         "saga compensated",
+                                         cmd->items[i]->sku);
     for (size_t i = 0; i < cmd->n_items; i++)
         if (st[i].on_hand < cmd->items[i]->qty) {
             os_id(id, sizeof id, cmd->shop, cmd->items[i]->sku);

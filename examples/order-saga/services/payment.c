@@ -38,8 +38,10 @@ account_apply(void *state, const loom_event *ev)
         if (m == NULL)
             return LOOM_EDECODE;
         a->used_cents -= m->amount_cents;
-        if (os_ledger_is(m->order_id))
+        if (os_ledger_is(m->order_id)) {
             a->held_cents -= m->amount_cents;
+            a->refunded = 1;
+        }
         ordersaga__payment_refunded__free_unpacked(m, NULL);
     } else if (strcmp(t, "ordersaga.PaymentDeclined") == 0) {
         Ordersaga__PaymentDeclined *m =
@@ -111,6 +113,15 @@ ordersaga__payment__authorise_payment__handle(
     if (a.held_cents > 0) /* a retried attempt: authorised already */
         return LOOM_OK;
     left = a.limit_cents - a.used_cents;
+    if (a.refunded) {
+        /* An authorisation that comes after its saga compensated (an
+         * attempt sent again after a timeout, delivered late): charging
+         * now would never be refunded. */
+        failure->available_cents = left;
+        return loom_participant_fail(ctx, "REFUNDED",
+                                     "refunded already: the order's saga "
+                                     "compensated");
+    }
     if (a.declined) {
         /* A retried attempt (its first reply came after the step's
          * timeout): declined already, and said so once in the stream. */

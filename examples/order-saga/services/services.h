@@ -39,6 +39,7 @@ typedef struct os_stock {
     int64_t on_hand; /* units that can be reserved */
     int64_t held;    /* units reserved for the ledger key's order */
     int refused;     /* OutOfStock recorded for the ledger key's order */
+    int released;    /* its reservation released: the saga compensated */
 } os_stock;
 
 typedef struct os_account {
@@ -46,6 +47,7 @@ typedef struct os_account {
     int64_t used_cents; /* authorised and not refunded */
     int64_t held_cents; /* of which for the ledger key's order */
     int declined;       /* PaymentDeclined recorded for the ledger key's */
+    int refunded;       /* its payment refunded: the saga compensated */
 } os_account;
 
 typedef struct os_order {
