@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "append_many.h"
 #include "loom/alloc.h"
 #include "pgwire.h"
 #include "store_int.h"
@@ -250,6 +251,14 @@ append_build(const append_limits *lim, loom__buf *b, const char *stream,
     for (int i = 0; i < 7; i++)
         lengths[i] = (int) ((i < 6 ? offsets[i + 1] : b->len) - offsets[i]);
     return LOOM_OK;
+}
+
+loom_err
+loom__append_check_default(const char *stream, int64_t expected,
+                           const loom_event_data *events, size_t n,
+                           loom__buf *err)
+{
+    return append_check(&append_defaults, stream, expected, events, n, err);
 }
 
 static loom_err

@@ -251,6 +251,12 @@ loom__migrate(PGconn *c, loom__migrate_cb cb, void *arg, int *applied,
             if (cb != NULL)
                 cb(m, 1, arg);
         }
+        /* 0010_roles hands the schema to loom_admin: the migrations after
+         * it, in the same run, must be made by loom_admin too, or what
+         * they create belongs to this user and a later grant_roles() run
+         * by a member of loom_admin may not take it over. */
+        if (rc == LOOM_OK && as == MIGRATE_AS_SELF)
+            rc = migrate_who(c, &as, user, sizeof user, err);
     }
     /* Unlock even after a failure; a broken connection drops it anyway. */
     PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));

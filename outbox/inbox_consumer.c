@@ -8,8 +8,9 @@
  * time, reconnected without blocking):
  *
  *   batch   one loom_tx with the inbox marks of every message (one
- *           statement), then each handler's statements. Committed:
- *           every message is acked.
+ *           statement), then each handler's statements, then what the
+ *           end hook adds (inbox_consumer_int.h). Committed: every
+ *           message is acked.
  *   one     the batch failed (a duplicate, a handler error, a statement
  *           that failed): each message again in a tx of its own. Committed:
  *           acked; LOOM_EALREADY: acked as a duplicate; LOOM_ECONFLICT:
@@ -38,6 +39,7 @@
 
 #include "alloc_int.h"
 #include "headers.h"
+#include "inbox_consumer_int.h"
 #include "log_int.h"
 #include "loom/alloc.h"
 #include "loom/inbox.h"
@@ -102,7 +104,10 @@ struct loom_inbox_consumer {
     loom_inbox_fn fn;
     void *arg;
     loom_inbox_settled_fn settled; /* may be NULL */
-    char *name;                    /* the inbox's consumer name; owned */
+    loom__inbox_begin_fn begin;    /* may be NULL (inbox_consumer_int.h) */
+    loom__inbox_end_fn end;        /* may be NULL */
+    void *hooks_arg;
+    char *name; /* the inbox's consumer name; owned */
     uint64_t window_ms;
     unsigned expire_every_ms;
     unsigned max_conflicts;
@@ -379,6 +384,23 @@ ic_mark_batch(loom_inbox_consumer *ic, ic_batch *b)
     return 0;
 }
 
+/* Runs the end hook, if any, after a transaction's last handler. */
+static loom_err
+ic_end(loom_inbox_consumer *ic)
+{
+    loom_err rc;
+
+    if (ic->end == NULL)
+        return LOOM_OK;
+    ic->why[0] = '\0';
+    rc = ic->end(&ic->tx, ic->why, sizeof ic->why, ic->hooks_arg);
+    ic->why[sizeof ic->why - 1] = '\0';
+    if (rc != LOOM_OK && ic->why[0] == '\0')
+        snprintf(ic->why, sizeof ic->why, "the handler failed: %s",
+                 loom_strerror(rc));
+    return rc;
+}
+
 /* Queues the batch's marks, then every message's handler; 0 when all
  * went in. */
 static int
@@ -387,6 +409,8 @@ ic_build_batch(loom_inbox_consumer *ic, ic_batch *b)
     loom_err rc;
 
     loom__tx_reset(&ic->tx);
+    if (ic->begin != NULL)
+        ic->begin(ic->hooks_arg);
     if (ic_mark_batch(ic, b) != 0)
         return -1;
     for (size_t i = 0; i < b->n; i++) {
@@ -400,7 +424,7 @@ ic_build_batch(loom_inbox_consumer *ic, ic_batch *b)
             return -1;
         }
     }
-    return 0;
+    return ic_end(ic) == LOOM_OK ? 0 : -1;
 }
 
 static void
@@ -462,8 +486,12 @@ ic_run_one(loom_inbox_consumer *ic)
         ic_advance(ic);
         return 1;
     }
+    if (ic->begin != NULL)
+        ic->begin(ic->hooks_arg);
     ic->why[0] = '\0';
     rc = ic->fn(m, &ic->tx, ic->why, sizeof ic->why, ic->arg);
+    if (rc == LOOM_OK)
+        rc = ic_end(ic);
     if (rc == LOOM_OK) {
         ic_send(ic, IC_ONE);
         return 0;
@@ -999,4 +1027,13 @@ loom_inbox_consumer_stats_get(const loom_inbox_consumer *ic,
         return LOOM_EINVAL;
     *out = ic->stats;
     return LOOM_OK;
+}
+
+void
+loom__inbox_consumer_hooks(loom_inbox_consumer *ic, loom__inbox_begin_fn begin,
+                           loom__inbox_end_fn end, void *arg)
+{
+    ic->begin = begin;
+    ic->end = end;
+    ic->hooks_arg = arg;
 }

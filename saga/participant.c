@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "alloc_int.h"
+#include "inbox_consumer_int.h"
 #include "loom/alloc.h"
 #include "loom/outbox.h"
 #include "loom/topics.h"
@@ -251,6 +252,7 @@ pt_free(loom_participant *p)
     loom_inbox_consumer_close(p->ic);
     loom_store_close(p->store);
     loom__arena_free(&p->arena);
+    loom__append_many_free(&p->appends);
     loom_free(p->notes);
     loom_free(p->defs);
     loom_free(p->group);
@@ -314,6 +316,10 @@ pt_consume(loom_participant *p, const loom_participant_config *cfg, char *err,
     icfg.settled = pt_settled;
     loom_err rc = loom_inbox_consumer_open(
         cfg->transport, &cc, &icfg, pt_on_message, p, &p->ic, err, errlen);
+    if (rc == LOOM_OK) {
+        loom__inbox_consumer_hooks(p->ic, loom__participant_begin,
+                                   loom__participant_end, p);
+    }
     loom_free(topics);
     return rc;
 }
@@ -345,6 +351,7 @@ loom_participant_open(loom_runtime *rt, const loom_participant_config *cfg,
     }
     memset(p, 0, sizeof *p);
     loom__arena_init(&p->arena);
+    loom__append_many_init(&p->appends);
     rc = pt_copy(p, cfg);
     if (rc != LOOM_OK) {
         pt_err(err, errlen, rc, "out of memory");

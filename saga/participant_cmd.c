@@ -16,6 +16,7 @@
 #include "participant_int.h"
 #include "pgwire.h"
 #include "text.h"
+#include "tx_int.h"
 
 /* Longest failure code and message put in a reply's headers. */
 #define PT_MAX_CODE    255
@@ -272,7 +273,8 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
     }
     if (events == NULL || n == 0 || n > LOOM_DEFAULT_MAX_APPEND) {
         /* Refused with its own reason. */
-        return loom_tx_append(ctx->tx, stream, expected, events, n);
+        return loom__append_many_add(&ctx->p->appends, stream, expected, events,
+                                     n, &ctx->tx->err);
     }
     /* Events say which saga and which command caused them, unless the
      * handler said otherwise: a copy, so the caller's array is only
@@ -290,7 +292,10 @@ loom_participant_emit(loom_participant_ctx *ctx, const char *stream,
             ev[i].causation_id = ctx->message_id;
         }
     }
-    loom_err rc = loom_tx_append(ctx->tx, stream, expected, ev, n);
+    /* Written with the transaction's other appends after its last
+     * handler (participant_batch.c), checked now. */
+    loom_err rc = loom__append_many_add(&ctx->p->appends, stream, expected, ev,
+                                        n, &ctx->tx->err);
     if (rc == LOOM_OK) {
         for (size_t i = 0; i < n; i++) {
             events[i].id = ev[i].id;

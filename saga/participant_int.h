@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "append_many.h"
 #include "arena.h"
 #include "loom/inbox_consumer.h"
 #include "loom/saga.h"
@@ -35,6 +36,10 @@ struct loom_participant {
     loom__pt_note *notes;
     size_t n_notes, cap_notes;
     uint64_t failures; /* failure replies committed */
+    /* What the handlers of the transaction being built emitted,
+     * written by one statement after the last of them
+     * (participant_batch.c). */
+    loom__append_many appends;
 };
 
 /* What a handler is given (loom_participant_ctx): lives in the arena,
@@ -58,5 +63,14 @@ struct loom_participant_ctx {
 loom_err loom__participant_handle(loom_participant *p, const loom_message *m,
                                   loom_tx *tx, char *why, size_t whylen,
                                   int *failure);
+
+/*
+ * participant_batch.c: the inbox consumer's hooks (inbox_consumer_int.h).
+ * begin drops what an unsent transaction had collected; end queues the
+ * transaction's appends (one loom.append_many()).
+ */
+void loom__participant_begin(void *arg);
+loom_err loom__participant_end(loom_tx *tx, char *why, size_t whylen,
+                               void *arg);
 
 #endif /* LOOM_SAGA_PARTICIPANT_INT_H */

@@ -740,6 +740,76 @@ a_message_held_back_by_an_older_transaction_is_published_when_it_ends(
     PQfinish(w.writer);
 }
 
+/* NOTIFYs on `channel` that reach `l` within `wait_ms`. */
+static int
+notifies_within(PGconn *l, const char *channel, int wait_ms)
+{
+    int64_t until = est_now_ms() + wait_ms;
+    int n = 0;
+
+    while (est_now_ms() < until) {
+        PGnotify *nf;
+        assert_int_equal(PQconsumeInput(l), 1);
+        while ((nf = PQnotifies(l)) != NULL) {
+            n += strcmp(nf->relname, channel) == 0;
+            PQfreemem(nf);
+        }
+        uv_sleep(10);
+    }
+    return n;
+}
+
+/* Only a transaction's first loom.outbox_add() to an outbox looks for an
+ * armed relay (schema 12): a relay arming later waits for the writer's
+ * wake lock, so a second look could never find it. A savepoint rolled
+ * back takes the look with it (the wake-up row it consumed comes back),
+ * and the next add must look again, or the relay would sleep until its
+ * poll. */
+static void
+an_outbox_looks_for_its_relay_once_per_transaction_and_after_a_rollback(
+    void **state)
+{
+    PGconn *l = est_connect(NULL), *w = est_connect(NULL);
+    const char *armed_rows = "SELECT count(*) FROM loom.wakeups WHERE "
+                             "channel = 'loom_outbox_once'";
+
+    (void) state;
+    est_exec(l, "LISTEN loom_outbox_once");
+
+    /* Armed, then two adds in one transaction: one wake-up. */
+    est_exec(w, "SELECT loom.outbox_arm('once')");
+    assert_int_equal(est_ll("%s", armed_rows), 1);
+    est_exec(w, "BEGIN");
+    outbox_add_one(w, "once", "relay.once");
+    outbox_add_one(w, "once", "relay.once");
+    est_exec(w, "COMMIT");
+    assert_int_equal(est_ll("%s", armed_rows), 0);
+    assert_int_equal(notifies_within(l, "loom_outbox_once", 500), 1);
+
+    /* Not armed: nobody to wake. */
+    est_exec(w, "BEGIN");
+    outbox_add_one(w, "once", "relay.once");
+    est_exec(w, "COMMIT");
+    assert_int_equal(notifies_within(l, "loom_outbox_once", 300), 0);
+
+    /* Armed; the first add's look is rolled back with its savepoint: the
+     * next add looks again and wakes the relay. */
+    est_exec(w, "SELECT loom.outbox_arm('once')");
+    est_exec(w, "BEGIN");
+    est_exec(w, "SAVEPOINT s");
+    outbox_add_one(w, "once", "relay.once");
+    est_exec(w, "ROLLBACK TO SAVEPOINT s");
+    outbox_add_one(w, "once", "relay.once");
+    est_exec(w, "COMMIT");
+    assert_int_equal(est_ll("%s", armed_rows), 0);
+    assert_int_equal(notifies_within(l, "loom_outbox_once", 500), 1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox WHERE outbox = "
+                            "'once'"),
+                     4);
+    PQfinish(l);
+    PQfinish(w);
+}
+
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
@@ -796,6 +866,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(relay_publishes_in_commit_order_and_keeps_each_keys_order),
+        T(an_outbox_looks_for_its_relay_once_per_transaction_and_after_a_rollback),
         T(one_relay_leads_and_a_standby_takes_over),
         T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
         T(runtime_stop_steps_the_relay_down),

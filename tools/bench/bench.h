@@ -35,6 +35,8 @@ typedef struct bench_opts {
                            messages per second of the latency part */
     int rounds;         /* interleaved loom/raw rounds per case */
     size_t in_flight;   /* saga: most sagas unfinished at once */
+    double warmup;      /* saga: seconds of starting before the measured
+                           ones, left out of every figure */
     int malloc_default; /* --malloc-default: keep glibc heap trimming */
 } bench_opts;
 

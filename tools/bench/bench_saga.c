@@ -8,10 +8,14 @@
  *         stream, and replies) and a relay, on one runtime in the main
  *         thread, over topics:// (acks=all). A starter thread starts sagas
  *         (loom_saga_start_tx, up to SG_START_BATCH per transaction)
- *         while fewer than --in-flight are unfinished, for --seconds,
- *         then waits for the last to end. Rate: sagas completed over the
- *         time from the first start to the last end. Latency: from just
- *         before the start's commit to the orchestrator's `ended` hook.
+ *         while fewer than --in-flight are unfinished, for --warmup
+ *         then --seconds, then waits for the last to end. Only the
+ *         --seconds after the warm-up are measured: the first sagas all
+ *         start at once, into cold caches and plans, and would set the
+ *         tail. Rate: sagas completed within the measured seconds over
+ *         their length. Latency: of the sagas started within them, from
+ *         just before the start's commit to the orchestrator's `ended`
+ *         hook.
  *         tx_per_saga: the scratch database's committed transactions
  *         (pg_stat_database.xact_commit, every connection: starter,
  *         orchestrator, participants, relay, topics) over the sagas.
@@ -56,10 +60,12 @@ static const char *const sg_topics[] = {"bench.saga.replies", "bench.inventory",
 /* One loom run: shared by the starter thread and the loop. */
 typedef struct sg_run {
     const bench_env *env;
-    double seconds;
+    double seconds, warmup;
     atomic_int go, stop, failed, starter_done;
     atomic_llong started, ended, completed;
     atomic_llong start_ns, end_ns;
+    int64_t measure_ns, measure_end_ns; /* the measured window */
+    long long measured;                 /* completed within it */
     int64_t *t0;         /* start time of saga i (ns), SG_MAX_SAGAS entries */
     long long in_flight; /* most sagas unfinished at once */
     bench_samples lat;   /* loop thread only */
@@ -105,7 +111,8 @@ sg_starter_main(void *arg)
     }
     while (!atomic_load(&run->go) && !atomic_load(&run->stop))
         sg_nap(100000);
-    deadline = atomic_load(&run->start_ns) + (int64_t) (run->seconds * 1e9);
+    deadline = atomic_load(&run->start_ns) +
+               (int64_t) ((run->warmup + run->seconds) * 1e9);
     while (!atomic_load(&run->stop) && !atomic_load(&bench_stopped) &&
            bench_now_ns() < deadline) {
         long long first = atomic_load(&run->started);
@@ -167,7 +174,11 @@ sg_ended(void *arg, const char *id, loom_saga_state state)
     if (i < 0 || i >= SG_MAX_SAGAS)
         return;
     if (state == LOOM_SAGA_COMPLETED) {
-        bench_samples_push(&run->lat, bench_now_ns() - run->t0[i]);
+        int64_t now = bench_now_ns();
+        if (run->t0[i] >= run->measure_ns && run->t0[i] < run->measure_end_ns)
+            bench_samples_push(&run->lat, now - run->t0[i]);
+        if (now >= run->measure_ns && now < run->measure_end_ns)
+            run->measured++;
         atomic_fetch_add(&run->completed, 1);
     } else {
         sg_fail(run, id, loom_saga_state_name(state));
@@ -189,6 +200,8 @@ sg_on_tick(uv_timer_t *t)
     case 0:
         if (now - l->phase_ns < INT64_C(1000000000))
             return; /* connections, group joins and the relay settle */
+        run->measure_ns = now + (int64_t) (run->warmup * 1e9);
+        run->measure_end_ns = run->measure_ns + (int64_t) (run->seconds * 1e9);
         atomic_store(&run->start_ns, now);
         atomic_store(&run->go, 1);
         l->phase = 1;
@@ -238,6 +251,7 @@ sg_loom(const bench_env *env, const bench_opts *o, sg_run *run)
     memset(&l, 0, sizeof l);
     run->env = env;
     run->seconds = o->seconds;
+    run->warmup = o->warmup;
     l.run = run;
     rcfg.conninfo = env->conninfo;
     if (loom_runtime_open(&l.rt, &rcfg) != LOOM_OK) {
@@ -477,16 +491,18 @@ bench_saga(bench_env *env, const bench_opts *o)
         goto out;
     tx1 = sg_xact_commit(env);
     done = atomic_load(&run.completed);
-    secs =
-        (double) (atomic_load(&run.end_ns) - atomic_load(&run.start_ns)) / 1e9;
-    if (done == 0 || secs <= 0) {
-        fprintf(stderr, "%s: saga: no saga completed\n", BENCH_PROGRAM);
+    secs = (double) (run.measure_end_ns - run.measure_ns) / 1e9;
+    if (run.measured == 0 || run.lat.n == 0 || secs <= 0) {
+        fprintf(stderr, "%s: saga: no saga completed in the measured %.1f s\n",
+                BENCH_PROGRAM, secs);
         goto out;
     }
-    rate = (double) done / secs;
-    bench_progress("saga loom: %lld sagas completed in %.1f s (%lld in "
-                   "flight at most): %.0f/s, %lld transactions",
-                   done, secs, run.in_flight, rate, tx1 - tx0);
+    rate = (double) run.measured / secs;
+    bench_progress("saga loom: %lld sagas completed in the measured %.1f s "
+                   "(after a %.1f s warm-up; %lld in flight at most): %.0f/s; "
+                   "%lld sagas and %lld transactions in all",
+                   run.measured, secs, run.warmup, run.in_flight, rate, done,
+                   tx1 - tx0);
     printf("BENCH saga sagas_per_s=%.0f p50_ms=%.2f p99_ms=%.2f "
            "tx_per_saga=%.2f ratio=%.3f\n",
            rate, bench_samples_ms(&run.lat, 0.50),

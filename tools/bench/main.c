@@ -7,7 +7,7 @@
  *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
  *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
  *   loom-bench relay   [--rate R] [--seconds S] [--db URL]
- *   loom-bench saga    [--seconds S] [--in-flight N] [--db URL]
+ *   loom-bench saga    [--seconds S] [--warmup S] [--in-flight N] [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -90,6 +90,9 @@ main_usage(FILE *f)
             "1000000)\n"
             "  --in-flight N saga: most sagas unfinished at once (default "
             "256)\n"
+            "  --warmup S    saga: seconds of starting sagas before the "
+            "measured ones,\n"
+            "                left out of the figures (default 2)\n"
             "  --rounds N    interleaved loom/raw rounds per case, median "
             "taken\n"
             "                (default 3, at most 15)\n"
@@ -144,6 +147,10 @@ main_option(bench_opts *o, const char *name, const char *arg)
     if (strcmp(name, "--rate") == 0) {
         o->rate = strtod(arg, &end);
         return *end == '\0' && o->rate >= 1 && o->rate <= 100000 ? 0 : -1;
+    }
+    if (strcmp(name, "--warmup") == 0) {
+        o->warmup = strtod(arg, &end);
+        return *end == '\0' && o->warmup >= 0 && o->warmup <= 3600 ? 0 : -1;
     }
     if (strcmp(name, "--in-flight") == 0)
         return (o->in_flight = main_count(arg)) > 0 && o->in_flight <= 100000
@@ -280,10 +287,11 @@ main_banner(const char *cmd, const bench_opts *o)
 
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
     printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu "
-           "--batch %zu%s --rate %g --messages %zu --in-flight %zu\n",
+           "--batch %zu%s --rate %g --messages %zu --in-flight %zu "
+           "--warmup %g\n",
            BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page,
            o->batch, o->batch ? "" : " (the library's)", o->rate, o->messages,
-           o->in_flight);
+           o->in_flight, o->warmup);
     fflush(stdout);
 }
 
@@ -339,7 +347,8 @@ main(int argc, char **argv)
                     .page = 1000,
                     .rate = 1000,
                     .rounds = 3,
-                    .in_flight = 256};
+                    .in_flight = 256,
+                    .warmup = 2};
     bench_env env;
     int rc;
 

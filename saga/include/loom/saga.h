@@ -462,7 +462,11 @@ LOOM_API loom_err loom_participant_load(loom_participant_ctx *ctx,
  * (up to max_conflicts times). Events without a correlation id get the
  * saga id, and without a causation id the command's message id. The
  * events are copied (ids generated now are written back into `events`).
- * Errors (nothing queued, the reason in
+ *
+ * The events of every command of a delivered batch are written by one
+ * statement after the batch's last handler, so the
+ * handler's own statements (loom_participant_tx()) run before them and
+ * cannot see them. Errors (nothing queued, the reason in
  * loom_tx_errmsg(loom_participant_tx(ctx))): LOOM_EINVAL (ctx NULL, or a
  * bad stream, version or event), LOOM_ETOOBIG, LOOM_ENOMEM, LOOM_EIO.
  */
