@@ -116,6 +116,12 @@ outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
     return outbox_check_headers(tx, i, m);
 }
 
+loom_err
+loom__outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
+{
+    return outbox_check_msg(tx, i, m);
+}
+
 /* Appends the headers array, encoding each message's headers straight
  * into the parameter buffer and checking its size. */
 static loom_err

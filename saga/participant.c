@@ -253,6 +253,7 @@ pt_free(loom_participant *p)
     loom_store_close(p->store);
     loom__arena_free(&p->arena);
     loom__append_many_free(&p->appends);
+    loom__outbox_batch_free(&p->replies);
     loom_free(p->notes);
     loom_free(p->defs);
     loom_free(p->group);
@@ -352,6 +353,7 @@ loom_participant_open(loom_runtime *rt, const loom_participant_config *cfg,
     memset(p, 0, sizeof *p);
     loom__arena_init(&p->arena);
     loom__append_many_init(&p->appends);
+    loom__outbox_batch_init(&p->replies);
     rc = pt_copy(p, cfg);
     if (rc != LOOM_OK) {
         pt_err(err, errlen, rc, "out of memory");

@@ -122,7 +122,9 @@ pt_reply(loom_participant *p, loom_participant_ctx *ctx,
     om.topic = w->reply_to;
     om.key = w->saga_id;
     om.key_len = strlen(w->saga_id);
-    rc = loom_outbox_add(ctx->tx, p->outbox, &om, 1);
+    /* Queued with the transaction's other replies after its last
+     * handler (participant_batch.c), checked now. */
+    rc = loom__outbox_batch_add(&p->replies, ctx->tx, &om);
     if (rc != LOOM_OK) {
         why_set(why, whylen, "the reply to %s could not be queued: %s",
                 w->reply_to, loom_tx_errmsg(ctx->tx));

@@ -14,6 +14,7 @@
 #include "arena.h"
 #include "loom/inbox_consumer.h"
 #include "loom/saga.h"
+#include "outbox_batch.h"
 #include "wire.h"
 
 /* A command whose handler ran and whose transaction is not settled yet:
@@ -40,6 +41,7 @@ struct loom_participant {
      * written by one statement after the last of them
      * (participant_batch.c). */
     loom__append_many appends;
+    loom__outbox_batch replies; /* likewise, one loom.outbox_add() */
 };
 
 /* What a handler is given (loom_participant_ctx): lives in the arena,
@@ -67,7 +69,8 @@ loom_err loom__participant_handle(loom_participant *p, const loom_message *m,
 /*
  * participant_batch.c: the inbox consumer's hooks (inbox_consumer_int.h).
  * begin drops what an unsent transaction had collected; end queues the
- * transaction's appends (one loom.append_many()).
+ * transaction's appends (one loom.append_many()) and replies (one
+ * loom.outbox_add()).
  */
 void loom__participant_begin(void *arg);
 loom_err loom__participant_end(loom_tx *tx, char *why, size_t whylen,

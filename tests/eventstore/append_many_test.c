@@ -191,8 +191,6 @@ test_append_many_sql_refuses_mismatched_arrays(void **state)
     PQfinish(c);
 }
 
-/* Marks of a batch: LM015 when any is recorded already or repeated, and
- * then none of them is; all recorded otherwise. */
 int
 main(void)
 {
