@@ -1299,6 +1299,17 @@ c_entry(tp_consumer *c, const loom_message *m)
     return e->magic == TP_ENTRY_MAGIC && e->c == c ? e : NULL;
 }
 
+/* The loop's next turn after acknowledgements: settle them together. */
+static void
+c_on_settle(uv_idle_t *h)
+{
+    tp_consumer *c = h->data;
+
+    uv_idle_stop(h);
+    if (c->state == TP_C_IDLE || c->state == TP_C_SLEEP)
+        loom__tp_consume_kick(c);
+}
+
 static loom_err
 c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error,
             int reject)
@@ -1328,8 +1339,11 @@ c_give_back(tp_consumer *c, const loom_message *m, int state, const char *error,
                       (long long) e->msg.offset, error ? error : "");
         entry_done(c, e);
     }
-    if (c->state == TP_C_IDLE || c->state == TP_C_SLEEP)
-        loom__tp_consume_kick(c);
+    /* Not at once: a handler that settles a batch gives its messages back
+     * one after another in one callback, and kicking at the first would
+     * commit it alone, then the rest in a second transaction. */
+    if (!c->closing && !uv_is_active((uv_handle_t *) &c->settle))
+        uv_idle_start(&c->settle, c_on_settle);
     return LOOM_OK;
 }
 
@@ -1469,10 +1483,12 @@ loom__tp_subscribe(void *state, const loom_consumer_config *cfg,
      * up after the join, that started a timer never initialized. */
     uv_timer_init(loom_runtime_loop(tr->rt), &c->timer);
     uv_timer_init(loom_runtime_loop(tr->rt), &c->heartbeat);
+    uv_idle_init(loom_runtime_loop(tr->rt), &c->settle);
     c->timer.data = c;
     c->heartbeat.data = c;
-    c->open_timers = 2;
-    tr->open_handles += 2;
+    c->settle.data = c;
+    c->open_timers = 3;
+    tr->open_handles += 3;
     rc = loom__tp_conn_open(&c->gconn, tr, "group", err, sizeof err);
     if (rc == LOOM_OK)
         rc = loom__tp_conn_open(&c->dconn, tr, "consumer", err, sizeof err);
@@ -1502,6 +1518,7 @@ fail:
         /* The last close callback frees c. */
         uv_close((uv_handle_t *) &c->timer, c_handle_closed);
         uv_close((uv_handle_t *) &c->heartbeat, c_handle_closed);
+        uv_close((uv_handle_t *) &c->settle, c_handle_closed);
         return rc;
     }
     loom_free(c);
@@ -1565,8 +1582,10 @@ loom__tp_consume_free(tp_consumer *c)
     loom__tx_free(&c->tx);
     uv_timer_stop(&c->timer);
     uv_timer_stop(&c->heartbeat);
+    uv_idle_stop(&c->settle);
     uv_close((uv_handle_t *) &c->timer, c_handle_closed);
     uv_close((uv_handle_t *) &c->heartbeat, c_handle_closed);
+    uv_close((uv_handle_t *) &c->settle, c_handle_closed);
     /* The stop may have been waiting for us. */
     loom__tp_maybe_stopped(tr);
 }

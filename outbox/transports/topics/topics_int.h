@@ -230,10 +230,13 @@ struct tp_consumer {
     int32_t *listen_ids;
     size_t n_listeners;
     uv_timer_t timer; /* sleep, backoff */
+    /* Runs the data path once the acknowledgements given in one turn of
+     * the loop are all in, so they settle in one commit. */
+    uv_idle_t settle;
     loom__backoff backoff;
     int stopping;
     int closing;
-    int open_timers; /* timer and heartbeat: freed with the last */
+    int open_timers; /* timer, heartbeat and settle: freed with the last */
     loom_topics_consumer_stats stats;
     tp_consumer *next;
 };
