@@ -3,14 +3,17 @@
  * LOOM_EINVAL and a sentence naming what is wrong, before anything
  * connects; an unreachable server is LOOM_ECONN; a stream that exists
  * but does not capture the prefix is refused; of several servers a live
- * one is used.
+ * one is used; processes that start together and all find the stream
+ * missing share the one that the first of them creates.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <nats/nats.h>
 
 #include "ntest.h"
 
@@ -119,6 +122,103 @@ test_nats_url_stream_must_capture_the_prefix(void **state)
     assert_int_equal(try_open(url, err, sizeof err), LOOM_OK);
 }
 
+#define RACE_OPENERS 8
+#define RACE_ROUNDS  10
+
+typedef struct race_opener {
+    pthread_t thread;
+    pthread_barrier_t *go;
+    const char *url;
+    loom_err rc;
+    char err[512];
+} race_opener;
+
+/* Opens a transport on this executable's stream once every opener is
+ * ready (no cmocka asserts here: they are not for other threads). */
+static void *
+race_open(void *arg)
+{
+    race_opener *o = arg;
+    loom_runtime *rt = NULL;
+    loom_transport *t = NULL;
+
+    o->rc = loom_runtime_open(&rt, NULL);
+    pthread_barrier_wait(o->go);
+    if (o->rc == LOOM_OK)
+        o->rc = loom_transport_open(rt, o->url, &t, o->err, sizeof o->err);
+    loom_transport_close(t);
+    loom_runtime_close(rt);
+    return NULL;
+}
+
+/* Service processes that start together each find the stream missing
+ * and create it: the losers of that race are told the name exists or,
+ * from nats-server, that their subjects overlap the stream just made.
+ * Every one of them must open on the stream the winner made (found by
+ * the fault campaign: the inventory process exited at start-up). */
+static void
+test_nats_url_processes_starting_together_share_one_new_stream(void **state)
+{
+    race_opener o[RACE_OPENERS];
+    pthread_barrier_t go;
+    char url[1024];
+
+    (void) state;
+    /* ntt_url() is static storage: built once, before the threads. */
+    snprintf(url, sizeof url, "%s", ntt_url(""));
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        ntt_stream_delete();
+        assert_int_equal(pthread_barrier_init(&go, NULL, RACE_OPENERS), 0);
+        for (int i = 0; i < RACE_OPENERS; i++) {
+            memset(&o[i], 0, sizeof o[i]);
+            o[i].go = &go;
+            o[i].url = url;
+            assert_int_equal(
+                pthread_create(&o[i].thread, NULL, race_open, &o[i]), 0);
+        }
+        for (int i = 0; i < RACE_OPENERS; i++)
+            pthread_join(o[i].thread, NULL);
+        pthread_barrier_destroy(&go);
+        for (int i = 0; i < RACE_OPENERS; i++)
+            if (o[i].rc != LOOM_OK)
+                fail_msg("round %d, opener %d of %s: %s: %s", round, i, url,
+                         loom_err_name(o[i].rc), o[i].err);
+    }
+}
+
+/* A stream of another name that already captures the prefix is an
+ * overlap the transport must not paper over: the open fails and says so,
+ * where the race above ends in the stream of the right name. */
+static void
+test_nats_url_another_stream_on_the_subjects_is_an_error(void **state)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig sc;
+    jsErrCode jerr = 0;
+    char other[64], subject[96], err[512] = "";
+    const char *subjects[1] = {subject};
+
+    (void) state;
+    ntt_stream_delete();
+    snprintf(other, sizeof other, "%sOTHER", ntt_stream());
+    snprintf(subject, sizeof subject, "%s.>", ntt_prefix());
+    assert_int_equal(natsConnection_ConnectTo(&nc, ntt_server()), NATS_OK);
+    assert_int_equal(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamConfig_Init(&sc);
+    sc.Name = other;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_MemoryStorage;
+    assert_int_equal(js_AddStream(NULL, js, &sc, NULL, &jerr), NATS_OK);
+    assert_int_equal(try_open(ntt_url(""), err, sizeof err), LOOM_EIO);
+    assert_non_null(strstr(err, "cannot create stream"));
+    assert_non_null(strstr(err, "10065"));
+    assert_int_equal(js_DeleteStream(js, other, NULL, &jerr), NATS_OK);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
 static void
 test_nats_url_registration_and_errmsg(void **state)
 {
@@ -138,6 +238,10 @@ main(void)
             test_nats_url_unreachable_server_is_a_connection_error),
         cmocka_unit_test(test_nats_url_a_live_server_among_several_is_used),
         cmocka_unit_test(test_nats_url_stream_must_capture_the_prefix),
+        cmocka_unit_test(
+            test_nats_url_processes_starting_together_share_one_new_stream),
+        cmocka_unit_test(
+            test_nats_url_another_stream_on_the_subjects_is_an_error),
         cmocka_unit_test(test_nats_url_registration_and_errmsg),
     };
     tpt_debug_from_env();

@@ -82,7 +82,7 @@ ntt_open(tpt_env *e, const char *options)
 }
 
 /* Deletes the stream with libnats directly (the transport never does). */
-static void
+void
 ntt_stream_delete(void)
 {
     natsConnection *nc = NULL;

@@ -39,6 +39,9 @@ const char *ntt_url(const char *options);
 /* Opens a runtime and a transport on ntt_url(options). Fails the test on
  * error. Close with tpt_close(). */
 void ntt_open(tpt_env *e, const char *options);
+/* Deletes this executable's stream, if any (with libnats: the transport
+ * never deletes one). */
+void ntt_stream_delete(void);
 /* Deletes this executable's stream (if any); cmocka group set-up and
  * tear-down. */
 int ntt_group_setup(void **state);

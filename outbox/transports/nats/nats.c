@@ -359,8 +359,19 @@ nt_stream(nt_transport *tr, char *err, size_t errlen)
         sc.Duplicates = tr->cfg.dedup_window_ms * 1000000;
         jerr = 0;
         s = js_AddStream(&si, tr->js, &sc, NULL, &jerr);
-        if (s != NATS_OK && jerr == JSStreamNameExistErr) /* a race */
-            s = js_GetStreamInfo(&si, tr->js, tr->cfg.stream, NULL, &jerr);
+        if (s != NATS_OK && (jerr == JSStreamNameExistErr ||
+                             jerr == JSStreamSubjectOverlapErr)) {
+            /* Another process created it first (processes starting
+             * together race; the loser is told the name exists, or, as
+             * nats-server also answers, that its subjects overlap those
+             * of the stream just made). Use that stream if it is there;
+             * an overlap with a stream of another name stays an error. */
+            natsStatus again;
+            jsErrCode jerr2 = 0;
+            again = js_GetStreamInfo(&si, tr->js, tr->cfg.stream, NULL, &jerr2);
+            if (again == NATS_OK)
+                s = NATS_OK;
+        }
         if (s != NATS_OK)
             return nt_js_fail(s, jerr, "cannot create stream", sc.Name, err,
                               errlen);
