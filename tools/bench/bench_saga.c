@@ -63,7 +63,7 @@ typedef struct sg_run {
     double seconds, warmup;
     atomic_int go, stop, failed, starter_done;
     atomic_llong started, ended, completed;
-    atomic_llong start_ns, end_ns;
+    atomic_llong start_ns;
     int64_t measure_ns, measure_end_ns; /* the measured window */
     long long measured;                 /* completed within it */
     int64_t *t0;         /* start time of saga i (ns), SG_MAX_SAGAS entries */
@@ -184,7 +184,6 @@ sg_ended(void *arg, const char *id, loom_saga_state state)
         sg_fail(run, id, loom_saga_state_name(state));
     }
     atomic_fetch_add(&run->ended, 1);
-    atomic_store(&run->end_ns, bench_now_ns());
 }
 
 static void
