@@ -69,9 +69,9 @@ outbox_check_headers(loom_tx *tx, size_t i, const loom_outbox_message *m)
     return LOOM_OK;
 }
 
-/* Everything about one message that needs no encoding. */
-static loom_err
-outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
+/* Everything about one message that needs no encoding (outbox_int.h). */
+loom_err
+loom__outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
 {
     loom_err rc;
 
@@ -114,12 +114,6 @@ outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
                              "%lld is before 1970 (0: at once)",
                              i, m->topic, (long long) m->deliver_at);
     return outbox_check_headers(tx, i, m);
-}
-
-loom_err
-loom__outbox_check_msg(loom_tx *tx, size_t i, const loom_outbox_message *m)
-{
-    return outbox_check_msg(tx, i, m);
 }
 
 /* Appends the headers array, encoding each message's headers straight
@@ -265,7 +259,7 @@ outbox_check(loom_tx *tx, const char *outbox, const loom_outbox_message *msgs,
         return loom__tx_fail(tx, LOOM_ETOOBIG,
                              "%zu outbox messages in one call: split them", n);
     for (size_t i = 0; i < n; i++) {
-        loom_err rc = outbox_check_msg(tx, i, &msgs[i]);
+        loom_err rc = loom__outbox_check_msg(tx, i, &msgs[i]);
         if (rc != LOOM_OK)
             return rc;
     }

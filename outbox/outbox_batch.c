@@ -31,7 +31,6 @@ loom__outbox_batch_reset(loom__outbox_batch *b)
 {
     loom__buf_reset(&b->data);
     b->n = 0;
-    b->n_headers = 0;
 }
 
 void
@@ -95,7 +94,6 @@ loom__outbox_batch_add(loom__outbox_batch *b, loom_tx *tx,
         return loom__tx_fail(tx, LOOM_ENOMEM,
                              "out of memory collecting outbox messages");
     b->n++;
-    b->n_headers += m->n_headers;
     return LOOM_OK;
 }
 
@@ -105,12 +103,15 @@ loom__outbox_batch_queue(loom__outbox_batch *b, loom_tx *tx, const char *outbox)
     loom_outbox_message *msgs;
     loom_header *hdrs;
     const char *d = b->data.data;
+    size_t n_headers = 0;
     loom_err rc;
 
     if (b->n == 0)
         return LOOM_OK;
+    for (size_t i = 0; i < b->n; i++)
+        n_headers += b->items[i].n_headers;
     msgs = loom_malloc(b->n * sizeof *msgs);
-    hdrs = loom_malloc((b->n_headers ? b->n_headers : 1) * sizeof *hdrs);
+    hdrs = loom_malloc((n_headers ? n_headers : 1) * sizeof *hdrs);
     if (msgs == NULL || hdrs == NULL) {
         loom_free(msgs);
         loom_free(hdrs);

@@ -25,7 +25,6 @@ typedef struct loom__outbox_batch {
     loom__buf data;           /* every field's bytes, strings NUL-ended */
     loom__outbox_item *items; /* owned */
     size_t n, cap;
-    size_t n_headers; /* over all items */
 } loom__outbox_batch;
 
 void loom__outbox_batch_init(loom__outbox_batch *b);

@@ -366,10 +366,9 @@ nt_stream(nt_transport *tr, char *err, size_t errlen)
              * nats-server also answers, that its subjects overlap those
              * of the stream just made). Use that stream if it is there;
              * an overlap with a stream of another name stays an error. */
-            natsStatus again;
-            jsErrCode jerr2 = 0;
-            again = js_GetStreamInfo(&si, tr->js, tr->cfg.stream, NULL, &jerr2);
-            if (again == NATS_OK)
+            jsErrCode again = 0;
+            if (js_GetStreamInfo(&si, tr->js, tr->cfg.stream, NULL, &again) ==
+                NATS_OK)
                 s = NATS_OK;
         }
         if (s != NATS_OK)
