@@ -32,7 +32,10 @@ typedef struct bench_opts {
                            library's default (5,000) */
     size_t messages;    /* topics: messages produced and consumed */
     double rate;        /* live: events appended per second; topics:
-                           messages per second of the latency part */
+                           messages per second of the latency part;
+                           saga (only when rate_given): sagas started per
+                           second, open loop */
+    int rate_given;     /* --rate was on the command line */
     int rounds;         /* interleaved loom/raw rounds per case */
     size_t in_flight;   /* saga: most sagas unfinished at once */
     double warmup;      /* saga: seconds of starting before the measured

@@ -6,16 +6,21 @@
  *   loom  the checkout saga of saga/checkout.proto: an orchestrator, three
  *         participants (each command appends one event, expecting a new
  *         stream, and replies) and a relay, on one runtime in the main
- *         thread, over topics:// (acks=all). A starter thread starts sagas
- *         (loom_saga_start_tx, up to SG_START_BATCH per transaction)
- *         while fewer than --in-flight are unfinished, for --warmup
- *         then --seconds, then waits for the last to end. Only the
- *         --seconds after the warm-up are measured: the first sagas all
- *         start at once, into cold caches and plans, and would set the
- *         tail. Rate: sagas completed within the measured seconds over
- *         their length. Latency: of the sagas started within them, from
- *         just before the start's commit to the orchestrator's `ended`
- *         hook.
+ *         thread, over topics:// (acks=all). A starter thread starts
+ *         sagas (loom_saga_start_tx, up to SG_START_BATCH per
+ *         transaction) for --warmup then --seconds, then waits for the
+ *         last to end: closed loop, while fewer than --in-flight are
+ *         unfinished (how many complete per second at that
+ *         concurrency), or with --rate, open loop, R per second on a
+ *         fixed schedule (how long each takes at that load, whatever
+ *         the concurrency it takes). Only the --seconds after the
+ *         warm-up are measured: the first sagas start into cold caches
+ *         and plans, and would set the tail. Rate: sagas completed
+ *         within the measured seconds over their length. Latency: of
+ *         the sagas started within them, to the orchestrator's `ended`
+ *         hook, from just before the start's commit (closed loop) or
+ *         from the saga's time on the schedule (open loop: a starter
+ *         that falls behind counts against the system).
  *         tx_per_saga: the scratch database's committed transactions
  *         (pg_stat_database.xact_commit, every connection: starter,
  *         orchestrator, participants, relay, topics) over the sagas.
@@ -26,7 +31,7 @@
  *         at full speed for --seconds.
  *
  *   BENCH saga sagas_per_s=<n> p50_ms=<x> p99_ms=<y> tx_per_saga=<k>
- *              ratio=<loom/raw>
+ *              ratio=<loom/raw> [offered_per_s=<r>: open loop only]
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -61,13 +66,15 @@ static const char *const sg_topics[] = {"bench.saga.replies", "bench.inventory",
 typedef struct sg_run {
     const bench_env *env;
     double seconds, warmup;
+    double rate; /* sagas started per second (open loop); 0: closed loop */
     atomic_int go, stop, failed, starter_done;
     atomic_llong started, ended, completed;
     atomic_llong start_ns;
     int64_t measure_ns, measure_end_ns; /* the measured window */
     long long measured;                 /* completed within it */
     int64_t *t0;         /* start time of saga i (ns), SG_MAX_SAGAS entries */
-    long long in_flight; /* most sagas unfinished at once */
+    long long in_flight; /* closed loop: most sagas unfinished at once */
+    long long peak;      /* most unfinished seen (loop thread) */
     bench_samples lat;   /* loop thread only */
 } sg_run;
 
@@ -89,6 +96,94 @@ sg_nap(int64_t ns)
 /* ---- the starter thread ---------------------------------------------------
  */
 
+/* Starts sagas first .. first + n - 1 in one transaction; t0[i] is when
+ * saga i counts as started (its latency runs from there). */
+static int
+sg_start(sg_run *run, loom_store *s, loom_tx *tx, long long first, long long n)
+{
+    char id[32], order[32];
+    int64_t now;
+
+    loom_tx_reset(tx);
+    for (long long i = first; i < first + n; i++) {
+        Benchsaga__Checkout data = BENCHSAGA__CHECKOUT__INIT;
+        snprintf(id, sizeof id, "c%lld", i);
+        snprintf(order, sizeof order, "order-%lld", i);
+        data.order = order;
+        data.amount = 100 + i % 900;
+        if (loom_saga_start_tx(tx, &benchsaga__checkout_saga__saga, id,
+                               &data.base, NULL) != LOOM_OK) {
+            sg_fail(run, "loom_saga_start_tx", loom_tx_errmsg(tx));
+            return -1;
+        }
+    }
+    now = bench_now_ns();
+    for (long long i = first; i < first + n; i++)
+        if (run->rate <= 0) /* open loop: t0 is the schedule, already set */
+            run->t0[i] = now;
+    atomic_store(&run->started, first + n);
+    if (loom_store_commit(s, tx) != LOOM_OK) {
+        sg_fail(run, "starting sagas", loom_store_errmsg(s));
+        return -1;
+    }
+    return 0;
+}
+
+/* Closed loop: while fewer than in_flight are unfinished, start more, up
+ * to SG_START_BATCH per transaction. */
+static void
+sg_start_closed(sg_run *run, loom_store *s, loom_tx *tx, int64_t deadline)
+{
+    while (!atomic_load(&run->stop) && !atomic_load(&bench_stopped) &&
+           bench_now_ns() < deadline) {
+        long long first = atomic_load(&run->started);
+        long long room = run->in_flight - (first - atomic_load(&run->ended));
+        long long n = room < SG_START_BATCH ? room : SG_START_BATCH;
+
+        if (n < SG_START_BATCH / 2 || first + n > SG_MAX_SAGAS) {
+            sg_nap(200000);
+            continue;
+        }
+        if (sg_start(run, s, tx, first, n) != 0)
+            return;
+    }
+}
+
+/* Open loop: saga i is due at go + i / rate, whatever the earlier ones
+ * are doing. Each transaction starts every saga due by now (up to
+ * SG_START_BATCH); a server that cannot keep up makes the backlog, and
+ * so the latency counted from the schedule, grow, instead of slowing the
+ * arrivals down (no coordinated omission). */
+static void
+sg_start_open(sg_run *run, loom_store *s, loom_tx *tx, int64_t go,
+              int64_t deadline)
+{
+    double ns_per_saga = 1e9 / run->rate;
+
+    while (!atomic_load(&run->stop) && !atomic_load(&bench_stopped)) {
+        long long first = atomic_load(&run->started), due, n;
+        int64_t now = bench_now_ns(),
+                next = go + (int64_t) ((double) first * ns_per_saga);
+
+        if (next >= deadline || first >= SG_MAX_SAGAS)
+            return;
+        if (next > now) {
+            sg_nap(next - now);
+            continue;
+        }
+        due = (long long) ((double) (now - go) / ns_per_saga) + 1;
+        if (due > SG_MAX_SAGAS)
+            due = SG_MAX_SAGAS;
+        n = due - first;
+        if (n > SG_START_BATCH)
+            n = SG_START_BATCH;
+        for (long long i = first; i < first + n; i++)
+            run->t0[i] = go + (int64_t) ((double) i * ns_per_saga);
+        if (sg_start(run, s, tx, first, n) != 0)
+            return;
+    }
+}
+
 static void *
 sg_starter_main(void *arg)
 {
@@ -96,8 +191,8 @@ sg_starter_main(void *arg)
     loom_store_config cfg = LOOM_STORE_CONFIG_INIT;
     loom_store *s = NULL;
     loom_tx *tx = NULL;
-    char err[256], id[32], order[32];
-    int64_t deadline;
+    char err[256];
+    int64_t go, deadline;
 
     cfg.conninfo = run->env->conninfo;
     cfg.application_name = "loom-bench saga starter";
@@ -111,41 +206,12 @@ sg_starter_main(void *arg)
     }
     while (!atomic_load(&run->go) && !atomic_load(&run->stop))
         sg_nap(100000);
-    deadline = atomic_load(&run->start_ns) +
-               (int64_t) ((run->warmup + run->seconds) * 1e9);
-    while (!atomic_load(&run->stop) && !atomic_load(&bench_stopped) &&
-           bench_now_ns() < deadline) {
-        long long first = atomic_load(&run->started);
-        long long room = run->in_flight - (first - atomic_load(&run->ended));
-        long long n = room < SG_START_BATCH ? room : SG_START_BATCH;
-        int64_t now;
-
-        if (n < SG_START_BATCH / 2 || first + n > SG_MAX_SAGAS) {
-            sg_nap(200000);
-            continue;
-        }
-        loom_tx_reset(tx);
-        for (long long i = first; i < first + n; i++) {
-            Benchsaga__Checkout data = BENCHSAGA__CHECKOUT__INIT;
-            snprintf(id, sizeof id, "c%lld", i);
-            snprintf(order, sizeof order, "order-%lld", i);
-            data.order = order;
-            data.amount = 100 + i % 900;
-            if (loom_saga_start_tx(tx, &benchsaga__checkout_saga__saga, id,
-                                   &data.base, NULL) != LOOM_OK) {
-                sg_fail(run, "loom_saga_start_tx", loom_tx_errmsg(tx));
-                goto out;
-            }
-        }
-        now = bench_now_ns();
-        for (long long i = first; i < first + n; i++)
-            run->t0[i] = now;
-        atomic_store(&run->started, first + n);
-        if (loom_store_commit(s, tx) != LOOM_OK) {
-            sg_fail(run, "starting sagas", loom_store_errmsg(s));
-            goto out;
-        }
-    }
+    go = atomic_load(&run->start_ns);
+    deadline = go + (int64_t) ((run->warmup + run->seconds) * 1e9);
+    if (run->rate > 0)
+        sg_start_open(run, s, tx, go, deadline);
+    else
+        sg_start_closed(run, s, tx, deadline);
 out:
     loom_tx_free(tx);
     loom_store_close(s);
@@ -195,6 +261,8 @@ sg_on_tick(uv_timer_t *t)
 
     if (atomic_load(&bench_stopped) || atomic_load(&run->failed))
         goto stop;
+    if (atomic_load(&run->started) - atomic_load(&run->ended) > run->peak)
+        run->peak = atomic_load(&run->started) - atomic_load(&run->ended);
     switch (l->phase) {
     case 0:
         if (now - l->phase_ns < INT64_C(1000000000))
@@ -251,6 +319,7 @@ sg_loom(const bench_env *env, const bench_opts *o, sg_run *run)
     run->env = env;
     run->seconds = o->seconds;
     run->warmup = o->warmup;
+    run->rate = o->rate_given ? o->rate : 0;
     l.run = run;
     rcfg.conninfo = env->conninfo;
     if (loom_runtime_open(&l.rt, &rcfg) != LOOM_OK) {
@@ -467,6 +536,7 @@ int
 bench_saga(bench_env *env, const bench_opts *o)
 {
     sg_run run;
+    char how[64];
     double raw = 0, rate, secs;
     long long tx0, tx1, done;
     int rc = -1;
@@ -497,17 +567,24 @@ bench_saga(bench_env *env, const bench_opts *o)
         goto out;
     }
     rate = (double) run.measured / secs;
+    if (run.rate > 0)
+        snprintf(how, sizeof how, "started at %g/s on a schedule", run.rate);
+    else
+        snprintf(how, sizeof how, "at most %lld in flight", run.in_flight);
     bench_progress("saga loom: %lld sagas completed in the measured %.1f s "
-                   "(after a %.1f s warm-up; %lld in flight at most): %.0f/s; "
-                   "%lld sagas and %lld transactions in all",
-                   run.measured, secs, run.warmup, run.in_flight, rate, done,
+                   "(after a %.1f s warm-up; %s; %lld unfinished at "
+                   "most): %.0f/s; %lld sagas and %lld transactions in all",
+                   run.measured, secs, run.warmup, how, run.peak, rate, done,
                    tx1 - tx0);
     printf("BENCH saga sagas_per_s=%.0f p50_ms=%.2f p99_ms=%.2f "
-           "tx_per_saga=%.2f ratio=%.3f\n",
+           "tx_per_saga=%.2f ratio=%.3f",
            rate, bench_samples_ms(&run.lat, 0.50),
            bench_samples_ms(&run.lat, 0.99),
            tx0 >= 0 && tx1 >= tx0 ? (double) (tx1 - tx0) / (double) done : -1,
            raw > 0 ? rate / raw : 0.0);
+    if (run.rate > 0)
+        printf(" offered_per_s=%.0f", run.rate);
+    printf("\n");
     fflush(stdout);
     rc = 0;
 out:

@@ -7,7 +7,8 @@
  *   loom-bench live    [--rate R] [--seconds S] [--rounds N] [--db URL]
  *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
  *   loom-bench relay   [--rate R] [--seconds S] [--db URL]
- *   loom-bench saga    [--seconds S] [--warmup S] [--in-flight N] [--db URL]
+ *   loom-bench saga    [--seconds S] [--warmup S] [--in-flight N | --rate R]
+ *                      [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -27,7 +28,7 @@
  * and saga, three-step sagas end to end against raw libpq writing what a
  * hand-made orchestration writes,
  *   BENCH saga sagas_per_s=<n> p50_ms=<x> p99_ms=<y> tx_per_saga=<k>
- *              ratio=<loom/raw>
+ *              ratio=<loom/raw> [offered_per_s=<r>, with --rate]
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
@@ -85,11 +86,17 @@ main_usage(FILE *f)
             "  --rate R      live: events appended per second, topics and "
             "relay:\n"
             "                messages published per second for latency "
-            "(default 1000)\n"
+            "(default 1000);\n"
+            "                saga: sagas started per second on a fixed "
+            "schedule (open\n"
+            "                loop; latency counted from each saga's "
+            "scheduled start)\n"
             "  --messages N  topics: messages produced and consumed (default "
             "1000000)\n"
-            "  --in-flight N saga: most sagas unfinished at once (default "
-            "256)\n"
+            "  --in-flight N saga without --rate: most sagas unfinished at "
+            "once, each\n"
+            "                ended saga making room for the next (closed "
+            "loop; default 256)\n"
             "  --warmup S    saga: seconds of starting sagas before the "
             "measured ones,\n"
             "                left out of the figures (default 2)\n"
@@ -146,6 +153,7 @@ main_option(bench_opts *o, const char *name, const char *arg)
         return (o->batch = main_count(arg)) > 0 && o->batch <= 1000000 ? 0 : -1;
     if (strcmp(name, "--rate") == 0) {
         o->rate = strtod(arg, &end);
+        o->rate_given = 1;
         return *end == '\0' && o->rate >= 1 && o->rate <= 100000 ? 0 : -1;
     }
     if (strcmp(name, "--warmup") == 0) {
