@@ -66,6 +66,8 @@ typedef enum loom__stmt_id {
     LOOM__STMT_OUTBOX_RESIGN,
     LOOM__STMT_OUTBOX_ARM,
     LOOM__STMT_OUTBOX_PENDING,
+    LOOM__STMT_OUTBOX_PUBLISH_LOCAL,
+    LOOM__STMT_DB_IDENTITY,
     /* sagas (saga/): reads, the orchestrator's loads and claims */
     LOOM__STMT_SAGA_GET,
     LOOM__STMT_SAGA_STARTED,

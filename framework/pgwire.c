@@ -46,6 +46,13 @@ loom__pg_put_be64(char *p, uint64_t v)
         p[i] = (char) (v >> (56 - 8 * i));
 }
 
+void
+loom__pg_put_be32(char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (char) (v >> (24 - 8 * i));
+}
+
 int64_t
 loom__pg_time_to_unix(int64_t pg_us)
 {

@@ -53,6 +53,8 @@ void loom__pg_array_add(loom__buf *b, const void *data, size_t len);
 uint64_t loom__pg_be64(const char *p);
 /* Writes `v` as 8 big-endian bytes at p (a binary int8 or xid8). */
 void loom__pg_put_be64(char *p, uint64_t v);
+/* Writes `v` as 4 big-endian bytes at p (a binary int4). */
+void loom__pg_put_be32(char *p, uint32_t v);
 uint32_t loom__pg_be32(const char *p);
 
 /* Binary-format field accessors; the caller has checked the column type.

@@ -16,6 +16,14 @@
  * lost its lock unawares can publish a batch twice (at least once) but
  * never move the cursor.
  *
+ * In the database: when the transport is the built-in topics of the
+ * outbox's own database, one statement (loom.outbox_publish_local, schema
+ * 13) does fetch, publish and advance inside the server, in one
+ * transaction, so each batch costs one round trip and never leaves the
+ * server. A batch that statement declines (a message only the transport's
+ * path handles: an unknown topic, one too big) or that fails goes through
+ * the transport as below, and the next one is tried in the database again.
+ *
  * A batch stays in memory until its advance commits: a failed publish is
  * retried with the same messages after a backoff (capped, with jitter),
  * and the outbox is untouched meanwhile. A message the transport refuses
@@ -37,6 +45,7 @@
 #include "pgconn.h"
 #include "pgwire.h"
 #include "runtime_int.h"
+#include "transports/topics/topics_local.h"
 #include "tx_int.h"
 
 #define RELAY_MAX_BATCH   10000
@@ -106,6 +115,9 @@ struct loom_relay {
     relay_ticket *ticket; /* publish in flight */
     int advancing;        /* the advance is in flight */
     int fetching;         /* a fetch (or arm, lead, ...) is in flight */
+    int local;            /* the transport's topics are in our database */
+    int via_transport;    /* the next batch goes through the transport */
+    uint32_t sticky;      /* keyless messages' partition, per local batch */
 
     uv_timer_t timer, tick;
     relay_wait wait;
@@ -130,6 +142,8 @@ static void relay_publish(loom_relay *r);
 static void relay_advance(loom_relay *r);
 static void relay_lead(loom_relay *r);
 static void relay_finish_stop(loom_relay *r);
+static void relay_check_pending(loom_relay *r);
+static void relay_publish_local(loom_relay *r, const char *sync);
 
 static const loom__stmt lead_stmt = {
     LOOM__STMT_OUTBOX_LEAD,
@@ -163,6 +177,23 @@ static const loom__stmt pending_stmt = {
     "SELECT loom.outbox_pending($1, $2, $3)",
     3,
     {LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8}};
+
+/* Fetch, publish to this database's topics and advance, in one
+ * transaction (schema 13). */
+static const loom__stmt local_stmt = {
+    LOOM__STMT_OUTBOX_PUBLISH_LOCAL,
+    "loom_outbox_publish_local",
+    "SELECT published, tx, position FROM loom.outbox_publish_local($1, $2, "
+    "$3, $4, $5, $6, $7)",
+    7,
+    {LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT4,
+     LOOM__OID_INT4, LOOM__OID_TEXT, 701 /* float8 */}};
+
+static const loom__stmt identity_stmt = {LOOM__STMT_DB_IDENTITY,
+                                         "loom_db_identity",
+                                         "SELECT loom.database_identity()",
+                                         0,
+                                         {0}};
 
 static const loom__stmt beat_stmt = {
     LOOM__STMT_OUTBOX_HEARTBEAT,
@@ -458,8 +489,9 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         r->armed = 0;
         r->last_beat_ms = relay_now(r);
         loom__log(LOOM_LOG_INFO,
-                  "relay %s: now the active relay (publishing through %s)",
-                  r->outbox, loom_transport_scheme(r->tp));
+                  "relay %s: now the active relay (publishing through %s%s)",
+                  r->outbox, loom_transport_scheme(r->tp),
+                  r->local ? ", inside the database" : "");
         if (r->listener == NULL &&
             loom_runtime_listen(r->rt, r->channel, relay_on_wake, r,
                                 &r->listener) != LOOM_OK)
@@ -584,10 +616,7 @@ relay_housekeeping(loom_relay *r)
         int lengths[2] = {(int) strlen(r->outbox), 4};
 
         r->last_clean_ms = now;
-        lim[0] = 0;
-        lim[1] = 0;
-        lim[2] = (char) ((RELAY_CLEAN_CHUNK >> 8) & 0xff);
-        lim[3] = (char) (RELAY_CLEAN_CHUNK & 0xff);
+        loom__pg_put_be32(lim, RELAY_CLEAN_CHUNK);
         r->fetching = 1;
         if (loom__pgconn_query(&r->conn, &clean_stmt, values, lengths,
                                relay_on_clean, r) == LOOM_OK)
@@ -738,6 +767,7 @@ relay_on_fetch(void *arg, loom_err rc, PGresult *res)
     loom_relay *r = arg;
 
     r->fetching = 0;
+    r->via_transport = 0; /* the batch after this one: in the database */
     if (rc != LOOM_OK) {
         PQclear(res);
         if (rc == LOOM_ECONN) {
@@ -773,12 +803,120 @@ relay_on_fetch(void *arg, loom_err rc, PGresult *res)
     relay_publish(r);
 }
 
+/* ---- publishing inside the database ------------------------------------- */
+
+/* Published in the database: the cursor moved with it. */
+static void
+relay_local_done(loom_relay *r, int32_t n, uint64_t tx, int64_t pos)
+{
+    r->cur_tx = tx;
+    r->cur_pos = pos;
+    r->held_ms = 0;
+    r->armed = 0;
+    r->lingered = 0;
+    r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
+    r->stats.published += (uint64_t) n;
+    r->stats.in_database += (uint64_t) n;
+    r->stats.batches++;
+    r->stats.batches_in_database++;
+    loom__backoff_reset(&r->backoff);
+    if (r->error != NULL) {
+        loom__log(LOOM_LOG_INFO, "relay %s: publishing again", r->outbox);
+        loom_free(r->error);
+        r->error = NULL;
+    }
+    if ((size_t) n >= r->batch || r->stopping) {
+        relay_fetch(r);
+        return;
+    }
+    /* A short batch: let the next messages gather (relay_on_advanced). */
+    relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
+}
+
+static void
+relay_on_local(void *arg, loom_err rc, PGresult *res)
+{
+    loom_relay *r = arg;
+    int32_t n = 0;
+    uint64_t tx = 0;
+    int64_t pos = 0;
+
+    r->fetching = 0;
+    if (rc == LOOM_OK &&
+        (PQntuples(res) != 1 || !loom__pg_get_i32(res, 0, 0, &n) ||
+         !loom__pg_get_u64(res, 0, 1, &tx) ||
+         !loom__pg_get_i64(res, 0, 2, &pos)))
+        rc = LOOM_EDB;
+    PQclear(res);
+    if (rc == LOOM_ECONN) {
+        relay_lost(r, "the connection to PostgreSQL broke");
+        return;
+    }
+    if (rc != LOOM_OK &&
+        strcmp(loom_store_sqlstate(r->conn.store), "LM016") == 0) {
+        relay_lost(r, "another relay moved the cursor");
+        return;
+    }
+    if (rc != LOOM_OK || n < 0) {
+        /* Declined (a message only the transport's path handles) or
+         * failed (say, a deadlock with another publisher): nothing was
+         * published, and this batch goes through the transport, which
+         * retries, refuses and dead-letters message by message. */
+        if (rc != LOOM_OK)
+            loom__log(LOOM_LOG_DEBUG,
+                      "relay %s: publishing in the database failed (%s); "
+                      "this batch goes through the transport",
+                      r->outbox, loom__pgconn_errmsg(&r->conn));
+        r->via_transport = 1;
+        relay_fetch(r);
+        return;
+    }
+    if (r->stopping && n == 0) {
+        relay_finish_stop(r);
+        return;
+    }
+    if (n == 0) {
+        relay_check_pending(r);
+        return;
+    }
+    relay_local_done(r, n, tx, pos);
+}
+
+static void
+relay_publish_local(loom_relay *r, const char *sync)
+{
+    char xid[8], pos[8], limit[4], sticky[4], rate[8];
+    const char *values[7] = {r->outbox, xid, pos, limit, sticky, sync, rate};
+    int lengths[7] = {(int) strlen(r->outbox), 8, 8, 4, 4,
+                      (int) strlen(sync),      8};
+    uint64_t bits;
+
+    loom__pg_put_be64(xid, r->cur_tx);
+    loom__pg_put_be64(pos, (uint64_t) r->cur_pos);
+    loom__pg_put_be32(limit, (uint32_t) r->batch);
+    loom__pg_put_be32(sticky, r->sticky++ & 0x7fffffffu);
+    memcpy(&bits, &r->rate, sizeof bits);
+    loom__pg_put_be64(rate, bits);
+    r->fetching = 1;
+    if (loom__pgconn_query(&r->conn, &local_stmt, values, lengths,
+                           relay_on_local, r) == LOOM_OK)
+        return;
+    r->fetching = 0;
+    if (PQstatus(r->conn.store->conn) != CONNECTION_OK ||
+        r->conn.reconnecting) {
+        relay_lost(r, "the connection to PostgreSQL broke");
+        return;
+    }
+    relay_backoff(r);
+}
+
 static void
 relay_fetch(loom_relay *r)
 {
     char limit[4], xid[8], pos[8];
     const char *values[4] = {r->outbox, xid, pos, limit};
     int lengths[4] = {(int) strlen(r->outbox), 8, 8, 4};
+    const char *sync = NULL;
 
     if (r->stopping) {
         relay_finish_stop(r);
@@ -788,12 +926,13 @@ relay_fetch(loom_relay *r)
         return;
     if (relay_housekeeping(r))
         return;
+    if (r->local && !r->via_transport && loom__topics_local_ok(r->tp, &sync)) {
+        relay_publish_local(r, sync);
+        return;
+    }
     loom__pg_put_be64(xid, r->cur_tx);
     loom__pg_put_be64(pos, (uint64_t) r->cur_pos);
-    limit[0] = (char) ((r->batch >> 24) & 0xff);
-    limit[1] = (char) ((r->batch >> 16) & 0xff);
-    limit[2] = (char) ((r->batch >> 8) & 0xff);
-    limit[3] = (char) (r->batch & 0xff);
+    loom__pg_put_be32(limit, (uint32_t) r->batch);
     r->fetching = 1;
     if (loom__pgconn_query(&r->conn, &fetch_stmt, values, lengths,
                            relay_on_fetch, r) != LOOM_OK) {
@@ -1084,6 +1223,22 @@ relay_resign(loom_relay *r)
     r->role = RELAY_STANDBY;
 }
 
+/* Whether the transport's topics are in the database of our connection
+ * (blocking; at start). An older schema, without the function, says no. */
+static int
+relay_same_database(loom_relay *r)
+{
+    PGresult *res = NULL;
+    int same = 0;
+
+    if (loom__pgconn_query_now(&r->conn, &identity_stmt, NULL, NULL, &res) ==
+            LOOM_OK &&
+        PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        same = loom__topics_same_database(r->tp, PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return same;
+}
+
 /* A runtime stop: finish the step in flight (a publish and its advance
  * complete, so a clean stop republishes nothing), then step down. */
 static void
@@ -1208,6 +1363,8 @@ loom_relay_start(loom_runtime *rt, const loom_relay_config *cfg,
         relay_free(r);
         return rc;
     }
+    r->local = !cfg->through_transport && cfg->published == NULL &&
+               relay_same_database(r);
     rc = loom__runtime_add_component(rt, relay_stop, r, &r->comp);
     if (rc != LOOM_OK) {
         loom__pgconn_close(&r->conn);

@@ -115,11 +115,18 @@ typedef struct loom_relay_config {
      * it is the relay's lag. The messages are borrowed for the call. */
     void (*published)(void *arg, const loom_message *msgs, size_t n);
     void *published_arg;
+    /* When the transport is the built-in topics of the outbox's own
+     * database (and neither a custom partitioner nor `published` is set),
+     * the relay publishes inside the database: one statement moves a
+     * batch to its topics and the cursor past it, in one transaction
+     * (schema 13; docs/messaging.md). 1: always go through the
+     * transport instead. */
+    int through_transport;
 } loom_relay_config;
 
 #define LOOM_RELAY_CONFIG_INIT                                                 \
     {                                                                          \
-        NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, NULL                   \
+        NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, NULL, 0                \
     }
 
 /*
@@ -143,8 +150,8 @@ LOOM_API void loom_relay_close(loom_relay *r);
 /* What a relay has done, for tests and metrics. */
 typedef struct loom_relay_stats {
     int leading;           /* 1 while this relay is the active one */
-    uint64_t published;    /* messages the transport acknowledged */
-    uint64_t batches;      /* publishes acknowledged */
+    uint64_t published;    /* messages published */
+    uint64_t batches;      /* batches published */
     uint64_t failures;     /* publishes that failed and were retried */
     uint64_t dead_letters; /* messages refused for good (see below) */
     uint64_t takeovers;    /* times this relay became the leader */
@@ -154,6 +161,10 @@ typedef struct loom_relay_stats {
      * transaction still running, and so looked again within 1-64 ms
      * instead of sleeping until a wake-up or the poll. */
     uint64_t held_back;
+    /* Of `published` and `batches`: those published inside the database
+     * (see through_transport), not through the transport. */
+    uint64_t in_database;
+    uint64_t batches_in_database;
 } loom_relay_stats;
 
 /* Copies r's counters. Errors: LOOM_EINVAL (NULL). */

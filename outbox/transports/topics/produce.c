@@ -4,9 +4,9 @@
  * producer's own connection, taking every whole call queued meanwhile up
  * to `batch` messages (so a busy producer batches by itself, the way
  * Kafka's accumulator does, and `linger_ms` can wait to fill batches
- * further). In the transaction, one loom.topic_publish() per topic, in
- * the order the calls came, so each partition's offsets follow publish
- * order.
+ * further). In the transaction, one loom.topic_publish() per topic, by
+ * topic name, each with its messages in the order the calls came, so
+ * each partition's offsets follow publish order.
  *
  * Partitions: an explicit one is passed through; a key is hashed here
  * (Kafka's murmur2, made positive) and the server takes it modulo the
@@ -475,12 +475,23 @@ prod_build_and_send(tp_producer *p)
      * consume.c): a consumer arming meanwhile waits for this commit. */
     if (rc == LOOM_OK)
         rc = prod_queue_wake_locks(p);
-    /* One statement per topic, in order of first appearance. */
-    for (tp_call *c = p->sent; c != NULL && rc == LOOM_OK; c = c->next)
-        for (size_t i = 0; i < c->n && rc == LOOM_OK; i++, k++)
-            if (!done[k])
-                rc = prod_queue_topic(
-                    p, p->sent, c->data.data + c->msgs[i].topic, done, total);
+    /* One statement per topic, by name (bytewise), as relays publishing
+     * inside the database do (schema 13): publishers that take the same
+     * topics' partition locks in one order cannot deadlock. Each key's
+     * messages keep their order (one topic, call order within it). */
+    for (;;) {
+        const char *next = NULL;
+        k = 0;
+        for (tp_call *c = p->sent; c != NULL; c = c->next)
+            for (size_t i = 0; i < c->n; i++, k++) {
+                const char *t = c->data.data + c->msgs[i].topic;
+                if (!done[k] && (next == NULL || strcmp(t, next) < 0))
+                    next = t;
+            }
+        if (next == NULL || rc != LOOM_OK)
+            break;
+        rc = prod_queue_topic(p, p->sent, next, done, total);
+    }
     loom_free(done);
     if (rc == LOOM_OK)
         rc = loom__pgconn_tx(&p->conn, &p->tx, prod_sent, p);

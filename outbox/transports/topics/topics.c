@@ -14,6 +14,7 @@
 #include "loom/alloc.h"
 #include "pgwire.h"
 #include "topics_int.h"
+#include "topics_local.h"
 
 static const loom__stmt meta_stmt = {
     LOOM__STMT_TOPIC_META,
@@ -494,6 +495,47 @@ static tp_transport *
 tp_of(loom_transport *t)
 {
     return loom__transport_ops(t) == &tp_ops ? loom__transport_state(t) : NULL;
+}
+
+/* ---- standing in for the producer (topics_local.h) --------------------- */
+
+static const loom__stmt identity_stmt = {LOOM__STMT_DB_IDENTITY,
+                                         "loom_db_identity",
+                                         "SELECT loom.database_identity()",
+                                         0,
+                                         {0}};
+
+int
+loom__topics_same_database(loom_transport *t, const char *db)
+{
+    tp_transport *tr = tp_of(t);
+    PGresult *res = NULL;
+    int same;
+
+    if (tr == NULL || db == NULL || !tr->admin_open)
+        return 0;
+    if (loom__pgconn_query_now(&tr->admin, &identity_stmt, NULL, NULL, &res) !=
+        LOOM_OK) {
+        PQclear(res);
+        return 0;
+    }
+    same = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+           strcmp(PQgetvalue(res, 0, 0), db) == 0;
+    PQclear(res);
+    return same;
+}
+
+int
+loom__topics_local_ok(loom_transport *t, const char **sync)
+{
+    tp_transport *tr = tp_of(t);
+
+    if (tr == NULL || tr->partitioner != NULL || tr->stopping || tr->closed)
+        return 0;
+    *sync = tr->acks == LOOM_TOPICS_ACKS_ALL    ? "on"
+            : tr->acks == LOOM_TOPICS_ACKS_NONE ? "off"
+                                                : "local";
+    return 1;
 }
 
 loom_err

@@ -1,0 +1,344 @@
+/*
+ * The relay publishing inside the database (schema 13,
+ * loom.outbox_publish_local): when its transport is the built-in topics of
+ * the outbox's own database, it must publish exactly what the transport
+ * would have (partitions, headers, order), in one transaction with its
+ * cursor, and leave to the transport what only the transport's path
+ * handles.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "loom/outbox.h"
+#include "loom/partitioner.h"
+#include "tptest.h"
+
+#define LT_N 120 /* messages per outbox in the comparison */
+
+static loom_relay_config
+lt_config(loom_transport *t, const char *outbox)
+{
+    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+
+    cfg.transport = t;
+    cfg.outbox = outbox;
+    cfg.poll_ms = 50;
+    cfg.standby_ms = 100;
+    cfg.backoff_ms = 20;
+    cfg.backoff_max_ms = 100;
+    cfg.batch = 50; /* several batches */
+    return cfg;
+}
+
+static loom_relay *
+lt_relay(tpt_env *e, const loom_relay_config *cfg)
+{
+    loom_relay *r = NULL;
+    char err[512] = "";
+    loom_err rc = loom_relay_start(e->rt, cfg, &r, err, sizeof err);
+
+    if (rc != LOOM_OK)
+        fail_msg("loom_relay_start: %s: %s", loom_strerror(rc), err);
+    return r;
+}
+
+/* Writes LT_N messages for `topic` to `outbox` with loom_outbox_add():
+ * message i has payload "<i>", key "key-<i % 7>" (none for every fifth),
+ * type "lt.Type<i % 3>" (none for every fourth) and, for odd i, a header
+ * "h" = "<i>". */
+static void
+lt_write(const char *outbox, const char *topic)
+{
+    loom_store_config scfg = LOOM_STORE_CONFIG_INIT;
+    loom_store *s = est_store_open(&scfg);
+    loom_tx *tx = NULL;
+    loom_outbox_message m[LT_N];
+    char payload[LT_N][16], key[LT_N][16], type[LT_N][16], value[LT_N][16];
+    loom_header h[LT_N];
+
+    assert_int_equal(loom_tx_new(&tx), LOOM_OK);
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < LT_N; i++) {
+        snprintf(payload[i], sizeof payload[i], "%d", i);
+        snprintf(key[i], sizeof key[i], "key-%d", i % 7);
+        snprintf(type[i], sizeof type[i], "lt.Type%d", i % 3);
+        snprintf(value[i], sizeof value[i], "%d", i);
+        h[i].key = "h";
+        h[i].value = value[i];
+        m[i].topic = topic;
+        m[i].payload = payload[i];
+        m[i].payload_len = strlen(payload[i]);
+        if (i % 5 != 0) {
+            m[i].key = key[i];
+            m[i].key_len = strlen(key[i]);
+        }
+        if (i % 4 != 0)
+            m[i].type = type[i];
+        if (i % 2 == 1) {
+            m[i].headers = &h[i];
+            m[i].n_headers = 1;
+        }
+    }
+    assert_int_equal(loom_outbox_add(tx, outbox, m, LT_N), LOOM_OK);
+    assert_int_equal(loom_store_commit(s, tx), LOOM_OK);
+    loom_tx_free(tx);
+    loom_store_close(s);
+}
+
+static long long
+lt_count(const char *topic)
+{
+    return est_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                  "loom.topics t ON t.id = m.topic_id WHERE t.name = '%s'",
+                  topic);
+}
+
+/* loom.murmur2() in SQL is loom_murmur2() in C, so a key goes to the same
+ * partition whichever path publishes it: keys of every length from 0 to
+ * 40 bytes, with bytes above 0x7f (signed in Java's reading). */
+static void
+murmur2_in_sql_is_the_producers_murmur2(void **state)
+{
+    unsigned char key[40];
+    char hex[81], sql[256];
+
+    (void) state;
+    for (size_t len = 0; len <= sizeof key; len++) {
+        for (size_t i = 0; i < len; i++)
+            key[i] = (unsigned char) (i * 37 + len * 11 + 0x80 * (i % 2));
+        for (size_t i = 0; i < len; i++)
+            snprintf(hex + 2 * i, 3, "%02x", key[i]);
+        hex[2 * len] = '\0';
+        snprintf(sql, sizeof sql, "SELECT loom.murmur2('\\x%s'::bytea)", hex);
+        assert_int_equal(est_ll("%s", sql), loom_murmur2(key, len));
+    }
+    assert_int_equal(est_ll("SELECT loom.murmur2(convert_to('order-42', "
+                            "'UTF8'))"),
+                     loom_murmur2("order-42", 8));
+}
+
+static int
+lt_both_done(void *arg)
+{
+    loom_relay **r = arg;
+    loom_relay_stats a, b;
+
+    loom_relay_stats_get(r[0], &a);
+    loom_relay_stats_get(r[1], &b);
+    return a.published + a.dead_letters >= LT_N &&
+           b.published + b.dead_letters >= LT_N;
+}
+
+/* The same messages, relayed once inside the database and once through
+ * the transport, land on the same partitions in the same order with the
+ * same headers (the type as "x-type"), and only the first relay's count
+ * as published inside the database. */
+static void
+a_relay_publishes_inside_its_database_what_the_transport_would(void **state)
+{
+    tpt_env e;
+    loom_relay_config in_db, through;
+    loom_relay *r[2];
+    loom_relay_stats st;
+
+    (void) state;
+    tpt_topic_create("lt.in_db", 4, -1, -1, 0, -1);
+    tpt_topic_create("lt.through", 4, -1, -1, 0, -1);
+    lt_write("lt_in_db", "lt.in_db");
+    lt_write("lt_through", "lt.through");
+    tpt_open(&e, "");
+    in_db = lt_config(e.t, "lt_in_db");
+    through = lt_config(e.t, "lt_through");
+    through.through_transport = 1;
+    r[0] = lt_relay(&e, &in_db);
+    r[1] = lt_relay(&e, &through);
+    assert_true(tpt_run(&e, lt_both_done, r, 20000));
+
+    assert_int_equal(loom_relay_stats_get(r[0], &st), LOOM_OK);
+    assert_int_equal(st.published, LT_N);
+    assert_int_equal(st.in_database, LT_N);
+    assert_true(st.batches_in_database >= LT_N / 50);
+    assert_int_equal(st.dead_letters, 0);
+    assert_int_equal(loom_relay_stats_get(r[1], &st), LOOM_OK);
+    assert_int_equal(st.published, LT_N);
+    assert_int_equal(st.in_database, 0);
+    assert_int_equal(lt_count("lt.in_db"), LT_N);
+    assert_int_equal(lt_count("lt.through"), LT_N);
+
+    /* Message by message (matched by payload): key and headers agree, and
+     * so does the partition of keyed ones (keyless ones share a partition
+     * per batch, chosen afresh by each path). */
+    assert_int_equal(
+        est_ll("WITH m AS (SELECT t.name, m.partition, m.\"offset\", m.key, "
+               "m.headers, convert_from(m.payload, 'UTF8')::int AS i "
+               "FROM loom.topic_messages m JOIN loom.topics t ON t.id = "
+               "m.topic_id WHERE t.name IN ('lt.in_db', 'lt.through')) "
+               "SELECT count(*) FROM m a JOIN m b ON a.i = b.i "
+               "WHERE a.name = 'lt.in_db' AND b.name = 'lt.through' "
+               "AND a.key IS NOT DISTINCT FROM b.key "
+               "AND a.headers IS NOT DISTINCT FROM b.headers "
+               "AND (a.key IS NULL OR a.partition = b.partition)"),
+        LT_N);
+    /* And that partition is the one loom_partition_for_key() names. */
+    for (int k = 0; k < 7; k++) {
+        char key[16];
+        int32_t p;
+        snprintf(key, sizeof key, "key-%d", k);
+        assert_int_equal(loom_partition_for_key(key, strlen(key), 4, &p),
+                         LOOM_OK);
+        assert_int_equal(est_ll("SELECT count(DISTINCT m.partition) FROM "
+                                "loom.topic_messages m JOIN loom.topics t ON "
+                                "t.id = m.topic_id WHERE t.name = 'lt.in_db' "
+                                "AND m.key = convert_to('%s', 'UTF8') AND "
+                                "m.partition = %d",
+                                key, (int) p),
+                         1);
+    }
+    /* Each key's messages in outbox order. */
+    assert_int_equal(
+        est_ll(
+            "SELECT count(*) FROM (SELECT convert_from(payload, 'UTF8')"
+            "::int - lag(convert_from(payload, 'UTF8')::int) OVER (PARTITION "
+            "BY key ORDER BY \"offset\") AS d FROM loom.topic_messages m "
+            "JOIN loom.topics t ON t.id = m.topic_id WHERE t.name = "
+            "'lt.in_db' AND key IS NOT NULL) s WHERE d <= 0"),
+        0);
+    /* The type became the last header, after the message's own. */
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.topic_messages m JOIN loom.topics t "
+               "ON t.id = m.topic_id WHERE t.name = 'lt.in_db' AND "
+               "position(convert_to('x-type', 'UTF8') in m.headers) > 0"),
+        LT_N - LT_N / 4);
+    assert_int_equal(est_ll("SELECT published FROM loom.outbox_relays WHERE "
+                            "outbox = 'lt_in_db'"),
+                     LT_N);
+    loom_relay_close(r[0]);
+    loom_relay_close(r[1]);
+    tpt_close(&e);
+}
+
+static int
+lt_settled(void *arg)
+{
+    loom_relay_stats st;
+
+    loom_relay_stats_get(arg, &st);
+    return st.published >= 4 && st.dead_letters >= 1;
+}
+
+static int
+lt_first_settled(void *arg)
+{
+    loom_relay_stats st;
+
+    loom_relay_stats_get(arg, &st);
+    return st.published >= 2 && st.dead_letters >= 1;
+}
+
+/* A batch with a message only the transport's path can handle (its topic
+ * does not exist) is declined whole, goes through the transport, which
+ * dead-letters that one, and the next batch is published inside the
+ * database again. */
+static void
+a_batch_the_database_declines_goes_through_the_transport(void **state)
+{
+    tpt_env e;
+    PGconn *c = est_connect(NULL);
+    loom_relay_config cfg;
+    loom_relay *r;
+    loom_relay_stats st;
+    const char *ins = "INSERT INTO loom.outbox (outbox, topic, key, payload, "
+                      "message_id) VALUES ('lt_decl', '%s', "
+                      "convert_to('k', 'UTF8'), convert_to('%s', 'UTF8'), "
+                      "gen_random_uuid())";
+    char sql[512];
+
+    (void) state;
+    tpt_topic_create("lt.decl", 2, -1, -1, 0, -1);
+    est_exec(c, "BEGIN");
+    snprintf(sql, sizeof sql, ins, "lt.decl", "1");
+    est_exec(c, sql);
+    snprintf(sql, sizeof sql, ins, "lt.nowhere", "2");
+    est_exec(c, sql);
+    snprintf(sql, sizeof sql, ins, "lt.decl", "3");
+    est_exec(c, sql);
+    est_exec(c, "COMMIT");
+    tpt_open(&e, "");
+    cfg = lt_config(e.t, "lt_decl");
+    r = lt_relay(&e, &cfg);
+    /* The first batch settled (through the transport) before the next
+     * messages are written, so they make a batch of their own. */
+    assert_true(tpt_run(&e, lt_first_settled, r, 20000));
+    snprintf(sql, sizeof sql, ins, "lt.decl", "4");
+    est_exec(c, sql);
+    snprintf(sql, sizeof sql, ins, "lt.decl", "5");
+    est_exec(c, sql);
+    assert_true(tpt_run(&e, lt_settled, r, 20000));
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(st.published, 4);
+    assert_true(st.batches_in_database >= 1);
+    assert_int_equal(st.dead_letters, 1);
+    assert_int_equal(st.in_database, 2); /* "4" and "5" */
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox_dead_letters "
+                            "WHERE outbox = 'lt_decl' AND topic = "
+                            "'lt.nowhere'"),
+                     1);
+    assert_int_equal(
+        est_ll("SELECT (string_agg(convert_from(payload, 'UTF8'), ',' ORDER "
+               "BY \"offset\") = '1,3,4,5')::int FROM loom.topic_messages m "
+               "JOIN loom.topics t ON t.id = m.topic_id WHERE t.name = "
+               "'lt.decl'"),
+        1);
+    loom_relay_close(r);
+    tpt_close(&e);
+    PQfinish(c);
+}
+
+/* The statement publishes and moves the cursor in one transaction, and
+ * only on the leading relay's connection: called from anywhere else it
+ * fails with LM016 and publishes nothing, whether or not anything waits
+ * (here the message may be held back by other tests' transactions). */
+static void
+only_the_leading_relay_publishes_inside_the_database(void **state)
+{
+    PGconn *c = est_connect(NULL);
+
+    (void) state;
+    tpt_topic_create("lt.lead", 1, -1, -1, 0, -1);
+    est_exec(c, "INSERT INTO loom.outbox_relays (outbox) VALUES ('lt_lead')");
+    est_exec(c, "INSERT INTO loom.outbox (outbox, topic, payload, message_id) "
+                "VALUES ('lt_lead', 'lt.lead', '\\x01', gen_random_uuid())");
+    est_exec_fails(c,
+                   "SELECT * FROM loom.outbox_publish_local('lt_lead', '0', "
+                   "0, 10, 0, 'on', 0)",
+                   "LM016");
+    assert_int_equal(lt_count("lt.lead"), 0);
+    assert_int_equal(est_ll("SELECT published FROM loom.outbox_relays WHERE "
+                            "outbox = 'lt_lead'"),
+                     0);
+    PQfinish(c);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(murmur2_in_sql_is_the_producers_murmur2),
+        T(a_relay_publishes_inside_its_database_what_the_transport_would),
+        T(a_batch_the_database_declines_goes_through_the_transport),
+        T(only_the_leading_relay_publishes_inside_the_database),
+    };
+
+    tpt_debug_from_env();
+    return cmocka_run_group_tests(tests, est_group_setup, est_group_teardown);
+}
