@@ -115,9 +115,9 @@ struct loom_relay {
     relay_ticket *ticket; /* publish in flight */
     int advancing;        /* the advance is in flight */
     int fetching;         /* a fetch (or arm, lead, ...) is in flight */
-    int local;            /* the transport's topics are in our database */
-    int via_transport;    /* the next batch goes through the transport */
-    uint32_t sticky;      /* keyless messages' partition, per local batch */
+    int local;         /* the transport's topics are in our database; -1: ask */
+    int via_transport; /* the next batch goes through the transport */
+    uint32_t sticky;   /* keyless messages' partition, per local batch */
 
     uv_timer_t timer, tick;
     relay_wait wait;
@@ -144,6 +144,7 @@ static void relay_lead(loom_relay *r);
 static void relay_finish_stop(loom_relay *r);
 static void relay_check_pending(loom_relay *r);
 static void relay_publish_local(loom_relay *r, const char *sync);
+static int relay_same_database(loom_relay *r);
 
 static const loom__stmt lead_stmt = {
     LOOM__STMT_OUTBOX_LEAD,
@@ -485,13 +486,17 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         loom__pg_get_i64(res, 0, 1, &r->cur_pos);
         r->role = RELAY_LEADING;
         r->backend_pid = PQbackendPID(r->conn.store->conn);
+        PQclear(res);
+        res = NULL;
+        if (r->local < 0)
+            r->local = relay_same_database(r);
         r->stats.takeovers++;
         r->armed = 0;
         r->last_beat_ms = relay_now(r);
         loom__log(LOOM_LOG_INFO,
                   "relay %s: now the active relay (publishing through %s%s)",
                   r->outbox, loom_transport_scheme(r->tp),
-                  r->local ? ", inside the database" : "");
+                  r->local > 0 ? ", inside the database" : "");
         if (r->listener == NULL &&
             loom_runtime_listen(r->rt, r->channel, relay_on_wake, r,
                                 &r->listener) != LOOM_OK)
@@ -926,7 +931,8 @@ relay_fetch(loom_relay *r)
         return;
     if (relay_housekeeping(r))
         return;
-    if (r->local && !r->via_transport && loom__topics_local_ok(r->tp, &sync)) {
+    if (r->local > 0 && !r->via_transport &&
+        loom__topics_local_ok(r->tp, &sync)) {
         relay_publish_local(r, sync);
         return;
     }
@@ -1224,17 +1230,22 @@ relay_resign(loom_relay *r)
 }
 
 /* Whether the transport's topics are in the database of our connection
- * (blocking; at start). An older schema, without the function, says no. */
+ * (blocking; at start, then at each lead until known): 1, 0, or -1 when
+ * either connection could not answer now. */
 static int
 relay_same_database(loom_relay *r)
 {
     PGresult *res = NULL;
-    int same = 0;
+    int same = -1;
 
     if (loom__pgconn_query_now(&r->conn, &identity_stmt, NULL, NULL, &res) ==
-            LOOM_OK &&
-        PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        same = loom__topics_same_database(r->tp, PQgetvalue(res, 0, 0));
+        LOOM_OK) {
+        same = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
+                   ? loom__topics_same_database(r->tp, PQgetvalue(res, 0, 0))
+                   : 0;
+    } else if (strcmp(loom_store_sqlstate(r->conn.store), "42883") == 0) {
+        same = 0; /* a schema before 13: no loom.database_identity() */
+    }
     PQclear(res);
     return same;
 }
@@ -1363,8 +1374,9 @@ loom_relay_start(loom_runtime *rt, const loom_relay_config *cfg,
         relay_free(r);
         return rc;
     }
-    r->local = !cfg->through_transport && cfg->published == NULL &&
-               relay_same_database(r);
+    r->local = cfg->through_transport || cfg->published != NULL
+                   ? 0
+                   : relay_same_database(r);
     rc = loom__runtime_add_component(rt, relay_stop, r, &r->comp);
     if (rc != LOOM_OK) {
         loom__pgconn_close(&r->conn);

@@ -327,6 +327,80 @@ only_the_leading_relay_publishes_inside_the_database(void **state)
     PQfinish(c);
 }
 
+static int
+lt_one_published(void *arg)
+{
+    loom_relay_stats st;
+
+    loom_relay_stats_get(arg, &st);
+    return st.published >= 1;
+}
+
+/* A transport whose topics live in another database (here one of the same
+ * server, with a topic of the same name in both) is published through:
+ * the message lands in its database, not the relay's. */
+static void
+a_relay_whose_topics_are_in_another_database_publishes_through_them(
+    void **state)
+{
+    loom_store_config scfg = LOOM_STORE_CONFIG_INIT;
+    PQconninfoOption *opts = PQconninfoParse(loomt_dsn(), NULL);
+    const char *host = "", *port = "", *user = "";
+    char dsn[512], url[512], name[128] = "";
+    loom_store *s;
+    PGconn *far;
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    loom_relay_stats st;
+
+    (void) state;
+    est_db_create_extra("lt_far", dsn, sizeof dsn);
+    scfg.conninfo = dsn;
+    scfg.migrate = LOOM_MIGRATE_AUTO;
+    s = est_store_open(&scfg);
+    loom_store_close(s);
+    far = est_connect(dsn);
+    est_exec(far, "SELECT loom.topic_create('lt.far', 1, NULL, NULL, NULL, "
+                  "NULL)");
+    snprintf(name, sizeof name, "%s", PQdb(far));
+    tpt_topic_create("lt.far", 1, -1, -1, 0, -1);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+    }
+    snprintf(url, sizeof url, "/%s?host=%s&port=%s&user=%s", name, host, port,
+             user);
+    PQconninfoFree(opts);
+
+    tpt_sqlf("INSERT INTO loom.outbox (outbox, topic, payload, message_id) "
+             "VALUES ('lt_far', 'lt.far', '\\x01', gen_random_uuid())");
+    tpt_open(&e, url);
+    cfg = lt_config(e.t, "lt_far");
+    cfg.conninfo = loomt_dsn();
+    r = lt_relay(&e, &cfg);
+    assert_true(tpt_run(&e, lt_one_published, r, 20000));
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(st.in_database, 0);
+    assert_int_equal(lt_count("lt.far"), 0);
+    loom_relay_close(r);
+    tpt_close(&e);
+    {
+        PGresult *res = est_query(far, "SELECT count(*) FROM "
+                                       "loom.topic_messages");
+        assert_string_equal(PQgetvalue(res, 0, 0), "1");
+        PQclear(res);
+    }
+    PQfinish(far);
+    est_db_drop_extra("lt_far");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
 
 int
@@ -337,6 +411,7 @@ main(void)
         T(a_relay_publishes_inside_its_database_what_the_transport_would),
         T(a_batch_the_database_declines_goes_through_the_transport),
         T(only_the_leading_relay_publishes_inside_the_database),
+        T(a_relay_whose_topics_are_in_another_database_publishes_through_them),
     };
 
     tpt_debug_from_env();

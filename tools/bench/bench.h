@@ -41,6 +41,8 @@ typedef struct bench_opts {
     double warmup;      /* saga: seconds of starting before the measured
                            ones, left out of every figure */
     int malloc_default; /* --malloc-default: keep glibc heap trimming */
+    int through_transport; /* saga: the relay publishes through the
+                              transport, not inside the database */
 } bench_opts;
 
 /* The scratch database the cases run in; see bench_db.c. */

@@ -6,7 +6,8 @@
  *   loom  the checkout saga of saga/checkout.proto: an orchestrator, three
  *         participants (each command appends one event, expecting a new
  *         stream, and replies) and a relay, on one runtime in the main
- *         thread, over topics:// (acks=all). A starter thread starts
+ *         thread, over topics:// (acks=all; the relay publishes inside
+ *         the database unless --through-transport). A starter thread starts
  *         sagas (loom_saga_start_tx, up to SG_START_BATCH per
  *         transaction) for --warmup then --seconds, then waits for the
  *         last to end: closed loop, while fewer than --in-flight are
@@ -334,6 +335,7 @@ sg_loom(const bench_env *env, const bench_opts *o, sg_run *run)
     }
     rl.conninfo = env->conninfo;
     rl.transport = t;
+    rl.through_transport = o->through_transport;
     if (loom_relay_start(l.rt, &rl, &relay, err, sizeof err) != LOOM_OK) {
         fprintf(stderr, "%s: saga: relay: %s\n", BENCH_PROGRAM, err);
         goto out;

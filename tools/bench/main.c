@@ -8,7 +8,7 @@
  *   loom-bench topics  [--messages N] [--rate R] [--seconds S] [--db URL]
  *   loom-bench relay   [--rate R] [--seconds S] [--db URL]
  *   loom-bench saga    [--seconds S] [--warmup S] [--in-flight N | --rate R]
- *                      [--db URL]
+ *                      [--through-transport] [--db URL]
  *   loom-bench all     [any of the above]
  *   ... --case NAME   run only one case
  *   ... --malloc-default  keep glibc's heap trimming (see main_pin_malloc)
@@ -111,7 +111,11 @@ main_usage(FILE *f)
             "                database loom_bench_<pid> is created on it and "
             "dropped\n"
             "  --malloc-default  leave glibc's malloc trimming on (see "
-            "docs/benchmarks.md)\n",
+            "docs/benchmarks.md)\n"
+            "  --through-transport  saga: the relay publishes through the "
+            "topics\n"
+            "                transport instead of inside the database "
+            "(schema 13)\n",
             BENCH_PROGRAM);
 }
 
@@ -178,13 +182,17 @@ main_option(bench_opts *o, const char *name, const char *arg)
     return 0;
 }
 
-/* Options as "--name value" or "--name=value", and one flag. */
+/* Options as "--name value" or "--name=value", and two flags. */
 static int
 main_parse(bench_opts *o, int argc, char **argv)
 {
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--malloc-default") == 0) {
             o->malloc_default = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--through-transport") == 0) {
+            o->through_transport = 1;
             continue;
         }
         char name[32];
@@ -296,10 +304,11 @@ main_banner(const char *cmd, const bench_opts *o)
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
     printf("%s %s, %s: --seconds %g --rounds %d --events %zu --page %zu "
            "--batch %zu%s --rate %g --messages %zu --in-flight %zu "
-           "--warmup %g\n",
+           "--warmup %g%s\n",
            BENCH_PROGRAM, cmd, when, o->seconds, o->rounds, o->events, o->page,
            o->batch, o->batch ? "" : " (the library's)", o->rate, o->messages,
-           o->in_flight, o->warmup);
+           o->in_flight, o->warmup,
+           o->through_transport ? " --through-transport" : "");
     fflush(stdout);
 }
 

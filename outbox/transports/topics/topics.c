@@ -512,12 +512,14 @@ loom__topics_same_database(loom_transport *t, const char *db)
     PGresult *res = NULL;
     int same;
 
-    if (tr == NULL || db == NULL || !tr->admin_open)
+    if (tr == NULL || db == NULL)
         return 0;
+    if (!tr->admin_open)
+        return -1;
     if (loom__pgconn_query_now(&tr->admin, &identity_stmt, NULL, NULL, &res) !=
         LOOM_OK) {
         PQclear(res);
-        return 0;
+        return -1;
     }
     same = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
            strcmp(PQgetvalue(res, 0, 0), db) == 0;

@@ -13,8 +13,9 @@
 
 /* 1 when `t` is a topics transport whose tables are in the database
  * named by `db` (what loom.database_identity() returned on the relay's
- * connection), else 0. Blocking: asks on the transport's admin
- * connection; for set-up only. */
+ * connection), 0 when not, -1 when it could not ask now (its admin
+ * connection busy or broken: ask again later). Blocking: asks on the
+ * transport's admin connection. */
 int loom__topics_same_database(loom_transport *t, const char *db);
 
 /* 1 when the in-database publish may stand in for `t` now: a topics
