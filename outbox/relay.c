@@ -808,6 +808,20 @@ relay_on_fetch(void *arg, loom_err rc, PGresult *res)
     relay_publish(r);
 }
 
+/* A read (or a publish inside the database) could not even be sent: the
+ * connection is gone, or it goes again after a backoff. */
+static void
+relay_unsent(loom_relay *r)
+{
+    r->fetching = 0;
+    if (PQstatus(r->conn.store->conn) != CONNECTION_OK ||
+        r->conn.reconnecting) {
+        relay_lost(r, "the connection to PostgreSQL broke");
+        return;
+    }
+    relay_backoff(r);
+}
+
 /* ---- publishing inside the database ------------------------------------- */
 
 /* Published in the database: the cursor moved with it. */
@@ -904,15 +918,8 @@ relay_publish_local(loom_relay *r, const char *sync)
     loom__pg_put_be64(rate, bits);
     r->fetching = 1;
     if (loom__pgconn_query(&r->conn, &local_stmt, values, lengths,
-                           relay_on_local, r) == LOOM_OK)
-        return;
-    r->fetching = 0;
-    if (PQstatus(r->conn.store->conn) != CONNECTION_OK ||
-        r->conn.reconnecting) {
-        relay_lost(r, "the connection to PostgreSQL broke");
-        return;
-    }
-    relay_backoff(r);
+                           relay_on_local, r) != LOOM_OK)
+        relay_unsent(r);
 }
 
 static void
@@ -941,15 +948,8 @@ relay_fetch(loom_relay *r)
     loom__pg_put_be32(limit, (uint32_t) r->batch);
     r->fetching = 1;
     if (loom__pgconn_query(&r->conn, &fetch_stmt, values, lengths,
-                           relay_on_fetch, r) != LOOM_OK) {
-        r->fetching = 0;
-        if (PQstatus(r->conn.store->conn) != CONNECTION_OK ||
-            r->conn.reconnecting) {
-            relay_lost(r, "the connection to PostgreSQL broke");
-            return;
-        }
-        relay_backoff(r);
-    }
+                           relay_on_fetch, r) != LOOM_OK)
+        relay_unsent(r);
 }
 
 /* ---- publishing --------------------------------------------------------- */

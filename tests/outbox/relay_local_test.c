@@ -26,28 +26,11 @@
 static loom_relay_config
 lt_config(loom_transport *t, const char *outbox)
 {
-    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+    loom_relay_config cfg = tpt_relay_config(t);
 
-    cfg.transport = t;
     cfg.outbox = outbox;
-    cfg.poll_ms = 50;
-    cfg.standby_ms = 100;
-    cfg.backoff_ms = 20;
-    cfg.backoff_max_ms = 100;
     cfg.batch = 50; /* several batches */
     return cfg;
-}
-
-static loom_relay *
-lt_relay(tpt_env *e, const loom_relay_config *cfg)
-{
-    loom_relay *r = NULL;
-    char err[512] = "";
-    loom_err rc = loom_relay_start(e->rt, cfg, &r, err, sizeof err);
-
-    if (rc != LOOM_OK)
-        fail_msg("loom_relay_start: %s: %s", loom_strerror(rc), err);
-    return r;
 }
 
 /* Writes LT_N messages for `topic` to `outbox` with loom_outbox_add():
@@ -158,8 +141,8 @@ a_relay_publishes_inside_its_database_what_the_transport_would(void **state)
     in_db = lt_config(e.t, "lt_in_db");
     through = lt_config(e.t, "lt_through");
     through.through_transport = 1;
-    r[0] = lt_relay(&e, &in_db);
-    r[1] = lt_relay(&e, &through);
+    r[0] = tpt_relay_start(&e, &in_db);
+    r[1] = tpt_relay_start(&e, &through);
     assert_true(tpt_run(&e, lt_both_done, r, 20000));
 
     assert_int_equal(loom_relay_stats_get(r[0], &st), LOOM_OK);
@@ -273,7 +256,7 @@ a_batch_the_database_declines_goes_through_the_transport(void **state)
     est_exec(c, "COMMIT");
     tpt_open(&e, "");
     cfg = lt_config(e.t, "lt_decl");
-    r = lt_relay(&e, &cfg);
+    r = tpt_relay_start(&e, &cfg);
     /* The first batch settled (through the transport) before the next
      * messages are written, so they make a batch of their own. */
     assert_true(tpt_run(&e, lt_first_settled, r, 20000));
@@ -384,7 +367,7 @@ a_relay_whose_topics_are_in_another_database_publishes_through_them(
     tpt_open(&e, url);
     cfg = lt_config(e.t, "lt_far");
     cfg.conninfo = loomt_dsn();
-    r = lt_relay(&e, &cfg);
+    r = tpt_relay_start(&e, &cfg);
     assert_true(tpt_run(&e, lt_one_published, r, 20000));
     assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
     assert_int_equal(st.in_database, 0);

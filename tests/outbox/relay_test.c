@@ -21,34 +21,6 @@
 #include "loom/outbox.h"
 #include "tptest.h"
 
-/* Short periods keep takeovers and retries fast. */
-static loom_relay_config
-fast_config(loom_transport *t)
-{
-    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
-
-    cfg.transport = t;
-    cfg.poll_ms = 50;
-    cfg.standby_ms = 100;
-    cfg.backoff_ms = 20;
-    cfg.backoff_max_ms = 100;
-    cfg.cleanup_ms = 100;
-    cfg.batch = 100;
-    return cfg;
-}
-
-static loom_relay *
-relay_open(tpt_env *e, const loom_relay_config *cfg)
-{
-    loom_relay *r = NULL;
-    char err[512] = "";
-    loom_err rc = loom_relay_start(e->rt, cfg, &r, err, sizeof err);
-
-    if (rc != LOOM_OK)
-        fail_msg("loom_relay_start: %s: %s", loom_strerror(rc), err);
-    return r;
-}
-
 /* Inserts `n` messages to `topic` in one transaction: keys "k<i % keys>",
  * payload "<first + i>". */
 static void
@@ -117,11 +89,11 @@ relay_publishes_in_commit_order_and_keeps_each_keys_order(void **state)
     outbox_insert(late, "order", "relay.order", 300, 300, 7);
 
     tpt_open(&e, "");
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.outbox = "order";
     cfg.published = hook_record;
     cfg.published_arg = &hook;
-    r = relay_open(&e, &cfg);
+    r = tpt_relay_start(&e, &cfg);
     assert_true(tpt_run(&e, relay_leading, r, TPT_WAIT_MS));
     /* The open transaction holds the committed one back. */
     tpt_run(&e, NULL, NULL, 400);
@@ -190,12 +162,12 @@ one_relay_leads_and_a_standby_takes_over(void **state)
     (void) state;
     tpt_topic_create("relay.lead", 2, -1, -1, 0, -1);
     tpt_open(&e, "");
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.outbox = "lead";
     cfg.name = "relay-one";
-    rs[0] = relay_open(&e, &cfg);
+    rs[0] = tpt_relay_start(&e, &cfg);
     cfg.name = "relay-two";
-    rs[1] = relay_open(&e, &cfg);
+    rs[1] = tpt_relay_start(&e, &cfg);
     assert_true(tpt_run(&e, relay_either_leading, rs, TPT_WAIT_MS));
     tpt_run(&e, NULL, NULL, 300);
     assert_true(relay_leading(rs[0]) != relay_leading(rs[1]));
@@ -374,9 +346,9 @@ relay_retries_a_failing_transport_and_sets_refused_messages_aside(void **state)
                 "'bad-headers', gen_random_uuid())");
     outbox_insert(c, "flaky", "relay.flaky", 7, 3, 1);
 
-    cfg = fast_config(t);
+    cfg = tpt_relay_config(t);
     cfg.outbox = "flaky";
-    r = relay_open(&e, &cfg);
+    r = tpt_relay_start(&e, &cfg);
     assert_true(tpt_run(&e, flaky_refused_thrice, NULL, TPT_WAIT_MS));
     /* Down: the failure is reported, nothing is lost or published. */
     tpt_sql_wait(&e, 1,
@@ -448,9 +420,9 @@ runtime_stop_steps_the_relay_down(void **state)
     (void) state;
     tpt_topic_create("relay.stop", 1, -1, -1, 0, -1);
     tpt_open(&e, "");
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.outbox = "stop";
-    r = relay_open(&e, &cfg);
+    r = tpt_relay_start(&e, &cfg);
     outbox_insert(c, "stop", "relay.stop", 0, 50, 2);
     tpt_sql_wait(&e, 50,
                  "SELECT count(*) FROM loom.topic_messages m JOIN "
@@ -550,7 +522,7 @@ a_sleeping_relay_is_woken_by_the_next_message(void **state)
     assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
     assert_int_equal(
         loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = fast_config(t);
+    cfg = tpt_relay_config(t);
     cfg.outbox = "wake";
     cfg.poll_ms = 60000;
     assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
@@ -628,7 +600,7 @@ a_relay_arming_waits_for_a_writer_in_flight(void **state)
     assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
     assert_int_equal(
         loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = fast_config(t);
+    cfg = tpt_relay_config(t);
     cfg.outbox = "race";
     cfg.poll_ms = 60000;
     assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
@@ -715,7 +687,7 @@ a_message_held_back_by_an_older_transaction_is_published_when_it_ends(
     assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
     assert_int_equal(
         loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = fast_config(t);
+    cfg = tpt_relay_config(t);
     cfg.outbox = "held";
     cfg.poll_ms = 60000;
     assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
@@ -824,7 +796,7 @@ relay_start_refuses_bad_arguments(void **state)
 
     (void) state;
     tpt_open(&e, "");
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     assert_int_equal(loom_relay_start(NULL, &cfg, &r, err, sizeof err),
                      LOOM_EINVAL);
     assert_null(r);
@@ -836,7 +808,7 @@ relay_start_refuses_bad_arguments(void **state)
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_EINVAL);
     assert_non_null(strstr(err, "transport"));
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.outbox = "no spaces";
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_EINVAL);
@@ -844,12 +816,12 @@ relay_start_refuses_bad_arguments(void **state)
     cfg.outbox = "";
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_EINVAL);
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.batch = 10001;
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_EINVAL);
     assert_non_null(strstr(err, "batch"));
-    cfg = fast_config(e.t);
+    cfg = tpt_relay_config(e.t);
     cfg.conninfo = "host=/nonexistent-socket-dir port=1 dbname=x";
     assert_int_equal(loom_relay_start(e.rt, &cfg, &r, err, sizeof err),
                      LOOM_ECONN);

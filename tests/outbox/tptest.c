@@ -53,6 +53,33 @@ tpt_open_polling(tpt_env *e, const char *options, unsigned poll_ms)
     e->tick.data = e;
 }
 
+loom_relay_config
+tpt_relay_config(loom_transport *t)
+{
+    loom_relay_config cfg = LOOM_RELAY_CONFIG_INIT;
+
+    cfg.transport = t;
+    cfg.poll_ms = 50;
+    cfg.standby_ms = 100;
+    cfg.backoff_ms = 20;
+    cfg.backoff_max_ms = 100;
+    cfg.cleanup_ms = 100;
+    cfg.batch = 100;
+    return cfg;
+}
+
+loom_relay *
+tpt_relay_start(tpt_env *e, const loom_relay_config *cfg)
+{
+    loom_relay *r = NULL;
+    char err[512] = "";
+    loom_err rc = loom_relay_start(e->rt, cfg, &r, err, sizeof err);
+
+    if (rc != LOOM_OK)
+        fail_msg("loom_relay_start: %s: %s", loom_strerror(rc), err);
+    return r;
+}
+
 void
 tpt_close(tpt_env *e)
 {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "estest.h"
+#include "loom/outbox.h"
 #include "loom/topics.h"
 
 typedef struct tpt_env {
@@ -37,6 +38,11 @@ void tpt_open(tpt_env *e, const char *options);
 void tpt_open_polling(tpt_env *e, const char *options, unsigned poll_ms);
 /* Closes the transport (if still open) and the runtime. */
 void tpt_close(tpt_env *e);
+/* A relay config on `t` with short periods, so that takeovers and retries
+ * are fast (relay tests). */
+loom_relay_config tpt_relay_config(loom_transport *t);
+/* loom_relay_start() on e's runtime; fails the test on error. */
+loom_relay *tpt_relay_start(tpt_env *e, const loom_relay_config *cfg);
 /* Runs the loop until done(arg) or `ms` pass; returns 1 when done. */
 int tpt_run(tpt_env *e, int (*done)(void *), void *arg, uint64_t ms);
 
