@@ -52,6 +52,9 @@
 #define RELAY_TICK_MS     1000
 #define RELAY_CLEAN_CHUNK 5000
 #define RELAY_LINGER_MS   5 /* a second look before arming; batching */
+/* In-database publishes failing in a row before the relay keeps to the
+ * transport (a deadlock now and then is no reason to). */
+#define RELAY_LOCAL_TRIES 5
 /* Looking again while committed messages wait behind an older
  * transaction: from 1 ms, doubling, up to this. */
 #define RELAY_HELD_MAX_MS 64
@@ -117,7 +120,8 @@ struct loom_relay {
     int fetching;         /* a fetch (or arm, lead, ...) is in flight */
     int local;         /* the transport's topics are in our database; -1: ask */
     int via_transport; /* the next batch goes through the transport */
-    uint32_t sticky;   /* keyless messages' partition, per local batch */
+    unsigned local_failures; /* in-database publishes failed in a row */
+    uint32_t sticky;         /* keyless messages' partition, per local batch */
 
     uv_timer_t timer, tick;
     relay_wait wait;
@@ -833,6 +837,7 @@ relay_local_done(loom_relay *r, int32_t n, uint64_t tx, int64_t pos)
     r->held_ms = 0;
     r->armed = 0;
     r->lingered = 0;
+    r->local_failures = 0;
     r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
     r->stats.published += (uint64_t) n;
     r->stats.in_database += (uint64_t) n;
@@ -881,11 +886,22 @@ relay_on_local(void *arg, loom_err rc, PGresult *res)
          * failed (say, a deadlock with another publisher): nothing was
          * published, and this batch goes through the transport, which
          * retries, refuses and dead-letters message by message. */
-        if (rc != LOOM_OK)
+        if (rc != LOOM_OK && ++r->local_failures >= RELAY_LOCAL_TRIES) {
+            /* Not a passing conflict: stop paying for a statement that
+             * fails (a permission, a damaged schema), and say why. */
+            loom__log(LOOM_LOG_WARN,
+                      "relay %s: publishing inside the database failed %u "
+                      "times in a row (%s); publishing through the "
+                      "transport from now on",
+                      r->outbox, r->local_failures,
+                      loom__pgconn_errmsg(&r->conn));
+            r->local = 0;
+        } else if (rc != LOOM_OK) {
             loom__log(LOOM_LOG_DEBUG,
                       "relay %s: publishing in the database failed (%s); "
                       "this batch goes through the transport",
                       r->outbox, loom__pgconn_errmsg(&r->conn));
+        }
         r->via_transport = 1;
         relay_fetch(r);
         return;
@@ -894,6 +910,7 @@ relay_on_local(void *arg, loom_err rc, PGresult *res)
         relay_finish_stop(r);
         return;
     }
+    r->local_failures = 0;
     if (n == 0) {
         relay_check_pending(r);
         return;

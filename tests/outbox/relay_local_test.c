@@ -384,6 +384,79 @@ a_relay_whose_topics_are_in_another_database_publishes_through_them(
     est_db_drop_extra("lt_far");
 }
 
+typedef struct lt_want {
+    loom_relay *r;
+    uint64_t published;
+} lt_want;
+
+static int
+lt_published(void *arg)
+{
+    lt_want *w = arg;
+    loom_relay_stats st;
+
+    loom_relay_stats_get(w->r, &st);
+    return st.published >= w->published;
+}
+
+/* An in-database publish that keeps failing (here the function raises) is
+ * not retried for ever beside the transport: after a few failures in a
+ * row the relay keeps to the transport, and nothing is lost meanwhile. */
+static void
+a_relay_whose_in_database_publish_keeps_failing_keeps_to_the_transport(
+    void **state)
+{
+    PGconn *c = est_connect(NULL);
+    PGresult *def;
+    char *saved;
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay_stats st;
+    lt_want w = {NULL, 0};
+
+    (void) state;
+    tpt_topic_create("lt.broken", 1, -1, -1, 0, -1);
+    def = est_query(c, "SELECT pg_get_functiondef('loom.outbox_publish_local("
+                       "text, xid8, bigint, integer, integer, text, double "
+                       "precision)'::regprocedure)");
+    saved = strdup(PQgetvalue(def, 0, 0));
+    PQclear(def);
+    est_exec(
+        c, "CREATE OR REPLACE FUNCTION loom.outbox_publish_local("
+           "p_outbox text, p_tx xid8, p_position bigint, p_limit "
+           "integer, p_sticky integer, p_sync text, p_rate double "
+           "precision) RETURNS TABLE (published integer, tx xid8, \"position\" "
+           "bigint) LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+           "'broken on purpose' USING ERRCODE = 'XX001'; END $$");
+    tpt_open(&e, "");
+    cfg = lt_config(e.t, "lt_broken");
+    w.r = tpt_relay_start(&e, &cfg);
+    /* One message at a time, each its own batch: 8 tries. */
+    for (int i = 0; i < 8; i++) {
+        tpt_sqlf("INSERT INTO loom.outbox (outbox, topic, payload, "
+                 "message_id) VALUES ('lt_broken', 'lt.broken', "
+                 "convert_to('%d', 'UTF8'), gen_random_uuid())",
+                 i);
+        w.published = (uint64_t) i + 1;
+        assert_true(tpt_run(&e, lt_published, &w, 20000));
+    }
+    /* Mended: the relay keeps to the transport all the same. */
+    est_exec(c, saved);
+    tpt_sqlf("INSERT INTO loom.outbox (outbox, topic, payload, message_id) "
+             "VALUES ('lt_broken', 'lt.broken', '\\x39', "
+             "gen_random_uuid())");
+    w.published = 9;
+    assert_true(tpt_run(&e, lt_published, &w, 20000));
+    assert_int_equal(loom_relay_stats_get(w.r, &st), LOOM_OK);
+    assert_int_equal(st.published, 9);
+    assert_int_equal(st.in_database, 0);
+    assert_int_equal(lt_count("lt.broken"), 9);
+    loom_relay_close(w.r);
+    tpt_close(&e);
+    free(saved);
+    PQfinish(c);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
 
 int
@@ -395,6 +468,7 @@ main(void)
         T(a_batch_the_database_declines_goes_through_the_transport),
         T(only_the_leading_relay_publishes_inside_the_database),
         T(a_relay_whose_topics_are_in_another_database_publishes_through_them),
+        T(a_relay_whose_in_database_publish_keeps_failing_keeps_to_the_transport),
     };
 
     tpt_debug_from_env();
