@@ -148,7 +148,6 @@ static void relay_lead(loom_relay *r);
 static void relay_finish_stop(loom_relay *r);
 static void relay_check_pending(loom_relay *r);
 static void relay_publish_local(loom_relay *r, const char *sync);
-static int relay_same_database(loom_relay *r);
 
 static const loom__stmt lead_stmt = {
     LOOM__STMT_OUTBOX_LEAD,
@@ -193,12 +192,6 @@ static const loom__stmt local_stmt = {
     7,
     {LOOM__OID_TEXT, LOOM__OID_XID8, LOOM__OID_INT8, LOOM__OID_INT4,
      LOOM__OID_INT4, LOOM__OID_TEXT, 701 /* float8 */}};
-
-static const loom__stmt identity_stmt = {LOOM__STMT_DB_IDENTITY,
-                                         "loom_db_identity",
-                                         "SELECT loom.database_identity()",
-                                         0,
-                                         {0}};
 
 static const loom__stmt beat_stmt = {
     LOOM__STMT_OUTBOX_HEARTBEAT,
@@ -492,8 +485,8 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         r->backend_pid = PQbackendPID(r->conn.store->conn);
         PQclear(res);
         res = NULL;
-        if (r->local < 0)
-            r->local = relay_same_database(r);
+        if (r->local < 0) /* not known yet: ask again */
+            r->local = loom__topics_same_database(r->tp, &r->conn);
         r->stats.takeovers++;
         r->armed = 0;
         r->last_beat_ms = relay_now(r);
@@ -1246,27 +1239,6 @@ relay_resign(loom_relay *r)
     r->role = RELAY_STANDBY;
 }
 
-/* Whether the transport's topics are in the database of our connection
- * (blocking; at start, then at each lead until known): 1, 0, or -1 when
- * either connection could not answer now. */
-static int
-relay_same_database(loom_relay *r)
-{
-    PGresult *res = NULL;
-    int same = -1;
-
-    if (loom__pgconn_query_now(&r->conn, &identity_stmt, NULL, NULL, &res) ==
-        LOOM_OK) {
-        same = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
-                   ? loom__topics_same_database(r->tp, PQgetvalue(res, 0, 0))
-                   : 0;
-    } else if (strcmp(loom_store_sqlstate(r->conn.store), "42883") == 0) {
-        same = 0; /* a schema before 13: no loom.database_identity() */
-    }
-    PQclear(res);
-    return same;
-}
-
 /* A runtime stop: finish the step in flight (a publish and its advance
  * complete, so a clean stop republishes nothing), then step down. */
 static void
@@ -1391,9 +1363,11 @@ loom_relay_start(loom_runtime *rt, const loom_relay_config *cfg,
         relay_free(r);
         return rc;
     }
+    /* Blocking, as the connect above; -1 (no answer) asks again at the
+     * next lead. */
     r->local = cfg->through_transport || cfg->published != NULL
                    ? 0
-                   : relay_same_database(r);
+                   : loom__topics_same_database(r->tp, &r->conn);
     rc = loom__runtime_add_component(rt, relay_stop, r, &r->comp);
     if (rc != LOOM_OK) {
         loom__pgconn_close(&r->conn);

@@ -567,7 +567,8 @@ race_on_timer(uv_timer_t *t)
         w->arm_waiting = est_try_ll(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
             "classid = 1819242352 AND mode = 'ExclusiveLock' AND NOT "
-            "granted");
+            "granted AND database = (SELECT oid FROM pg_database WHERE "
+            "datname = current_database())");
         est_exec(w->writer, "COMMIT");
         w->committed_ms = est_now_ms();
         return;

@@ -108,13 +108,15 @@ a_consumer_arming_waits_for_a_publish_in_flight(void **state)
     assert_int_equal(
         loom_topics_consumer_open(e.t, &cfg, &topts, wk_consume, NULL, &s, &c),
         LOOM_OK);
-    /* The consumer reads nothing, arms, and waits in the arm. */
+    /* The consumer reads nothing, arms, and waits in the arm (counted in
+     * this test's database only: other tests share the server). */
     tpt_run(&e, wk_never, NULL, 700);
     assert_int_equal(s.delivered, 0);
     assert_int_equal(
         est_ll("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                "AND classid = " WK_LOCK " AND mode = 'ExclusiveLock' AND NOT "
-               "granted"),
+               "granted AND database = (SELECT oid FROM pg_database WHERE "
+               "datname = current_database())"),
         1);
     est_exec(pub, "COMMIT");
     if (!tpt_run(&e, wk_delivered, &s, WK_WAIT_MS))

@@ -479,7 +479,7 @@ prod_build_and_send(tp_producer *p)
      * inside the database do (schema 13): publishers that take the same
      * topics' partition locks in one order cannot deadlock. Each key's
      * messages keep their order (one topic, call order within it). */
-    for (;;) {
+    while (rc == LOOM_OK) {
         const char *next = NULL;
         k = 0;
         for (tp_call *c = p->sent; c != NULL; c = c->next)
@@ -488,7 +488,7 @@ prod_build_and_send(tp_producer *p)
                 if (!done[k] && (next == NULL || strcmp(t, next) < 0))
                     next = t;
             }
-        if (next == NULL || rc != LOOM_OK)
+        if (next == NULL)
             break;
         rc = prod_queue_topic(p, p->sent, next, done, total);
     }

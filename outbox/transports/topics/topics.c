@@ -505,25 +505,51 @@ static const loom__stmt identity_stmt = {LOOM__STMT_DB_IDENTITY,
                                          0,
                                          {0}};
 
+/* The identity of the database `c` reaches: owned by the caller; NULL
+ * with *rc set: -1 when it could not answer, 0 when the schema has no
+ * loom.database_identity() (before 13). */
+static char *
+tp_identity(loom__pgconn *c, int *rc)
+{
+    PGresult *res = NULL;
+    char *id = NULL;
+
+    *rc = -1;
+    if (loom__pgconn_query_now(c, &identity_stmt, NULL, NULL, &res) ==
+        LOOM_OK) {
+        *rc = 0;
+        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+            id = loom__strdup(PQgetvalue(res, 0, 0));
+        if (id == NULL)
+            *rc = -1; /* out of memory: ask again later */
+    } else if (c->store != NULL &&
+               strcmp(loom_store_sqlstate(c->store), "42883") == 0) {
+        *rc = 0;
+    }
+    PQclear(res);
+    return id;
+}
+
 int
-loom__topics_same_database(loom_transport *t, const char *db)
+loom__topics_same_database(loom_transport *t, loom__pgconn *conn)
 {
     tp_transport *tr = tp_of(t);
-    PGresult *res = NULL;
-    int same;
+    char *mine, *theirs;
+    int rc, same;
 
-    if (tr == NULL || db == NULL)
+    if (tr == NULL || conn == NULL)
         return 0;
     if (!tr->admin_open)
         return -1;
-    if (loom__pgconn_query_now(&tr->admin, &identity_stmt, NULL, NULL, &res) !=
-        LOOM_OK) {
-        PQclear(res);
-        return -1;
+    if ((theirs = tp_identity(conn, &rc)) == NULL)
+        return rc;
+    if ((mine = tp_identity(&tr->admin, &rc)) == NULL) {
+        loom_free(theirs);
+        return rc;
     }
-    same = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
-           strcmp(PQgetvalue(res, 0, 0), db) == 0;
-    PQclear(res);
+    same = strcmp(mine, theirs) == 0;
+    loom_free(mine);
+    loom_free(theirs);
     return same;
 }
 

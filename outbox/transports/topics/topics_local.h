@@ -10,13 +10,13 @@
 #define LOOM_TOPICS_LOCAL_H
 
 #include "loom/transport.h"
+#include "pgconn.h"
 
-/* 1 when `t` is a topics transport whose tables are in the database
- * named by `db` (what loom.database_identity() returned on the relay's
- * connection), 0 when not, -1 when it could not ask now (its admin
- * connection busy or broken: ask again later). Blocking: asks on the
- * transport's admin connection. */
-int loom__topics_same_database(loom_transport *t, const char *db);
+/* 1 when `t` is a topics transport whose tables are in the database that
+ * `conn` (idle) reaches, 0 when not (or a schema before 13 there), -1
+ * when either connection could not answer now (busy or broken: ask again
+ * later). Blocking: asks loom.database_identity() on both. */
+int loom__topics_same_database(loom_transport *t, loom__pgconn *conn);
 
 /* 1 when the in-database publish may stand in for `t` now: a topics
  * transport that is not stopping and has no custom partitioner. *sync
