@@ -819,35 +819,50 @@ relay_unsent(loom_relay *r)
     relay_backoff(r);
 }
 
-/* ---- publishing inside the database ------------------------------------- */
-
-/* Published in the database: the cursor moved with it. */
+/* A publish went out: a failing streak, if any, is over. */
 static void
-relay_local_done(loom_relay *r, int32_t n, uint64_t tx, int64_t pos)
+relay_recovered(loom_relay *r)
 {
-    r->cur_tx = tx;
-    r->cur_pos = pos;
-    r->held_ms = 0;
-    r->armed = 0;
-    r->lingered = 0;
-    r->local_failures = 0;
-    r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
-    r->stats.published += (uint64_t) n;
-    r->stats.in_database += (uint64_t) n;
-    r->stats.batches++;
-    r->stats.batches_in_database++;
     loom__backoff_reset(&r->backoff);
     if (r->error != NULL) {
         loom__log(LOOM_LOG_INFO, "relay %s: publishing again", r->outbox);
         loom_free(r->error);
         r->error = NULL;
     }
-    if ((size_t) n >= r->batch || r->stopping) {
+}
+
+/* The cursor moved past a batch of n: read on at once after a full one,
+ * else let the writers' next messages gather for RELAY_LINGER_MS instead
+ * of chasing them a few at a time (fewer, fuller publishes, for a few ms
+ * of lag). */
+static void
+relay_moved(loom_relay *r, uint64_t tx, int64_t pos, size_t n)
+{
+    r->cur_tx = tx;
+    r->cur_pos = pos;
+    r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
+    if (n >= r->batch || r->stopping) {
         relay_fetch(r);
         return;
     }
-    /* A short batch: let the next messages gather (relay_on_advanced). */
     relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
+}
+
+/* ---- publishing inside the database ------------------------------------- */
+
+/* Published in the database: the cursor moved with it. */
+static void
+relay_local_done(loom_relay *r, int32_t n, uint64_t tx, int64_t pos)
+{
+    r->held_ms = 0;
+    r->armed = 0;
+    r->lingered = 0;
+    r->stats.published += (uint64_t) n;
+    r->stats.in_database += (uint64_t) n;
+    r->stats.batches++;
+    r->stats.batches_in_database++;
+    relay_recovered(r);
+    relay_moved(r, tx, pos, (size_t) n);
 }
 
 static void
@@ -975,12 +990,7 @@ static void
 relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
 {
     if (rc == LOOM_OK) {
-        loom__backoff_reset(&r->backoff);
-        if (r->error != NULL) {
-            loom__log(LOOM_LOG_INFO, "relay %s: publishing again", r->outbox);
-            loom_free(r->error);
-            r->error = NULL;
-        }
+        relay_recovered(r);
         r->stats.published += count;
         if (r->published != NULL)
             r->published(r->published_arg, &r->msgs[index], count);
@@ -1078,25 +1088,16 @@ static void
 relay_on_advanced(void *arg, loom_err rc, PGresult *res)
 {
     loom_relay *r = arg;
-    int full;
 
     (void) res;
     r->advancing = 0;
     if (rc == LOOM_OK) {
-        r->cur_tx = r->meta[r->n - 1].tx;
-        r->cur_pos = r->meta[r->n - 1].position;
-        r->last_beat_ms = relay_now(r); /* the advance is a heartbeat */
-        full = r->n >= r->batch;
+        uint64_t tx = r->meta[r->n - 1].tx;
+        int64_t pos = r->meta[r->n - 1].position;
+        size_t n = r->n;
+
         relay_drop_batch(r);
-        if (full || r->stopping) {
-            relay_fetch(r);
-            return;
-        }
-        /* A short batch: the writers are slower than the relay. Let the
-         * next messages gather for RELAY_LINGER_MS instead of chasing
-         * them a few at a time: fewer, fuller publishes, for a few ms of
-         * lag. */
-        relay_wait_for(r, WAIT_SLEEP, RELAY_LINGER_MS);
+        relay_moved(r, tx, pos, n);
         return;
     }
     if (rc == LOOM_ECONN) {
