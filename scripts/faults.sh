@@ -154,7 +154,23 @@ esac
 
 say "loom-faults: $sagas sagas, $kills kills, $restarts PostgreSQL restarts," \
     "seed $seed (again: FAULT_SEED=$seed)"
+rc=0
 "$bin" --demo "$demo" --pg-dir "$pg_dir" --scripts "$LOOM_ROOT/scripts" \
     --log "$log" --sagas "$sagas" --kills "$kills" --pg-restarts "$restarts" \
     --terminations "$terms" --seed "$seed" --rate "$rate" --drain-s "$drain" \
-    "${args[@]}" "${extra[@]}" | tee "$dir/faults.out"
+    "${args[@]}" "${extra[@]}" | tee "$dir/faults.out" || rc=$?
+# A service that crashed left its last words (a sanitizer's report, an
+# assertion) in the services' log, which CI does not keep: show them.
+if ((rc != 0)); then
+    report='^==[0-9]+==(ERROR|WARNING)|runtime error|Assertion'
+    for pid in $(sed -n 's/.*(pid \([0-9]*\)) exited on its own.*/\1/p' \
+        "$dir/faults.out"); do
+        echo "==> the last lines process $pid logged (from $log):"
+        grep -F "[$pid] " "$log" | tail -n 20 || true
+    done
+    if grep -qE "$report" "$log"; then
+        echo "==> reports in $log:"
+        grep -E -A 60 "$report" "$log" | head -n 300 || true
+    fi
+fi
+exit "$rc"
