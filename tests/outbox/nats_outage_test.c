@@ -6,7 +6,9 @@
  * again and publishes the same message (same id) until it is taken, as
  * an outbox relay does; and the consumer then gets the message once,
  * though libnats may have sent the first attempt too once reconnected
- * (JetStream's deduplication drops the second copy).
+ * (JetStream's deduplication drops the second copy). And publishes
+ * racing the server's stop each call back once, and touch no call that
+ * has finished.
  *
  * Needs nats-server on PATH (Debian package nats-server, installed by
  * scripts/deps.sh); it fails without it.
@@ -137,6 +139,99 @@ test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
     tpt_rec_free(&r);
 }
 
+/* Publishes racing a server that stops: one-message calls, up to 64
+ * awaiting their callbacks, started from an idle handle for 0.8 s before
+ * the stop and 0.5 s after it. Publishes that fail at once, acknowledged
+ * ones and lost ones all finish their call on the loop while the I/O
+ * thread may still be handing the call's message to libnats: a call freed
+ * under that thread was a use-after-free (and a double natsMsg_Destroy),
+ * which AddressSanitizer (build-asan/) aborts on. */
+typedef struct og_race {
+    loom_transport *t;
+    uv_idle_t idle;
+    long started, called_back, failed;
+    int stop;
+} og_race;
+
+static void
+og_race_cb(loom_err rc, size_t n, void *arg)
+{
+    og_race *r = arg;
+
+    (void) n;
+    r->called_back++;
+    r->failed += rc != LOOM_OK;
+}
+
+static void
+og_race_idle(uv_idle_t *h)
+{
+    og_race *r = h->data;
+    loom_message m;
+
+    if (r->stop || r->started - r->called_back >= 64)
+        return;
+    tpt_msg_init(&m, "outage.race", NULL, "x");
+    if (loom_transport_publish(r->t, &m, 1, og_race_cb, r) == LOOM_OK)
+        r->started++;
+}
+
+static int
+og_race_settled(void *arg)
+{
+    og_race *r = arg;
+
+    return r->stop && r->called_back == r->started;
+}
+
+static void
+test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
+{
+    char base[256], url[512], err[512];
+    loom_runtime *rt;
+    tpt_env e;
+    og_race r;
+
+    (void) state;
+    og_nats("start", base, sizeof base);
+    /* No reconnect: once the server is gone every publish fails at once,
+     * the fastest way through the race. */
+    snprintf(url, sizeof url,
+             "%s?stream=RACE&prefix=outage&publish_timeout_ms=500&"
+             "max_reconnect=0&connect_timeout_ms=1000&" NTT_OPTIONS,
+             base);
+    memset(&e, 0, sizeof e);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(loom_runtime_open(&rt, NULL), LOOM_OK);
+    e.rt = rt;
+    if (loom_transport_open(rt, url, &e.t, err, sizeof err) != LOOM_OK)
+        fail_msg("%s: %s", url, err);
+    uv_timer_init(loom_runtime_loop(rt), &e.tick);
+    e.tick.data = &e;
+    r.t = e.t;
+    r.idle.data = &r;
+    uv_idle_init(loom_runtime_loop(rt), &r.idle);
+    uv_idle_start(&r.idle, og_race_idle);
+    tpt_run(&e, NULL, NULL, 800);
+    og_nats("stop", NULL, 0);
+    tpt_run(&e, NULL, NULL, 500);
+    r.stop = 1;
+    uv_idle_stop(&r.idle);
+    uv_close((uv_handle_t *) &r.idle, NULL);
+    /* Acknowledgements lost with the connection come back when the
+     * transport closes, if not before. */
+    tpt_run(&e, og_race_settled, &r, 3000);
+    loom_transport_close(e.t);
+    e.t = NULL;
+    tpt_run(&e, og_race_settled, &r, 3000);
+    if (r.called_back != r.started)
+        fail_msg("%ld calls started, %ld called back", r.started,
+                 r.called_back);
+    assert_true(r.started > 100);
+    assert_true(r.failed > 0); /* the stop was raced */
+    tpt_close(&e);
+}
+
 /* Every libnats object was destroyed (see ntt_group_teardown()). */
 static int
 og_group_teardown(void **state)
@@ -151,6 +246,9 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_nats_outage_unacknowledged_publish_fails_then_goes_once,
+            og_setup, og_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_nats_outage_publishes_racing_a_stop_call_back_once_each,
             og_setup, og_teardown),
     };
     tpt_debug_from_env();

@@ -128,6 +128,8 @@ io_main(void *arg)
                 tr->pubq_head = j->next;
                 if (tr->pubq_head == NULL)
                     tr->pubq_tail = NULL;
+                if (j->type == NT_JOB_PUBLISH)
+                    loom__nt_call_release_locked(tr, io_call(j));
             }
             continue;
         }
@@ -189,6 +191,7 @@ loom__nt_io_drain(nt_transport *tr)
             pthread_mutex_lock(&tr->mu);
             loom__nt_call_resolve_locked(tr, call, call->n - call->sent,
                                          LOOM_ECONN);
+            loom__nt_call_release_locked(tr, call);
             pthread_mutex_unlock(&tr->mu);
         }
     }

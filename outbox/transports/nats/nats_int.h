@@ -214,8 +214,11 @@ struct nt_call {
     natsMsg **msgs; /* NULL once libnats has it */
     nt_pub *pubs;   /* one per message */
     size_t sent;    /* io thread: messages handed to libnats */
-    /* mu */
-    size_t unresolved; /* messages without an outcome yet */
+    /* mu. Messages without an outcome yet, plus one while the call is on
+     * the I/O thread's queue: that thread still reads and writes the call
+     * after handing its last message to libnats, whose acknowledgement
+     * (and so the loop's finish, which frees the call) may come first. */
+    size_t unresolved;
     size_t acked;
     loom_err rc; /* the first failure */
     /* loop */
@@ -232,6 +235,8 @@ void loom__nt_publish_dead(nt_transport *tr, nt_entry *e);
 /* Resolves `k` messages of a call with rc (mu held). */
 void loom__nt_call_resolve_locked(nt_transport *tr, nt_call *call, size_t k,
                                   loom_err rc);
+/* The I/O thread's queue lets go of a call (mu held): its last use. */
+void loom__nt_call_release_locked(nt_transport *tr, nt_call *call);
 /* Loop: the callback of a resolved call, and its memory. */
 void loom__nt_call_finish(nt_transport *tr, nt_call *call);
 /* Table of publishes awaiting acknowledgement (mu held). */

@@ -122,6 +122,13 @@ loom__nt_call_resolve_locked(nt_transport *tr, nt_call *call, size_t k,
 }
 
 void
+loom__nt_call_release_locked(nt_transport *tr, nt_call *call)
+{
+    if (--call->unresolved == 0)
+        loom__nt_post_locked(tr, &call->ev);
+}
+
+void
 loom__nt_call_finish(nt_transport *tr, nt_call *call)
 {
     if (call->prev != NULL)
@@ -243,7 +250,7 @@ loom__nt_publish(nt_transport *tr, const loom_message *msgs, size_t n,
     call->cb = cb;
     call->arg = arg;
     call->n = n;
-    call->unresolved = n;
+    call->unresolved = n + 1; /* + the I/O thread's queue's hold */
     call->rc = LOOM_OK;
     call->job.type = NT_JOB_PUBLISH;
     call->ev.type = NT_EV_CALL;
@@ -287,16 +294,18 @@ loom__nt_publish_some(nt_transport *tr, nt_call *call)
         loom__nt_pub_add(tr, p);
         pthread_mutex_unlock(&tr->mu);
         tr->js_async = 1;
+        /* The call is held (see nt_call): its acknowledgement cannot
+         * free it under us. */
         s = js_PublishMsgAsync(tr->js, &call->msgs[i], &po);
         call->sent++;
         if (s == NATS_OK)
             continue; /* libnats has the message (msgs[i] is NULL) */
+        natsMsg_Destroy(call->msgs[i]);
+        call->msgs[i] = NULL;
         pthread_mutex_lock(&tr->mu);
         if (loom__nt_pub_remove(tr, p))
             loom__nt_call_resolve_locked(tr, call, 1, loom__nt_err(s));
         pthread_mutex_unlock(&tr->mu);
-        natsMsg_Destroy(call->msgs[i]);
-        call->msgs[i] = NULL;
     }
     return 1;
 }
