@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "headers.h"
 #include "loom/outbox.h"
 #include "loom/partitioner.h"
 #include "tptest.h"
@@ -106,6 +107,64 @@ murmur2_in_sql_is_the_producers_murmur2(void **state)
     assert_int_equal(est_ll("SELECT loom.murmur2(convert_to('order-42', "
                             "'UTF8'))"),
                      loom_murmur2("order-42", 8));
+}
+
+/* Hex of n bytes into out (2n + 1 bytes). */
+static void
+lt_hex(char *out, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", ((const unsigned char *) p)[i]);
+    out[2 * n] = '\0';
+}
+
+/* The header list the relay builds in SQL for a message (its headers
+ * with "x-type" appended; schema 14 inlines it) is byte for byte what the
+ * C encoder makes of the same list: types of every length up to 300
+ * bytes (the entry's length takes two bytes from 118 on), ASCII and
+ * two-byte UTF-8, with and without a header of their own. */
+static void
+headers_in_sql_are_the_c_encoding_with_the_type_appended(void **state)
+{
+    loom_header h[2] = {{"trace", "abc"}, {"x-type", NULL}};
+    char type[320], type_hex[641], own_hex[64], want_hex[1400], sql[2400];
+
+    (void) state;
+    for (int utf8 = 0; utf8 <= 1; utf8++)
+        for (size_t len = utf8 ? 2 : 1; len <= 300; len += utf8 ? 2 : 1)
+            for (int own = 0; own <= 1; own++) {
+                loom__buf want = {0}, mine = {0};
+
+                for (size_t i = 0; i < len; i++)
+                    type[i] = utf8 ? (i % 2 ? '\xa9' : '\xc3') : 't';
+                type[len] = '\0';
+                h[1].value = type;
+                loom__headers_encode(&want, own ? h : h + 1, own ? 2 : 1);
+                loom__headers_encode(&mine, h, 1);
+                lt_hex(type_hex, type, len);
+                lt_hex(own_hex, mine.data, mine.len);
+                lt_hex(want_hex, want.data, want.len);
+                snprintf(sql, sizeof sql,
+                         "SELECT count(*) FROM (SELECT loom.outbox_headers("
+                         "%s%s%s, convert_from('\\x%s'::bytea, 'UTF8')) "
+                         "AS h) x WHERE h = '\\x%s'::bytea",
+                         own ? "'\\x" : "", own ? own_hex : "NULL",
+                         own ? "'::bytea" : "", type_hex, want_hex);
+                if (est_ll("%s", sql) != 1)
+                    fail_msg("type of %zu bytes (%s), %s own header: the "
+                             "SQL header list differs from the encoder's",
+                             len, utf8 ? "UTF-8" : "ASCII",
+                             own ? "with" : "without");
+                loom__buf_free(&want);
+                loom__buf_free(&mine);
+            }
+    /* No type: the headers as they are, none as NULL. */
+    assert_int_equal(est_ll("SELECT count(*) WHERE loom.outbox_headers("
+                            "NULL, NULL) IS NULL AND loom.outbox_headers("
+                            "'\\x'::bytea, NULL) IS NULL AND "
+                            "loom.outbox_headers('\\x1a00'::bytea, NULL) = "
+                            "'\\x1a00'::bytea"),
+                     1);
 }
 
 static int
@@ -464,6 +523,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(murmur2_in_sql_is_the_producers_murmur2),
+        T(headers_in_sql_are_the_c_encoding_with_the_type_appended),
         T(a_relay_publishes_inside_its_database_what_the_transport_would),
         T(a_batch_the_database_declines_goes_through_the_transport),
         T(only_the_leading_relay_publishes_inside_the_database),

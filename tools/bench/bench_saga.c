@@ -516,14 +516,27 @@ sg_raw_run(const bench_env *env, const bench_opts *o, double *rate)
 
 /* Committed transactions of the scratch database so far. Every
  * connection of the run is closed first, and a backend reports its
- * counts when it exits, so a short wait makes them complete. */
+ * counts as it exits: wait until the others are gone (a busy server
+ * takes a while; up to 10 s), then a moment more. */
 static long long
 sg_xact_commit(const bench_env *env)
 {
     PGresult *r;
     long long n = -1;
 
-    sg_nap(500000000);
+    for (int i = 0; i < 100; i++) {
+        int others = -1;
+        r = PQexec(env->scratch,
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                   "current_database() AND pid <> pg_backend_pid()");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            others = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (others == 0)
+            break;
+        sg_nap(100000000);
+    }
+    sg_nap(200000000);
     r = PQexec(env->scratch, "SELECT pg_stat_clear_snapshot()");
     PQclear(r);
     r = PQexec(env->scratch, "SELECT xact_commit FROM pg_stat_database WHERE "
