@@ -74,11 +74,29 @@ og_teardown(void **state)
     return system(line) == 0 ? 0 : -1;
 }
 
+/* Opens e's runtime and a transport on `base` with the test's stream and
+ * the given options. Fails the test on error. */
+static void
+og_open(tpt_env *e, const char *base, const char *options)
+{
+    char url[512], err[512];
+
+    snprintf(url, sizeof url,
+             "%s?prefix=outage&publish_timeout_ms=500&connect_timeout_ms=1000&"
+             "%s&" NTT_OPTIONS,
+             base, options);
+    memset(e, 0, sizeof *e);
+    assert_int_equal(loom_runtime_open(&e->rt, NULL), LOOM_OK);
+    if (loom_transport_open(e->rt, url, &e->t, err, sizeof err) != LOOM_OK)
+        fail_msg("%s: %s", url, err);
+    uv_timer_init(loom_runtime_loop(e->rt), &e->tick);
+    e->tick.data = e;
+}
+
 static void
 test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
 {
-    char base[256], url[512], err[512];
-    loom_runtime *rt;
+    char base[256], url[512];
     tpt_env e;
     tpt_rec r = {0};
     loom_message m;
@@ -88,17 +106,7 @@ test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
 
     (void) state;
     og_nats("start", base, sizeof base);
-    snprintf(url, sizeof url,
-             "%s?stream=OUTAGE&prefix=outage&publish_timeout_ms=500&"
-             "reconnect_wait_ms=100&connect_timeout_ms=1000&" NTT_OPTIONS,
-             base);
-    memset(&e, 0, sizeof e);
-    assert_int_equal(loom_runtime_open(&rt, NULL), LOOM_OK);
-    e.rt = rt;
-    if (loom_transport_open(rt, url, &e.t, err, sizeof err) != LOOM_OK)
-        fail_msg("%s: %s", url, err);
-    uv_timer_init(loom_runtime_loop(rt), &e.tick);
-    e.tick.data = &e;
+    og_open(&e, base, "stream=OUTAGE&reconnect_wait_ms=100");
     tpt_msg_init(&m, "outage.t", "k", "before");
     assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
 
@@ -187,8 +195,7 @@ og_race_settled(void *arg)
 static void
 test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
 {
-    char base[256], url[512], err[512];
-    loom_runtime *rt;
+    char base[256];
     tpt_env e;
     og_race r;
 
@@ -196,21 +203,11 @@ test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
     og_nats("start", base, sizeof base);
     /* No reconnect: once the server is gone every publish fails at once,
      * the fastest way through the race. */
-    snprintf(url, sizeof url,
-             "%s?stream=RACE&prefix=outage&publish_timeout_ms=500&"
-             "max_reconnect=0&connect_timeout_ms=1000&" NTT_OPTIONS,
-             base);
-    memset(&e, 0, sizeof e);
+    og_open(&e, base, "stream=RACE&max_reconnect=0");
     memset(&r, 0, sizeof r);
-    assert_int_equal(loom_runtime_open(&rt, NULL), LOOM_OK);
-    e.rt = rt;
-    if (loom_transport_open(rt, url, &e.t, err, sizeof err) != LOOM_OK)
-        fail_msg("%s: %s", url, err);
-    uv_timer_init(loom_runtime_loop(rt), &e.tick);
-    e.tick.data = &e;
     r.t = e.t;
     r.idle.data = &r;
-    uv_idle_init(loom_runtime_loop(rt), &r.idle);
+    uv_idle_init(loom_runtime_loop(e.rt), &r.idle);
     uv_idle_start(&r.idle, og_race_idle);
     tpt_run(&e, NULL, NULL, 800);
     og_nats("stop", NULL, 0);
