@@ -8,7 +8,7 @@
  * though libnats may have sent the first attempt too once reconnected
  * (JetStream's deduplication drops the second copy). And publishes
  * racing the server's stop each call back once, and touch no call that
- * has finished.
+ * has finished; nor does a dead letter refused once the connection closed.
  *
  * Needs nats-server on PATH (Debian package nats-server, installed by
  * scripts/deps.sh); it fails without it.
@@ -229,6 +229,36 @@ test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
     tpt_close(&e);
 }
 
+/* A message rejected once the connection has closed for good: its dead
+ * letter cannot be published (libnats refuses it at once) and the entry
+ * is released on the I/O thread, which must not read the entry's job
+ * afterwards (it did, to unlink it from its queue: a use-after-free that
+ * AddressSanitizer aborts on). The transport then closes cleanly. */
+static void
+test_nats_outage_a_dead_letter_refused_at_once_is_let_go(void **state)
+{
+    char base[256];
+    tpt_env e;
+    tpt_rec r = {0};
+    loom_message m;
+
+    (void) state;
+    og_nats("start", base, sizeof base);
+    og_open(&e, base, "stream=DEADCLOSED&max_reconnect=0");
+    tpt_msg_init(&m, "outage.dead", "k", "poison");
+    assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
+    r.hold = 1;
+    ntt_rec_open(&e, "outage-dead-g", "outage.dead", 0, 0, &r);
+    tpt_rec_wait(&e, &r, 1);
+    og_nats("stop", NULL, 0);
+    tpt_run(&e, NULL, NULL, 500); /* libnats closes the connection */
+    assert_int_equal(loom_consumer_reject(r.c, r.m[0].held, "poison"), LOOM_OK);
+    r.m[0].held = NULL;
+    tpt_run(&e, NULL, NULL, 500);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
 /* Every libnats object was destroyed (see ntt_group_teardown()). */
 static int
 og_group_teardown(void **state)
@@ -247,6 +277,9 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_nats_outage_publishes_racing_a_stop_call_back_once_each,
             og_setup, og_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_nats_outage_a_dead_letter_refused_at_once_is_let_go, og_setup,
+            og_teardown),
     };
     tpt_debug_from_env();
     return cmocka_run_group_tests_name("outbox.nats_outage", tests, NULL,

@@ -88,17 +88,6 @@ loom__nt_settle_now(nt_transport *tr, nt_entry *e, nt_job_type type,
     }
 }
 
-/* Runs a publishing job as far as the window allows; 1 when it is done. */
-static int
-io_publish(nt_transport *tr, nt_job *j)
-{
-    if (j->type == NT_JOB_DEAD) {
-        loom__nt_publish_dead(tr, io_entry(j));
-        return 1;
-    }
-    return loom__nt_publish_some(tr, io_call(j));
-}
-
 static void *
 io_main(void *arg)
 {
@@ -118,18 +107,30 @@ io_main(void *arg)
             continue;
         }
         if ((j = tr->pubq_head) != NULL &&
+            tr->pub_in_flight < tr->cfg.max_pending && j->type == NT_JOB_DEAD) {
+            /* Off the queue first: it is published in one go, and once
+             * libnats has it, its acknowledgement may queue the same job
+             * for settling (or a failure release the entry) at once. */
+            tr->pubq_head = j->next;
+            if (tr->pubq_head == NULL)
+                tr->pubq_tail = NULL;
+            pthread_mutex_unlock(&tr->mu);
+            loom__nt_publish_dead(tr, io_entry(j));
+            pthread_mutex_lock(&tr->mu);
+            continue;
+        }
+        if ((j = tr->pubq_head) != NULL &&
             tr->pub_in_flight < tr->cfg.max_pending) {
             int done;
             pthread_mutex_unlock(&tr->mu);
-            done = io_publish(tr, j);
+            done = loom__nt_publish_some(tr, io_call(j));
             pthread_mutex_lock(&tr->mu);
             /* Only this thread takes from the queue: j is still first. */
             if (done) {
                 tr->pubq_head = j->next;
                 if (tr->pubq_head == NULL)
                     tr->pubq_tail = NULL;
-                if (j->type == NT_JOB_PUBLISH)
-                    loom__nt_call_release_locked(tr, io_call(j));
+                loom__nt_call_release_locked(tr, io_call(j));
             }
             continue;
         }
