@@ -573,6 +573,10 @@ nt_close(void *state)
             natsMsgList_Destroy(&pending);
     }
     reg_remove(tr);
+    /* No libnats callback runs from here on; one that was running may
+     * have queued a settle (a dead letter's acknowledgement) after the
+     * drain above: settle and release it too. */
+    loom__nt_io_drain(tr);
     loom__nt_produce_close(tr);
     nt_drain_events(tr);
     /* Every call has its outcome by now (each message was unsent, awaited
