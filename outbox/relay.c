@@ -498,7 +498,6 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
             loom_runtime_listen(r->rt, r->channel, relay_on_wake, r,
                                 &r->listener) != LOOM_OK)
             r->listener = NULL; /* the poll timer still finds messages */
-        PQclear(res);
         if (r->stopping) {
             relay_finish_stop(r);
             return;
