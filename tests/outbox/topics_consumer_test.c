@@ -420,6 +420,94 @@ stale_generation_cannot_commit_in_sql(void **state)
     tpt_rec_free(&r);
 }
 
+/* loom.topic_commit_many() (schema 15), what a consumer's commit runs:
+ * one partition not ours at its generation refuses the whole commit,
+ * naming it, and writes nothing; offsets only move forward. */
+static void
+commit_many_is_all_or_nothing_and_names_the_lost_partition(void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0};
+    PGconn *pg;
+    PGresult *res;
+    char member[64], sql[1024];
+    long long gen, tid;
+
+    (void) state;
+    tpt_topic_create("fn.many", 3, -1, -1, -1, -1);
+    tpt_open(&e, "");
+    tpt_rec_open(&e, "fn-many", "fn.many", NULL, &r);
+    parts_wait(&e, r.c, 3);
+    tid = tpt_topic_id("fn.many");
+    pg = est_connect(NULL);
+    res = est_query(pg, "SELECT DISTINCT member::text, generation "
+                        "FROM loom.topic_assignments "
+                        "WHERE group_name = 'fn-many'");
+    assert_int_equal(PQntuples(res), 1);
+    snprintf(member, sizeof member, "%s", PQgetvalue(res, 0, 0));
+    gen = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+
+    /* Partition 2 at a stale generation: nothing of the three moves. */
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', '%s', "
+             "ARRAY[%lld, %lld, %lld], ARRAY[%lld, %lld, %lld]::int[], "
+             "ARRAY[0, 1, 2], ARRAY[100, 200, 300]::bigint[])",
+             member, gen, gen, gen - 1, tid, tid, tid);
+    res = PQexec(pg, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(res, PG_DIAG_SQLSTATE), "LM012");
+    assert_non_null(strstr(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+                           "partition 2 of topic"));
+    PQclear(res);
+    res = est_query(pg, "SELECT count(*) FROM loom.topic_offsets "
+                        "WHERE group_name = 'fn-many' AND \"offset\" >= 100");
+    assert_string_equal(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+
+    /* Another member: refused too. */
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', "
+             "'0190a1b2-0000-7000-8000-0000000000ff', ARRAY[%lld], "
+             "ARRAY[%lld]::int[], ARRAY[0], ARRAY[100]::bigint[])",
+             gen, tid);
+    est_exec_fails(pg, sql, "LM012");
+    /* Arrays of different lengths, and a partition given twice. */
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', '%s', ARRAY[%lld], "
+             "ARRAY[%lld]::int[], ARRAY[0, 1], ARRAY[100]::bigint[])",
+             member, gen, tid);
+    est_exec_fails(pg, sql, "22023");
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', '%s', "
+             "ARRAY[%lld, %lld], ARRAY[%lld, %lld]::int[], ARRAY[1, 1], "
+             "ARRAY[100, 200]::bigint[])",
+             member, gen, gen, tid, tid);
+    est_exec_fails(pg, sql, "21000");
+
+    /* The owner at its generation: all three move, and never back. */
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', '%s', "
+             "ARRAY[%lld, %lld, %lld], ARRAY[%lld, %lld, %lld]::int[], "
+             "ARRAY[0, 1, 2], ARRAY[100, 200, 300]::bigint[])",
+             member, gen, gen, gen, tid, tid, tid);
+    est_exec(pg, sql);
+    snprintf(sql, sizeof sql,
+             "SELECT loom.topic_commit_many('fn-many', '%s', "
+             "ARRAY[%lld, %lld], ARRAY[%lld, %lld]::int[], ARRAY[2, 0], "
+             "ARRAY[250, 150]::bigint[])",
+             member, gen, gen, tid, tid);
+    est_exec(pg, sql);
+    res = est_query(pg, "SELECT string_agg(\"offset\"::text, ',' ORDER BY "
+                        "partition) FROM loom.topic_offsets "
+                        "WHERE group_name = 'fn-many'");
+    assert_string_equal(PQgetvalue(res, 0, 0), "150,200,300");
+    PQclear(res);
+    PQfinish(pg);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
 static void
 member_that_lost_a_partition_cannot_commit_and_the_new_owner_redelivers(
     void **state)
@@ -1059,6 +1147,7 @@ main(void)
         T(manual_commit_writes_offsets_only_when_asked),
         T(new_groups_start_where_their_start_position_says),
         T(stale_generation_cannot_commit_in_sql),
+        T(commit_many_is_all_or_nothing_and_names_the_lost_partition),
         T(member_that_lost_a_partition_cannot_commit_and_the_new_owner_redelivers),
         T(consumer_without_a_partition_waits_then_takes_over),
         T(publish_refuses_bad_messages_and_reports_per_call),

@@ -81,7 +81,7 @@ static const loom__stmt arm_stmt = {
     1,
     {LOOM__OID_ATEXT}};
 
-#define TP_SQL_COMMIT "SELECT loom.topic_commit($1, $2, $3, $4, $5, $6)"
+#define TP_SQL_COMMIT "SELECT loom.topic_commit_many($1, $2, $3, $4, $5, $6)"
 #define TP_SQL_RETRY                                                           \
     "SELECT loom.topic_retry($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 #define TP_SQL_RETRY_DONE "SELECT loom.topic_retry_done($1, $2, $3, $4, $5, $6)"
@@ -632,6 +632,86 @@ c_committing_add(tp_consumer *c, tp_entry *e)
     return 0;
 }
 
+/* Where partition p's committed offset can move: below the first
+ * message still with the handler or not yet settled (at most once: past
+ * everything fetched). */
+static int64_t
+c_commit_offset(const tp_consumer *c, const tp_part *p)
+{
+    if (!c->topts.at_most_once)
+        for (const tp_entry *e = p->head; e != NULL; e = e->next)
+            if (e->state == TP_E_HANDLER ||
+                ((e->state == TP_E_ACKED || e->state == TP_E_FAILED) &&
+                 !e->queued))
+                return e->msg.offset;
+    return p->fetch;
+}
+
+/* Queues on c->tx the offsets of every partition whose offset moves, as
+ * one loom.topic_commit_many() (schema 15): one fence check and one
+ * upsert for all of them, not a call per partition. p->committing is the
+ * offset queued for p, -1 when none. */
+static loom_err
+c_queue_offsets(tp_consumer *c)
+{
+    static const uint32_t types[6] = {0,
+                                      0,
+                                      LOOM__OID_AINT8,
+                                      LOOM__OID_AINT4,
+                                      LOOM__OID_AINT4,
+                                      LOOM__OID_AINT8};
+    loom__buf arr[4] = {LOOM__BUF_INIT, LOOM__BUF_INIT, LOOM__BUF_INIT,
+                        LOOM__BUF_INIT};
+    const char *values[6];
+    int lengths[6];
+    uint32_t n = 0;
+    loom_err rc = LOOM_OK;
+
+    for (tp_part *p = c->parts; p != NULL; p = p->next) {
+        int64_t off = c_commit_offset(c, p);
+        p->committing = off > p->committed ? off : -1;
+        n += p->committing >= 0;
+    }
+    if (n == 0)
+        return LOOM_OK;
+    loom__pg_array_begin(&arr[0], LOOM__OID_INT8, n);
+    loom__pg_array_begin(&arr[1], LOOM__OID_INT4, n);
+    loom__pg_array_begin(&arr[2], LOOM__OID_INT4, n);
+    loom__pg_array_begin(&arr[3], LOOM__OID_INT8, n);
+    for (tp_part *p = c->parts; p != NULL; p = p->next) {
+        char gen[8], tid[4], part[4], off[8];
+        if (p->committing < 0)
+            continue;
+        loom__pg_put_be64(gen, (uint64_t) p->generation);
+        loom__pg_put_be32(tid, (uint32_t) p->topic_id);
+        loom__pg_put_be32(part, (uint32_t) p->partition);
+        loom__pg_put_be64(off, (uint64_t) p->committing);
+        loom__pg_array_add(&arr[0], gen, 8);
+        loom__pg_array_add(&arr[1], tid, 4);
+        loom__pg_array_add(&arr[2], part, 4);
+        loom__pg_array_add(&arr[3], off, 8);
+    }
+    values[0] = c->group;
+    values[1] = c->member_text;
+    lengths[0] = (int) strlen(c->group);
+    lengths[1] = (int) strlen(c->member_text);
+    for (int i = 0; i < 4; i++) {
+        if (arr[i].failed)
+            rc = LOOM_ENOMEM;
+        values[2 + i] = arr[i].data;
+        lengths[2 + i] = (int) arr[i].len;
+    }
+    if (rc == LOOM_OK)
+        rc = loom_tx_exec_binary(&c->tx, TP_SQL_COMMIT, 6, types, values,
+                                 lengths);
+    for (int i = 0; i < 4; i++)
+        loom__buf_free(&arr[i]);
+    if (rc != LOOM_OK)
+        for (tp_part *p = c->parts; p != NULL; p = p->next)
+            p->committing = -1;
+    return rc;
+}
+
 static void c_committed(void *arg, loom_err rc, PGresult *r);
 
 /* Queues on c->tx what settles the acknowledged and failed messages and
@@ -674,25 +754,8 @@ c_build_commit(tp_consumer *c, int keep_tx)
             if (rc == LOOM_OK && c_committing_add(c, e) != 0)
                 rc = LOOM_ENOMEM;
         }
-    for (tp_part *p = c->parts; p != NULL && rc == LOOM_OK; p = p->next) {
-        int64_t off = p->fetch;
-        c_params pr;
-
-        p->committing = -1;
-        if (!c->topts.at_most_once)
-            for (tp_entry *e = p->head; e != NULL; e = e->next)
-                if (e->state == TP_E_HANDLER ||
-                    ((e->state == TP_E_ACKED || e->state == TP_E_FAILED) &&
-                     !e->queued)) {
-                    off = e->msg.offset;
-                    break;
-                }
-        if (off <= p->committed)
-            continue;
-        c_fence_params(c, &pr, p, off);
-        rc = loom_tx_exec(&c->tx, TP_SQL_COMMIT, 6, pr.v);
-        p->committing = off;
-    }
+    if (rc == LOOM_OK)
+        rc = c_queue_offsets(c);
     if (rc != LOOM_OK) {
         for (size_t i = 0; i < c->n_committing; i++)
             c->committing[i]->queued = 0;
