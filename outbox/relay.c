@@ -127,6 +127,7 @@ struct loom_relay {
     relay_wait wait;
     int armed;        /* the wake-up is armed since the last fetch */
     int lingered;     /* an empty fetch since the last non-empty one */
+    int woken;        /* woken while busy: read again before sleeping */
     unsigned held_ms; /* the last wait for messages held back; 0: none */
     int sleeping;
     loom__backoff backoff;
@@ -462,14 +463,25 @@ relay_on_wake(void *arg, const char *channel, const char *payload)
     loom_relay *r = arg;
 
     (void) channel;
-    if (r->sleeping && r->role == RELAY_LEADING) {
-        if (payload != NULL) /* NULL: the runtime's own poll */
+    if (payload != NULL) /* NULL: the runtime's own poll */
+        r->armed = 0;    /* the writer that woke us took the wake-up row */
+    if (r->role != RELAY_LEADING)
+        return;
+    if (r->sleeping) {
+        if (payload != NULL)
             r->stats.wakeups++;
         uv_timer_stop(&r->timer);
         r->wait = WAIT_NONE;
         r->sleeping = 0;
         relay_fetch(r);
+        return;
     }
+    /* Busy: the read in flight may have taken its snapshot before the
+     * commit that woke us, whose writer took the wake-up row. Dropping
+     * the wake-up here left the relay asleep until its next heartbeat
+     * read (up to two seconds) with that message unpublished: read once
+     * more before sleeping instead, as the consumers do. */
+    r->woken = 1;
 }
 
 static void
@@ -692,6 +704,10 @@ relay_caught_up(loom_relay *r)
     int lengths[1] = {(int) strlen(r->outbox)};
 
     r->held_ms = 0;
+    if (r->woken) {
+        relay_fetch(r); /* see relay_on_wake() */
+        return;
+    }
     if (r->armed || r->listener == NULL) {
         relay_wait_for(r, WAIT_SLEEP, r->poll_ms);
         return;
@@ -962,6 +978,7 @@ relay_fetch(loom_relay *r)
         return;
     if (relay_housekeeping(r))
         return;
+    r->woken = 0; /* this read sees every commit that woke us */
     if (r->local > 0 && !r->via_transport &&
         loom__topics_local_ok(r->tp, &sync)) {
         relay_publish_local(r, sync);
