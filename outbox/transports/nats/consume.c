@@ -514,8 +514,11 @@ loom__nt_subscribe(nt_transport *tr, const loom_consumer_config *cfg,
             s->started = 1;
     }
     if (rc != LOOM_OK) {
-        cn_close_subs(c);
-        cn_free(c);
+        /* Not cn_free(): a fetcher started before the failure may have
+         * handed the loop a batch, whose entries hold c. Unsubscribing
+         * stops the fetchers, gives those batches back to the stream and
+         * frees c once the last entry is settled. */
+        loom__nt_unsubscribe(c);
         return rc;
     }
     c->next = tr->consumers;
