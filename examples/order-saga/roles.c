@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "demo.h"
 
 static const struct {
@@ -28,6 +30,30 @@ static const struct {
     {"payment", OS_ROLE_PAYMENT},           {"inventory", OS_ROLE_INVENTORY},
     {"summary", OS_ROLE_SUMMARY},           {"relay", OS_ROLE_RELAY},
 };
+
+/* Opens the role's parts. A service started while PostgreSQL or the
+ * transport's server is down (everything of a deployment starting at
+ * once, or a restart during an outage) waits for it instead of exiting,
+ * as a supervisor would otherwise restart it over and over: LOOM_ECONN is
+ * tried again after 100 ms, doubling to 5 s, saying so each time on
+ * stderr. Any other error is the configuration's, and final. */
+static loom_err
+role_open(os_host **h, const os_host_config *cfg, const char *role, char *err,
+          size_t errlen)
+{
+    unsigned delay_ms = 100;
+    loom_err rc;
+
+    while ((rc = os_host_open(h, cfg, err, errlen)) == LOOM_ECONN) {
+        fprintf(stderr,
+                "loom-order-saga %s: waiting for the server (%s); trying "
+                "again in %u ms\n",
+                role, err, delay_ms);
+        uv_sleep(delay_ms);
+        delay_ms = delay_ms < 2500 ? delay_ms * 2 : 5000;
+    }
+    return rc;
+}
 
 int
 demo_role_main(const demo_opts *o, const char *role, const char *hang)
@@ -49,7 +75,7 @@ demo_role_main(const demo_opts *o, const char *role, const char *hang)
     cfg.name = name;
     if (hang != NULL)
         os_payment_hang_on(hang, STDOUT_FILENO);
-    rc = os_host_open(&h, &cfg, err, sizeof err);
+    rc = role_open(&h, &cfg, role, err, sizeof err);
     if (rc != LOOM_OK) {
         fprintf(stderr, "loom-order-saga %s: %s: %s\n", role, loom_err_name(rc),
                 err);
