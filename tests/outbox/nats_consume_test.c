@@ -7,8 +7,9 @@
  * back after ack_wait and is dead-lettered after max_deliveries; patterns
  * ("*", a trailing "#", never a dead-letter topic) and the "#" NATS cannot
  * express; max_in_flight and batch bound what the handler holds; closing
- * a member gives its messages back to the group at once; the runtime's
- * stop ends a run.
+ * a member gives its messages back to the group at once, and what is
+ * published after the close goes to the members left at once; the
+ * runtime's stop ends a run.
  *
  * Loop callbacks only record; the checks run after tpt_run().
  * TPT_FILTER=<glob> runs only the matching tests; TPT_LOG=1 prints every
@@ -110,6 +111,37 @@ test_nats_consume_closed_member_gives_its_messages_back_at_once(void **state)
     for (size_t i = 0; i < b.n; i++)
         if (tpt_rec_count(&a, b.m[i].payload) == 1)
             assert_int_equal(b.m[i].attempt, 2);
+    tpt_close(&e);
+    tpt_rec_free(&a);
+    tpt_rec_free(&b);
+}
+
+/* A member closed while its pull request waits on the server (an idle
+ * member always has one): messages published after the close go to the
+ * members still there at once, not to the closed member's request, where
+ * they would wait for ack_wait. */
+static void
+test_nats_consume_messages_after_a_close_go_to_the_members_left(void **state)
+{
+    tpt_env e;
+    tpt_rec a = {0}, b = {0};
+    loom_consumer *ca;
+    int64_t closed_at;
+
+    (void) state;
+    ntt_open(&e, ""); /* ack_wait_ms 5000 */
+    ca = ntt_rec_open(&e, "after-g", "after.t", 0, 0, &a);
+    ntt_rec_open(&e, "after-g", "after.t", 0, 0, &b);
+    ntt_quiet(&e, 500); /* both idle, each with a request waiting */
+    loom_consumer_close(ca);
+    closed_at = est_now_ms();
+    tpt_publish_seq(&e, "after.t", 0, 20, 0);
+    tpt_rec_wait(&e, &b, 20);
+    printf("nats_consume_test: all 20 within %lld ms of the close\n",
+           (long long) (est_now_ms() - closed_at));
+    assert_true(est_now_ms() - closed_at < 2500);
+    assert_int_equal(a.n, 0);
+    assert_each_once(&b, NULL, 0, 20);
     tpt_close(&e);
     tpt_rec_free(&a);
     tpt_rec_free(&b);
@@ -498,6 +530,8 @@ main(void)
             test_nats_consume_members_share_and_groups_each_get_all),
         cmocka_unit_test(
             test_nats_consume_closed_member_gives_its_messages_back_at_once),
+        cmocka_unit_test(
+            test_nats_consume_messages_after_a_close_go_to_the_members_left),
         cmocka_unit_test(
             test_nats_consume_failed_message_is_redelivered_then_dead_lettered),
         cmocka_unit_test(
