@@ -597,6 +597,15 @@ bench_saga(bench_env *env, const bench_opts *o)
                    "most): %.0f/s; %lld sagas and %lld transactions in all",
                    run.measured, secs, run.warmup, how, run.peak, rate, done,
                    tx1 - tx0);
+    /* The tail's shape: a few stalled sagas (a lost wake-up, a lock
+     * wait) show as a maximum far above p99.9; a saturated system moves
+     * them all together. */
+    bench_progress(
+        "saga loom: latency p50 %.1f, p90 %.1f, p99 %.1f, p99.9 "
+        "%.1f, max %.1f ms",
+        bench_samples_ms(&run.lat, 0.50), bench_samples_ms(&run.lat, 0.90),
+        bench_samples_ms(&run.lat, 0.99), bench_samples_ms(&run.lat, 0.999),
+        bench_samples_ms(&run.lat, 1.0));
     printf("BENCH saga sagas_per_s=%.0f p50_ms=%.2f p99_ms=%.2f "
            "tx_per_saga=%.2f ratio=%.3f",
            rate, bench_samples_ms(&run.lat, 0.50),
