@@ -106,7 +106,7 @@ parse(int argc, char **argv, demo_opts *o, const char **role, const char **hang)
 static void
 host_thread(void *arg)
 {
-    os_host_run(arg);
+    os_host_run(arg, NULL, NULL);
 }
 
 static const char *const kid_roles[5] = {"orchestrator", "order", "payment",

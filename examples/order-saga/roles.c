@@ -3,7 +3,8 @@
  * one service (or the orchestrator, or the read model) as a process of
  * its own, as a deployment would. A child tells its parent what happens
  * through its stdout, one line each:
- *   ready                 its parts are open and consuming
+ *   ready                 its parts are open and consuming, and a
+ *                         SIGTERM stops it cleanly
  *   hang                  (the kill scenario) it stopped dead mid-command
  *   counts H F D C E      its participants' counters, when it stops
  * Children die with the parent (PR_SET_PDEATHSIG).
@@ -55,6 +56,15 @@ role_open(os_host **h, const os_host_config *cfg, const char *role, char *err,
     return rc;
 }
 
+/* Said once the loop runs: SIGTERM then stops the service cleanly. */
+static void
+role_ready(void *arg)
+{
+    (void) arg;
+    printf("ready\n");
+    fflush(stdout);
+}
+
 int
 demo_role_main(const demo_opts *o, const char *role, const char *hang)
 {
@@ -81,9 +91,7 @@ demo_role_main(const demo_opts *o, const char *role, const char *hang)
                 err);
         return 1;
     }
-    printf("ready\n");
-    fflush(stdout);
-    rc = os_host_run(h);
+    rc = os_host_run(h, role_ready, NULL);
     os_host_counts(h, &c);
     printf("counts %llu %llu %llu %llu %llu\n", (unsigned long long) c.handled,
            (unsigned long long) c.failures, (unsigned long long) c.duplicates,

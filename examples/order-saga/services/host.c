@@ -36,6 +36,11 @@ struct os_host {
     int has_async;
     uv_mutex_t lock;
     uv_cond_t done_cond;
+    /* os_host_run()'s `running` call, on the loop's first turn. */
+    uv_timer_t first_turn;
+    int first_turn_open;
+    void (*running)(void *arg);
+    void *running_arg;
     int op;   /* 0 none, 1 stop, 2 payment off, 3 payment on */
     int done; /* the op ran */
     loom_err op_rc;
@@ -223,10 +228,48 @@ fail:
     return rc;
 }
 
-loom_err
-os_host_run(os_host *h)
+static void
+host_first_turn_closed(uv_handle_t *t)
 {
-    return loom_runtime_run(h->rt);
+    os_host *h = t->data;
+
+    h->first_turn_open = 0;
+}
+
+static void
+host_on_first_turn(uv_timer_t *t)
+{
+    os_host *h = t->data;
+
+    uv_close((uv_handle_t *) t, host_first_turn_closed);
+    h->running(h->running_arg);
+}
+
+loom_err
+os_host_run(os_host *h, void (*running)(void *arg), void *arg)
+{
+    loom_err rc;
+
+    if (running != NULL) {
+        /* The runtime installs its signal handlers when it starts to run:
+         * a "ready" said before that could be answered with a SIGTERM
+         * that kills the process instead of stopping it. */
+        h->running = running;
+        h->running_arg = arg;
+        uv_timer_init(loom_runtime_loop(h->rt), &h->first_turn);
+        h->first_turn.data = h;
+        h->first_turn_open = 1;
+        uv_timer_start(&h->first_turn, host_on_first_turn, 0, 0);
+    }
+    rc = loom_runtime_run(h->rt);
+    if (h->first_turn_open) {
+        /* Stopped before its first turn: the handle must still close. */
+        if (!uv_is_closing((uv_handle_t *) &h->first_turn))
+            uv_close((uv_handle_t *) &h->first_turn, host_first_turn_closed);
+        while (h->first_turn_open)
+            uv_run(loom_runtime_loop(h->rt), UV_RUN_NOWAIT);
+    }
+    return rc;
 }
 
 static loom_err

@@ -157,8 +157,10 @@ typedef struct os_host_config {
  * says which part and why. */
 loom_err os_host_open(os_host **out, const os_host_config *cfg, char *err,
                       size_t errlen);
-/* Runs the loop until os_host_stop() (or a signal with handle_signals). */
-loom_err os_host_run(os_host *h);
+/* Runs the loop until os_host_stop() (or a signal with handle_signals).
+ * `running` (may be NULL) is called once on the loop's first turn, when
+ * the runtime's signal handlers are in place. */
+loom_err os_host_run(os_host *h, void (*running)(void *arg), void *arg);
 /* Any thread: asks the loop to stop. */
 void os_host_stop(os_host *h);
 /* Any thread, while the loop runs: closes (on = 0) or opens again
