@@ -21,48 +21,15 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "loom/loom.h"
+#include "ntest.h"
 #include "pgtest.h"
 
 static char nats_dir[64];
-
-/* Runs scripts/nats.sh `cmd` on nats_dir; for "start", returns its URL
- * in url. Fails the test on error. */
-static void
-nats_sh(const char *cmd, char *url, size_t len)
-{
-    char line[512];
-    FILE *p;
-
-    snprintf(line, sizeof line, "%s %s %s 2>/dev/null | tail -n 1",
-             LOOM_NATS_SH, cmd, nats_dir);
-    p = popen(line, "r");
-    assert_non_null(p);
-    if (fgets(line, sizeof line, p) == NULL)
-        line[0] = '\0';
-    if (pclose(p) != 0)
-        fail_msg("%s %s %s failed", LOOM_NATS_SH, cmd, nats_dir);
-    line[strcspn(line, "\n")] = '\0';
-    if (url != NULL) {
-        if (strncmp(line, "nats://", 7) != 0)
-            fail_msg("scripts/nats.sh start printed \"%s\", not a URL", line);
-        snprintf(url, len, "%s", line);
-    }
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Reads fd until a line containing `want` arrives (1), it closes or
  * `ms` pass (0). Lines read are echoed to stderr with `tag`. */
@@ -71,9 +38,9 @@ wait_line(int fd, const char *want, int ms, const char *tag)
 {
     char buf[4096];
     size_t len = 0;
-    int64_t end = now_ms() + ms;
+    int64_t end = est_now_ms() + ms;
 
-    while (now_ms() < end) {
+    while (est_now_ms() < end) {
         struct pollfd pf = {fd, POLLIN, 0};
         ssize_t n;
         char *nl;
@@ -112,8 +79,8 @@ a_service_started_while_its_server_is_down_waits_for_it(void **state)
     (void) state;
     s = loomt_store_open(); /* the schema, migrated */
     loom_store_close(s);
-    nats_sh("start", url, sizeof url);
-    nats_sh("stop", NULL, 0);
+    ntt_nats_sh(nats_dir, "start", url, sizeof url);
+    ntt_nats_sh(nats_dir, "stop", NULL, 0);
 
     assert_int_equal(pipe(out), 0);
     assert_int_equal(pipe(err), 0);
@@ -140,7 +107,7 @@ a_service_started_while_its_server_is_down_waits_for_it(void **state)
     assert_int_equal(waitpid(pid, &status, WNOHANG), 0);
 
     /* Up again, on the same port: the service opens and says so. */
-    nats_sh("start", again, sizeof again);
+    ntt_nats_sh(nats_dir, "start", again, sizeof again);
     assert_string_equal(again, url);
     assert_true(wait_line(out[0], "ready", 30000, "stdout"));
 

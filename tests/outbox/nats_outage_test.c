@@ -28,31 +28,6 @@
 
 static char og_dir[64];
 
-/* Runs scripts/nats.sh `cmd` on the test's directory; for "start",
- * returns its URL in url. Fails the test on error. */
-static void
-og_nats(const char *cmd, char *url, size_t len)
-{
-    char line[512];
-    FILE *p;
-
-    snprintf(line, sizeof line, "%s %s %s | tail -n 1", LOOM_NATS_SH, cmd,
-             og_dir);
-    p = popen(line, "r");
-    assert_non_null(p);
-    line[0] = '\0';
-    if (fgets(line, sizeof line, p) == NULL)
-        line[0] = '\0';
-    if (pclose(p) != 0)
-        fail_msg("%s %s %s failed", LOOM_NATS_SH, cmd, og_dir);
-    line[strcspn(line, "\n")] = '\0';
-    if (url != NULL) {
-        if (strncmp(line, "nats://", 7) != 0)
-            fail_msg("scripts/nats.sh start printed \"%s\", not a URL", line);
-        snprintf(url, len, "%s", line);
-    }
-}
-
 static int
 og_setup(void **state)
 {
@@ -105,12 +80,12 @@ test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
     int64_t t0, waited;
 
     (void) state;
-    og_nats("start", base, sizeof base);
+    ntt_nats_sh(og_dir, "start", base, sizeof base);
     og_open(&e, base, "stream=OUTAGE&reconnect_wait_ms=100");
     tpt_msg_init(&m, "outage.t", "k", "before");
     assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
 
-    og_nats("stop", NULL, 0);
+    ntt_nats_sh(og_dir, "stop", NULL, 0);
     assert_int_equal(loom_uuid_generate(&id), LOOM_OK);
     tpt_msg_init(&m, "outage.t", "k", "during");
     m.id = id;
@@ -122,7 +97,7 @@ test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
         fail_msg("the failure came after %lld ms (publish_timeout_ms 500)",
                  (long long) waited);
 
-    og_nats("start", url, sizeof url);
+    ntt_nats_sh(og_dir, "start", url, sizeof url);
     assert_true(strncmp(url, base, strlen(base)) == 0); /* same port */
     /* Again with the same id until it is taken, as a relay would. */
     t0 = est_now_ms();
@@ -200,7 +175,7 @@ test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
     og_race r;
 
     (void) state;
-    og_nats("start", base, sizeof base);
+    ntt_nats_sh(og_dir, "start", base, sizeof base);
     /* No reconnect: once the server is gone every publish fails at once,
      * the fastest way through the race. */
     og_open(&e, base, "stream=RACE&max_reconnect=0");
@@ -210,7 +185,7 @@ test_nats_outage_publishes_racing_a_stop_call_back_once_each(void **state)
     uv_idle_init(loom_runtime_loop(e.rt), &r.idle);
     uv_idle_start(&r.idle, og_race_idle);
     tpt_run(&e, NULL, NULL, 800);
-    og_nats("stop", NULL, 0);
+    ntt_nats_sh(og_dir, "stop", NULL, 0);
     tpt_run(&e, NULL, NULL, 500);
     r.stop = 1;
     uv_idle_stop(&r.idle);
@@ -243,14 +218,14 @@ test_nats_outage_a_dead_letter_refused_at_once_is_let_go(void **state)
     loom_message m;
 
     (void) state;
-    og_nats("start", base, sizeof base);
+    ntt_nats_sh(og_dir, "start", base, sizeof base);
     og_open(&e, base, "stream=DEADCLOSED&max_reconnect=0");
     tpt_msg_init(&m, "outage.dead", "k", "poison");
     assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
     r.hold = 1;
     ntt_rec_open(&e, "outage-dead-g", "outage.dead", 0, 0, &r);
     tpt_rec_wait(&e, &r, 1);
-    og_nats("stop", NULL, 0);
+    ntt_nats_sh(og_dir, "stop", NULL, 0);
     tpt_run(&e, NULL, NULL, 500); /* libnats closes the connection */
     assert_int_equal(loom_consumer_reject(r.c, r.m[0].held, "poison"), LOOM_OK);
     r.m[0].held = NULL;

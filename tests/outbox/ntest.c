@@ -170,3 +170,25 @@ ntt_nth(const tpt_rec *r, const char *payload, size_t k)
     fail_msg("delivery %zu of \"%s\" is missing", want, payload);
     return NULL;
 }
+
+void
+ntt_nats_sh(const char *dir, const char *cmd, char *url, size_t len)
+{
+    char line[512];
+    FILE *p;
+
+    snprintf(line, sizeof line, "%s %s %s | tail -n 1", LOOM_NATS_SH, cmd, dir);
+    p = popen(line, "r");
+    assert_non_null(p);
+    line[0] = '\0';
+    if (fgets(line, sizeof line, p) == NULL)
+        line[0] = '\0';
+    if (pclose(p) != 0)
+        fail_msg("%s %s %s failed", LOOM_NATS_SH, cmd, dir);
+    line[strcspn(line, "\n")] = '\0';
+    if (url != NULL) {
+        if (strncmp(line, "nats://", 7) != 0)
+            fail_msg("scripts/nats.sh start printed \"%s\", not a URL", line);
+        snprintf(url, len, "%s", line);
+    }
+}

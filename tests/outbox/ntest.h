@@ -57,5 +57,8 @@ loom_consumer *ntt_rec_open(tpt_env *e, const char *group, const char *topic,
 void ntt_quiet(tpt_env *e, uint64_t ms);
 /* The k-th delivery of `payload` in r (fails the test when missing). */
 const tpt_rmsg *ntt_nth(const tpt_rec *r, const char *payload, size_t k);
+/* Runs scripts/nats.sh `cmd` on `dir`, a nats-server of the test's own;
+ * for "start", copies its URL into url. Fails the test on error. */
+void ntt_nats_sh(const char *dir, const char *cmd, char *url, size_t len);
 
 #endif /* LOOM_NTEST_H */

@@ -475,6 +475,44 @@ stop_when_published(uv_timer_t *t, loom_runtime *rt, const char *topic,
     loom_runtime_stop(rt);
 }
 
+/* A runtime with a topics transport and the relay of `outbox`, every
+ * poll set to a minute: what such a relay publishes within seconds, a
+ * wake-up (or its own look again) sent it there. Runs under
+ * loom_runtime_run(), which keeps the LISTEN connection. */
+typedef struct slow_relay {
+    loom_runtime *rt;
+    loom_transport *t;
+    loom_relay *r;
+} slow_relay;
+
+static void
+slow_relay_open(slow_relay *s, const char *outbox)
+{
+    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
+    loom_relay_config cfg;
+    char err[512] = "";
+
+    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
+    rcfg.poll_ms = 60000;
+    assert_int_equal(loom_runtime_open(&s->rt, &rcfg), LOOM_OK);
+    assert_int_equal(
+        loom_transport_open(s->rt, "topics://", &s->t, err, sizeof err),
+        LOOM_OK);
+    cfg = tpt_relay_config(s->t);
+    cfg.outbox = outbox;
+    cfg.poll_ms = 60000;
+    assert_int_equal(loom_relay_start(s->rt, &cfg, &s->r, err, sizeof err),
+                     LOOM_OK);
+}
+
+static void
+slow_relay_close(slow_relay *s)
+{
+    loom_relay_close(s->r);
+    loom_transport_close(s->t);
+    loom_runtime_close(s->rt);
+}
+
 typedef struct wake_env {
     loom_runtime *rt;
     PGconn *c;
@@ -507,26 +545,14 @@ wake_on_timer(uv_timer_t *t)
 static void
 a_sleeping_relay_is_woken_by_the_next_message(void **state)
 {
-    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
-    loom_relay_config cfg;
-    loom_transport *t;
-    loom_relay *r;
+    slow_relay s;
     wake_env w = {0};
     loom_relay_stats st;
-    char err[512] = "";
 
     (void) state;
     tpt_topic_create("relay.wake", 1, -1, -1, 0, -1);
-    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
-    rcfg.poll_ms = 60000;
-    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
-    assert_int_equal(
-        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = tpt_relay_config(t);
-    cfg.outbox = "wake";
-    cfg.poll_ms = 60000;
-    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
-                     LOOM_OK);
+    slow_relay_open(&s, "wake");
+    w.rt = s.rt;
     w.c = est_connect(NULL);
     w.started_ms = est_now_ms();
     uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
@@ -537,12 +563,10 @@ a_sleeping_relay_is_woken_by_the_next_message(void **state)
     printf("relay_test: published %lld ms after the write\n",
            (long long) (w.published_ms - w.inserted_ms));
     assert_true(w.published_ms - w.inserted_ms < 5000);
-    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(loom_relay_stats_get(s.r, &st), LOOM_OK);
     assert_int_equal(st.published, 1);
     assert_true(st.wakeups >= 1);
-    loom_relay_close(r);
-    loom_transport_close(t);
-    loom_runtime_close(w.rt);
+    slow_relay_close(&s);
     PQfinish(w.c);
 }
 
@@ -584,28 +608,16 @@ race_on_timer(uv_timer_t *t)
 static void
 a_relay_arming_waits_for_a_writer_in_flight(void **state)
 {
-    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
-    loom_relay_config cfg;
-    loom_transport *t;
-    loom_relay *r;
+    slow_relay s;
     race_env w = {0};
-    char err[512] = "";
 
     (void) state;
     tpt_topic_create("relay.race", 1, -1, -1, 0, -1);
-    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     w.writer = est_connect(NULL);
     est_exec(w.writer, "BEGIN");
     outbox_add_one(w.writer, "race", "relay.race");
-    rcfg.poll_ms = 60000;
-    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
-    assert_int_equal(
-        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = tpt_relay_config(t);
-    cfg.outbox = "race";
-    cfg.poll_ms = 60000;
-    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
-                     LOOM_OK);
+    slow_relay_open(&s, "race");
+    w.rt = s.rt;
     w.started_ms = est_now_ms();
     uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
     w.timer.data = &w;
@@ -615,9 +627,7 @@ a_relay_arming_waits_for_a_writer_in_flight(void **state)
     printf("relay_test: published %lld ms after the commit\n",
            (long long) (w.published_ms - w.committed_ms));
     assert_true(w.published_ms - w.committed_ms < 5000);
-    loom_relay_close(r);
-    loom_transport_close(t);
-    loom_runtime_close(w.rt);
+    slow_relay_close(&s);
     PQfinish(w.writer);
 }
 
@@ -671,28 +681,16 @@ static void
 a_message_held_back_by_an_older_transaction_is_published_when_it_ends(
     void **state)
 {
-    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
-    loom_relay_config cfg;
     loom_relay_stats st;
-    loom_transport *t;
-    loom_relay *r;
+    slow_relay s;
     held_env w = {0};
-    char err[512] = "";
 
     (void) state;
     tpt_topic_create("relay.held", 1, -1, -1, 0, -1);
-    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     w.blocker = est_connect(NULL);
     w.writer = est_connect(NULL);
-    rcfg.poll_ms = 60000;
-    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
-    assert_int_equal(
-        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = tpt_relay_config(t);
-    cfg.outbox = "held";
-    cfg.poll_ms = 60000;
-    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
-                     LOOM_OK);
+    slow_relay_open(&s, "held");
+    w.rt = s.rt;
     w.started_ms = est_now_ms();
     uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
     w.timer.data = &w;
@@ -703,12 +701,10 @@ a_message_held_back_by_an_older_transaction_is_published_when_it_ends(
            "ended\n",
            (long long) (w.published_ms - w.released_ms));
     assert_true(w.published_ms - w.released_ms < 5000);
-    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(loom_relay_stats_get(s.r, &st), LOOM_OK);
     assert_int_equal(st.published, 1);
     assert_true(st.held_back >= 1);
-    loom_relay_close(r);
-    loom_transport_close(t);
-    loom_runtime_close(w.rt);
+    slow_relay_close(&s);
     PQfinish(w.blocker);
     PQfinish(w.writer);
 }
@@ -719,8 +715,22 @@ typedef struct busy_env {
     uv_timer_t timer;
     int written, published;
     int64_t started_ms, next_ms, written_ms, worst_ms;
+    int64_t polled_ms; /* the last look at the topic */
+    loom_relay *r;
+    uint64_t held_back; /* the relay's held_back when the last was written */
+    int timed;          /* messages whose latency counts (see below) */
     unsigned seed;
 } busy_env;
+
+/* The relay's held_back count. */
+static uint64_t
+busy_held_back(const busy_env *w)
+{
+    loom_relay_stats st;
+
+    assert_int_equal(loom_relay_stats_get(w->r, &st), LOOM_OK);
+    return st.held_back;
+}
 
 #define BUSY_MESSAGES 150
 
@@ -733,6 +743,11 @@ busy_on_timer(uv_timer_t *t)
     if (now - w->started_ms < 1000)
         return; /* the relay catches up, arms and sleeps */
     if (w->published < w->written) {
+        /* Every 5 ms, not every turn: the queries block the loop the
+         * relay runs on. */
+        if (now - w->polled_ms < 5)
+            return;
+        w->polled_ms = now;
         if (est_try_ll_on(&w->reader,
                           "SELECT count(*) FROM loom.topic_messages m JOIN "
                           "loom.topics t ON t.id = m.topic_id WHERE t.name "
@@ -740,8 +755,14 @@ busy_on_timer(uv_timer_t *t)
             if (now - w->written_ms < 10000)
                 return;
         } else {
-            if (now - w->written_ms > w->worst_ms)
-                w->worst_ms = now - w->written_ms;
+            /* A transaction of another test, in another database, can
+             * hold the relay's read back (the horizon is the server's):
+             * such a message's latency says nothing about wake-ups. */
+            if (busy_held_back(w) == w->held_back) {
+                w->timed++;
+                if (now - w->written_ms > w->worst_ms)
+                    w->worst_ms = now - w->written_ms;
+            }
             w->published = w->written;
             /* The next write lands around the relay's arming: it lingers
              * twice (5 ms each), arms, reads once more, then sleeps. */
@@ -757,6 +778,7 @@ busy_on_timer(uv_timer_t *t)
     }
     if (now < w->next_ms)
         return;
+    w->held_back = busy_held_back(w);
     outbox_add_one(w->writer, "busy", "relay.busy");
     w->written_ms = est_now_ms();
     w->written++;
@@ -768,45 +790,38 @@ busy_on_timer(uv_timer_t *t)
  * that writer, until its once-a-second heartbeat read (or its poll, here
  * 60 s): it reads once more now. Messages written one at a time around
  * the relay's arming each go out in milliseconds (15-20 here; before the
- * fix the slowest of 150 took 1.5 s in each of 3 runs). */
+ * fix the slowest of 150 took 1.5 s in each of 3 runs). The bound, 900
+ * ms, is below the heartbeat's second, which a lost wake-up waits out
+ * from the relay's last advance. Messages the relay found held back by
+ * an older transaction (another test's, on the same server) are not
+ * timed: two copies of this test at once held each other back for up to
+ * 886 ms. */
 static void
 a_wake_up_that_comes_while_the_relay_reads_is_not_lost(void **state)
 {
-    loom_runtime_config rcfg = LOOM_RUNTIME_CONFIG_INIT;
-    loom_relay_config cfg;
-    loom_transport *t;
-    loom_relay *r;
+    slow_relay s;
     busy_env w = {0};
-    char err[512] = "";
 
     (void) state;
     tpt_topic_create("relay.busy", 1, -1, -1, 0, -1);
-    setenv("LOOM_DATABASE_URL", loomt_dsn(), 1);
     w.writer = est_connect(NULL);
     w.seed = 42;
-    rcfg.poll_ms = 60000;
-    assert_int_equal(loom_runtime_open(&w.rt, &rcfg), LOOM_OK);
-    assert_int_equal(
-        loom_transport_open(w.rt, "topics://", &t, err, sizeof err), LOOM_OK);
-    cfg = tpt_relay_config(t);
-    cfg.outbox = "busy";
-    cfg.poll_ms = 60000;
-    assert_int_equal(loom_relay_start(w.rt, &cfg, &r, err, sizeof err),
-                     LOOM_OK);
+    slow_relay_open(&s, "busy");
+    w.rt = s.rt;
+    w.r = s.r;
     w.started_ms = est_now_ms();
     uv_timer_init(loom_runtime_loop(w.rt), &w.timer);
     w.timer.data = &w;
     uv_timer_start(&w.timer, busy_on_timer, 1, 1);
     assert_int_equal(loom_runtime_run(w.rt), LOOM_OK);
-    printf("relay_test: %d of %d published, the slowest %lld ms after its "
-           "write\n",
-           w.published, w.written, (long long) w.worst_ms);
+    printf("relay_test: %d of %d published, the slowest of the %d not "
+           "held back %lld ms after its write\n",
+           w.published, w.written, w.timed, (long long) w.worst_ms);
     assert_int_equal(w.written, BUSY_MESSAGES);
     assert_int_equal(w.published, BUSY_MESSAGES);
-    assert_true(w.worst_ms < 500);
-    loom_relay_close(r);
-    loom_transport_close(t);
-    loom_runtime_close(w.rt);
+    assert_true(w.timed >= BUSY_MESSAGES / 5);
+    assert_true(w.worst_ms < 900);
+    slow_relay_close(&s);
     PQfinish(w.writer);
     PQfinish(w.reader);
 }

@@ -366,13 +366,31 @@ new_groups_start_where_their_start_position_says(void **state)
 
 /* ---- 5. fencing --------------------------------------------------------- */
 
+/* The one member of `group` and the generation of its assignment. */
+static void
+sole_member(PGconn *pg, const char *group, char *member, size_t len,
+            long long *gen)
+{
+    char sql[256];
+    PGresult *res;
+
+    snprintf(sql, sizeof sql,
+             "SELECT DISTINCT member::text, generation FROM "
+             "loom.topic_assignments WHERE group_name = '%s'",
+             group);
+    res = est_query(pg, sql);
+    assert_int_equal(PQntuples(res), 1);
+    snprintf(member, len, "%s", PQgetvalue(res, 0, 0));
+    *gen = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+}
+
 static void
 stale_generation_cannot_commit_in_sql(void **state)
 {
     tpt_env e;
     tpt_rec r = {0};
     PGconn *pg;
-    PGresult *res;
     char member[64], sql[512];
     long long gen, tid;
 
@@ -383,13 +401,7 @@ stale_generation_cannot_commit_in_sql(void **state)
     parts_wait(&e, r.c, 1);
     tid = tpt_topic_id("fn.sql");
     pg = est_connect(NULL);
-    res = est_query(pg, "SELECT member::text, generation "
-                        "FROM loom.topic_assignments "
-                        "WHERE group_name = 'fn-sql'");
-    assert_int_equal(PQntuples(res), 1);
-    snprintf(member, sizeof member, "%s", PQgetvalue(res, 0, 0));
-    gen = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    PQclear(res);
+    sole_member(pg, "fn-sql", member, sizeof member, &gen);
 
     snprintf(sql, sizeof sql,
              "SELECT loom.topic_commit('fn-sql', '%s', %lld, %lld, 0, 0)",
@@ -440,13 +452,7 @@ commit_many_is_all_or_nothing_and_names_the_lost_partition(void **state)
     parts_wait(&e, r.c, 3);
     tid = tpt_topic_id("fn.many");
     pg = est_connect(NULL);
-    res = est_query(pg, "SELECT DISTINCT member::text, generation "
-                        "FROM loom.topic_assignments "
-                        "WHERE group_name = 'fn-many'");
-    assert_int_equal(PQntuples(res), 1);
-    snprintf(member, sizeof member, "%s", PQgetvalue(res, 0, 0));
-    gen = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    PQclear(res);
+    sole_member(pg, "fn-many", member, sizeof member, &gen);
 
     /* Partition 2 at a stale generation: nothing of the three moves. */
     snprintf(sql, sizeof sql,
