@@ -122,6 +122,12 @@ struct loom_orchestrator {
     loom_orchestrator_stats stats;
 };
 
+/* The load of a reply batch (replies.c): $1 the inbox's consumer, $2 the
+ * replies' ids, $3 the ids of the sagas not in the cache. Rows of kind 0
+ * carry (column 12) a reply the inbox has seen, of kind 1 a saga. Shared
+ * with saga_plans_test, which checks how it is planned. */
+extern const loom__stmt loom__orch_load_stmt;
+
 /* orch.c: runs what is due next when the connection is free. */
 void loom__orch_next(loom_orchestrator *o);
 /* Waits `ms` (or a growing backoff when 0), then loom__orch_next(). */

@@ -30,16 +30,25 @@
 /* Unprepared (name NULL, see loom__stmt): a generic plan made while the
  * inbox was small scanned it whole for every reply batch once it had
  * grown (11.8 ms a batch in loom-bench saga, against 0.15 ms by its
- * primary key). */
-static const loom__stmt load_stmt = {
+ * primary key). Each id is its own key lookup (LATERAL ... LIMIT 1, which
+ * the planner cannot flatten into a join): with `= ANY ($2)`, a batch of
+ * 60 or more replies on a table not yet analyzed was planned as a bitmap
+ * scan of inbox_received over every entry of the consumer (8,200 rows
+ * read per batch 10 s into loom-bench saga, and more the longer it ran).
+ * The sagas are looked up the same way. */
+const loom__stmt loom__orch_load_stmt = {
     LOOM__STMT_SAGA_LOAD,
     NULL,
     "SELECT 0, NULL::text, NULL::text, NULL::integer, NULL::text, "
     "NULL::integer, NULL::integer, NULL::text, NULL::uuid, NULL::text, "
-    "NULL::bytea, NULL::bigint, message_id FROM loom.inbox WHERE consumer = "
-    "$1 AND message_id = ANY ($2) UNION ALL SELECT 1, id, type, def_version, "
-    "state, step, attempt, waiting, command_id, outbox, data, version, NULL "
-    "FROM loom.saga_instances WHERE id = ANY ($3)",
+    "NULL::bytea, NULL::bigint, i.message_id "
+    "FROM unnest($2::uuid[]) AS u(id) CROSS JOIN LATERAL "
+    "(SELECT message_id FROM loom.inbox WHERE consumer = $1 "
+    "AND message_id = u.id LIMIT 1) i "
+    "UNION ALL SELECT 1, s.id, s.type, s.def_version, s.state, s.step, "
+    "s.attempt, s.waiting, s.command_id, s.outbox, s.data, s.version, NULL "
+    "FROM unnest($3::text[]) AS v(id) CROSS JOIN LATERAL "
+    "(SELECT * FROM loom.saga_instances WHERE id = v.id LIMIT 1) s",
     3,
     {LOOM__OID_TEXT, LOOM__OID_AUUID, LOOM__OID_ATEXT}};
 
@@ -389,8 +398,8 @@ replies_load(loom_orchestrator *o)
             values[k] = p.data + offs[k];
             lengths[k] = (int) ((k < 2 ? offs[k + 1] : p.len) - offs[k]);
         }
-        rc = loom__pgconn_query(&o->conn, &load_stmt, values, lengths,
-                                replies_loaded, o);
+        rc = loom__pgconn_query(&o->conn, &loom__orch_load_stmt, values,
+                                lengths, replies_loaded, o);
     }
     loom__buf_free(&p);
     if (rc == LOOM_OK) {
