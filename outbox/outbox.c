@@ -1,10 +1,10 @@
 /*
  * Writing to the outbox (loom/outbox.h): loom_outbox_add() checks every
  * message, then queues ONE statement, loom.outbox_add(), with the batch
- * as eight binary parameters (the outbox name and one array per column),
- * in the caller's unit of work. One statement whatever the number of
- * messages: a row per message costs a round trip's worth of server CPU
- * (DESIGN.md, "What this machine taught us about speed").
+ * as nine binary parameters (the outbox name, one array per column and
+ * the keys' hashes), in the caller's unit of work. One statement whatever the
+ * number of messages: a row per message costs a round trip's worth of server
+ * CPU (DESIGN.md, "What this machine taught us about speed").
  *
  * Absent values travel as SQL NULL: no key (or an empty one), no type, no
  * headers, deliver_at 0. Headers are encoded as event metadata is (the
@@ -15,11 +15,13 @@
 
 #include "headers.h"
 #include "loom/outbox.h"
+#include "loom/partitioner.h"
 #include "outbox_int.h"
 #include "pgwire.h"
 #include "tx_int.h"
 
-#define OUTBOX_SQL_ADD "SELECT loom.outbox_add($1, $2, $3, $4, $5, $6, $7, $8)"
+#define OUTBOX_SQL_ADD                                                         \
+    "SELECT loom.outbox_add($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 /* A text field that must be UTF-8 of at most `limit` bytes (NULL passes:
  * the caller decides whether it may be absent). */
@@ -147,7 +149,7 @@ outbox_put_headers(loom_tx *tx, loom__buf *b, const loom_outbox_message *m,
  * keys, $4 types (offs[1..3] set). */
 static void
 outbox_put_names(loom__buf *b, const loom_outbox_message *m, size_t n,
-                 size_t offs[8])
+                 size_t offs[9])
 {
     offs[1] = b->len;
     loom__pg_array_begin(b, LOOM__OID_TEXT, (uint32_t) n);
@@ -175,12 +177,13 @@ outbox_put_names(loom__buf *b, const loom_outbox_message *m, size_t n,
  * header (5 words) and i elements of a length word and 16 bytes. */
 #define OUTBOX_ID_AT(at, i) ((at) + 20 + (i) *20 + 4)
 
-/* Appends $6 payloads, $7 ids and $8 deliver_at (offs[5..7] set). A nil
+/* Appends $6 payloads, $7 ids, $8 deliver_at and $9 key hashes (offs[5..8]
+ * set). A nil
  * id gets a fresh one here, written back to the message only once the
  * statement is queued. Errors: LOOM_EIO. */
 static loom_err
 outbox_put_rest(loom__buf *b, const loom_outbox_message *m, size_t n,
-                size_t offs[8])
+                size_t offs[9])
 {
     offs[5] = b->len;
     loom__pg_array_begin(b, LOOM__OID_BYTEA, (uint32_t) n);
@@ -207,14 +210,27 @@ outbox_put_rest(loom__buf *b, const loom_outbox_message *m, size_t n,
         loom__pg_put_be64(at, (uint64_t) (m[i].deliver_at - LOOM__PG_EPOCH_US));
         loom__pg_array_add(b, at, 8);
     }
+    /* Each key's murmur2, which a relay publishing inside the database
+     * would otherwise compute in PL/pgSQL (schema 18). */
+    offs[8] = b->len;
+    loom__pg_array_begin(b, LOOM__OID_INT4, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
+        char h[4];
+        if (m[i].key_len == 0) {
+            loom__pg_array_add(b, NULL, LOOM__PG_NULL);
+            continue;
+        }
+        loom__pg_put_be32(h, (uint32_t) loom_murmur2(m[i].key, m[i].key_len));
+        loom__pg_array_add(b, h, 4);
+    }
     return LOOM_OK;
 }
 
-/* Builds the eight parameters into b; offs[] and lens[] locate them. */
+/* Builds the nine parameters into b; offs[] and lens[] locate them. */
 static loom_err
 outbox_build(loom_tx *tx, loom__buf *b, const char *outbox,
-             const loom_outbox_message *m, size_t n, size_t offs[8],
-             int lens[8])
+             const loom_outbox_message *m, size_t n, size_t offs[9],
+             int lens[9])
 {
     loom_err rc;
 
@@ -236,8 +252,8 @@ outbox_build(loom_tx *tx, loom__buf *b, const char *outbox,
                              "unit of work's limit of %zu "
                              "(LOOM_TX_MAX_BYTES): split them",
                              n, b->len, LOOM_TX_MAX_BYTES);
-    for (int i = 0; i < 8; i++)
-        lens[i] = (int) ((i < 7 ? offs[i + 1] : b->len) - offs[i]);
+    for (int i = 0; i < 9; i++)
+        lens[i] = (int) ((i < 8 ? offs[i + 1] : b->len) - offs[i]);
     return LOOM_OK;
 }
 
@@ -270,13 +286,14 @@ loom_err
 loom_outbox_add(loom_tx *tx, const char *outbox, loom_outbox_message *msgs,
                 size_t n)
 {
-    static const uint32_t types[8] = {
-        LOOM__OID_TEXT,   LOOM__OID_ATEXT,  LOOM__OID_ABYTEA, LOOM__OID_ATEXT,
-        LOOM__OID_ABYTEA, LOOM__OID_ABYTEA, LOOM__OID_AUUID,  LOOM__OID_ATSTZ};
+    static const uint32_t types[9] = {
+        LOOM__OID_TEXT,  LOOM__OID_ATEXT,  LOOM__OID_ABYTEA,
+        LOOM__OID_ATEXT, LOOM__OID_ABYTEA, LOOM__OID_ABYTEA,
+        LOOM__OID_AUUID, LOOM__OID_ATSTZ,  LOOM__OID_AINT4};
     loom__buf b = LOOM__BUF_INIT;
-    const char *values[8];
-    size_t offs[8];
-    int lens[8];
+    const char *values[9];
+    size_t offs[9];
+    int lens[9];
     loom_err rc;
 
     if (tx == NULL)
@@ -287,9 +304,9 @@ loom_outbox_add(loom_tx *tx, const char *outbox, loom_outbox_message *msgs,
     if (rc == LOOM_OK)
         rc = outbox_build(tx, &b, outbox, msgs, n, offs, lens);
     if (rc == LOOM_OK) {
-        for (int i = 0; i < 8; i++)
+        for (int i = 0; i < 9; i++)
             values[i] = b.data + offs[i];
-        rc = loom_tx_exec_binary(tx, OUTBOX_SQL_ADD, 8, types, values, lens);
+        rc = loom_tx_exec_binary(tx, OUTBOX_SQL_ADD, 9, types, values, lens);
     }
     /* Queued: the generated ids go back to the caller. */
     for (size_t i = 0; rc == LOOM_OK && i < n; i++)

@@ -268,6 +268,74 @@ a_relay_publishes_inside_its_database_what_the_transport_would(void **state)
 }
 
 static int
+lt_twice_published(void *arg)
+{
+    loom_relay_stats st;
+
+    loom_relay_stats_get(arg, &st);
+    return st.published + st.dead_letters >= 2 * LT_N;
+}
+
+/* loom_outbox_add() stores each key's murmur2 beside it (schema 18) and a
+ * relay publishing inside the database uses it; a row without one (an
+ * INSERT of its own) has it computed by the relay. Either way a key's
+ * messages land on the partition loom_partition_for_key() names. */
+static void
+keys_hashed_by_the_writer_or_by_the_relay_land_alike(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    loom_relay_stats st;
+
+    (void) state;
+    tpt_topic_create("lt.hash", 4, -1, -1, 0, -1);
+    lt_write("lt_hash", "lt.hash");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox WHERE outbox = "
+                            "'lt_hash' AND key_hash = loom.murmur2(key)"),
+                     LT_N - LT_N / 5);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox WHERE outbox = "
+                            "'lt_hash' AND key IS NULL AND key_hash IS NULL"),
+                     LT_N / 5);
+    assert_int_equal(
+        est_ll("WITH ins AS (INSERT INTO loom.outbox (outbox, topic, key, "
+               "payload, message_id) SELECT 'lt_hash', 'lt.hash', "
+               "convert_to('key-' || (i %% 7), 'UTF8'), convert_to(i::text, "
+               "'UTF8'), gen_random_uuid() FROM generate_series(%d, %d) AS i "
+               "RETURNING 1) SELECT count(*) FROM ins",
+               LT_N, 2 * LT_N - 1),
+        LT_N);
+    tpt_open(&e, "");
+    cfg = lt_config(e.t, "lt_hash");
+    r = tpt_relay_start(&e, &cfg);
+    assert_true(tpt_run(&e, lt_twice_published, r, 20000));
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_int_equal(st.in_database, 2 * LT_N);
+    for (int k = 0; k < 7; k++) {
+        char key[16];
+        int32_t p;
+        snprintf(key, sizeof key, "key-%d", k);
+        assert_int_equal(loom_partition_for_key(key, strlen(key), 4, &p),
+                         LOOM_OK);
+        /* Every message of the key, of both kinds, and only there. */
+        assert_int_equal(
+            est_ll("SELECT count(*) FILTER (WHERE m.partition = %d) - "
+                   "count(*) FROM loom.topic_messages m JOIN loom.topics t "
+                   "ON t.id = m.topic_id WHERE t.name = 'lt.hash' AND "
+                   "m.key = convert_to('%s', 'UTF8')",
+                   (int) p, key),
+            0);
+        assert_true(est_ll("SELECT count(*) FROM loom.topic_messages m JOIN "
+                           "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                           "'lt.hash' AND m.key = convert_to('%s', 'UTF8') "
+                           "AND convert_from(m.payload, 'UTF8')::int >= %d",
+                           key, LT_N) > 0);
+    }
+    loom_relay_close(r);
+    tpt_close(&e);
+}
+
+static int
 lt_settled(void *arg)
 {
     loom_relay_stats st;
@@ -523,6 +591,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(murmur2_in_sql_is_the_producers_murmur2),
+        T(keys_hashed_by_the_writer_or_by_the_relay_land_alike),
         T(headers_in_sql_are_the_c_encoding_with_the_type_appended),
         T(a_relay_publishes_inside_its_database_what_the_transport_would),
         T(a_batch_the_database_declines_goes_through_the_transport),

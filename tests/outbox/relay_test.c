@@ -954,6 +954,41 @@ the_relays_read_starts_at_its_cursor_not_at_the_published_rows(void **state)
     PQfinish(c);
 }
 
+/* Cleanup deletes what is behind the cursor and reads nothing past it: a
+ * relay stuck behind unpublished messages (a failing transport) cleans
+ * up every second, and through schema 16 each of those cleanups read
+ * every message ahead of the cursor (435 pages for the 20,000 here). A
+ * second cleanup of the same outbox returns 0 at once, not after the
+ * first. */
+static void
+cleanup_deletes_behind_the_cursor_and_reads_nothing_ahead(void **state)
+{
+    PGconn *a = est_connect(NULL);
+    PGconn *b = est_connect(NULL);
+    const char *q = "SELECT loom.outbox_cleanup('clean', 1000)";
+
+    (void) state;
+    for (int i = 0; i < 200; i++)
+        outbox_insert(a, "clean", "t.clean", i * 100, 100, 10);
+    est_exec(a, "INSERT INTO loom.outbox_relays (outbox, tx, position) "
+                "SELECT outbox, tx, position FROM loom.outbox "
+                "WHERE outbox = 'clean' ORDER BY tx, position OFFSET 149 "
+                "LIMIT 1");
+    est_exec(a, "BEGIN");
+    assert_int_equal(est_try_ll_on(&a, "%s", q), 150);
+    /* The first one's transaction is open: the second does not wait. */
+    est_exec(b, "SET statement_timeout = '5s'");
+    assert_int_equal(est_try_ll_on(&b, "%s", q), 0);
+    est_exec(a, "COMMIT");
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.outbox "
+                            "WHERE outbox = 'clean'"),
+                     20000 - 150);
+    assert_int_equal(est_ll("%s", q), 0);
+    assert_in_range(buffers_touched(q), 1, 20);
+    PQfinish(a);
+    PQfinish(b);
+}
+
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
@@ -1019,6 +1054,7 @@ main(void)
         T(a_message_held_back_by_an_older_transaction_is_published_when_it_ends),
         T(a_wake_up_that_comes_while_the_relay_reads_is_not_lost),
         T(the_relays_read_starts_at_its_cursor_not_at_the_published_rows),
+        T(cleanup_deletes_behind_the_cursor_and_reads_nothing_ahead),
         T(relay_start_refuses_bad_arguments),
     };
 
