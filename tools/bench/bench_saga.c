@@ -475,7 +475,8 @@ fail:
 }
 
 static int
-sg_raw_run(const bench_env *env, const bench_opts *o, double *rate)
+sg_raw_run(const bench_env *env, const bench_opts *o, double *rate,
+           long long *sagas)
 {
     sg_raw ws[SG_RAW_WRITERS];
     atomic_int failed;
@@ -505,6 +506,7 @@ sg_raw_run(const bench_env *env, const bench_opts *o, double *rate)
     if (atomic_load(&failed))
         return -1;
     *rate = (double) total * 1e9 / (double) (t1 - t0);
+    *sagas = total;
     bench_progress("saga raw: %lld sagas (7 transactions each) in %.1f s: "
                    "%.0f/s",
                    total, (double) (t1 - t0) / 1e9, *rate);
@@ -547,13 +549,39 @@ sg_xact_commit(const bench_env *env)
     return n;
 }
 
+/* Bytes of WAL the server has written so far (the whole cluster's: the
+ * bench assumes it has the server to itself), -1 on error. A count of
+ * what a side wrote that does not depend on how busy the machine is. */
+static long long
+sg_wal_bytes(const bench_env *env)
+{
+    PGresult *r = PQexec(env->scratch, "SELECT pg_wal_lsn_diff("
+                                       "pg_current_wal_lsn(), '0/0')::int8");
+    long long n = -1;
+
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        n = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+/* WAL bytes per saga between two readings, -1 when either failed. */
+static double
+sg_wal_per_saga(long long w0, long long w1, long long sagas)
+{
+    if (w0 < 0 || w1 < w0 || sagas <= 0)
+        return -1;
+    return (double) (w1 - w0) / (double) sagas;
+}
+
 int
 bench_saga(bench_env *env, const bench_opts *o)
 {
     sg_run run;
     char how[64];
     double raw = 0, rate, secs;
-    long long tx0, tx1, done;
+    long long tx0, tx1, done, raw_n = 0, w0, w1;
+    double raw_wal, wal;
     int rc = -1;
 
     memset(&run, 0, sizeof run);
@@ -567,8 +595,10 @@ bench_saga(bench_env *env, const bench_opts *o)
         if (tb_loom_topic(env, sg_topics[i], 1) != 0)
             goto out;
     bench_db_checkpoint(env);
-    if (sg_raw_run(env, o, &raw) != 0)
+    w0 = sg_wal_bytes(env);
+    if (sg_raw_run(env, o, &raw, &raw_n) != 0)
         goto out;
+    raw_wal = sg_wal_per_saga(w0, sg_wal_bytes(env), raw_n);
     /* The raw side's dead rows are its own cost: vacuumed now, so that
      * autovacuum finds no work of it to do while loom's side is measured
      * (it did: up to 0.6 s of CPU in the middle of the measured window). */
@@ -577,10 +607,13 @@ bench_saga(bench_env *env, const bench_opts *o)
         goto out;
     bench_db_checkpoint(env);
     tx0 = sg_xact_commit(env);
+    w0 = sg_wal_bytes(env);
     if (sg_loom(env, o, &run) != 0)
         goto out;
     tx1 = sg_xact_commit(env);
+    w1 = sg_wal_bytes(env);
     done = atomic_load(&run.completed);
+    wal = sg_wal_per_saga(w0, w1, done);
     secs = (double) (run.measure_end_ns - run.measure_ns) / 1e9;
     if (run.measured == 0 || run.lat.n == 0 || secs <= 0) {
         fprintf(stderr, "%s: saga: no saga completed in the measured %.1f s\n",
@@ -606,12 +639,14 @@ bench_saga(bench_env *env, const bench_opts *o)
         bench_samples_ms(&run.lat, 0.50), bench_samples_ms(&run.lat, 0.90),
         bench_samples_ms(&run.lat, 0.99), bench_samples_ms(&run.lat, 0.999),
         bench_samples_ms(&run.lat, 1.0));
+    bench_progress("saga loom: %.0f bytes of WAL per saga (raw side: %.0f)",
+                   wal, raw_wal);
     printf("BENCH saga sagas_per_s=%.0f p50_ms=%.2f p99_ms=%.2f "
-           "tx_per_saga=%.2f ratio=%.3f",
+           "tx_per_saga=%.2f wal_bytes_per_saga=%.0f ratio=%.3f",
            rate, bench_samples_ms(&run.lat, 0.50),
            bench_samples_ms(&run.lat, 0.99),
            tx0 >= 0 && tx1 >= tx0 ? (double) (tx1 - tx0) / (double) done : -1,
-           raw > 0 ? rate / raw : 0.0);
+           wal, raw > 0 ? rate / raw : 0.0);
     if (run.rate > 0)
         printf(" offered_per_s=%.0f", run.rate);
     printf("\n");

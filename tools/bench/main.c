@@ -28,7 +28,8 @@
  * and saga, three-step sagas end to end against raw libpq writing what a
  * hand-made orchestration writes,
  *   BENCH saga sagas_per_s=<n> p50_ms=<x> p99_ms=<y> tx_per_saga=<k>
- *              ratio=<loom/raw> [offered_per_s=<r>, with --rate]
+ *              wal_bytes_per_saga=<w> ratio=<loom/raw>
+ *              [offered_per_s=<r>, with --rate]
  * Progress goes to stderr. The exit status is 0 unless something failed
  * (a low ratio is a result, not an error), 2 for a usage error and 130
  * when interrupted.
