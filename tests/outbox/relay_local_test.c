@@ -335,6 +335,79 @@ keys_hashed_by_the_writer_or_by_the_relay_land_alike(void **state)
     tpt_close(&e);
 }
 
+/* For tpt_run(): the relay has handled `n` messages. */
+typedef struct lt_wait {
+    loom_relay *r;
+    uint64_t n;
+} lt_wait;
+
+static int
+lt_handled(void *arg)
+{
+    lt_wait *w = arg;
+    loom_relay_stats st;
+
+    loom_relay_stats_get(w->r, &st);
+    return st.published + st.dead_letters >= w->n;
+}
+
+/* Adds a message with id ...a<n> and key "k" for each of the two topics
+ * of the test below to outbox lt_dedup. */
+static void
+lt_dedup_write(int n)
+{
+    assert_int_equal(
+        est_ll("WITH ins AS (INSERT INTO loom.outbox (outbox, topic, key, "
+               "payload, message_id) SELECT 'lt_dedup', t, '\\x6b', "
+               "convert_to('%d', 'UTF8'), "
+               "'00000000-0000-7000-8000-0000000000a%d' FROM unnest(ARRAY["
+               "'lt.dedup', 'lt.nodedup']) AS t RETURNING 1) "
+               "SELECT count(*) FROM ins",
+               n, n),
+        2);
+}
+
+/* Published inside the database, as through the producer, a message id
+ * already in the topic within its deduplication window is not stored
+ * again, whether the copies share a batch or not; a topic without a
+ * window stores every copy. Offsets stay dense either way. */
+static void
+a_message_id_in_the_window_is_stored_once_inside_the_database(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    lt_wait w;
+    loom_relay_stats st;
+
+    (void) state;
+    tpt_topic_create("lt.dedup", 2, -1, -1, -1, -1); /* the default window */
+    tpt_topic_create("lt.nodedup", 2, -1, -1, 0, -1);
+    lt_dedup_write(1);
+    lt_dedup_write(2);
+    lt_dedup_write(1); /* the same batch */
+    tpt_open(&e, "");
+    cfg = lt_config(e.t, "lt_dedup");
+    w.r = tpt_relay_start(&e, &cfg);
+    w.n = 6;
+    assert_true(tpt_run(&e, lt_handled, &w, 20000));
+    lt_dedup_write(1); /* a later batch */
+    w.n = 8;
+    assert_true(tpt_run(&e, lt_handled, &w, 20000));
+    assert_int_equal(loom_relay_stats_get(w.r, &st), LOOM_OK);
+    assert_int_equal(st.in_database, 8);
+    assert_int_equal(lt_count("lt.dedup"), 2);
+    assert_int_equal(lt_count("lt.nodedup"), 4);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM (SELECT m.topic_id, m.partition FROM "
+               "loom.topic_messages m JOIN loom.topics t ON t.id = "
+               "m.topic_id WHERE t.name IN ('lt.dedup', 'lt.nodedup') "
+               "GROUP BY 1, 2 HAVING max(m.\"offset\") + 1 <> count(*) "
+               "OR min(m.\"offset\") <> 0) s"),
+        0);
+    loom_relay_close(w.r);
+    tpt_close(&e);
+}
+
 static int
 lt_settled(void *arg)
 {
@@ -592,6 +665,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(murmur2_in_sql_is_the_producers_murmur2),
         T(keys_hashed_by_the_writer_or_by_the_relay_land_alike),
+        T(a_message_id_in_the_window_is_stored_once_inside_the_database),
         T(headers_in_sql_are_the_c_encoding_with_the_type_appended),
         T(a_relay_publishes_inside_its_database_what_the_transport_would),
         T(a_batch_the_database_declines_goes_through_the_transport),
