@@ -2,9 +2,9 @@
  * Writing to the outbox (loom/outbox.h): loom_outbox_add() checks every
  * message, then queues ONE statement, loom.outbox_add(), with the batch
  * as nine binary parameters (the outbox name, one array per column and
- * the keys' hashes), in the caller's unit of work. One statement whatever the
- * number of messages: a row per message costs a round trip's worth of server
- * CPU (DESIGN.md, "What this machine taught us about speed").
+ * the keys' hashes), in the caller's unit of work. One statement whatever
+ * the number of messages: a row per message costs a round trip's worth of
+ * server CPU (DESIGN.md, "What this machine taught us about speed").
  *
  * Absent values travel as SQL NULL: no key (or an empty one), no type, no
  * headers, deliver_at 0. Headers are encoded as event metadata is (the
@@ -177,10 +177,9 @@ outbox_put_names(loom__buf *b, const loom_outbox_message *m, size_t n,
  * header (5 words) and i elements of a length word and 16 bytes. */
 #define OUTBOX_ID_AT(at, i) ((at) + 20 + (i) *20 + 4)
 
-/* Appends $6 payloads, $7 ids, $8 deliver_at and $9 key hashes (offs[5..8]
- * set). A nil
- * id gets a fresh one here, written back to the message only once the
- * statement is queued. Errors: LOOM_EIO. */
+/* Appends $6 payloads, $7 ids, $8 deliver_at and $9 key hashes
+ * (offs[5..8] set). A nil id gets a fresh one here, written back to the
+ * message only once the statement is queued. Errors: LOOM_EIO. */
 static loom_err
 outbox_put_rest(loom__buf *b, const loom_outbox_message *m, size_t n,
                 size_t offs[9])
