@@ -94,10 +94,10 @@ pt_load(PGconn *c, const char *const values[3], int *sagas)
  * the inbox) and their 100 sagas through loom.saga_load() (schema 19),
  * whose one plan is made while both tables are empty and used once they
  * hold 20,000 rows, statistics never gathered. Each reply and saga must
- * be one key lookup: asked as `message_id = ANY ($2)`, PostgreSQL planned
- * a scan of inbox_received over every entry of the consumer (more rows
- * read the longer a service ran), and a plan made on small tables reads
- * them whole. */
+ * be one key lookup, by the plan made on the empty tables too: asked as
+ * `message_id = ANY ($2)`, PostgreSQL planned a scan of inbox_received
+ * over every entry of the consumer (more rows read the longer a service
+ * ran). */
 static void
 the_load_looks_each_reply_and_saga_up_by_key_on_tables_never_analyzed(
     void **state)
