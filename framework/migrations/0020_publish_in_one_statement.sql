@@ -44,6 +44,7 @@ DECLARE
     v_headers bytea[];
     v_payloads bytea[];
     v_deliver timestamptz[];
+    v_wins bigint[];
     v_stored bigint;
     v_placed bigint;
     v_chans text[];
@@ -85,8 +86,10 @@ BEGIN
            array_agg(o.key ORDER BY o.ord),
            array_agg(loom.outbox_headers(o.headers, o.type) ORDER BY o.ord),
            array_agg(o.payload ORDER BY o.ord),
-           array_agg(o.deliver_at ORDER BY o.ord)
-      INTO v_tids, v_parts, v_ids, v_keys, v_headers, v_payloads, v_deliver
+           array_agg(o.deliver_at ORDER BY o.ord),
+           array_agg(t.dedup_window_ms ORDER BY o.ord)
+      INTO v_tids, v_parts, v_ids, v_keys, v_headers, v_payloads, v_deliver,
+           v_wins
       FROM unnest(v_rows) WITH ORDINALITY
            AS o(outbox, tx, position, topic, key, type, headers, payload,
                 message_id, deliver_at, created_at, key_hash, ord)
@@ -120,15 +123,15 @@ BEGIN
     -- and byte positions follow each partition's counters.
     WITH input AS (
         SELECT i.ord, i.tid, i.part, i.id, i.key, i.headers, i.payload,
-               i.deliver_at, t.dedup_window_ms AS win,
+               i.deliver_at, i.win,
                octet_length(i.payload) + coalesce(octet_length(i.key), 0)
                + coalesce(octet_length(i.headers), 0) AS size,
                row_number() OVER (PARTITION BY i.tid, i.id ORDER BY i.ord)
                    AS dup
           FROM unnest(v_tids, v_parts, v_ids, v_keys, v_headers, v_payloads,
-                      v_deliver) WITH ORDINALITY
-               AS i(tid, part, id, key, headers, payload, deliver_at, ord)
-          JOIN loom.topics t ON t.id = i.tid
+                      v_deliver, v_wins) WITH ORDINALITY
+               AS i(tid, part, id, key, headers, payload, deliver_at, win,
+                    ord)
     ),
     seen AS (
         SELECT i.tid, i.id

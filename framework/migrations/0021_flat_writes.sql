@@ -55,44 +55,19 @@ BEGIN
 END;
 $$;
 
--- Schema 12's loom.outbox_add() (no hashes), wake-up inlined.
+-- Schema 12's loom.outbox_add() (no hashes): the one above with none.
+-- Only SQL written by hand calls it (loom_outbox_add() passes the
+-- hashes, loom.saga_start() writes its row itself), so a second copy of
+-- the insert and the wake-up is not worth the frame it saves.
 CREATE OR REPLACE FUNCTION loom.outbox_add(p_outbox text, p_topics text[],
                                            p_keys bytea[], p_types text[],
                                            p_headers bytea[],
                                            p_payloads bytea[], p_ids uuid[],
                                            p_deliver_at timestamptz[])
 RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_woken integer;
-BEGIN
-    INSERT INTO loom.outbox (outbox, topic, key, type, headers, payload,
-                             message_id, deliver_at)
-    SELECT p_outbox, u.topic, u.key, u.type, u.headers, u.payload, u.id,
-           u.deliver_at
-      FROM unnest(p_topics, p_keys, p_types, p_headers, p_payloads, p_ids,
-                  p_deliver_at)
-           WITH ORDINALITY AS u(topic, key, type, headers, payload, id,
-                                deliver_at, ord)
-     ORDER BY u.ord;
-    IF current_setting('loom.outbox_woken', true) IS DISTINCT FROM p_outbox
-    THEN
-        -- loom.outbox_wake(), inlined: the outbox's wake lock shared until
-        -- commit (schema 8), then an armed relay woken.
-        PERFORM pg_advisory_xact_lock_shared(1819242352, hashtext(p_outbox)),
-                set_config('loom.outbox_woken', p_outbox, true);
-        WITH woken AS (
-            DELETE FROM loom.wakeups
-             WHERE ctid IN (SELECT ctid FROM loom.wakeups
-                             WHERE channel = 'loom_outbox_' || p_outbox
-                               FOR UPDATE SKIP LOCKED)
-            RETURNING channel)
-        SELECT count(*) INTO v_woken FROM woken;
-        IF v_woken > 0 THEN
-            PERFORM pg_notify('loom_outbox_' || p_outbox, '');
-        END IF;
-    END IF;
-END;
+LANGUAGE sql AS $$
+    SELECT loom.outbox_add(p_outbox, p_topics, p_keys, p_types, p_headers,
+                           p_payloads, p_ids, p_deliver_at, NULL::integer[]);
 $$;
 
 -- Schema 7's loom.saga_start(), its outbox row inserted in place.
