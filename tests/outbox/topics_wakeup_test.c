@@ -166,6 +166,160 @@ a_publish_waits_for_a_consumer_arming(void **state)
     tpt_close(&e);
 }
 
+/* ---- reads per wake-up: a phased run on a started runtime, whose LISTEN
+ * connection delivers the wake-ups (tpt_run() drives the loop without
+ * starting the runtime, so its consumers only poll). */
+
+typedef struct wk_drain {
+    tpt_env e;
+    wk_state s;
+    loom_consumer *c;
+    PGconn *pub;
+    uv_timer_t tick;
+    int phase;
+    uint64_t phase_ms; /* uv_now() when the phase began */
+    uint64_t f0, f1;   /* fetches at the phases' marks */
+    const char *failure;
+} wk_drain;
+
+static uint64_t
+wk_fetches(const wk_drain *d)
+{
+    loom_topics_consumer_stats st;
+
+    return loom_topics_consumer_stats_get(d->c, &st) == LOOM_OK ? st.fetches
+                                                                : 0;
+}
+
+/* Twenty keyed messages (or one) in one transaction: one wake-up. */
+static void
+wk_drain_publish(wk_drain *d, int n)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM loom.topic_publish('drain', NULL, NULL, 0, "
+             "(SELECT array_agg(gen_random_uuid()) FROM generate_series(1, "
+             "%d)), (SELECT array_agg(convert_to('k' || i, 'UTF8')) FROM "
+             "generate_series(1, %d) i), NULL, (SELECT array_agg('x'::bytea) "
+             "FROM generate_series(1, %d)), NULL)",
+             n, n, n);
+    est_exec(d->pub, sql);
+}
+
+static void
+wk_drain_end(wk_drain *d, const char *failure)
+{
+    d->failure = failure;
+    d->f1 = wk_fetches(d);
+    uv_timer_stop(&d->tick);
+    uv_close((uv_handle_t *) &d->tick, NULL);
+    loom_consumer_close(d->c);
+    d->c = NULL;
+    loom_runtime_stop(d->e.rt);
+}
+
+static void
+wk_drain_next(wk_drain *d, uint64_t now)
+{
+    d->phase++;
+    d->phase_ms = now;
+}
+
+static void
+wk_drain_tick(uv_timer_t *t)
+{
+    wk_drain *d = t->data;
+    uint64_t now = uv_now(t->loop), in = now - d->phase_ms;
+
+    switch (d->phase) {
+    case 0: /* joined, read, armed, asleep */
+        if (in >= 1500) {
+            d->f0 = wk_fetches(d);
+            wk_drain_next(d, now);
+        }
+        break;
+    case 1: /* asleep: no reads */
+        if (in >= 500) {
+            if (wk_fetches(d) != d->f0) {
+                wk_drain_end(d, "an idle consumer read while nothing was "
+                                "published");
+                return;
+            }
+            wk_drain_publish(d, 20);
+            wk_drain_next(d, now);
+        }
+        break;
+    case 2: /* woken: the twenty delivered */
+        if (d->s.delivered >= 20) {
+            wk_drain_next(d, now);
+        } else if (in >= WK_WAIT_MS) {
+            wk_drain_end(d, "twenty messages published, not all delivered "
+                            "within the wait (the poll is a minute)");
+            return;
+        }
+        break;
+    case 3: /* settled, armed, asleep again: two reads in all */
+        if (in >= 500) {
+            d->f1 = wk_fetches(d);
+            if (d->f1 - d->f0 != 2) {
+                wk_drain_end(d, "the wake-up took other than 2 reads (the "
+                                "one that drained the partitions and the "
+                                "one after arming)");
+                return;
+            }
+            wk_drain_publish(d, 1);
+            wk_drain_next(d, now);
+        }
+        break;
+    case 4: /* the next publish wakes it as well */
+        if (d->s.delivered >= 21) {
+            wk_drain_end(d, NULL);
+        } else if (in >= WK_WAIT_MS) {
+            wk_drain_end(d, "the 21st message was not delivered within the "
+                            "wait (the poll is a minute)");
+        }
+        break;
+    }
+}
+
+/* A consumer whose read drains its partitions arms at once and reads once
+ * more, then sleeps: two reads per wake-up, and none while nothing is
+ * published. It used to read again after each batch, and twice after
+ * arming, before it slept (4 reads for this wake-up). */
+static void
+a_drained_consumer_arms_at_once_and_reads_once_more(void **state)
+{
+    wk_drain d;
+    const char *topics[] = {"drain"};
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_topics_consumer_config topts = LOOM_TOPICS_CONSUMER_INIT;
+
+    (void) state;
+    memset(&d, 0, sizeof d);
+    tpt_topic_create("drain", 4, -1, -1, -1, -1);
+    tpt_open_polling(&d.e, "", WK_POLL_MS);
+    cfg.group = "drainers";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    topts.poll_ms = WK_POLL_MS;
+    assert_int_equal(loom_topics_consumer_open(d.e.t, &cfg, &topts, wk_consume,
+                                               NULL, &d.s, &d.c),
+                     LOOM_OK);
+    d.pub = est_connect(loomt_dsn());
+    uv_timer_init(loom_runtime_loop(d.e.rt), &d.tick);
+    d.tick.data = &d;
+    d.phase_ms = uv_now(loom_runtime_loop(d.e.rt));
+    uv_timer_start(&d.tick, wk_drain_tick, 5, 5);
+    assert_int_equal(loom_runtime_run(d.e.rt), LOOM_OK);
+    PQfinish(d.pub);
+    if (d.failure != NULL)
+        fail_msg("%s: phase %d, %zu delivered, %llu reads since asleep",
+                 d.failure, d.phase, d.s.delivered,
+                 (unsigned long long) (d.f1 - d.f0));
+    tpt_close(&d.e);
+}
+
 int
 main(void)
 {
@@ -175,6 +329,9 @@ main(void)
             est_teardown),
         cmocka_unit_test_setup_teardown(a_publish_waits_for_a_consumer_arming,
                                         est_setup, est_teardown),
+        cmocka_unit_test_setup_teardown(
+            a_drained_consumer_arms_at_once_and_reads_once_more, est_setup,
+            est_teardown),
     };
     return cmocka_run_group_tests(tests, est_group_setup, est_group_teardown);
 }

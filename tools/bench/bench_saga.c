@@ -296,6 +296,24 @@ stop:
     loom_runtime_stop(l->rt);
 }
 
+/* The relay's counters over the whole run, warm-up included: how it
+ * batched, and how often a running transaction held its read back. */
+static void
+sg_print_relay(const loom_relay *relay)
+{
+    loom_relay_stats st;
+
+    if (loom_relay_stats_get(relay, &st) != LOOM_OK || st.batches == 0)
+        return;
+    fprintf(stderr,
+            "%s: saga: relay: %llu messages in %llu batches (%.1f a batch), "
+            "%llu wake-ups, %llu reads held back\n",
+            BENCH_PROGRAM, (unsigned long long) st.published,
+            (unsigned long long) st.batches,
+            (double) st.published / (double) st.batches,
+            (unsigned long long) st.wakeups, (unsigned long long) st.held_back);
+}
+
 static int
 sg_loom(const bench_env *env, const bench_opts *o, sg_run *run)
 {
@@ -374,6 +392,7 @@ sg_loom(const bench_env *env, const bench_opts *o, sg_run *run)
     uv_timer_start(&l.tick, sg_on_tick, 5, 5);
     loom_runtime_run(l.rt);
     rc = atomic_load(&run->failed) || atomic_load(&bench_stopped) ? -1 : 0;
+    sg_print_relay(relay);
 out:
     atomic_store(&run->stop, 1);
     if (started)

@@ -284,6 +284,10 @@ typedef struct loom_topics_consumer_stats {
     uint64_t dead;        /* dead-lettered */
     uint64_t fenced;      /* commits refused: the partition moved */
     uint64_t rebalances;  /* assignments read */
+    /* Reads of fresh messages sent. A consumer that drains its
+     * partitions arms its wake-up and reads once more, then sleeps until
+     * a publish wakes it (or poll_ms passes): two reads per wake-up. */
+    uint64_t fetches;
 } loom_topics_consumer_stats;
 
 /* Errors: LOOM_EINVAL (NULL, not a topics consumer). */

@@ -6,8 +6,9 @@
  *        ─▶ RETRIES  every poll_ms: the group's redeliveries that are due
  *        ─▶ FETCH    fresh messages from the assigned partitions, while
  *                    fewer than max_in_flight are with the handler
- *   FETCH empty ─▶ ARM (wake me on the topics' channels) ─▶ FETCH once
- *        more ─▶ SLEEP until a wake-up or poll_ms
+ *   FETCH short (every partition drained) ─▶ ARM (wake me on the topics'
+ *        channels) ─▶ FETCH once more ─▶ SLEEP until a wake-up or poll_ms;
+ *        still armed and nothing announced, it sleeps without a read
  *   any failure ─▶ BACKOFF ─▶ IDLE
  *
  * Every fetched message becomes an entry that stays in its batch (whose
@@ -231,6 +232,7 @@ c_on_wake(void *arg, const char *channel, const char *payload)
     (void) channel;
     (void) payload;
     c->armed = 0;
+    c->caught_up = 0;
     if (c->state == TP_C_SLEEP) {
         uv_timer_stop(&c->timer);
         c->state = TP_C_IDLE;
@@ -284,6 +286,7 @@ loom__tp_consume_listen(tp_consumer *c)
         c->n_listeners++;
     }
     c->armed = 0;
+    c->caught_up = 0;
 }
 
 /* ---- fetching ----------------------------------------------------------- */
@@ -1113,6 +1116,8 @@ c_send_fetch(tp_consumer *c, int retries)
         rc = loom__pgconn_query(&c->dconn, &retries_stmt, values, lengths,
                                 c_retries_fetched, c);
     } else {
+        c->fetch_limit = limit;
+        c->stats.fetches++;
         values[0] = a.data;
         lengths[0] = (int) a.len;
         values[1] = b.data;
@@ -1182,14 +1187,18 @@ c_fetched(void *arg, loom_err rc, PGresult *r)
         c_next(c);
         return;
     }
+    /* A wake-up during the fetch may announce what its snapshot missed:
+     * read again. Otherwise a short read means every partition is
+     * drained, and c_next() arms rather than reads again. */
+    if (c->woken) {
+        c->woken = 0;
+        c->caught_up = 0;
+    } else {
+        c->caught_up = (uint32_t) rows < c->fetch_limit;
+    }
     if (rows == 0) {
         PQclear(r);
-        if (c->woken) {
-            c->woken = 0;
-            c_next(c);
-        } else {
-            c_arm(c);
-        }
+        c_next(c);
         return;
     }
     c_take_rows(c, r, 0, c->fetch_parts, c->n_fetch_parts);
@@ -1206,6 +1215,7 @@ c_on_timer(uv_timer_t *t)
 
     if (c->state == TP_C_SLEEP || c->state == TP_C_BACKOFF)
         c->state = TP_C_IDLE;
+    c->caught_up = 0; /* the poll: read whatever woke nobody */
     c_next(c);
 }
 
@@ -1258,14 +1268,12 @@ c_armed(void *arg, loom_err rc, PGresult *r)
 
     PQclear(r);
     c->state = TP_C_IDLE;
-    if (rc == LOOM_OK && !c->woken) {
+    /* Armed (or woken meanwhile): read once more, for what committed
+     * between the last read and the arming; empty, that read sleeps. */
+    if (rc == LOOM_OK && !c->woken)
         c->armed = 1;
-        if (!c->stopping && !c->closing && c->n_parts > 0) {
-            c->woken = 1; /* one more fetch, then sleep when empty */
-            c_send_fetch(c, 0);
-            return;
-        }
-    }
+    c->woken = 0;
+    c->caught_up = 0;
     c_next(c);
 }
 
@@ -1337,6 +1345,10 @@ c_next(tp_consumer *c)
     if (now >= c->retries_due) {
         c->retries_due = now + c->topts.poll_ms;
         c_send_fetch(c, 1);
+        return;
+    }
+    if (c->caught_up) {
+        c_arm(c); /* armed already: sleeps */
         return;
     }
     c_send_fetch(c, 0);

@@ -224,8 +224,14 @@ struct tp_consumer {
     size_t h_end;            /* the handler's statements in tx */
     size_t commit_base;      /* statements in tx before the commit's own */
     int isolating; /* tx mode: redelivering a failed batch one by one */
-    int armed;
-    int woken;
+    int armed;     /* the wake-up row is in place: a publish notifies us */
+    int woken;     /* a wake-up came while a statement was in flight */
+    /* The last fetch drained every partition it read (fewer rows than its
+     * limit), and no wake-up, poll or new assignment came since: reading
+     * again finds nothing a NOTIFY would not announce, so the consumer
+     * arms (or, armed, sleeps) instead. */
+    int caught_up;
+    uint32_t fetch_limit;      /* the limit of the fetch in flight */
     loom_listener **listeners; /* per topic of the assignment */
     int32_t *listen_ids;
     size_t n_listeners;
