@@ -207,10 +207,12 @@ a_step_that_times_out_is_retried_then_compensated_with_the_others(void **state)
     st_fx *f = *state;
     st_env *v = f->v;
     loom_store *s = f->s;
-    loom_orchestrator *o = st_orch_open(v, NULL);
+    loom_orchestrator *o;
     loom_orchestrator_stats st;
     char buf[1024];
 
+    st_forward_timeouts(2000);
+    o = st_orch_open(v, NULL);
     st_start(s, &st_three, "timeout-1", script);
     st_wait_state("timeout-1", "COMPENSATED", WAIT_MS);
     assert_string_equal(st_effects(buf, sizeof buf, "timeout-1", "silent"),

@@ -127,6 +127,8 @@ an_operator_abort_stops_a_running_saga(void **state)
     st_fx *f = *state;
     char buf[1024];
 
+    /* The abort must land before the timeout: 4 s of room for it. */
+    st_forward_timeouts(4000);
     st_orch_open(f->v, NULL);
     st_start(f->s, &st_three, "abort-run", script);
     st_wait(1, WAIT_MS,
@@ -134,8 +136,8 @@ an_operator_abort_stops_a_running_saga(void **state)
             "step = 'Charge'");
     loomt_sql_exec("SELECT loom.saga_request('abort-run', 'abort', 'dave')");
     st_wait_state("abort-run", "ABORTED", WAIT_MS);
-    /* Past the step's timeout (2 s): no timeout, no retry. */
-    est_sleep_ms(2500);
+    /* Past the step's timeout: no timeout, no retry. */
+    est_sleep_ms(4500);
     assert_string_equal(st_log_of(buf, sizeof buf, "abort-run"),
                         "started,command:Reserve,reply:Reserve,"
                         "command:Charge,operator,aborted");
@@ -188,12 +190,16 @@ a_reply_delivered_twice_is_applied_once(void **state)
 static void
 a_late_reply_is_logged_and_ignored(void **state)
 {
-    static const char *const script[] = {"Charge=late:4000", NULL};
+    static const char *const script[] = {"Charge=late:6000", NULL};
     st_fx *f = *state;
-    loom_orchestrator *o = st_orch_open(f->v, NULL);
+    loom_orchestrator *o;
     loom_orchestrator_stats st;
     char buf[1024];
 
+    /* Attempt 1's reply comes 3 s after its timeout; attempt 2, sent at
+     * the timeout, has 3 s for its own. */
+    st_forward_timeouts(3000);
+    o = st_orch_open(f->v, NULL);
     st_start(f->s, &st_three, "late-1", script);
     st_wait_state("late-1", "COMPLETED", WAIT_MS);
     st_wait(1, WAIT_MS,

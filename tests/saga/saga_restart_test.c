@@ -34,10 +34,12 @@ a_restarted_orchestrator_finishes_the_sagas_that_waited(void **state)
     static const char *const silent[] = {"Charge=nevern:1", NULL};
     static const char *const failing[] = {"Ship=failn:1:TEMP", NULL};
     st_fx *f = *state;
-    loom_orchestrator *o = st_orch_open(f->v, NULL);
+    loom_orchestrator *o;
     loom_orchestrator_stats st;
     char id[32];
 
+    st_forward_timeouts(2000);
+    o = st_orch_open(f->v, NULL);
     for (int i = 0; i < 12; i++) {
         snprintf(id, sizeof id, "rs-%02d", i);
         st_start(f->s, &st_three, id,

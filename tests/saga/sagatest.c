@@ -140,12 +140,13 @@ static const char *const nope[] = {"NOPE"};
         .on_reply = st_on_reply, .on_failed = failed                           \
     }
 #define FSTEP(step, topic, comp)                                               \
-    STEP(step, topic, comp, FWD, 2000, failed_##step)
+    STEP(step, topic, comp, FWD, ST_FORWARD_TIMEOUT_MS, failed_##step)
 /* No test waits for a compensation to time out, and one that did under a
  * loaded make test (a reply later than 2 s) ran twice: room for load. */
 #define COMPSTEP(step, topic) STEP(step, topic, -1, COMP, 10000, NULL)
 
-static const loom_saga_step three_steps[] = {
+/* Not const: st_forward_timeouts() sets their timeouts. */
+static loom_saga_step three_steps[] = {
     FSTEP(Reserve, "stp.inv", 0),
     FSTEP(Charge, "stp.pay", 1),
     FSTEP(Ship, "stp.ship", -1),
@@ -167,7 +168,7 @@ const loom_saga_def st_three = {LOOM_SAGA_ABI_VERSION,
                                 "graph LR; Reserve-->Charge-->Ship",
                                 "// tests/saga/sagatest.c"};
 
-static const loom_saga_step four_steps[] = {
+static loom_saga_step four_steps[] = {
     STEP(A, "stp.a", 0, FWD, 10000, failed_A),
     FSTEP(B, "stp.b", -1),
     FSTEP(C, "stp.c", 1),
@@ -509,6 +510,15 @@ st_on_ended(void *arg, const char *id, loom_saga_state state)
     v->ended++;
 }
 
+void
+st_forward_timeouts(uint32_t ms)
+{
+    for (size_t i = 0; i < sizeof three_steps / sizeof three_steps[0]; i++)
+        three_steps[i].timeout_ms = ms;
+    for (size_t i = 1; i < sizeof four_steps / sizeof four_steps[0]; i++)
+        four_steps[i].timeout_ms = ms;
+}
+
 static const loom_saga_def *const st_defs[] = {&st_three, &st_four};
 
 loom_orchestrator_config
@@ -839,6 +849,7 @@ st_fx_setup(void **state)
     st_fx *f = calloc(1, sizeof *f);
 
     assert_non_null(f);
+    st_forward_timeouts(ST_FORWARD_TIMEOUT_MS);
     f->v = st_open();
     f->s = loomt_store_open();
     *state = f;

@@ -33,14 +33,24 @@
 #include "sagatest.pb-c.h"
 
 /* sagatest.Three: Reserve (compensated by Unreserve), Charge (by
- * Refund), Ship. Forward steps: timeout 2000 ms (generous: a loaded
- * machine must not turn a slow reply into a timeout), 3 attempts,
- * backoff 150 ms doubling, NOPE not retryable. Compensations: 2000 ms, 2
- * attempts, 50 ms. */
+ * Refund), Ship. Forward steps: timeout ST_FORWARD_TIMEOUT_MS (see
+ * st_forward_timeouts()), 3 attempts, backoff 150 ms doubling, NOPE not
+ * retryable. Compensations: 10 s, 2 attempts, 50 ms. */
 extern const loom_saga_def st_three;
 /* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three,
- * but A waits 10 s for its reply. */
+ * but A waits 10 s for its reply whatever the forward timeouts are. */
 extern const loom_saga_def st_four;
+
+/* The forward steps' timeout unless a test sets another: long enough
+ * that no reply of a loaded `make test` (two cores, the kill tests beside
+ * it) becomes a timeout, which would add timeout and retry entries to
+ * logs the tests compare whole. */
+#define ST_FORWARD_TIMEOUT_MS 10000
+
+/* Sets the timeout of every forward step of Three and of B, C and D of
+ * Four, for the sagas started after it in this test (st_fx_setup puts
+ * ST_FORWARD_TIMEOUT_MS back). For the tests of timeouts themselves. */
+void st_forward_timeouts(uint32_t ms);
 
 /* The participant topics and the reply topic. */
 #define ST_REPLIES "st.replies"
