@@ -191,11 +191,14 @@ wk_fetches(const wk_drain *d)
                                                                 : 0;
 }
 
-/* Twenty keyed messages (or one) in one transaction: one wake-up. */
-static void
+/* Twenty keyed messages (or one) in one transaction: one wake-up. On
+ * the loop, so it reports instead of failing the test. */
+static int
 wk_drain_publish(wk_drain *d, int n)
 {
     char sql[512];
+    PGresult *r;
+    int ok;
 
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM loom.topic_publish('drain', NULL, NULL, 0, "
@@ -204,7 +207,12 @@ wk_drain_publish(wk_drain *d, int n)
              "generate_series(1, %d) i), NULL, (SELECT array_agg('x'::bytea) "
              "FROM generate_series(1, %d)), NULL)",
              n, n, n);
-    est_exec(d->pub, sql);
+    r = PQexec(d->pub, sql);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "publishing: %s", PQerrorMessage(d->pub));
+    PQclear(r);
+    return ok;
 }
 
 static void
@@ -246,7 +254,10 @@ wk_drain_tick(uv_timer_t *t)
                                 "published");
                 return;
             }
-            wk_drain_publish(d, 20);
+            if (!wk_drain_publish(d, 20)) {
+                wk_drain_end(d, "publishing twenty messages failed");
+                return;
+            }
             wk_drain_next(d, now);
         }
         break;
@@ -268,7 +279,10 @@ wk_drain_tick(uv_timer_t *t)
                                 "one after arming)");
                 return;
             }
-            wk_drain_publish(d, 1);
+            if (!wk_drain_publish(d, 1)) {
+                wk_drain_end(d, "publishing one more message failed");
+                return;
+            }
             wk_drain_next(d, now);
         }
         break;
