@@ -1158,9 +1158,11 @@ c_retries_fetched(void *arg, loom_err rc, PGresult *r)
         c_take_rows(c, r, 1, c->fetch_parts, c->n_fetch_parts);
     }
     if (c->state == TP_C_IDLE) {
-        /* Then fresh messages, whatever the redeliveries were. */
+        /* Then fresh messages, whatever the redeliveries were (caught
+         * up: c_next() arms or sleeps instead). */
         if (c->in_flight < c->max_in_flight && c->n_parts > 0 && !c->stopping &&
-            c->tx_batch == NULL && c->deliver_after == NULL && !c->closing)
+            c->tx_batch == NULL && c->deliver_after == NULL && !c->closing &&
+            !c->caught_up)
             c_send_fetch(c, 0);
         else
             c_next(c);
