@@ -351,6 +351,17 @@ lt_handled(void *arg)
     return st.published + st.dead_letters >= w->n;
 }
 
+/* For tpt_run(): the relay has published `n` messages. */
+static int
+lt_published(void *arg)
+{
+    lt_wait *w = arg;
+    loom_relay_stats st;
+
+    loom_relay_stats_get(w->r, &st);
+    return st.published >= w->n;
+}
+
 /* Adds a message with id ...a<n> and key "k" for each of the two topics
  * of the test below to outbox lt_dedup. */
 static void
@@ -584,21 +595,6 @@ a_relay_whose_topics_are_in_another_database_publishes_through_them(
     est_db_drop_extra("lt_far");
 }
 
-typedef struct lt_want {
-    loom_relay *r;
-    uint64_t published;
-} lt_want;
-
-static int
-lt_published(void *arg)
-{
-    lt_want *w = arg;
-    loom_relay_stats st;
-
-    loom_relay_stats_get(w->r, &st);
-    return st.published >= w->published;
-}
-
 /* An in-database publish that keeps failing (here the function raises) is
  * not retried for ever beside the transport: after a few failures in a
  * row the relay keeps to the transport, and nothing is lost meanwhile. */
@@ -612,7 +608,7 @@ a_relay_whose_in_database_publish_keeps_failing_keeps_to_the_transport(
     tpt_env e;
     loom_relay_config cfg;
     loom_relay_stats st;
-    lt_want w = {NULL, 0};
+    lt_wait w = {NULL, 0};
 
     (void) state;
     tpt_topic_create("lt.broken", 1, -1, -1, 0, -1);
@@ -637,7 +633,7 @@ a_relay_whose_in_database_publish_keeps_failing_keeps_to_the_transport(
                  "message_id) VALUES ('lt_broken', 'lt.broken', "
                  "convert_to('%d', 'UTF8'), gen_random_uuid())",
                  i);
-        w.published = (uint64_t) i + 1;
+        w.n = (uint64_t) i + 1;
         assert_true(tpt_run(&e, lt_published, &w, 20000));
     }
     /* Mended: the relay keeps to the transport all the same. */
@@ -645,7 +641,7 @@ a_relay_whose_in_database_publish_keeps_failing_keeps_to_the_transport(
     tpt_sqlf("INSERT INTO loom.outbox (outbox, topic, payload, message_id) "
              "VALUES ('lt_broken', 'lt.broken', '\\x39', "
              "gen_random_uuid())");
-    w.published = 9;
+    w.n = 9;
     assert_true(tpt_run(&e, lt_published, &w, 20000));
     assert_int_equal(loom_relay_stats_get(w.r, &st), LOOM_OK);
     assert_int_equal(st.published, 9);
