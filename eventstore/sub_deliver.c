@@ -290,6 +290,12 @@ static void
 sub_committed(loom_subscription *s)
 {
     loom__backoff_reset(&s->backoff);
+    if (s->commit == LOOM__COMMIT_ADVANCE)
+        s->stats.events += s->isolating ? 1 : s->n_sel;
+    else if (s->commit == LOOM__COMMIT_UNPARK)
+        s->stats.events++;
+    else if (s->commit == LOOM__COMMIT_PARK)
+        s->stats.parked++;
     if (s->commit == LOOM__COMMIT_ADVANCE || s->commit == LOOM__COMMIT_PARK) {
         sub_unit_next(s, &s->cursor, &s->version);
         s->attempts = 0;
@@ -298,11 +304,12 @@ sub_committed(loom_subscription *s)
             return;
         }
     }
+    s->stats.batches++;
     loom__sub_drop_page(s);
     if (s->stopping)
         loom__sub_finish(s);
     else
-        loom__sub_read(s);
+        loom__sub_read_next(s);
 }
 
 /* The COMMIT in flight finished. */

@@ -8,9 +8,9 @@
  * socket, poll, receive):
  *
  *   start ─▶ LOAD checkpoint (or SAVE the zero cursor: from_start)
- *   READ ─▶ page ─▶ DELIVER (filtered) ─▶ COMMIT ─▶ READ
- *     │ empty page             │               the handler's statements and
- *     │                        │               the checkpoint's compare-and-
+ *   READ ─▶ page ─▶ DELIVER (filtered) ─▶ COMMIT ─▶ READ (a full page)
+ *     │ empty page, or         │               the handler's statements and
+ *     │ a short one committed  │               the checkpoint's compare-and-
  *     │                        │               set, one pipelined transaction
  *     │                        └ refused ─▶ BACKOFF ─▶ DELIVER again; after
  *     │                          max_attempts one event at a time (isolating),
@@ -113,6 +113,7 @@ struct loom_subscription {
     loom__sub_state state;
     loom__sub_state retry; /* the step a BACKOFF retries */
     int listening;         /* the listener has been called once */
+    int short_page;        /* the page in hand drained the source */
     int armed;             /* armed since the last non-empty page */
     int woken;             /* the listener was called while busy */
     int stopping;
@@ -125,6 +126,7 @@ struct loom_subscription {
     sub_poll *poll;
     int poll_fd;
     loom__backoff backoff;
+    loom_subscription_stats stats;
 };
 
 /* What projections add to a subscription. */
@@ -142,6 +144,9 @@ loom_err loom__subscribe(loom_runtime *rt, const loom_subscription_config *cfg,
 
 /* sub_loop.c: the steps that read and the failure path. */
 void loom__sub_read(loom_subscription *s);
+/* After a committed page: read again, or, when the page was short (it
+ * drained the source), treat it as caught up (arm, read once more). */
+void loom__sub_read_next(loom_subscription *s);
 void loom__sub_load(loom_subscription *s);
 void loom__sub_drop_page(loom_subscription *s);
 void loom__sub_fail(loom_subscription *s, loom__sub_state step, loom_err rc,

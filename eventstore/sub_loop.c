@@ -338,6 +338,7 @@ loom__sub_read(loom_subscription *s)
         rc = loom_store_read_all_send(s->store, s->cursor, s->batch);
         break;
     }
+    s->stats.reads++;
     loom__sub_sent(s, LOOM__SUB_READ, rc);
 }
 
@@ -360,6 +361,22 @@ sub_caught_up(loom_subscription *s)
         /* Not listening yet: the listener's first call (its LISTEN is
          * acknowledged) wakes us, and only then is arming safe. */
         s->state = LOOM__SUB_SLEEP;
+    }
+}
+
+/* A short page read everything committed below the horizon, as an empty
+ * one would have: reading again would only find it empty. Skipping that
+ * read is as safe as sleeping after an empty page (events held back by an
+ * open transaction wait for the next wake-up, the poll or the horizon
+ * check either way). A replayed parked event says nothing of the sort. */
+void
+loom__sub_read_next(loom_subscription *s)
+{
+    if (s->short_page && !s->parked_due) {
+        s->short_page = 0;
+        sub_caught_up(s);
+    } else {
+        loom__sub_read(s);
     }
 }
 
@@ -390,6 +407,7 @@ sub_read_done(loom_subscription *s, loom__sub_state step)
     }
     s->attempts = 0;
     s->isolating = 0;
+    s->short_page = step != LOOM__SUB_PARKED && n < s->batch;
     if (step == LOOM__SUB_PARKED) {
         s->replaying = 1;
         s->parked_due = 1; /* look for the next one afterwards */

@@ -148,6 +148,7 @@ sub_on_wake(void *arg, const char *channel, const char *payload)
     (void) channel;
     (void) payload; /* a wake-up, never data */
     s->listening = 1;
+    s->stats.wakeups++;
     if (s->stopping)
         return;
     if (s->state == LOOM__SUB_SLEEP) {
@@ -396,4 +397,14 @@ loom_subscription_close(loom_subscription *s)
     for (int i = 0; i < 100 && !s->finished; i++)
         uv_run(loop, UV_RUN_NOWAIT);
     sub_free(s);
+}
+
+loom_err
+loom_subscription_stats_get(const loom_subscription *s,
+                            loom_subscription_stats *out)
+{
+    if (s == NULL || out == NULL)
+        return LOOM_EINVAL;
+    *out = s->stats;
+    return LOOM_OK;
 }

@@ -3,9 +3,9 @@
  * concurrent writer, resuming from the stored checkpoint and from_start,
  * redelivery after a handler error, the types filter, single-stream
  * subscriptions (closed from their own handler), a consumer group of two,
- * and argument errors. Every run is bounded by a deadline timer that
- * stops the runtime and fails the test (a cmocka failure inside a loop
- * callback would jump out of uv_run).
+ * reads per wake-up, and argument errors. Every run is bounded by a deadline
+ * timer that stops the runtime and fails the test (a cmocka failure inside a
+ * loop callback would jump out of uv_run).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -87,8 +87,9 @@ on_deadline(uv_timer_t *t)
     loom_runtime_stop(r->rt);
 }
 
+/* A runtime whose listener also wakes every poll_ms. */
 static void
-run_open(struct run *r)
+run_open_poll(struct run *r, unsigned poll_ms)
 {
     loom_runtime_config c = LOOM_RUNTIME_CONFIG_INIT;
 
@@ -96,11 +97,17 @@ run_open(struct run *r)
     c.conninfo = loomt_dsn();
     c.reconnect_min_ms = 5;
     c.reconnect_max_ms = 100;
-    c.poll_ms = 2000;
+    c.poll_ms = poll_ms;
     assert_int_equal(loom_runtime_open(&r->rt, &c), LOOM_OK);
     uv_timer_init(loom_runtime_loop(r->rt), &r->deadline);
     r->deadline.data = r;
     uv_timer_start(&r->deadline, on_deadline, 30000, 0);
+}
+
+static void
+run_open(struct run *r)
+{
+    run_open_poll(r, 2000);
 }
 
 static void
@@ -539,6 +546,141 @@ test_subscription_survives_killed_backend(void **state)
     loom_store_close(s);
 }
 
+/* Counts the reads around two wake-ups, from a timer on the loop:
+ * quiet (listening, caught up), one append, its delivery and a pause,
+ * a second of nothing, then another append. */
+struct wake_probe {
+    struct run *r;
+    struct rec *rec;
+    loom_store *s;
+    uv_timer_t tick;
+    int phase;
+    uint64_t since; /* uv_now() when the phase began */
+    loom_subscription_stats at[4];
+    int failed;
+};
+
+static void
+wake_probe_next(struct wake_probe *p, int phase)
+{
+    p->phase = phase;
+    p->since = uv_now(loom_runtime_loop(p->r->rt));
+}
+
+static void
+wake_probe_append(struct wake_probe *p)
+{
+    loom_event_data ev[5];
+
+    for (int i = 0; i < 5; i++)
+        est_event(&ev[i], "wk.E", "x", 1);
+    if (loom_store_append(p->s, "wk-1", LOOM_EXPECT_ANY, ev, 5, NULL))
+        p->failed = 1;
+}
+
+static void
+on_wake_tick(uv_timer_t *t)
+{
+    struct wake_probe *p = t->data;
+    uint64_t quiet = uv_now(t->loop) - p->since;
+    loom_subscription_stats st;
+
+    if (loom_subscription_stats_get(p->rec->sub, &st) != LOOM_OK)
+        p->failed = 1;
+    if (p->failed) {
+        loom_runtime_stop(p->r->rt);
+        return;
+    }
+    switch (p->phase) {
+    case 0: /* listening, then quiet: caught up and asleep */
+        if (st.wakeups == 0 || quiet < 400)
+            return;
+        p->at[0] = st;
+        wake_probe_append(p);
+        wake_probe_next(p, 1);
+        break;
+    case 1:
+        if (p->rec->n == 5)
+            wake_probe_next(p, 2);
+        break;
+    case 2:
+        if (quiet < 400)
+            return;
+        p->at[1] = st;
+        wake_probe_next(p, 3);
+        break;
+    case 3: /* a second with nothing appended */
+        if (quiet < 1000)
+            return;
+        p->at[2] = st;
+        wake_probe_append(p);
+        wake_probe_next(p, 4);
+        break;
+    case 4:
+        if (p->rec->n == 10)
+            wake_probe_next(p, 5);
+        break;
+    default:
+        if (quiet < 400)
+            return;
+        p->at[3] = st;
+        loom_runtime_stop(p->r->rt);
+        break;
+    }
+}
+
+/* A short page drains what was committed: the subscription arms and
+ * reads once more, instead of reading again first. */
+static void
+test_subscription_reads_twice_per_wakeup(void **state)
+{
+    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
+    struct wake_probe p;
+    struct run r;
+    struct rec *rec;
+
+    (void) state;
+    run_open_poll(&r, 60000); /* no poll wake-ups during the test */
+    rec = rec_new(&r);
+    c.name = "wk";
+    c.source = LOOM_SUB_CATEGORY;
+    c.category = "wk";
+    c.batch = 64;
+    subscribe(&r, rec, &c);
+    r.want = SIZE_MAX; /* the probe stops the run */
+    memset(&p, 0, sizeof p);
+    assert_int_equal(loom_subscription_stats_get(NULL, &p.at[0]), LOOM_EINVAL);
+    assert_int_equal(loom_subscription_stats_get(rec->sub, NULL), LOOM_EINVAL);
+    p.r = &r;
+    p.rec = rec;
+    p.s = est_store_open(NULL);
+    uv_timer_init(loom_runtime_loop(r.rt), &p.tick);
+    p.tick.data = &p;
+    uv_timer_start(&p.tick, on_wake_tick, 20, 20);
+    wake_probe_next(&p, 0);
+    assert_int_equal(loom_runtime_run(r.rt), LOOM_OK);
+    uv_close((uv_handle_t *) &p.tick, NULL);
+    assert_int_equal(p.failed, 0);
+    assert_int_equal(r.timed_out, 0);
+    assert_int_equal(rec->n, 10);
+    /* The first wake-up: one read of the 5 events, one after arming. */
+    assert_int_equal(p.at[1].wakeups - p.at[0].wakeups, 1);
+    assert_int_equal(p.at[1].reads - p.at[0].reads, 2);
+    assert_int_equal(p.at[1].batches - p.at[0].batches, 1);
+    assert_int_equal(p.at[1].events - p.at[0].events, 5);
+    /* Asleep: no reads without a wake-up. */
+    assert_int_equal(p.at[2].reads, p.at[1].reads);
+    assert_int_equal(p.at[2].wakeups, p.at[1].wakeups);
+    /* Still armed: the next append wakes it, again for two reads. */
+    assert_int_equal(p.at[3].wakeups - p.at[2].wakeups, 1);
+    assert_int_equal(p.at[3].reads - p.at[2].reads, 2);
+    assert_int_equal(p.at[3].events, p.at[0].events + 10);
+    assert_int_equal(p.at[3].parked, 0);
+    run_close(&r);
+    free(rec);
+    loom_store_close(p.s);
+}
+
 static loom_err
 never(const loom_event *const *events, size_t n, void *arg)
 {
@@ -632,6 +774,7 @@ main(void)
         cmocka_unit_test(test_subscription_single_stream),
         cmocka_unit_test(test_subscription_consumer_group_shares),
         cmocka_unit_test(test_subscription_survives_killed_backend),
+        cmocka_unit_test(test_subscription_reads_twice_per_wakeup),
         cmocka_unit_test(test_subscription_argument_errors),
     };
 

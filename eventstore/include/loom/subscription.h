@@ -52,6 +52,7 @@
 #define LOOM_SUBSCRIPTION_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "loom/error.h"
 #include "loom/eventstore.h"
@@ -202,6 +203,29 @@ LOOM_API loom_err loom_subscribe_tx(loom_runtime *rt,
  * loom_runtime_close(). NULL is a no-op.
  */
 LOOM_API void loom_subscription_close(loom_subscription *s);
+
+/* What a subscription has done since it started, for tests and
+ * monitoring. */
+typedef struct loom_subscription_stats {
+    /* Reads of new events sent. A subscription that reads a short page
+     * (fewer events than its batch) has caught up: it arms its wake-up
+     * and reads once more, then sleeps until an append wakes it (or
+     * poll_ms passes), so a live subscription reads twice per wake-up. */
+    uint64_t reads;
+    uint64_t batches; /* pages (or replayed parked events) committed */
+    uint64_t events;  /* events the handler accepted (after the filter) */
+    uint64_t wakeups; /* calls of its listener: NOTIFY, reconnect, poll */
+    uint64_t parked;  /* events parked after max_attempts */
+} loom_subscription_stats;
+
+/*
+ * Copies s's counters to *out. Loop thread only (or after
+ * loom_runtime_run() has returned).
+ *
+ * Errors: LOOM_EINVAL (s or out NULL).
+ */
+LOOM_API loom_err loom_subscription_stats_get(const loom_subscription *s,
+                                              loom_subscription_stats *out);
 
 #ifdef __cplusplus
 }
