@@ -92,18 +92,21 @@ exec_ok(PGconn *pg, const char *sql)
 int
 fl_audit_install(PGconn *pg)
 {
-    return exec_ok(pg, "CREATE SCHEMA IF NOT EXISTS faults;"
-                       "CREATE TABLE IF NOT EXISTS faults.sent ("
-                       "  message_id uuid NOT NULL, topic text NOT NULL,"
-                       "  written_at timestamptz NOT NULL DEFAULT now());"
-                       "CREATE OR REPLACE FUNCTION faults.note_sent() RETURNS "
-                       "trigger LANGUAGE plpgsql AS $$ BEGIN"
-                       "  INSERT INTO faults.sent (message_id, topic)"
-                       "  VALUES (NEW.message_id, NEW.topic); RETURN NULL;"
-                       "END $$;"
-                       "DROP TRIGGER IF EXISTS faults_sent ON loom.outbox;"
-                       "CREATE TRIGGER faults_sent AFTER INSERT ON loom.outbox "
-                       "FOR EACH ROW EXECUTE FUNCTION faults.note_sent();");
+    return exec_ok(pg,
+                   "CREATE SCHEMA IF NOT EXISTS faults;"
+                   "CREATE TABLE IF NOT EXISTS faults.sent ("
+                   "  message_id uuid NOT NULL, topic text NOT NULL,"
+                   "  type text, key bytea,"
+                   "  written_at timestamptz NOT NULL DEFAULT now());"
+                   "CREATE OR REPLACE FUNCTION faults.note_sent() RETURNS "
+                   "trigger LANGUAGE plpgsql AS $$ BEGIN"
+                   "  INSERT INTO faults.sent (message_id, topic, type, key)"
+                   "  VALUES (NEW.message_id, NEW.topic, NEW.type, NEW.key);"
+                   "  RETURN NULL;"
+                   "END $$;"
+                   "DROP TRIGGER IF EXISTS faults_sent ON loom.outbox;"
+                   "CREATE TRIGGER faults_sent AFTER INSERT ON loom.outbox "
+                   "FOR EACH ROW EXECUTE FUNCTION faults.note_sent();");
 }
 
 #define SHOP_SAGAS "FROM loom.saga_instances WHERE id LIKE $1 || '-%' "
@@ -407,6 +410,52 @@ on_party_event(audit *a, const char *stream, const char *type,
         rp->below_zero = 1;
 }
 
+/* Names the first lost messages and where each one stopped, so that a
+ * failed run says what to look for even after its cluster is gone: still
+ * in the outbox (the relay never published it), set aside as a dead
+ * letter, in a topic (topics://: published, and no inbox marked it), or gone
+ * from the outbox (published to the transport, which never delivered it). The
+ * time is the campaign's, as the faults' lines print it. */
+static void
+show_lost_messages(const audit *a)
+{
+    char now[32];
+    const char *p[1] = {now};
+    PGresult *r;
+
+    snprintf(now, sizeof now, "%.3f", (double) fl_elapsed_ms() / 1000);
+    r = PQexecParams(
+        a->pg,
+        "SELECT s.message_id, s.topic, coalesce(s.type, '?'), "
+        "coalesce(encode(s.key, 'escape'), ''), "
+        "round($1::numeric - extract(epoch FROM now() - s.written_at), 1), "
+        "CASE WHEN EXISTS (SELECT 1 FROM loom.outbox o WHERE o.message_id "
+        "= s.message_id) THEN 'still in the outbox' "
+        "WHEN EXISTS (SELECT 1 FROM loom.outbox_dead_letters d WHERE "
+        "d.message_id = s.message_id) THEN 'set aside: ' || (SELECT "
+        "max(error) FROM loom.outbox_dead_letters d WHERE d.message_id = "
+        "s.message_id) "
+        "WHEN EXISTS (SELECT 1 FROM loom.topic_messages m WHERE m.id = "
+        "s.message_id) THEN 'in topic ' || (SELECT string_agg(DISTINCT "
+        "t.name, ', ') FROM loom.topic_messages m JOIN loom.topics t ON "
+        "t.id = m.topic_id WHERE m.id = s.message_id) "
+        "ELSE 'published: gone from the outbox' END "
+        "FROM faults.sent s WHERE NOT EXISTS (SELECT 1 FROM loom.inbox i "
+        "WHERE i.message_id = s.message_id) ORDER BY s.written_at LIMIT 10",
+        1, NULL, p, NULL, NULL, 0);
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fl_say("audit: listing the lost messages failed: %s",
+               PQerrorMessage(a->pg));
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+         i++)
+        fl_say("audit: message %s (%s to %s, key \"%s\", written at [%s s]) "
+               "reached no inbox: %s",
+               PQgetvalue(r, i, 0), PQgetvalue(r, i, 2), PQgetvalue(r, i, 1),
+               PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
+    PQclear(r);
+}
+
 /* `have` against `want`: the excess is duplicated, the shortfall lost. */
 static void
 expect(fl_verdict *v, long n, const char *what, int have, int want)
@@ -592,6 +641,8 @@ fl_audit_run(const fl_opts *o, const char *shop, long placed, fl_verdict *v)
                            "SELECT count(*) FROM faults.sent s WHERE NOT "
                            "EXISTS (SELECT 1 FROM loom.inbox i WHERE "
                            "i.message_id = s.message_id)");
+    if (v->lost_messages > 0)
+        show_lost_messages(&a);
     v->gaps = num(a.pg, NULL,
                   "SELECT count(*) FROM (SELECT stream, min(version) lo, "
                   "max(version) hi, count(*) n FROM loom.events GROUP BY "

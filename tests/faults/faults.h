@@ -55,6 +55,8 @@ int64_t fl_now_ms(void);
 void fl_sleep_ms(int ms);
 /* A line of progress on stdout, prefixed with the seconds since start. */
 void fl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Milliseconds since the campaign began: the time fl_say() prints. */
+int64_t fl_elapsed_ms(void);
 
 /* ---- fleet.c ---- */
 enum {

@@ -49,12 +49,18 @@ fl_sleep_ms(int ms)
         ;
 }
 
+int64_t
+fl_elapsed_ms(void)
+{
+    return fl_now_ms() - fl_t0;
+}
+
 void
 fl_say(const char *fmt, ...)
 {
     va_list ap;
 
-    printf("[%6.1f s] ", (double) (fl_now_ms() - fl_t0) / 1000);
+    printf("[%6.1f s] ", (double) fl_elapsed_ms() / 1000);
     va_start(ap, fmt);
     vprintf(fmt, ap);
     va_end(ap);
