@@ -6,7 +6,9 @@
  *              batch, one loom.topic_publish() per topic in it
  *   group.c    a consumer's membership: join, heartbeat, assignment
  *   consume.c  a consumer's data path: fetch, deliver, acknowledge,
- *              commit (offsets, redeliveries, dead letters)
+ *              commit (offsets, redeliveries, dead letters); its
+ *              fetches are in consume_fetch.c, its commits in
+ *              consume_commit.c (consume_int.h: what the three share)
  *
  * A consumer has two connections: membership traffic (heartbeats) must not
  * wait behind a long commit, or a busy member would miss its session
@@ -203,7 +205,7 @@ struct tp_consumer {
     size_t n_parts;
     uv_timer_t heartbeat;
     loom_listener *group_listener; /* "loom_group": rebalances */
-    /* data (consume.c) */
+    /* data (consume.c, consume_fetch.c, consume_commit.c) */
     tp_conn dconn;
     tp_cstate state;
     uint64_t fetch_epoch; /* assign_epoch when the fetch was sent */
