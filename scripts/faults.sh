@@ -168,6 +168,13 @@ if ((rc != 0)); then
         echo "==> the last lines process $pid logged (from $log):"
         grep -F "[$pid] " "$log" | tail -n 20 || true
     done
+    # Messages a transport dead-lettered on its own (nats: delivered too
+    # often without an acknowledgement) reach no inbox: the audit counts
+    # them lost.
+    if grep -q 'without the handler' "$log"; then
+        echo "==> dead letters the transport sent on its own (from $log):"
+        grep 'without the handler' "$log" | head -n 20 || true
+    fi
     if grep -qE "$report" "$log"; then
         echo "==> reports in $log:"
         grep -E -A 60 "$report" "$log" | head -n 300 || true

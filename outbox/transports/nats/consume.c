@@ -655,6 +655,13 @@ loom__nt_deliver(nt_transport *tr, nt_batch *b)
                      "(ack_wait_ms %lld)",
                      (unsigned long long) e->deliveries,
                      (long long) tr->cfg.ack_wait_ms);
+            /* The handler never sees it, so nothing else would say so. */
+            loom__nt_log(tr, LOOM_LOG_WARN,
+                         "nats: message on \"%s\" (stream sequence %lld, "
+                         "group \"%s\") goes to \"%s%s\" without the "
+                         "handler: %s",
+                         e->msg.topic, (long long) e->msg.offset, c->group,
+                         e->msg.topic, LOOM_DLQ_SUFFIX, why);
             cn_dead(c, e, why);
         } else {
             cn_hold(c, e);
