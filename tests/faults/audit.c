@@ -429,17 +429,16 @@ show_lost_messages(const audit *a)
         "SELECT s.message_id, s.topic, coalesce(s.type, '?'), "
         "coalesce(encode(s.key, 'escape'), ''), "
         "round($1::numeric - extract(epoch FROM now() - s.written_at), 1), "
-        "CASE WHEN EXISTS (SELECT 1 FROM loom.outbox o WHERE o.message_id "
-        "= s.message_id) THEN 'still in the outbox' "
-        "WHEN EXISTS (SELECT 1 FROM loom.outbox_dead_letters d WHERE "
-        "d.message_id = s.message_id) THEN 'set aside: ' || (SELECT "
-        "max(error) FROM loom.outbox_dead_letters d WHERE d.message_id = "
-        "s.message_id) "
-        "WHEN EXISTS (SELECT 1 FROM loom.topic_messages m WHERE m.id = "
-        "s.message_id) THEN 'in topic ' || (SELECT string_agg(DISTINCT "
-        "t.name, ', ') FROM loom.topic_messages m JOIN loom.topics t ON "
-        "t.id = m.topic_id WHERE m.id = s.message_id) "
-        "ELSE 'published: gone from the outbox' END "
+        /* Each aggregate is NULL when nothing matches: the first place
+         * that has the message names it. */
+        "coalesce(CASE WHEN EXISTS (SELECT 1 FROM loom.outbox o WHERE "
+        "o.message_id = s.message_id) THEN 'still in the outbox' END, "
+        "'set aside: ' || (SELECT max(error) FROM loom.outbox_dead_letters "
+        "d WHERE d.message_id = s.message_id), "
+        "'in topic ' || (SELECT string_agg(DISTINCT t.name, ', ') FROM "
+        "loom.topic_messages m JOIN loom.topics t ON t.id = m.topic_id "
+        "WHERE m.id = s.message_id), "
+        "'published: gone from the outbox') "
         "FROM faults.sent s WHERE NOT EXISTS (SELECT 1 FROM loom.inbox i "
         "WHERE i.message_id = s.message_id) ORDER BY s.written_at LIMIT 10",
         1, NULL, p, NULL, NULL, 0);
