@@ -232,6 +232,133 @@ a_rejected_message_is_dead_lettered_on_its_first_delivery(void **state)
     tpt_rec_free(&dlq);
 }
 
+/* A member that dies holding a redelivery never settles it: the
+ * database sees only its fetch. Two such members, as SQL, then a live
+ * one: the third hand-out is past max deliveries 3, so the live member
+ * dead-letters it unseen, where it used to get it as attempt 2, again
+ * and again. */
+static void
+a_redelivery_taken_and_never_settled_counts_then_dead_letters(void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0}, r2 = {0}, dlq = {0};
+    long long tid;
+    char want[240];
+    int64_t off;
+
+    (void) state;
+    tpt_topic_create("us.jobs", 1, -1, -1, -1, 3);
+    tid = tpt_topic_id("us.jobs");
+    tpt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 2; /* the first delivery fails */
+    tpt_rec_open(&e, "us-g", "us.jobs", NULL, &r);
+    {
+        loom_message m;
+        tpt_msg_init(&m, "us.jobs", NULL, "poison");
+        assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
+    }
+    tpt_rec_wait(&e, &r, 1);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_retries "
+                 "WHERE group_name = 'us-g' AND deliveries = 1");
+    off = r.m[0].offset;
+    loom_consumer_close(r.c);
+    r.c = NULL;
+
+    /* Two members take it and vanish: each fetch counts. */
+    for (long long want_n = 2; want_n <= 3; want_n++) {
+        tpt_sqlf("UPDATE loom.topic_retries SET visible_at = now() "
+                 "WHERE group_name = 'us-g'");
+        assert_int_equal(est_ll("SELECT deliveries FROM "
+                                "loom.topic_take_retries('us-g', "
+                                "ARRAY[%lld]::int4[], ARRAY[0], 10, 60000)",
+                                tid),
+                         want_n);
+    }
+    tpt_sqlf("UPDATE loom.topic_retries SET visible_at = now() "
+             "WHERE group_name = 'us-g'");
+
+    tpt_rec_open(&e, "us-g", "us.jobs", NULL, &r2);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_dead_letters "
+                 "WHERE group_name = 'us-g'");
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+    assert_int_equal(r2.n, 0);
+    assert_int_equal(tpt_stats_of(r2.c).dead, 1);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+               "WHERE group_name = 'us-g' AND \"offset\" = %lld "
+               "AND deliveries = 3 AND error LIKE 'delivered 3 times "
+               "without being settled%%'",
+               (long long) off),
+        1);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_retries "
+                            "WHERE group_name = 'us-g'"),
+                     0);
+    tpt_rec_open(&e, "us-reader", "us.jobs.dlq", NULL, &dlq);
+    tpt_rec_wait(&e, &dlq, 1);
+    snprintf(want, sizeof want,
+             "x-error=delivered 3 times without being settled: the "
+             "consumer stopped or outlived the visibility timeout each "
+             "time;x-group=us-g;x-deliveries=3;x-topic=us.jobs;"
+             "x-partition=0;x-offset=%lld;",
+             (long long) off);
+    assert_string_equal(dlq.m[0].headers, want);
+
+    tpt_close(&e);
+    tpt_rec_free(&r);
+    tpt_rec_free(&r2);
+    tpt_rec_free(&dlq);
+}
+
+/* A topic whose name leaves no room for ".dlq" (a dead-letter topic of a
+ * 245-byte name) has no dead-letter topic. Its failed message comes back
+ * after the longest backoff instead, and the messages behind it flow:
+ * the dead letter used to fail every commit of the member, forever. */
+static void
+a_topic_too_long_for_a_dead_letter_topic_redelivers_and_flows(void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0};
+    loom_topics_consumer_config t = tpt_fast_topts();
+    char name[LOOM_MAX_TOPIC_NAME + 1];
+    loom_message msgs[3];
+
+    (void) state;
+    memset(name, 'e', sizeof name);
+    memcpy(name + LOOM_MAX_TOPIC_NAME - 4, ".dlq", 5);
+    tpt_topic_create(name, 1, -1, -1, -1, 1);
+    tpt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 3; /* fails twice, then succeeds */
+    t.backoff_max_ms = 100;
+    tpt_rec_open(&e, "tl-g", name, &t, &r);
+    tpt_msg_init(&msgs[0], name, NULL, "poison");
+    tpt_msg_init(&msgs[1], name, NULL, "ok-1");
+    tpt_msg_init(&msgs[2], name, NULL, "ok-2");
+    assert_int_equal(tpt_publish_wait(&e, msgs, 3), LOOM_OK);
+
+    tpt_rec_wait(&e, &r, 5);
+    tpt_sql_wait(&e, 0,
+                 "SELECT coalesce(sum(lag), -1) FROM loom.topic_lag "
+                 "WHERE group_name = 'tl-g'");
+    tpt_sql_wait(&e, 0,
+                 "SELECT count(*) FROM loom.topic_retries "
+                 "WHERE group_name = 'tl-g'");
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+    assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
+    assert_int_equal(tpt_rec_count(&r, "ok-2"), 1);
+    assert_int_equal(tpt_rec_count(&r, "poison"), 3);
+    assert_int_equal(rec_nth(&r, "poison", 2)->attempt, 3);
+    assert_int_equal(tpt_stats_of(r.c).dead, 0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_dead_letters"),
+                     est_ll("SELECT count(*) FROM loom.topic_dead_letters "
+                            "WHERE group_name <> 'tl-g'"));
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
 /* ---- 2. re-drive -------------------------------------------------------- */
 
 static void
@@ -835,6 +962,8 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, est_setup, est_teardown)
         T(failed_message_is_redelivered_with_backoff_then_dead_lettered),
         T(a_rejected_message_is_dead_lettered_on_its_first_delivery),
+        T(a_redelivery_taken_and_never_settled_counts_then_dead_letters),
+        T(a_topic_too_long_for_a_dead_letter_topic_redelivers_and_flows),
         T(redriven_dead_letter_is_delivered_again_counting_from_one),
         T(delayed_message_waits_while_later_ones_in_its_partition_flow),
         T(at_most_once_drops_failures_and_still_delivers_delayed_messages),

@@ -19,7 +19,11 @@
  *    effects: loom_topics_consumer_open_tx()).
  *  - A failed message comes back after an exponential backoff and, after
  *    the topic's max deliveries, goes to "<topic>.dlq" with headers naming
- *    the error, group and delivery count.
+ *    the error, group and delivery count. A redelivery counts when it is
+ *    handed out: one a consumer took and never settled (it died) counts
+ *    too, and past max deliveries goes to "<topic>.dlq" unhandled. A topic
+ *    whose name leaves no room for ".dlq" (over 245 bytes) redelivers
+ *    after the longest backoff instead.
  *  - Delayed messages, deduplication by message id within a window,
  *    retention by age and size, patterns ("orders.*.eu", "orders.#").
  *
@@ -181,7 +185,7 @@ LOOM_API loom_err loom_topic_reset(loom_store *s, const char *group,
 /*
  * Re-drives dead letters of `topic`: those of `group` (NULL: every group)
  * not re-driven yet, or only the one at dlq_partition/dlq_offset of the
- * dead-letter topic (dlq_offset -1: all). Each is delivered again to its
+ * dead-letter topic (both -1: all). Each is delivered again to its
  * group, counting deliveries from zero. *n (may be NULL) is how many.
  * Errors: LOOM_EINVAL, LOOM_ENOTFOUND, LOOM_ECONN, LOOM_EDB.
  */

@@ -263,7 +263,9 @@ LOOM_API void loom_consumer_close(loom_consumer *c);
  * separated by '.'; in the pattern "*" stands for exactly one word and "#"
  * for zero or more ("orders.*.eu" matches "orders.created.eu";
  * "orders.#" matches "orders" and "orders.a.b"). Returns 1 or 0 (0 for
- * NULL arguments).
+ * NULL arguments). A consumer's subscription adds one rule this function
+ * leaves out: a pattern with a wildcard never delivers a dead-letter
+ * topic ("<topic>.dlq"), which is read by naming it.
  */
 LOOM_API int loom_topic_matches(const char *pattern, const char *topic);
 

@@ -80,22 +80,51 @@ c_backoff_ms(const tp_consumer *c, uint32_t deliveries)
     return ms < c->topts.backoff_max_ms ? ms : c->topts.backoff_max_ms;
 }
 
-static uint32_t
-c_max_deliveries(const tp_consumer *c, const tp_part *p)
+uint32_t
+loom__tp_c_max_deliveries(const tp_consumer *c, const tp_part *p)
 {
     return c->max_deliveries
                ? c->max_deliveries
                : (uint32_t) (p->max_deliveries > 0 ? p->max_deliveries : 5);
 }
 
+/* Whether messages of topic `name` can have a dead-letter topic: its
+ * name plus LOOM_DLQ_SUFFIX must fit LOOM_MAX_TOPIC_NAME. Only a
+ * dead-letter topic's name is longer than 245 bytes, so this is one whose
+ * own dead letters cannot be kept apart. */
+static int
+c_has_dlq(const char *name)
+{
+    return strlen(name) + strlen(LOOM_DLQ_SUFFIX) <= LOOM_MAX_TOPIC_NAME;
+}
+
 /* Whether failed entry `e` (its partition still ours) is dead-lettered
  * by the commit rather than redelivered: rejected, or out of deliveries.
- * A delayed message is neither failed nor rejected: it only waits. */
+ * A delayed message is neither failed nor rejected: it only waits. A
+ * message of a topic that cannot have a dead-letter topic is delivered
+ * again instead, after the longest backoff (as SQS keeps a message of a
+ * queue without a redrive policy): a dead letter that cannot be written
+ * would fail every commit, and with it every partition of the member. */
 static int
-c_dead_now(const tp_consumer *c, const tp_entry *e)
+c_dead_now(tp_consumer *c, tp_entry *e)
 {
-    return !e->delay &&
-           (e->rejected || e->deliveries >= c_max_deliveries(c, e->part));
+    if (e->delay ||
+        (!e->rejected && e->deliveries < loom__tp_c_max_deliveries(c, e->part)))
+        return 0;
+    if (c_has_dlq(e->part->topic))
+        return 1;
+    loom__log(LOOM_LOG_WARN,
+              "topics group \"%s\": message at %.40s.../%d offset %lld "
+              "failed (%s) and has no dead-letter topic: its name plus "
+              "\"%s\" would pass %d bytes. It is delivered again in %llu "
+              "ms; name topics at most %d bytes to keep the dead letters of "
+              "their dead letters",
+              c->group, e->part->topic, (int) e->part->partition,
+              (long long) e->msg.offset, e->error ? e->error : "rejected",
+              LOOM_DLQ_SUFFIX, LOOM_MAX_TOPIC_NAME,
+              (unsigned long long) c->topts.backoff_max_ms,
+              (int) (LOOM_MAX_TOPIC_NAME - 2 * strlen(LOOM_DLQ_SUFFIX)));
+    return 0;
 }
 
 /* Queues the dead letter of `e`: original headers plus the reasons. */
@@ -152,7 +181,10 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
         return c_queue_dead(c, e, &pr);
     visible = e->delay ? e->msg.deliver_at
                        : loom__tp_now_us() +
-                             (int64_t) c_backoff_ms(c, e->deliveries) * 1000;
+                             (int64_t) (c_has_dlq(e->part->topic)
+                                            ? c_backoff_ms(c, e->deliveries)
+                                            : c->topts.backoff_max_ms) *
+                                 1000;
     c_timestamp(at, sizeof at, visible);
     snprintf(pr.a, sizeof pr.a, "%u", e->delay ? 0u : e->deliveries);
     pr.v[6] = pr.a;

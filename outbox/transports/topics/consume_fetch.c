@@ -5,9 +5,12 @@
  * the handler (at most once: after the commit of their offsets; a
  * transactional handler: through consume_commit.c).
  */
+#include <stdio.h>
 #include <string.h>
 
+#include "alloc_int.h"
 #include "consume_int.h"
+#include "log_int.h"
 #include "loom/alloc.h"
 #include "pgwire.h"
 
@@ -26,15 +29,15 @@ static const loom__stmt fetch_stmt = {
 
 static const loom__stmt retries_stmt = {
     LOOM__STMT_TOPIC_FETCH_RETRIES,
-    "loom_topic_fetch_retries",
+    "loom_topic_take_retries",
     /* Deliveries before the offset: c_fill() reads offset, id, key,
      * headers, payload, published_at and deliver_at as consecutive
      * columns (they were in another order, so a redelivery read its key as
      * headers and its headers as payload, and one whose key was not a
      * header list was dropped as gone). */
-    "SELECT topic_id, partition, deliveries, \"offset\", id, key, headers, "
-    "payload, published_at, deliver_at "
-    "FROM loom.topic_fetch_retries($1, $2, $3, $4, $5)",
+    "SELECT topic_id, partition, deliveries, unsettled::int4, \"offset\", "
+    "id, key, headers, payload, published_at, deliver_at "
+    "FROM loom.topic_take_retries($1, $2, $3, $4, $5)",
     5,
     {LOOM__OID_TEXT, LOOM__OID_AINT4, LOOM__OID_AINT4, LOOM__OID_INT4,
      LOOM__OID_INT8}};
@@ -135,6 +138,32 @@ loom__tp_c_after_commit(tp_consumer *c)
     }
 }
 
+/* Redelivery e has been handed out more than the topic's max deliveries,
+ * the last time without being settled: the consumer that took it died or
+ * held it past the visibility timeout, as one a message crashes would. It goes
+ * to the dead-letter topic without reaching the handler (an SQS queue's
+ * maxReceiveCount), or it would come back forever. */
+static void
+c_unsettled(tp_consumer *c, tp_entry *e)
+{
+    char why[160];
+
+    e->deliveries--; /* this one never happens */
+    snprintf(why, sizeof why,
+             "delivered %u times without being settled: the consumer "
+             "stopped or outlived the visibility timeout each time",
+             e->deliveries);
+    e->error = loom__strdup(why);
+    e->rejected = 1;
+    e->state = TP_E_FAILED;
+    c->pending++;
+    loom__log(LOOM_LOG_WARN,
+              "topics group \"%s\": message at %s/%d offset %lld %s; it "
+              "goes to the dead-letter topic without the handler",
+              c->group, e->part->topic, (int) e->part->partition,
+              (long long) e->msg.offset, why);
+}
+
 /* Turns the rows of a fetch (fresh: `retries` 0) into a batch. */
 static void
 c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
@@ -159,6 +188,7 @@ c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
         tp_entry *e = &b->entries[i];
         tp_part *p = NULL;
         int gone = 0;
+        int32_t unsettled = 0;
 
         e->magic = TP_ENTRY_MAGIC;
         e->c = c;
@@ -169,20 +199,22 @@ c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
             loom__pg_get_i32(r, i, 0, &tid);
             loom__pg_get_i32(r, i, 1, &part);
             loom__pg_get_i32(r, i, 2, &del);
+            loom__pg_get_i32(r, i, 3, &unsettled);
             for (size_t k = 0; k < n_parts; k++)
                 if (parts[k]->topic_id == tid && parts[k]->partition == part)
                     p = parts[k];
             e->retry = 1;
-            e->deliveries = (uint32_t) del + 1;
-            gone = PQgetisnull(r, i, 4);
-            if (p != NULL && !gone && c_fill(e, r, i, 3, p) != 0) {
+            /* The fetch counted this delivery (schema 23). */
+            e->deliveries = del > 0 ? (uint32_t) del : 1;
+            gone = PQgetisnull(r, i, 5);
+            if (p != NULL && !gone && c_fill(e, r, i, 4, p) != 0) {
                 /* Undecodable headers: deliver without them, as a fresh
                  * message (marking it gone would drop it unseen). */
                 e->msg.headers = NULL;
                 e->msg.n_headers = 0;
             }
             if (p != NULL && gone)
-                loom__pg_get_i64(r, i, 3, &e->msg.offset);
+                loom__pg_get_i64(r, i, 4, &e->msg.offset);
         } else {
             int32_t idx = 0;
             loom__pg_get_i32(r, i, 0, &idx);
@@ -217,6 +249,9 @@ c_take_rows(tp_consumer *c, PGresult *r, int retries, tp_part **parts,
             e->gone = 1;
             e->state = TP_E_ACKED;
             c->pending++;
+        } else if (unsettled &&
+                   e->deliveries > loom__tp_c_max_deliveries(c, p)) {
+            c_unsettled(c, e);
         } else if (!retries && e->msg.deliver_at > now) {
             e->delay = 1;
             e->state = TP_E_FAILED;

@@ -46,6 +46,8 @@ void loom__tp_c_after_commit(tp_consumer *c);
 /* Builds and sends the commit (keep_tx: after the transactional handler's
  * statements in c->tx); 0 when there was nothing to send. */
 int loom__tp_c_commit(tp_consumer *c, int keep_tx);
+/* How many deliveries a message of p gets before its dead letter. */
+uint32_t loom__tp_c_max_deliveries(const tp_consumer *c, const tp_part *p);
 /* Closing: commits what was acknowledged, blocking. */
 void loom__tp_c_flush(tp_consumer *c);
 /* Runs the transactional handler on the batch in hand, then commits. */
