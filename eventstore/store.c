@@ -350,6 +350,11 @@ loom__sqlstate_transient(const char *sqlstate)
 {
     static const char *const classes[] = {"08", "40", "53", "57", "58"};
 
+    /* A message the server refused (see loom__store_result_error): it
+     * fails the same way each time it is sent. When it ended the session
+     * the code is LOOM_ECONN, which callers retry anyway. */
+    if (strcmp(sqlstate, "08P01") == 0)
+        return 0;
     for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
         if (strncmp(sqlstate, classes[i], 2) == 0)
             return 1;
@@ -495,7 +500,24 @@ loom__store_wait(loom_store *s)
     }
 }
 
-/* Maps a failed result to an error code, message and SQLSTATE. */
+/* Whether the server ended the session with this error (FATAL or
+ * PANIC), whether or not libpq has seen the socket close yet. */
+static int
+store_fatal(const PGresult *r)
+{
+    const char *sev =
+        r ? PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+
+    return sev != NULL &&
+           (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
+/* Maps a failed result to an error code, message and SQLSTATE. 08P01
+ * (protocol_violation) at ERROR is the server refusing one message, a
+ * bound value in a binary format it cannot read, say, on a connection
+ * that goes on: the statement's failure (LOOM_EDB), not a lost
+ * connection, or a handler's bad parameter would be retried forever as
+ * an outage instead of counting towards parking. */
 loom_err
 loom__store_result_error(loom_store *s, const PGresult *r)
 {
@@ -506,7 +528,8 @@ loom__store_result_error(loom_store *s, const PGresult *r)
     loom_err rc = LOOM_EDB;
 
     snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state);
-    if (PQstatus(s->conn) != CONNECTION_OK || strncmp(state, "08", 2) == 0 ||
+    if (PQstatus(s->conn) != CONNECTION_OK || store_fatal(r) ||
+        (strncmp(state, "08", 2) == 0 && strcmp(state, "08P01") != 0) ||
         strncmp(state, "57P0", 4) == 0)
         rc = LOOM_ECONN;
     else if (strcmp(state, "LM001") == 0 || strcmp(state, "LM004") == 0 ||

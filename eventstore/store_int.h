@@ -224,10 +224,11 @@ loom_err loom__tx_park(loom_tx *tx, const char *name, const loom_event *ev,
                        const char *error, unsigned attempts);
 
 /* Whether a failure with this SQLSTATE says nothing about the statement
- * or the event it served: the connection broke (08), the transaction lost
- * a serialization or deadlock race (40), the server is short of resources
- * (53), shutting down (57) or failing (58). Subscriptions and rebuilds
- * retry those without counting them towards parking. */
+ * or the event it served: the connection broke (08, but not 08P01, a
+ * message the server refused), the transaction lost a serialization or
+ * deadlock race (40), the server is short of resources (53), shutting
+ * down (57) or failing (58). Subscriptions and rebuilds retry those
+ * without counting them towards parking. */
 int loom__sqlstate_transient(const char *sqlstate);
 
 /* Maps a failed result to an error code, errmsg and sqlstate. */

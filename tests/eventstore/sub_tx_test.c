@@ -94,6 +94,10 @@ struct txh {
     atomic_int calls;
     atomic_int events;                   /* events handed to it */
     atomic_int by_version[TXH_VERSIONS]; /* ... by stream version */
+    /* >= 0: the event of this version also sends an int4 parameter two
+     * bytes long, which the server refuses with 08P01 (protocol_violation)
+     * on a connection that goes on. */
+    long long bad_binary_version;
 };
 
 static void
@@ -101,6 +105,7 @@ txh_init(struct txh *h, const char *table)
 {
     memset(h, 0, sizeof *h);
     snprintf(h->table, sizeof h->table, "%s", table);
+    h->bad_binary_version = -1;
 }
 
 /* Creates the handler's table; `check` adds a column constraint on n. */
@@ -138,6 +143,12 @@ txh_fn(loom_tx *tx, const loom_event *const *events, size_t n, void *arg)
         snprintf(num, sizeof num, "%.*s", (int) ev->data_len,
                  (const char *) ev->data);
         rc = loom_tx_exec(tx, sql, 4, v);
+        if (rc == LOOM_OK && ev->version == h->bad_binary_version) {
+            static const uint32_t int4[1] = {23};
+            static const int two[1] = {2};
+            const char *const bad[1] = {"\x00\x01"};
+            rc = loom_tx_exec_binary(tx, "SELECT $1::int4", 1, int4, bad, two);
+        }
         if (rc != LOOM_OK)
             return rc;
         atomic_fetch_add(&h->events, 1);
@@ -403,6 +414,39 @@ test_sub_tx_failing_statement_rolls_back_batch_retries_then_parks(void **state)
         1);
 }
 
+/* A statement the server refuses with 08P01 (a binary parameter it
+ * cannot read) fails on a connection that stays up: the handler's
+ * failure, parked like any other. It was taken for a lost connection and
+ * the batch sent again forever, holding back every event after it. */
+static void
+test_sub_tx_statement_refused_as_protocol_violation_is_parked(void **state)
+{
+    est_fx *fx = *state;
+    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
+    struct parked_at_end pe = {{"txp", "txp"}, 1};
+    struct txh h;
+
+    txh_init(&h, "txp_rows");
+    h.bad_binary_version = 2;
+    txh_create(&h, NULL);
+    append_numbered(fx->s, "txp-1", 5, 0);
+    c.name = "txp";
+    c.source = LOOM_SUB_CATEGORY;
+    c.category = "txp";
+    c.max_attempts = 2;
+    run_sub(&c, &h, until_parked_at_end, &pe);
+
+    assert_int_equal(est_ll("SELECT count(*) FROM txp_rows"), 4);
+    assert_int_equal(est_ll("SELECT count(*) FROM txp_rows WHERE version = "
+                            "2"),
+                     0);
+    assert_int_equal(
+        est_ll("SELECT count(*) FROM loom.parked p WHERE p.subscription = "
+               "'txp' AND p.version = 2 AND p.attempts = 2 AND p.error LIKE "
+               "'%%08P01%%'"),
+        1);
+}
+
 /* Two runtimes, each on a thread of its own, running a subscription under
  * the same name. No cmocka here: errors are returned. */
 struct racer {
@@ -574,6 +618,9 @@ main(void)
             est_setup, est_teardown),
         cmocka_unit_test_setup_teardown(
             test_sub_tx_failing_statement_rolls_back_batch_retries_then_parks,
+            est_setup, est_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_sub_tx_statement_refused_as_protocol_violation_is_parked,
             est_setup, est_teardown),
         cmocka_unit_test_setup_teardown(
             test_sub_tx_same_name_twice_never_applies_an_event_twice, est_setup,
