@@ -704,10 +704,19 @@ static loom_err
 pbj_raw_bytes(loom__buf *b, const uint8_t *p, size_t n, int depth)
 {
     size_t count;
+    int text = pbj_is_text(p, n);
 
+    /* Text that starts with a printable character stays text even when it
+     * also parses as a message ("p1" is field 14 = 49 too): a nested
+     * message nearly always starts with the tag of field 1, 2 or 3, a
+     * control character. */
+    if (text && n > 0 && p[0] >= 0x20) {
+        loom__json_string(b, (const char *) p, n, 0);
+        return LOOM_OK;
+    }
     if (n > 0 && depth < LOOM__PB_MAX_DEPTH && pbj_count(p, n, &count) == 0)
         return pbj_raw_message(b, p, n, depth + 1);
-    if (pbj_is_text(p, n))
+    if (text)
         loom__json_string(b, (const char *) p, n, 0);
     else
         loom__json_base64(b, p, n);

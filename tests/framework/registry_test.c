@@ -789,6 +789,14 @@ test_registry_raw_decode_known_bytes(void **state)
     expect_json(f->r, UNKNOWN_TYPE,
                 "\x18\x05\x08\x01\x10\x02\x08\x03\x18\x06\x08\x04", 12,
                 "{\"1\":[1,3,4],\"2\":2,\"3\":[5,6]}");
+    /* Short text that also parses as a message ("p1": field 14 = 49) is
+     * text; a nested message whose one field is a long string (its bytes
+     * printable after the tag, a newline) is still a message. */
+    expect_json(f->r, UNKNOWN_TYPE, "\x12\x02p1", 4, "{\"2\":\"p1\"}");
+    expect_json(f->r, UNKNOWN_TYPE,
+                "\x1a\x24\x0a\x22"
+                "abcdefghijklmnopqrstuvwxyz01234567",
+                38, "{\"3\":{\"1\":\"abcdefghijklmnopqrstuvwxyz01234567\"}}");
 }
 
 static void
