@@ -103,8 +103,8 @@ rd_run(ctl *c, loom_store *s, const rd_args *ra, ctl_evout *out, int64_t *next)
         size_t n;
         rc = loom_store_read_stream(s, ra->stream, from, ra->dir, want, &page);
         if (rc != LOOM_OK) {
-            ctl_fail("reading stream \"%s\": %s", ra->stream,
-                     loom_store_errmsg(s));
+            ctl_fail_sql(loom_store_sqlstate(s), "reading stream \"%s\": %s",
+                         ra->stream, loom_store_errmsg(s));
             return CTL_ERR;
         }
         n = loom_events_count(page);

@@ -233,7 +233,7 @@ ctl_pg_exec(PGconn *pg, const char *what, const char *sql, int nparams,
                  "or old: run `loomctl migrate`)",
                  what, PQdb(pg), msg);
     else
-        ctl_fail("%s in database \"%s\": %s", what, PQdb(pg), msg);
+        ctl_fail_sql(state, "%s in database \"%s\": %s", what, PQdb(pg), msg);
     PQclear(r);
     return NULL;
 }

@@ -51,6 +51,12 @@ typedef struct ctl {
  * become spaces, so each error is one line. */
 void ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ctl_fail() for an error the database reported with `sqlstate` (NULL or
+ * "" when there is none). Every such error goes through here, so that a
+ * refused privilege (42501) says which role may do what. */
+void ctl_fail_sql(const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Prints "loomctl: <command> [<subcommand>]: <message>" and the
  * command's synopsis on stderr; returns CTL_USAGE. */
 int ctl_usage_error(const ctl *c, const char *fmt, ...)

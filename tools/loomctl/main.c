@@ -334,6 +334,31 @@ ctl_fail(const char *fmt, ...)
     va_end(ap);
 }
 
+/* What each role may do (framework/migrations/0010_roles.sql), for a
+ * refusal that names only the table or function refused. */
+#define MAIN_ROLES_HINT                                                        \
+    "(the role in use lacks that right: loom_reader may only read; "           \
+    "writes (topics, outbox, sagas, parked events, projections) need "         \
+    "loom_writer, migrations loom_admin, and a projection rebuild also "       \
+    "CREATE on the database; --role picks the role, see docs/operating.md, "   \
+    "\"Roles and TLS\")"
+
+void
+ctl_fail_sql(const char *sqlstate, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* 42501, insufficient_privilege: "permission denied for table x". */
+    if (sqlstate != NULL && strcmp(sqlstate, "42501") == 0)
+        ctl_fail("%s %s", msg, MAIN_ROLES_HINT);
+    else
+        ctl_fail("%s", msg);
+}
+
 int
 ctl_usage_error(const ctl *c, const char *fmt, ...)
 {
