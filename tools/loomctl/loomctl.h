@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include "buf.h"
 #include "loom/eventstore.h"
 #include "loom/registry.h"
 
@@ -131,6 +132,22 @@ int ctl_conninfo_is_string(const char *conninfo);
 /* Writes where `conninfo` points ("host=... port=... dbname=...") into
  * `out`, with any password shown as ***. */
 void ctl_conninfo_describe(const char *conninfo, char *out, size_t len);
+
+/*
+ * The connection string for the connections the library opens from a
+ * string alone (a relay's runtime, relay and transport; a projection
+ * rebuild), so that --role reaches them too: `conninfo` (NULL: libpq's
+ * environment and defaults) as key='value' settings plus
+ * options='-c role=ROLE', after the options it or $PGOPTIONS gave. With
+ * `role` NULL, a copy of `conninfo`. On success *out is NULL or a string
+ * the caller frees with loom_free(); on failure (an unparsable string, no
+ * memory) prints why and returns CTL_ERR.
+ */
+int ctl_conninfo_with_role(const char *conninfo, const char *role, char **out);
+
+/* Appends "-c role=ROLE" to a libpq `options` value, escaped as the server
+ * splits it. */
+void ctl_role_option(loom__buf *b, const char *role);
 
 /* Opens the event store in `mode`. NULL after printing why. */
 loom_store *ctl_store_open(const ctl *c, loom_migrate_mode mode);
