@@ -40,9 +40,11 @@ static const main_cmd main_cmds[] = {
      "  --from V     first version to print (default 0, or the newest\n"
      "               with --backward)\n"
      "  --backward   newest first\n"
-     "  --limit N    at most N events (default 100); when reached, the\n"
-     "               version to continue from is printed as \"next: V\"\n"
-     "A stream name that starts with '-' goes after \"--\".\n",
+     "  --limit N    at most N events (default 100); when more follow,\n"
+     "               the version to continue from is printed as \"next: V\"\n"
+     "A stream that does not exist is an error (exit 1); one without\n"
+     "events from V on prints \"(no events ...)\". A stream name that\n"
+     "starts with '-' goes after \"--\".\n",
      ctl_cmd_read},
     {"tail",
      "[--from CURSOR] [--category C] [--group M/N] [--limit N] [--follow] "
