@@ -501,6 +501,36 @@ test_loomctl_bad_arguments_exit_2(void **state)
     r = lc("--help");
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "Commands:"));
+    /* The usage line names every global option the list below has. */
+    assert_non_null(strstr(r.out, "usage: loomctl [--db URL] [--role ROLE] "
+                                  "[--json] [--types PATH.so] COMMAND"));
+    run_free(&r);
+}
+
+/* help is a command like the others: help on it, and on the others. */
+static void
+test_loomctl_help_on_help(void **state)
+{
+    static const char *const ways[] = {"help help", "help --help", "help -h"};
+    run r;
+
+    (void) state;
+    for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+        r = lc("%s", ways[i]);
+        if (r.rc != 0 ||
+            strncmp(r.out, "usage: loomctl help [COMMAND]\n", 30) != 0)
+            fail_msg("loomctl %s: exit %d, stdout: %s", ways[i], r.rc, r.out);
+        assert_non_null(strstr(r.out, "Global options"));
+        run_free(&r);
+    }
+    r = lc("help read");
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "usage: loomctl read STREAM"));
+    run_free(&r);
+    r = lc("help nosuch");
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "loomctl: help: no command \"nosuch\"\n"
+                               "usage: loomctl help [COMMAND]\n");
     run_free(&r);
 }
 
@@ -622,6 +652,7 @@ main(void)
         cmocka_unit_test(test_loomctl_streams_lists_streams),
         cmocka_unit_test(test_loomctl_stats_reports_counts),
         cmocka_unit_test(test_loomctl_bad_arguments_exit_2),
+        cmocka_unit_test(test_loomctl_help_on_help),
         cmocka_unit_test(test_loomctl_bad_db_exits_1),
         /* Last: it appends events the counts above do not expect. */
         cmocka_unit_test(test_loomctl_tail_follow_stops_on_sigterm),

@@ -18,6 +18,8 @@ typedef struct main_cmd {
     int (*run)(ctl *c, int argc, char **argv);
 } main_cmd;
 
+static int main_help(ctl *c, int argc, char **argv);
+
 static const main_cmd main_cmds[] = {
     {"migrate", "[--status]", "apply schema migrations, or show the version",
      "Applies the schema migrations the database lacks, each in its own\n"
@@ -235,6 +237,11 @@ static const main_cmd main_cmds[] = {
      "            registered it\n"
      "    --version V   that version (default: the latest)\n",
      ctl_cmd_saga},
+    /* A command like the others, so that `help help` and `help -h` work. */
+    {"help", "[COMMAND]", "help on a command (or -h after it)",
+     "Prints the list of commands, or the help of COMMAND: the same as\n"
+     "`loomctl COMMAND --help`.\n",
+     main_help},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
@@ -289,8 +296,8 @@ main_usage(FILE *f, const main_cmd *cmd, int full)
             fprintf(f, "\n%s\n%s", cmd->help, main_globals);
         return;
     }
-    fprintf(f, "usage: loomctl [--db URL] [--json] [--types PATH.so] "
-               "COMMAND [ARGS]\n");
+    fprintf(f, "usage: loomctl [--db URL] [--role ROLE] [--json] "
+               "[--types PATH.so] COMMAND [ARGS]\n");
     if (!full) {
         fprintf(f, "Try 'loomctl --help'.\n");
         return;
@@ -298,8 +305,7 @@ main_usage(FILE *f, const main_cmd *cmd, int full)
     fprintf(f, "\nCommands:\n");
     for (size_t i = 0; i < MAIN_NCMDS; i++)
         fprintf(f, "  %-10s %s\n", main_cmds[i].name, main_cmds[i].summary);
-    fprintf(f, "  %-10s %s\n\n%s", "help", "help on a command (or -h after it)",
-            main_globals);
+    fprintf(f, "\n%s", main_globals);
 }
 
 /* Prints the message with control characters (libpq's line breaks, or
@@ -450,8 +456,6 @@ main(int argc, char **argv)
         main_usage(stderr, NULL, 0);
         return CTL_USAGE;
     }
-    if (strcmp(c.cmd, "help") == 0)
-        return main_help(&c, argc, argv);
     if (cmd == NULL) {
         const char *name = c.cmd;
         c.cmd = NULL;
