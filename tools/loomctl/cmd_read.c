@@ -2,10 +2,10 @@
  * loomctl read STREAM [--from V] [--backward] [--limit N]: one stream's
  * events by version, read in pages with loom_store_read_stream().
  *
- * The store reads a stream that does not exist as an empty one. loomctl
- * does not: printing nothing would make a mistyped name look like a
- * stream without events, so a read that finds none asks for the
- * stream's version and says which it is.
+ * The store reads a stream that does not exist as an empty one, and so
+ * does loomctl (exit 0), but it says so: printing nothing would make a
+ * mistyped name look like a stream without events. A read that finds
+ * none asks for the stream's version and says which it is.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -153,29 +153,32 @@ rd_version(loom_store *s, const rd_args *ra, int64_t *version)
     return CTL_OK;
 }
 
-/* Nothing was printed: no such stream (an error, as for other named
- * objects), or nothing from --from on (a line, like other listings). */
+/* Nothing was printed: say whether the stream does not exist (a
+ * mistyped name, or one not written yet: the store reads it as empty, so
+ * this is no error) or has nothing from --from on. Like "next:", on
+ * stdout with the table and on stderr with --json (stdout holds only
+ * events). */
 static int
 rd_say_none(const ctl *c, loom_store *s, const rd_args *ra)
 {
+    FILE *f = c->json ? stderr : stdout;
     loom__buf name = LOOM__BUF_INIT;
     int64_t version;
 
     if (rd_version(s, ra, &version) != CTL_OK)
         return CTL_ERR;
-    if (version < 0) {
-        ctl_fail("read: no stream \"%s\" (`loomctl streams` lists the "
-                 "streams there are)",
-                 ra->stream);
-        return CTL_ERR;
-    }
-    if (!c->json) {
-        /* Names are data and may hold escape sequences. */
-        ctl_term_put(&name, ra->stream, strlen(ra->stream));
-        printf("(no events in stream \"%s\" from version %" PRId64
-               "; its last is version %" PRId64 ")\n",
-               name.failed ? "?" : loom__buf_str(&name), ra->from, version);
-    }
+    /* Names are data and may hold escape sequences. */
+    ctl_term_put(&name, ra->stream, strlen(ra->stream));
+    if (version < 0)
+        fprintf(f,
+                "(no stream \"%s\"; `loomctl streams` lists the streams "
+                "there are)\n",
+                name.failed ? "?" : loom__buf_str(&name));
+    else if (!c->json)
+        fprintf(f,
+                "(no events in stream \"%s\" from version %" PRId64
+                "; its last is version %" PRId64 ")\n",
+                name.failed ? "?" : loom__buf_str(&name), ra->from, version);
     loom__buf_free(&name);
     return CTL_OK;
 }

@@ -44,9 +44,9 @@ static const main_cmd main_cmds[] = {
      "  --backward   newest first\n"
      "  --limit N    at most N events (default 100); when more follow,\n"
      "               the version to continue from is printed as \"next: V\"\n"
-     "A stream that does not exist is an error (exit 1); one without\n"
-     "events from V on prints \"(no events ...)\". A stream name that\n"
-     "starts with '-' goes after \"--\".\n",
+     "Finding no events, it says whether the stream does not exist or\n"
+     "ends before V (on stderr with --json). A stream name that starts\n"
+     "with '-' goes after \"--\".\n",
      ctl_cmd_read},
     {"tail",
      "[--from CURSOR] [--category C] [--group M/N] [--limit N] [--follow] "
