@@ -257,9 +257,56 @@ test_loomctl_read_backward_pages_with_next(void **state)
     assert_int_equal(count_lines(r.out), 2); /* header and version 1 */
     run_free(&r);
 
+    /* Forward, the limit reached where the stream ends: nothing follows,
+     * so no "next:". One event short of the end: next is the last. */
+    r = lc("read order-1 --limit 2");
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(count_lines(r.out), 3); /* header and versions 0, 1 */
+    assert_null(strstr(r.out, "next:"));
+    run_free(&r);
+    r = lc("read order-1 --limit 1 --json");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "next: 1\n");
+    run_free(&r);
+    r = lc("read order-1 --limit 1 --from 1 --json");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    run_free(&r);
+}
+
+/* A read that finds nothing says why: a mistyped name must not look like
+ * a stream without events. */
+static void
+test_loomctl_read_says_when_there_is_nothing(void **state)
+{
+    run r;
+
+    (void) state;
+    r = lc("read no-such-stream");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "(no stream \"no-such-stream\"; `loomctl "
+                               "streams` lists the streams there are)\n");
+    assert_string_equal(r.err, "");
+    run_free(&r);
+    /* With --json, stdout holds only events. */
     r = lc("read no-such-stream --json");
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.out, "");
+    assert_string_equal(r.err, "(no stream \"no-such-stream\"; `loomctl "
+                               "streams` lists the streams there are)\n");
+    run_free(&r);
+
+    /* Past the end of a stream that exists: a line, as other listings. */
+    r = lc("read order-1 --from 5");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "(no events in stream \"order-1\" from "
+                               "version 5; its last is version 1)\n");
+    assert_string_equal(r.err, "");
+    run_free(&r);
+    r = lc("read order-1 --from 5 --json");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "");
+    assert_string_equal(r.err, "");
     run_free(&r);
 }
 
@@ -456,6 +503,36 @@ test_loomctl_bad_arguments_exit_2(void **state)
     r = lc("--help");
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "Commands:"));
+    /* The usage line names every global option the list below has. */
+    assert_non_null(strstr(r.out, "usage: loomctl [--db URL] [--role ROLE] "
+                                  "[--json] [--types PATH.so] COMMAND"));
+    run_free(&r);
+}
+
+/* help is a command like the others: help on it, and on the others. */
+static void
+test_loomctl_help_on_help(void **state)
+{
+    static const char *const ways[] = {"help help", "help --help", "help -h"};
+    run r;
+
+    (void) state;
+    for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+        r = lc("%s", ways[i]);
+        if (r.rc != 0 ||
+            strncmp(r.out, "usage: loomctl help [COMMAND]\n", 30) != 0)
+            fail_msg("loomctl %s: exit %d, stdout: %s", ways[i], r.rc, r.out);
+        assert_non_null(strstr(r.out, "Global options"));
+        run_free(&r);
+    }
+    r = lc("help read");
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "usage: loomctl read STREAM"));
+    run_free(&r);
+    r = lc("help nosuch");
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "loomctl: help: no command \"nosuch\"\n"
+                               "usage: loomctl help [COMMAND]\n");
     run_free(&r);
 }
 
@@ -572,10 +649,12 @@ main(void)
         cmocka_unit_test(test_loomctl_read_json_round_trips_weird_stream),
         cmocka_unit_test(test_loomctl_read_decodes_payloads),
         cmocka_unit_test(test_loomctl_read_backward_pages_with_next),
+        cmocka_unit_test(test_loomctl_read_says_when_there_is_nothing),
         cmocka_unit_test(test_loomctl_tail_json_is_in_commit_order),
         cmocka_unit_test(test_loomctl_streams_lists_streams),
         cmocka_unit_test(test_loomctl_stats_reports_counts),
         cmocka_unit_test(test_loomctl_bad_arguments_exit_2),
+        cmocka_unit_test(test_loomctl_help_on_help),
         cmocka_unit_test(test_loomctl_bad_db_exits_1),
         /* Last: it appends events the counts above do not expect. */
         cmocka_unit_test(test_loomctl_tail_follow_stops_on_sigterm),

@@ -60,7 +60,8 @@ mig_status(ctl *c, loom_store *s)
     loom__buf b = LOOM__BUF_INIT;
 
     if (rc != LOOM_OK) {
-        ctl_fail("reading the schema version: %s", loom_store_errmsg(s));
+        ctl_fail_sql(loom_store_sqlstate(s), "reading the schema version: %s",
+                     loom_store_errmsg(s));
         return CTL_ERR;
     }
     if (c->json) {
@@ -96,12 +97,14 @@ mig_apply(ctl *c, loom_store *s)
     if (p.open_line)
         printf("failed\n");
     if (rc != LOOM_OK) {
-        ctl_fail("applying migrations: %s", loom_store_errmsg(s));
+        ctl_fail_sql(loom_store_sqlstate(s), "applying migrations: %s",
+                     loom_store_errmsg(s));
         return CTL_ERR;
     }
     rc = loom_store_schema_version(s, &version, NULL);
     if (rc != LOOM_OK) {
-        ctl_fail("reading the schema version: %s", loom_store_errmsg(s));
+        ctl_fail_sql(loom_store_sqlstate(s), "reading the schema version: %s",
+                     loom_store_errmsg(s));
         return CTL_ERR;
     }
     if (c->json)

@@ -1,6 +1,11 @@
 /*
  * loomctl read STREAM [--from V] [--backward] [--limit N]: one stream's
  * events by version, read in pages with loom_store_read_stream().
+ *
+ * The store reads a stream that does not exist as an empty one, and so
+ * does loomctl (exit 0), but it says so: printing nothing would make a
+ * mistyped name look like a stream without events. A read that finds
+ * none asks for the stream's version and says which it is.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,6 +14,7 @@
 #include "evout.h"
 #include "loomctl.h"
 #include "pgwire.h"
+#include "termtext.h"
 
 /* Events per read; well under the store's max_read. */
 #define RD_PAGE 1000
@@ -91,20 +97,22 @@ rd_print_next(const ctl *c, int64_t next)
  * or -1 when the stream has nothing more in that direction.
  */
 static int
-rd_run(ctl *c, loom_store *s, const rd_args *ra, ctl_evout *out, int64_t *next)
+rd_run(ctl *c, loom_store *s, const rd_args *ra, ctl_evout *out, int64_t *next,
+       int64_t *shown)
 {
     int64_t from = ra->from, left = ra->limit;
     loom_events *page = NULL;
     loom_err rc;
 
     *next = -1;
+    *shown = 0;
     while (left > 0) {
         size_t want = left < RD_PAGE ? (size_t) left : RD_PAGE;
         size_t n;
         rc = loom_store_read_stream(s, ra->stream, from, ra->dir, want, &page);
         if (rc != LOOM_OK) {
-            ctl_fail("reading stream \"%s\": %s", ra->stream,
-                     loom_store_errmsg(s));
+            ctl_fail_sql(loom_store_sqlstate(s), "reading stream \"%s\": %s",
+                         ra->stream, loom_store_errmsg(s));
             return CTL_ERR;
         }
         n = loom_events_count(page);
@@ -121,6 +129,7 @@ rd_run(ctl *c, loom_store *s, const rd_args *ra, ctl_evout *out, int64_t *next)
         loom_events_free(page);
         page = NULL;
         left -= (int64_t) n;
+        *shown += (int64_t) n;
         if (n < want || from < 0)
             return CTL_OK; /* the end of the stream */
         if (ctl_evout_pending(out) >= RD_TABLE_ROWS &&
@@ -131,12 +140,71 @@ rd_run(ctl *c, loom_store *s, const rd_args *ra, ctl_evout *out, int64_t *next)
     return CTL_OK;
 }
 
+/* The stream's version in *version, -1 when it does not exist. */
+static int
+rd_version(loom_store *s, const rd_args *ra, int64_t *version)
+{
+    if (loom_store_stream_version(s, ra->stream, version) != LOOM_OK) {
+        ctl_fail_sql(loom_store_sqlstate(s),
+                     "reading the version of stream \"%s\": %s", ra->stream,
+                     loom_store_errmsg(s));
+        return CTL_ERR;
+    }
+    return CTL_OK;
+}
+
+/* Nothing was printed: say whether the stream does not exist (a
+ * mistyped name, or one not written yet: the store reads it as empty, so
+ * this is no error) or has nothing from --from on. Like "next:", on
+ * stdout with the table and on stderr with --json (stdout holds only
+ * events). */
+static int
+rd_say_none(const ctl *c, loom_store *s, const rd_args *ra)
+{
+    FILE *f = c->json ? stderr : stdout;
+    loom__buf name = LOOM__BUF_INIT;
+    int64_t version;
+
+    if (rd_version(s, ra, &version) != CTL_OK)
+        return CTL_ERR;
+    /* Names are data and may hold escape sequences. */
+    ctl_term_put(&name, ra->stream, strlen(ra->stream));
+    if (version < 0)
+        fprintf(f,
+                "(no stream \"%s\"; `loomctl streams` lists the streams "
+                "there are)\n",
+                name.failed ? "?" : loom__buf_str(&name));
+    else if (!c->json)
+        fprintf(f,
+                "(no events in stream \"%s\" from version %" PRId64
+                "; its last is version %" PRId64 ")\n",
+                name.failed ? "?" : loom__buf_str(&name), ra->from, version);
+    loom__buf_free(&name);
+    return CTL_OK;
+}
+
+/* A read that stopped at --limit going forward cannot tell whether more
+ * events follow: ask, so that "next:" only shows where there is more. */
+static int
+rd_check_next(loom_store *s, const rd_args *ra, int64_t *next)
+{
+    int64_t version;
+
+    if (*next < 0 || ra->dir != LOOM_FORWARD)
+        return CTL_OK;
+    if (rd_version(s, ra, &version) != CTL_OK)
+        return CTL_ERR;
+    if (*next > version)
+        *next = -1;
+    return CTL_OK;
+}
+
 int
 ctl_cmd_read(ctl *c, int argc, char **argv)
 {
     ctl_evout *out = NULL;
     loom_store *s = NULL;
-    int64_t next = -1;
+    int64_t next = -1, shown = 0;
     rd_args ra;
     int rc;
 
@@ -154,10 +222,14 @@ ctl_cmd_read(ctl *c, int argc, char **argv)
         ctl_fail("out of memory");
         rc = CTL_ERR;
     } else {
-        rc = rd_run(c, s, &ra, out, &next);
+        rc = rd_run(c, s, &ra, out, &next, &shown);
         if (ctl_evout_flush(out) != 0)
             rc = CTL_ERR;
     }
+    if (rc == CTL_OK && shown == 0)
+        rc = rd_say_none(c, s, &ra);
+    if (rc == CTL_OK)
+        rc = rd_check_next(s, &ra, &next);
     if (rc == CTL_OK && next >= 0)
         rd_print_next(c, next);
     ctl_evout_free(out);

@@ -8,11 +8,17 @@
  * "topics://" followed by the connection's settings as URI parameters
  * (the topics transport reads what follows "topics://" as a libpq URI),
  * so a key=value connection string works as well as a URL.
+ *
+ * --role reaches every connection the relay makes: the runtime's and the
+ * relay's connection string, and the topics:// URL (given or default),
+ * carry it as options='-c role=ROLE' (ctl_conninfo_with_role()).
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "loom/alloc.h"
 #include "outbox.h"
 #include "pgwire.h"
 #include "redact.h"
@@ -150,20 +156,19 @@ rl_pct(loom__buf *b, const char *s)
     }
 }
 
-/* "topics://" plus every setting of `conninfo` as a URI parameter. The
+/* Appends every setting of `conninfo` to `url` as a URI parameter. The
  * connection string was checked by the store's open before. */
 static int
-rl_default_url(const char *conninfo, loom__buf *url)
+rl_params(const char *conninfo, loom__buf *url)
 {
     PQconninfoOption *opts;
     char *err = NULL;
-    int n = 0;
+    int n = strchr(loom__buf_str(url), '?') != NULL;
 
-    loom__buf_puts(url, "topics://");
     if (conninfo == NULL)
         return CTL_OK; /* the transport reads $LOOM_DATABASE_URL too */
     if (!ctl_conninfo_is_string(conninfo)) {
-        loom__buf_puts(url, "?dbname=");
+        loom__buf_puts(url, n ? "&dbname=" : "?dbname=");
         rl_pct(url, conninfo);
         return CTL_OK;
     }
@@ -186,13 +191,140 @@ rl_default_url(const char *conninfo, loom__buf *url)
     return CTL_OK;
 }
 
+/* "topics://" plus every setting of `conninfo` as a URI parameter. */
+static int
+rl_default_url(const char *conninfo, loom__buf *url)
+{
+    loom__buf_puts(url, "topics://");
+    return rl_params(conninfo, url);
+}
+
+/* The topics transport's own options in its URL (loom__tp_parse_url() in
+ * outbox/transports/topics/topics.c): every other parameter is libpq's. */
+static int
+rl_topics_key(const char *key, size_t len)
+{
+    static const char *const keys[] = {
+        "acks",         "linger_ms",          "batch",
+        "retention_ms", "session_timeout_ms", NULL};
+
+    for (const char *const *k = keys; *k != NULL; k++) {
+        if (strlen(*k) == len && memcmp(*k, key, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A URL with no connection settings: the transport connects to
+ * $LOOM_DATABASE_URL (or libpq's defaults). Its settings are added with
+ * the role, so that the role does not take their place. */
+static int
+rl_role_env_url(const char *url, const char *role, loom__buf *out)
+{
+    char *conninfo;
+    int rc;
+
+    if (ctl_conninfo_with_role(getenv("LOOM_DATABASE_URL"), role, &conninfo) !=
+        CTL_OK)
+        return CTL_ERR;
+    loom__buf_puts(out, url);
+    rc = rl_params(conninfo, out);
+    loom_free(conninfo);
+    return rc;
+}
+
+/*
+ * --role on a --transport topics:// URL. The transport connects with
+ * what follows "topics://" as a libpq URI, so the role goes into its
+ * `options` parameter: appended, percent-encoded, to the URL's own
+ * (libpq decodes the value as a whole), else after $PGOPTIONS, which a
+ * given `options` replaces.
+ */
+static int
+rl_role_url(const char *url, const char *role, loom__buf *out)
+{
+    const char *rest = url + strlen("topics://"), *q = strchr(rest, '?');
+    const char *opt_end = NULL, *env = getenv("PGOPTIONS");
+    int libpq = q != NULL ? q > rest : rest[0] != '\0';
+    loom__buf opt = LOOM__BUF_INIT;
+
+    for (const char *item = q; item != NULL; item = strchr(item + 1, '&')) {
+        const char *k = item + 1;
+        size_t len = strcspn(k, "&"), klen = strcspn(k, "=&");
+
+        if (len == 0)
+            continue;
+        if (klen == 7 && memcmp(k, "options", 7) == 0)
+            opt_end = k + len;
+        libpq |= !rl_topics_key(k, klen);
+    }
+    if (!libpq)
+        return rl_role_env_url(url, role, out);
+    ctl_role_option(&opt, role);
+    if (opt_end != NULL) {
+        loom__buf_put(out, url, (size_t) (opt_end - url));
+        rl_pct(out, " ");
+        rl_pct(out, loom__buf_str(&opt));
+        loom__buf_puts(out, opt_end);
+    } else {
+        loom__buf_puts(out, url);
+        loom__buf_puts(out, q != NULL ? "&options=" : "?options=");
+        if (env != NULL && env[0] != '\0') {
+            rl_pct(out, env);
+            rl_pct(out, " ");
+        }
+        rl_pct(out, loom__buf_str(&opt));
+    }
+    if (opt.failed)
+        out->failed = 1;
+    loom__buf_free(&opt);
+    return CTL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rights                                                              */
+
+/* Leading writes loom.outbox_relays. The library takes a refused bid to
+ * lead for a passing failure and tries again, quietly, for ever: the
+ * relay would say it stands by. So the role (--role, or the login's) is
+ * checked first. */
+static int
+rl_check_rights(const ctl *c, const char *outbox)
+{
+    PGconn *pg = ctl_pg_open(c);
+    PGresult *r;
+    int ok;
+
+    if (pg == NULL)
+        return CTL_ERR;
+    r = ctl_pg_exec(pg, "checking the relay's rights",
+                    "SELECT pg_catalog.has_table_privilege("
+                    "'loom.outbox_relays', 'INSERT') AND "
+                    "pg_catalog.has_table_privilege('loom.outbox_relays', "
+                    "'UPDATE'), current_user",
+                    0, NULL);
+    if (r == NULL) {
+        PQfinish(pg);
+        return CTL_ERR;
+    }
+    ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    if (!ok)
+        ctl_fail_sql("42501",
+                     "relay: role \"%s\" may not publish outbox %s: it may "
+                     "not write table loom.outbox_relays",
+                     PQgetvalue(r, 0, 1), outbox);
+    PQclear(r);
+    PQfinish(pg);
+    return ok ? CTL_OK : CTL_ERR;
+}
+
 /* ------------------------------------------------------------------ */
 
 int
 ctl_cmd_relay(ctl *c, int argc, char **argv)
 {
     loom__buf url = LOOM__BUF_INIT, shown = LOOM__BUF_INIT;
-    char where[512];
+    char where[512], *conninfo = NULL;
     ctl_relay_opts o;
     loom_store *s;
     int rc = rl_parse(c, argc, argv, &o);
@@ -205,15 +337,26 @@ ctl_cmd_relay(ctl *c, int argc, char **argv)
     if (s == NULL)
         return CTL_ERR;
     loom_store_close(s);
-    o.conninfo = ctl_conninfo(c);
+    if (rl_check_rights(c, o.outbox) != CTL_OK)
+        return CTL_ERR;
+    /* The runtime, the relay and the transport connect from strings
+     * alone: --role must be in them, or they would have the login's full
+     * rights. */
+    if (ctl_conninfo_with_role(ctl_conninfo(c), c->role, &conninfo) != CTL_OK)
+        return CTL_ERR;
+    o.conninfo = conninfo;
     if (o.transport == NULL) {
         rc = rl_default_url(o.conninfo, &url);
-        ctl_conninfo_describe(o.conninfo, where, sizeof where);
+        ctl_conninfo_describe(ctl_conninfo(c), where, sizeof where);
         loom__buf_printf(&shown, "topics (database %s)", where);
         o.transport = loom__buf_str(&url);
     } else {
         /* "nats://u:pw@h", "...?password=pw": shown as "***". */
         loom__conninfo_redact(o.transport, &shown);
+        if (c->role != NULL && strncmp(o.transport, "topics://", 9) == 0) {
+            rc = rl_role_url(o.transport, c->role, &url);
+            o.transport = loom__buf_str(&url);
+        }
     }
     if (rc == CTL_OK && (url.failed || shown.failed)) {
         ctl_fail("relay: out of memory");
@@ -225,5 +368,6 @@ ctl_cmd_relay(ctl *c, int argc, char **argv)
     }
     loom__buf_free(&url);
     loom__buf_free(&shown);
+    loom_free(conninfo);
     return rc;
 }

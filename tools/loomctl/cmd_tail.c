@@ -291,11 +291,12 @@ tl_run(const tl_args *ta, loom_store *s, ctl_evout *out, loom_position *cur)
         size_t n;
 
         if (rc != LOOM_OK) {
-            ctl_fail("reading %s%s%s%s: %s",
-                     ta->category ? "category \"" : "all events",
-                     ta->category ? ta->category : "", ta->category ? "\"" : "",
-                     rc == LOOM_ECONN && ta->follow ? " (will retry)" : "",
-                     loom_store_errmsg(s));
+            ctl_fail_sql(loom_store_sqlstate(s), "reading %s%s%s%s: %s",
+                         ta->category ? "category \"" : "all events",
+                         ta->category ? ta->category : "",
+                         ta->category ? "\"" : "",
+                         rc == LOOM_ECONN && ta->follow ? " (will retry)" : "",
+                         loom_store_errmsg(s));
             /* A follower outlives a server restart: the store reconnects
              * on the next call, and the cursor loses nothing. */
             if (rc != LOOM_ECONN || !ta->follow)

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "loom/alloc.h"
 #include "loomctl.h"
 #include "redact.h"
 
@@ -117,6 +119,108 @@ conn_check(const char *conninfo)
     }
     PQconninfoFree(opts);
     return CTL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* --role for connections the library opens from a connection string   */
+
+void
+ctl_role_option(loom__buf *b, const char *role)
+{
+    /* The server splits `options` at white space and takes the character
+     * after a backslash as it is (pg_split_opts()). */
+    loom__buf_puts(b, "-c role=");
+    for (; *role != '\0'; role++) {
+        if (*role == ' ' || *role == '\t' || *role == '\n' || *role == '\r' ||
+            *role == '\f' || *role == '\v' || *role == '\\')
+            loom__buf_putc(b, '\\');
+        loom__buf_putc(b, *role);
+    }
+}
+
+/* Appends " key='value'": libpq reads a quoted value up to the closing
+ * quote, a backslash keeping the next character, so any value survives. */
+static void
+conn_put_setting(loom__buf *b, const char *key, const char *val)
+{
+    loom__buf_printf(b, "%s%s='", b->len > 0 ? " " : "", key);
+    for (; *val != '\0'; val++) {
+        if (*val == '\'' || *val == '\\')
+            loom__buf_putc(b, '\\');
+        loom__buf_putc(b, *val);
+    }
+    loom__buf_putc(b, '\'');
+}
+
+/* The settings libpq reads from `conninfo`: a bare database name is
+ * dbname=NAME; NULL and "" are none (libpq's environment and defaults). */
+static PQconninfoOption *
+conn_parse(const char *conninfo)
+{
+    PQconninfoOption *opts;
+
+    if (conninfo == NULL || ctl_conninfo_is_string(conninfo))
+        return PQconninfoParse(conninfo != NULL ? conninfo : "", NULL);
+    opts = PQconninfoParse("", NULL);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "dbname") == 0) {
+            /* libpq frees each value with free() in PQconninfoFree(). */
+            o->val = strdup(conninfo);
+            if (o->val == NULL) {
+                PQconninfoFree(opts);
+                return NULL;
+            }
+        }
+    }
+    return opts;
+}
+
+int
+ctl_conninfo_with_role(const char *conninfo, const char *role, char **out)
+{
+    loom__buf b = LOOM__BUF_INIT, options = LOOM__BUF_INIT;
+    PQconninfoOption *opts;
+    const char *env = getenv("PGOPTIONS");
+
+    *out = NULL;
+    if (role == NULL) {
+        if (conninfo == NULL)
+            return CTL_OK;
+        loom__buf_puts(&b, conninfo);
+        if ((*out = loom__buf_take(&b)) == NULL)
+            goto nomem;
+        return CTL_OK;
+    }
+    if (conn_check(conninfo) != CTL_OK)
+        return CTL_ERR;
+    opts = conn_parse(conninfo);
+    if (opts == NULL)
+        goto nomem;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "options") == 0)
+            loom__buf_printf(&options, "%s ", o->val);
+        else
+            conn_put_setting(&b, o->keyword, o->val);
+    }
+    PQconninfoFree(opts);
+    /* Given options replace $PGOPTIONS: keep what it asked for. */
+    if (options.len == 0 && env != NULL && env[0] != '\0')
+        loom__buf_printf(&options, "%s ", env);
+    ctl_role_option(&options, role);
+    conn_put_setting(&b, "options", loom__buf_str(&options));
+    if (options.failed)
+        b.failed = 1;
+    loom__buf_free(&options);
+    if ((*out = loom__buf_take(&b)) == NULL)
+        goto nomem;
+    return CTL_OK;
+nomem:
+    loom__buf_free(&b);
+    ctl_fail("building the connection string for --role %s: out of memory",
+             role != NULL ? role : "");
+    return CTL_ERR;
 }
 
 loom_store *
@@ -233,7 +337,7 @@ ctl_pg_exec(PGconn *pg, const char *what, const char *sql, int nparams,
                  "or old: run `loomctl migrate`)",
                  what, PQdb(pg), msg);
     else
-        ctl_fail("%s in database \"%s\": %s", what, PQdb(pg), msg);
+        ctl_fail_sql(state, "%s in database \"%s\": %s", what, PQdb(pg), msg);
     PQclear(r);
     return NULL;
 }

@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include "buf.h"
 #include "loom/eventstore.h"
 #include "loom/registry.h"
 
@@ -50,6 +51,12 @@ typedef struct ctl {
  * other control characters inside the message (libpq's are multi-line)
  * become spaces, so each error is one line. */
 void ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ctl_fail() for an error the database reported with `sqlstate` (NULL or
+ * "" when there is none). Every such error goes through here, so that a
+ * refused privilege (42501) says which role may do what. */
+void ctl_fail_sql(const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Prints "loomctl: <command> [<subcommand>]: <message>" and the
  * command's synopsis on stderr; returns CTL_USAGE. */
@@ -125,6 +132,22 @@ int ctl_conninfo_is_string(const char *conninfo);
 /* Writes where `conninfo` points ("host=... port=... dbname=...") into
  * `out`, with any password shown as ***. */
 void ctl_conninfo_describe(const char *conninfo, char *out, size_t len);
+
+/*
+ * The connection string for the connections the library opens from a
+ * string alone (a relay's runtime, relay and transport; a projection
+ * rebuild), so that --role reaches them too: `conninfo` (NULL: libpq's
+ * environment and defaults) as key='value' settings plus
+ * options='-c role=ROLE', after the options it or $PGOPTIONS gave. With
+ * `role` NULL, a copy of `conninfo`. On success *out is NULL or a string
+ * the caller frees with loom_free(); on failure (an unparsable string, no
+ * memory) prints why and returns CTL_ERR.
+ */
+int ctl_conninfo_with_role(const char *conninfo, const char *role, char **out);
+
+/* Appends "-c role=ROLE" to a libpq `options` value, escaped as the server
+ * splits it. */
+void ctl_role_option(loom__buf *b, const char *role);
 
 /* Opens the event store in `mode`. NULL after printing why. */
 loom_store *ctl_store_open(const ctl *c, loom_migrate_mode mode);

@@ -18,6 +18,8 @@ typedef struct main_cmd {
     int (*run)(ctl *c, int argc, char **argv);
 } main_cmd;
 
+static int main_help(ctl *c, int argc, char **argv);
+
 static const main_cmd main_cmds[] = {
     {"migrate", "[--status]", "apply schema migrations, or show the version",
      "Applies the schema migrations the database lacks, each in its own\n"
@@ -40,9 +42,11 @@ static const main_cmd main_cmds[] = {
      "  --from V     first version to print (default 0, or the newest\n"
      "               with --backward)\n"
      "  --backward   newest first\n"
-     "  --limit N    at most N events (default 100); when reached, the\n"
-     "               version to continue from is printed as \"next: V\"\n"
-     "A stream name that starts with '-' goes after \"--\".\n",
+     "  --limit N    at most N events (default 100); when more follow,\n"
+     "               the version to continue from is printed as \"next: V\"\n"
+     "Finding no events, it says whether the stream does not exist or\n"
+     "ends before V (on stderr with --json). A stream name that starts\n"
+     "with '-' goes after \"--\".\n",
      ctl_cmd_read},
     {"tail",
      "[--from CURSOR] [--category C] [--group M/N] [--limit N] [--follow] "
@@ -233,6 +237,11 @@ static const main_cmd main_cmds[] = {
      "            registered it\n"
      "    --version V   that version (default: the latest)\n",
      ctl_cmd_saga},
+    /* A command like the others, so that `help help` and `help -h` work. */
+    {"help", "[COMMAND]", "help on a command (or -h after it)",
+     "Prints the list of commands, or the help of COMMAND: the same as\n"
+     "`loomctl COMMAND --help`.\n",
+     main_help},
 };
 
 #define MAIN_NCMDS (sizeof main_cmds / sizeof main_cmds[0])
@@ -242,7 +251,8 @@ static const char main_globals[] =
     "  --db URL          PostgreSQL connection string (default:\n"
     "                    $LOOM_DATABASE_URL, else libpq's PG* variables)\n"
     "  --role ROLE       work as this PostgreSQL role, of which the login\n"
-    "                    is a member: loom_reader to look, loom_admin to\n"
+    "                    is a member: loom_reader to look, loom_writer\n"
+    "                    to relay, rebuild or repair, loom_admin to\n"
     "                    migrate (docs/operating.md, \"Roles and TLS\")\n"
     "  --json            one JSON object per line, for scripts\n"
     "  --types PATH.so   a shared object exporting loom_register_types(),\n"
@@ -287,8 +297,8 @@ main_usage(FILE *f, const main_cmd *cmd, int full)
             fprintf(f, "\n%s\n%s", cmd->help, main_globals);
         return;
     }
-    fprintf(f, "usage: loomctl [--db URL] [--json] [--types PATH.so] "
-               "COMMAND [ARGS]\n");
+    fprintf(f, "usage: loomctl [--db URL] [--role ROLE] [--json] "
+               "[--types PATH.so] COMMAND [ARGS]\n");
     if (!full) {
         fprintf(f, "Try 'loomctl --help'.\n");
         return;
@@ -296,8 +306,7 @@ main_usage(FILE *f, const main_cmd *cmd, int full)
     fprintf(f, "\nCommands:\n");
     for (size_t i = 0; i < MAIN_NCMDS; i++)
         fprintf(f, "  %-10s %s\n", main_cmds[i].name, main_cmds[i].summary);
-    fprintf(f, "  %-10s %s\n\n%s", "help", "help on a command (or -h after it)",
-            main_globals);
+    fprintf(f, "\n%s", main_globals);
 }
 
 /* Prints the message with control characters (libpq's line breaks, or
@@ -332,6 +341,31 @@ ctl_fail(const char *fmt, ...)
     va_start(ap, fmt);
     main_vprint("", fmt, ap);
     va_end(ap);
+}
+
+/* What each role may do (framework/migrations/0010_roles.sql), for a
+ * refusal that names only the table or function refused. */
+#define MAIN_ROLES_HINT                                                        \
+    "(the role in use lacks that right: loom_reader may only read; "           \
+    "writes (topics, outbox, sagas, parked events, projections) need "         \
+    "loom_writer, migrations loom_admin, and a projection rebuild also "       \
+    "CREATE on the database; --role picks the role, see docs/operating.md, "   \
+    "\"Roles and TLS\")"
+
+void
+ctl_fail_sql(const char *sqlstate, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* 42501, insufficient_privilege: "permission denied for table x". */
+    if (sqlstate != NULL && strcmp(sqlstate, "42501") == 0)
+        ctl_fail("%s %s", msg, MAIN_ROLES_HINT);
+    else
+        ctl_fail("%s", msg);
 }
 
 int
@@ -423,8 +457,6 @@ main(int argc, char **argv)
         main_usage(stderr, NULL, 0);
         return CTL_USAGE;
     }
-    if (strcmp(c.cmd, "help") == 0)
-        return main_help(&c, argc, argv);
     if (cmd == NULL) {
         const char *name = c.cmd;
         c.cmd = NULL;

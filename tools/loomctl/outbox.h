@@ -59,7 +59,7 @@ typedef struct ctl_relay_opts {
     size_t batch;
     uint64_t report_ms;   /* 0: no status lines */
     const char *shown;    /* the transport as printed (no password) */
-    const char *conninfo; /* the --db connection string, or NULL */
+    const char *conninfo; /* --db (with --role), or NULL */
 } ctl_relay_opts;
 
 /* Runs the relay until SIGINT or SIGTERM (relay_run.c): opens the

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "loom/alloc.h"
 #include "proj.h"
 #include "stats.h"
 
@@ -252,17 +253,57 @@ rb_print_done(const ctl *c, const char *name, const ctl_progress *p,
     loom__buf_free(&b);
 }
 
+/* The rebuild creates schema <schema>__rebuild and renames it into place
+ * (CREATE on the database) and records its progress in loom.projections.
+ * The library reports a refusal without its SQLSTATE, so the role
+ * (--role, or the login's) is checked first, to say what it lacks. */
+static int
+rb_check_rights(const ctl *c, const char *name)
+{
+    PGconn *pg = ctl_pg_open(c);
+    PGresult *r;
+    int ok;
+
+    if (pg == NULL)
+        return CTL_ERR;
+    r = ctl_pg_exec(pg, "checking the rebuild's rights",
+                    "SELECT pg_catalog.has_database_privilege("
+                    "pg_catalog.current_database(), 'CREATE') AND "
+                    "pg_catalog.has_table_privilege('loom.projections', "
+                    "'UPDATE'), current_user",
+                    0, NULL);
+    if (r == NULL) {
+        PQfinish(pg);
+        return CTL_ERR;
+    }
+    ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    if (!ok)
+        ctl_fail_sql("42501",
+                     "projection rebuild: role \"%s\" may not rebuild \"%s\": "
+                     "it needs CREATE on database \"%s\" and UPDATE on "
+                     "loom.projections",
+                     PQgetvalue(r, 0, 1), name, PQdb(pg));
+    PQclear(r);
+    PQfinish(pg);
+    return ok ? CTL_OK : CTL_ERR;
+}
+
 static int
 rb_run(const ctl *c, const rb_args *ra, const loom_projection_def *def)
 {
     loom_rebuild_options opt = LOOM_REBUILD_OPTIONS_INIT;
     ctl_progress p;
-    char err[1024] = "";
+    char err[1024] = "", *conninfo;
     double t0;
     loom_err rc;
 
+    /* The rebuild opens its connections from the string alone: --role
+     * must be in it, or they would have the login's full rights. */
+    if (rb_check_rights(c, ra->name) != CTL_OK ||
+        ctl_conninfo_with_role(ctl_conninfo(c), c->role, &conninfo) != CTL_OK)
+        return CTL_ERR;
     ctl_progress_init(&p, ra->name);
-    opt.conninfo = ctl_conninfo(c);
+    opt.conninfo = conninfo;
     opt.batch = (size_t) ra->batch;
     opt.restart = ra->restart;
     opt.stop = &rb_stop;
@@ -272,6 +313,7 @@ rb_run(const ctl *c, const rb_args *ra, const loom_projection_def *def)
     rb_signals(p.tty);
     t0 = ctl_progress_now();
     rc = loom_projection_rebuild(def, &opt, err, sizeof err);
+    loom_free(conninfo);
     ctl_progress_end(&p);
     if (rc == LOOM_EAGAIN) {
         int64_t gen, done;

@@ -143,7 +143,8 @@ rq_send(const ctl *c, const rq_args *ra, loom_saga_op op)
         return ctl_usage_error(c, "%s", err);
     }
     if (rc != LOOM_OK)
-        ctl_fail("saga %s: %s", c->sub, err[0] ? err : loom_strerror(rc));
+        ctl_fail_sql(loom_store_sqlstate(s), "saga %s: %s", c->sub,
+                     err[0] ? err : loom_strerror(rc));
     loom_store_close(s);
     return rc == LOOM_OK ? CTL_OK : CTL_ERR;
 }

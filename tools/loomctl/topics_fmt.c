@@ -24,7 +24,7 @@ ctl_topics_api_fail(const ctl *c, loom_store *s, loom_err rc)
      * database's refusals carry a SQLSTATE (LM011 and others). */
     if (rc == LOOM_EINVAL && loom_store_sqlstate(s)[0] == '\0')
         return ctl_usage_error(c, "%s", msg);
-    ctl_fail("%s %s: %s", c->cmd, c->sub, msg);
+    ctl_fail_sql(loom_store_sqlstate(s), "%s %s: %s", c->cmd, c->sub, msg);
     return CTL_ERR;
 }
 
