@@ -191,6 +191,26 @@ relay_on_wake(void *arg, const char *channel, const char *payload)
     r->woken = 1;
 }
 
+/* A bid to lead failed. A lost connection or a server going down passes
+ * and is only noted; a refusal that will repeat (a role without the right
+ * to write loom.outbox_relays, a schema too old) is a warning, once until
+ * a bid succeeds: else the relay would stand by in silence for ever. */
+static void
+relay_lead_failed(loom_relay *r, loom_err rc)
+{
+    const char *state = loom_store_sqlstate(r->conn.store);
+    int lasting = rc != LOOM_ECONN && !loom__sqlstate_transient(state);
+
+    loom__log(lasting && !r->lead_warned ? LOOM_LOG_WARN : LOOM_LOG_DEBUG,
+              "relay %s: cannot try to lead: %s (SQLSTATE %s)%s", r->outbox,
+              loom__pgconn_errmsg(&r->conn), state,
+              strcmp(state, "42501") == 0
+                  ? "; the relay's role needs loom_writer's rights"
+                  : "");
+    if (lasting)
+        r->lead_warned = 1;
+}
+
 static void
 relay_on_lead(void *arg, loom_err rc, PGresult *res)
 {
@@ -207,6 +227,7 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         if (r->local < 0) /* not known yet: ask again */
             r->local = loom__topics_same_database(r->tp, &r->conn);
         r->stats.takeovers++;
+        r->lead_warned = 0;
         r->armed = 0;
         r->last_beat_ms = loom__relay_now(r);
         loom__log(LOOM_LOG_INFO,
@@ -225,8 +246,7 @@ relay_on_lead(void *arg, loom_err rc, PGresult *res)
         return;
     }
     if (rc != LOOM_OK)
-        loom__log(LOOM_LOG_DEBUG, "relay %s: cannot try to lead: %s", r->outbox,
-                  loom__pgconn_errmsg(&r->conn));
+        relay_lead_failed(r, rc);
     PQclear(res);
     if (r->stopping) {
         loom__relay_finish_stop(r);

@@ -80,6 +80,7 @@ struct loom_relay {
     relay_ticket *ticket; /* publish in flight */
     int advancing;        /* the advance is in flight */
     int fetching;         /* a fetch (or arm, lead, ...) is in flight */
+    int lead_warned;      /* a refused bid to lead was logged as a warning */
     int local;         /* the transport's topics are in our database; -1: ask */
     int via_transport; /* the next batch goes through the transport */
     unsigned local_failures; /* in-database publishes failed in a row */

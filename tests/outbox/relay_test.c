@@ -997,6 +997,60 @@ cleanup_deletes_behind_the_cursor_and_reads_nothing_ahead(void **state)
 /* ---- arguments
  * ----------------------------------------------------------------- */
 
+/* Warnings and debug lines about a refused bid to lead. */
+typedef struct lead_log {
+    int warned, noted;
+    char first[512];
+} lead_log;
+
+static void
+lead_log_record(void *arg, loom_log_level level, const char *msg)
+{
+    lead_log *l = arg;
+
+    if (strstr(msg, "cannot try to lead") == NULL)
+        return;
+    if (level == LOOM_LOG_WARN && l->warned++ == 0)
+        snprintf(l->first, sizeof l->first, "%s", msg);
+    else if (level == LOOM_LOG_DEBUG)
+        l->noted++;
+}
+
+/* A relay whose role may not write loom.outbox_relays is refused each
+ * bid to lead. It says so once, as a warning naming the SQLSTATE and the
+ * role it needs, then keeps trying quietly: it used to stand by with
+ * nothing but debug lines, looking like a healthy standby. */
+static void
+a_relay_refused_the_right_to_lead_warns_once(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    loom_relay_stats st;
+    lead_log l = {0};
+    char conninfo[512];
+
+    (void) state;
+    tpt_open(&e, "");
+    snprintf(conninfo, sizeof conninfo, "%s options='-c role=loom_reader'",
+             loomt_dsn());
+    cfg = tpt_relay_config(e.t);
+    cfg.outbox = "rd_only";
+    cfg.conninfo = conninfo;
+    loom_log_set(lead_log_record, &l);
+    r = tpt_relay_start(&e, &cfg);
+    tpt_run(&e, NULL, NULL, 8 * cfg.standby_ms);
+    loom_log_set(NULL, NULL);
+    assert_int_equal(loom_relay_stats_get(r, &st), LOOM_OK);
+    assert_false(st.leading);
+    assert_int_equal(l.warned, 1);
+    assert_true(l.noted >= 2);
+    assert_non_null(strstr(l.first, "42501"));
+    assert_non_null(strstr(l.first, "loom_writer"));
+    loom_relay_close(r);
+    tpt_close(&e);
+}
+
 static void
 relay_start_refuses_bad_arguments(void **state)
 {
@@ -1050,6 +1104,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(relay_publishes_in_commit_order_and_keeps_each_keys_order),
+        T(a_relay_refused_the_right_to_lead_warns_once),
         T(an_outbox_looks_for_its_relay_once_per_transaction_and_after_a_rollback),
         T(one_relay_leads_and_a_standby_takes_over),
         T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
