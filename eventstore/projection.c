@@ -144,6 +144,48 @@ static const loom__stmt proj_lookup_stmt = {
     1,
     {LOOM__OID_TEXT}};
 
+static const loom__stmt proj_owner_stmt = {
+    LOOM__STMT_PROJ_OWNER,
+    "loom_proj_owner",
+    "SELECT coalesce((SELECT p.name FROM loom.projections p "
+    "WHERE p.schema_name = $1 ORDER BY p.name LIMIT 1), '')",
+    1,
+    {LOOM__OID_TEXT}};
+
+/* CREATE SCHEMA kept finding d's schema there while no row of d's name
+ * held it: not a race between d's runners (the winner's row commits with
+ * its schema, and the next look finds it) but a schema that is someone
+ * else's. Says whose. */
+static loom_err
+proj_schema_taken(loom_store *s, const loom_projection_def *d)
+{
+    const char *v[1] = {d->schema};
+    int len[1] = {(int) strlen(d->schema)};
+    PGresult *r = NULL;
+    char owner[LOOM_MAX_PROJECTION_NAME + 1] = "";
+    loom_err rc = loom__store_begin(s);
+
+    if (rc == LOOM_OK)
+        rc = loom__store_query(s, &proj_owner_stmt, v, len, &r);
+    if (rc != LOOM_OK)
+        return rc;
+    if (PQntuples(r) == 1)
+        snprintf(owner, sizeof owner, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (owner[0] != '\0')
+        return loom__store_fail(s, LOOM_ECONFLICT,
+                                "projection \"%s\": schema \"%s\" is the "
+                                "model of projection \"%s\": give \"%s\" "
+                                "a schema of its own",
+                                d->name, d->schema, owner, d->name);
+    return loom__store_fail(s, LOOM_ECONFLICT,
+                            "projection \"%s\": schema \"%s\" already "
+                            "exists and is no projection's model: give the "
+                            "projection another schema, or drop that one if "
+                            "it is a leftover",
+                            d->name, d->schema);
+}
+
 /* Creates the schema, runs setup() in it, and starts the checkpoint from
  * the beginning: the model is empty. One transaction. */
 static loom_err
@@ -192,6 +234,8 @@ loom_err
 loom__proj_register(loom_store *s, const loom_projection_def *d,
                     const loom__proj_names *names)
 {
+    int taken = 0; /* the last try found the schema there, and no row */
+
     for (int attempt = 0; attempt < 3; attempt++) {
         const char *v[1] = {d->name};
         int len[1] = {(int) strlen(d->name)};
@@ -248,7 +292,10 @@ loom__proj_register(loom_store *s, const loom_projection_def *d,
         if (rc != LOOM_EDB || (strcmp(loom_store_sqlstate(s), "23505") != 0 &&
                                strcmp(loom_store_sqlstate(s), "42P06") != 0))
             return rc;
+        taken = !found && strcmp(loom_store_sqlstate(s), "42P06") == 0;
     }
+    if (taken)
+        return proj_schema_taken(s, d);
     return loom__store_fail(s, LOOM_ECONFLICT,
                             "projection \"%s\": its schema keeps being "
                             "created and dropped by someone else",

@@ -708,6 +708,24 @@ test_projection_rejects_bad_definitions(void **state)
                          LOOM_ECONFLICT);
         loom_projection_close(pa);
     }
+    /* Another name on a schema that is a projection's model, or that
+     * exists and is nobody's: the error says whose it is (it used to
+     * blame a race: "keeps being created and dropped"). */
+    {
+        loom_rebuild_options o = LOOM_REBUILD_OPTIONS_INIT;
+        loom_projection_def b = counts_def("clash_other", "clash_a");
+        o.conninfo = loomt_dsn();
+        assert_int_equal(loom_projection_rebuild(&b, &o, err, sizeof err),
+                         LOOM_ECONFLICT);
+        assert_non_null(strstr(err, "schema \"clash_a\" is the model of "
+                                    "projection \"clash\""));
+        loomt_sql_exec("CREATE SCHEMA stray_model");
+        b = counts_def("clash_stray", "stray_model");
+        assert_int_equal(loom_projection_rebuild(&b, &o, err, sizeof err),
+                         LOOM_ECONFLICT);
+        assert_non_null(strstr(err, "is no projection's model"));
+        loomt_sql_exec("DROP SCHEMA stray_model");
+    }
     loom_runtime_close(rt);
 }
 
