@@ -188,7 +188,9 @@ LOOM_API loom_err loom_store_schema_version(loom_store *s, int *applied,
 #define LOOM_EXPECT_NO_STREAM ((int64_t) -1) /* stream must not exist */
 #define LOOM_EXPECT_EXISTS    ((int64_t) -4) /* stream must exist */
 
-/* One free key/value metadata header. Both are NUL-terminated text. */
+/* One free key/value metadata header. Both are NUL-terminated strings,
+ * kept byte for byte (any byte but NUL; UTF-8 is not required, and
+ * loomctl shows other bytes escaped). */
 typedef struct loom_header {
     const char *key;
     const char *value;
@@ -209,7 +211,8 @@ typedef struct loom_event_data {
     /* Payload (protobuf bytes, usually); data may be NULL when len is 0. */
     const void *data;
     size_t data_len;
-    /* Optional metadata; NULL means absent. */
+    /* Optional metadata, NUL-terminated and kept byte for byte like the
+     * headers; NULL means absent. */
     const char *correlation_id;
     const char *causation_id;
     const loom_header *headers;
