@@ -294,6 +294,7 @@ loom_store_commit(loom_store *s, const loom_tx *tx)
 {
     if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
     if (s->op != LOOM__OP_NONE)
         return loom__store_fail(s, LOOM_EBUSY,
                                 "an operation is already in progress on "
