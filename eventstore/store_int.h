@@ -150,6 +150,11 @@ struct loom_store {
     int tx_synced;
     loom__buf tx_map; /* per result: the statement it belongs to (int32) */
     long tx_failed;   /* the statement that failed first, or -1 */
+    /* The first statement whose command tag says it ran transaction
+     * control (loom_tx_exec() refuses such SQL; this catches what gets
+     * past it), or -1, and that tag (a literal). */
+    long tx_control;
+    const char *tx_control_tag;
 };
 
 /* Every public entry point that takes a store calls this first, once s is

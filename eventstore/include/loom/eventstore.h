@@ -431,12 +431,15 @@ LOOM_API loom_err loom_tx_append(loom_tx *tx, const char *stream,
  * LOOM_ECONN (the connection broke: whether tx committed is unknown, so
  * make the retry idempotent with an inbox mark or fixed event ids),
  * LOOM_EDB (another statement failed: loom_store_errmsg() and
- * loom_store_sqlstate() tell which), LOOM_ESCHEMA, LOOM_EBUSY.
+ * loom_store_sqlstate() tell which; or a statement ran transaction
+ * control that got past loom_tx_exec(), so tx did not commit as one:
+ * the message says what committed), LOOM_ESCHEMA, LOOM_EBUSY.
  */
 LOOM_API loom_err loom_store_commit(loom_store *s, const loom_tx *tx);
 
 /* The 0-based index of the statement that failed the last
- * loom_store_commit() on `s`, or -1 (none failed, unknown, or s NULL). */
+ * loom_store_commit() on `s` (or that ran transaction control), or -1
+ * (none failed, unknown, or s NULL). */
 LOOM_API int loom_store_commit_failed_at(const loom_store *s);
 
 /* ------------------------------------------------------------------ */
