@@ -416,6 +416,7 @@ loom_store_append_recv(loom_store *s, loom_append_result *res)
 
     if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
     if (s->op == LOOM__OP_APPEND && !s->ready)
         return LOOM_EAGAIN;
     if (s->op == LOOM__OP_APPEND && s->append_failure != NULL)
@@ -464,9 +465,13 @@ loom_store_stream_version(loom_store *s, const char *stream, int64_t *version)
     PGresult *r = NULL;
     loom_err rc;
 
-    if (s == NULL || version == NULL)
+    if (version != NULL)
+        *version = -1;
+    if (s == NULL)
         return LOOM_EINVAL;
-    *version = -1;
+    loom__store_enter(s);
+    if (version == NULL)
+        return loom__store_null(s, "loom_store_stream_version", "version");
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
         rc = loom__store_check_stream(s, stream, LOOM_MAX_STREAM_NAME_LIMIT);

@@ -230,8 +230,11 @@ loom_store_events_recv(loom_store *s, loom_events **out)
 
     if (out != NULL)
         *out = NULL;
-    if (s == NULL || out == NULL)
+    if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
+    if (out == NULL)
+        return loom__store_null(s, "loom_store_events_recv", "out");
     rc = loom__store_take(s, LOOM__OP_EVENTS, &r);
     if (rc != LOOM_OK)
         return rc;
@@ -254,7 +257,8 @@ loom_store_read_stream(loom_store *s, const char *stream, int64_t from,
                        loom_direction dir, size_t max, loom_events **out)
 {
     if (out == NULL)
-        return LOOM_EINVAL;
+        return s != NULL ? loom__store_null(s, "loom_store_read_stream", "out")
+                         : LOOM_EINVAL;
     *out = NULL;
     return read_finish(
         s, loom_store_read_stream_send(s, stream, from, dir, max), out);
@@ -265,7 +269,8 @@ loom_store_read_all(loom_store *s, loom_position after, size_t max,
                     loom_events **out)
 {
     if (out == NULL)
-        return LOOM_EINVAL;
+        return s != NULL ? loom__store_null(s, "loom_store_read_all", "out")
+                         : LOOM_EINVAL;
     *out = NULL;
     return read_finish(s, loom_store_read_all_send(s, after, max), out);
 }
@@ -276,7 +281,9 @@ loom_store_read_category(loom_store *s, const char *category,
                          size_t max, loom_events **out)
 {
     if (out == NULL)
-        return LOOM_EINVAL;
+        return s != NULL
+                   ? loom__store_null(s, "loom_store_read_category", "out")
+                   : LOOM_EINVAL;
     *out = NULL;
     return read_finish(
         s, loom_store_read_category_send(s, category, after, group, max), out);

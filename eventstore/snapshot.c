@@ -89,8 +89,14 @@ loom_store_snapshot_load(loom_store *s, const char *stream,
 
     if (data != NULL)
         *data = NULL;
-    if (s == NULL || data == NULL || len == NULL || version == NULL)
+    if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
+    if (data == NULL || len == NULL || version == NULL)
+        return loom__store_null(s, "loom_store_snapshot_load",
+                                data == NULL  ? "data"
+                                : len == NULL ? "len"
+                                              : "version");
     rc = loom__store_begin(s);
     if (rc == LOOM_OK)
         rc = loom__store_check_stream(s, stream, LOOM_MAX_STREAM_NAME_LIMIT);

@@ -59,9 +59,21 @@ store_fail_conn(loom_store *s, const char *what)
     return LOOM_ECONN;
 }
 
+/* One size limit of the config: its field, value (after defaults) and the
+ * largest value allowed. */
+typedef struct store_limit {
+    const char *field;
+    size_t value, max;
+} store_limit;
+
+/* Applies the defaults to the limits, then checks each, naming the first
+ * field out of range and its valid range in s->err. */
 static loom_err
-store_resolve_limits(loom_store_config *c)
+store_resolve_limits(loom_store *s)
 {
+    loom_store_config *c = &s->cfg;
+    store_limit lims[5];
+
     if (c->max_payload == 0)
         c->max_payload = LOOM_DEFAULT_MAX_PAYLOAD;
     if (c->max_metadata == 0)
@@ -74,11 +86,28 @@ store_resolve_limits(loom_store_config *c)
         c->max_read = LOOM_DEFAULT_MAX_READ;
     /* PostgreSQL caps a bytea at 1 GB and a message at 1 GB; stay well
      * inside so that one append of limits still fits. */
-    if (c->max_payload > ((size_t) 256 << 20) ||
-        c->max_metadata > ((size_t) 16 << 20) || c->max_append > 1000000 ||
-        c->max_stream_name > LOOM_MAX_STREAM_NAME_LIMIT ||
-        c->max_read > 1000000 || c->migrate > LOOM_MIGRATE_SKIP)
-        return LOOM_EINVAL;
+    lims[0] =
+        (store_limit){"max_payload", c->max_payload, LOOM_MAX_PAYLOAD_LIMIT};
+    lims[1] =
+        (store_limit){"max_metadata", c->max_metadata, LOOM_MAX_METADATA_LIMIT};
+    lims[2] = (store_limit){"max_append", c->max_append, LOOM_MAX_APPEND_LIMIT};
+    lims[3] = (store_limit){"max_stream_name", c->max_stream_name,
+                            LOOM_MAX_STREAM_NAME_LIMIT};
+    lims[4] = (store_limit){"max_read", c->max_read, LOOM_MAX_READ_LIMIT};
+    for (size_t i = 0; i < sizeof lims / sizeof lims[0]; i++)
+        if (lims[i].value > lims[i].max)
+            return loom__store_fail(s, LOOM_EINVAL,
+                                    "the store config's %s is %zu: it must "
+                                    "be 1 to %zu (0 gives the default)",
+                                    lims[i].field, lims[i].value, lims[i].max);
+    /* Compared as an int: a negative value cast to the enum is no mode. */
+    if ((int) c->migrate < (int) LOOM_MIGRATE_CHECK ||
+        (int) c->migrate > (int) LOOM_MIGRATE_SKIP)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "the store config's migrate is %d: it must "
+                                "be LOOM_MIGRATE_CHECK (0), LOOM_MIGRATE_AUTO "
+                                "(1) or LOOM_MIGRATE_SKIP (2)",
+                                (int) c->migrate);
     return LOOM_OK;
 }
 
@@ -205,11 +234,9 @@ loom_store_open(loom_store **out, const loom_store_config *cfg, char *errbuf,
     memset(s, 0, sizeof *s);
     s->tx_failed = -1;
     s->cfg = cfg ? *cfg : defaults;
-    rc = store_resolve_limits(&s->cfg);
-    if (rc != LOOM_OK) {
-        loom__store_fail(s, rc, "a store limit is out of range");
+    rc = store_resolve_limits(s);
+    if (rc != LOOM_OK)
         goto fail;
-    }
     if (s->cfg.role != NULL && !store_role_ok(s->cfg.role)) {
         rc = loom__store_fail(s, LOOM_EINVAL,
                               "the store's role must be 1 to 63 bytes of "
@@ -287,15 +314,27 @@ loom_store_socket(const loom_store *s)
     return PQsocket(s->conn);
 }
 
+void
+loom__store_enter(loom_store *s)
+{
+    loom__buf_reset(&s->err);
+    s->sqlstate[0] = '\0';
+}
+
+loom_err
+loom__store_null(loom_store *s, const char *fn, const char *arg)
+{
+    return loom__store_fail(s, LOOM_EINVAL, "%s: %s is NULL", fn, arg);
+}
+
 loom_err
 loom__store_begin(loom_store *s)
 {
+    loom__store_enter(s);
     if (s->op != LOOM__OP_NONE)
         return loom__store_fail(s, LOOM_EBUSY,
                                 "an operation is already in progress on "
                                 "this store handle: receive it first");
-    loom__buf_reset(&s->err);
-    s->sqlstate[0] = '\0';
     if (PQstatus(s->conn) == CONNECTION_OK)
         return LOOM_OK;
     /* The connection broke during an earlier call: reconnect once. The new
@@ -438,8 +477,14 @@ loom_store_poll(loom_store *s, int *wait)
 {
     if (wait != NULL)
         *wait = 0;
-    if (s == NULL || s->op == LOOM__OP_NONE)
+    if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
+    if (s->op == LOOM__OP_NONE)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "loom_store_poll: no operation is in "
+                                "progress on this store handle: start one "
+                                "with a loom_store_*_send() first");
     if (s->ready)
         return LOOM_OK;
     if (s->flushing) {

@@ -151,7 +151,21 @@ struct loom_store {
     int tx_synced;
     loom__buf tx_map; /* per result: the statement it belongs to (int32) */
     long tx_failed;   /* the statement that failed first, or -1 */
+    /* The first statement whose command tag says it ran transaction
+     * control (loom_tx_exec() refuses such SQL; this catches what gets
+     * past it), or -1, and that tag (a literal). */
+    long tx_control;
+    const char *tx_control_tag;
 };
+
+/* Every public entry point that takes a store calls this first, once s is
+ * known not to be NULL: loom_store_errmsg() and loom_store_sqlstate()
+ * explain the last call only ("" after a success), so what an earlier
+ * call left must go before this one fails or succeeds. */
+void loom__store_enter(loom_store *s);
+
+/* LOOM_EINVAL with "<fn>: <arg> is NULL" as the message. */
+loom_err loom__store_null(loom_store *s, const char *fn, const char *arg);
 
 /* Checks that nothing is in flight (LOOM_EBUSY), clears the last error and
  * reconnects a broken connection (blocking). */

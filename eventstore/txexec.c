@@ -139,6 +139,19 @@ tx_send_stmt(loom_store *s, const loom_tx *tx, size_t k, loom__buf *key)
                                1);
 }
 
+/* A half-sent pipeline or a session left inside a transaction block
+ * cannot be used again: drop the session (blocking; the next call finds
+ * it reset, with no prepared statements). */
+static void
+tx_reset_session(loom_store *s)
+{
+    PQreset(s->conn);
+    loom__store_txcache_clear(s, 0);
+    s->prepared = 0;
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        PQsetnonblocking(s->conn, 1);
+}
+
 loom_err
 loom__store_send_tx(loom_store *s, const loom_tx *tx)
 {
@@ -151,6 +164,8 @@ loom__store_send_tx(loom_store *s, const loom_tx *tx)
     s->tx_index = 0;
     s->tx_synced = 0;
     s->tx_failed = -1;
+    s->tx_control = -1;
+    s->tx_control_tag = NULL;
     loom__buf_reset(&s->tx_map);
     for (size_t i = 0; ok && i < tx->n_stmts; i++)
         ok = tx_send_stmt(s, tx, i, &key);
@@ -162,13 +177,8 @@ loom__store_send_tx(loom_store *s, const loom_tx *tx)
     if (!ok) {
         loom__store_fail(s, LOOM_ECONN, "sending to PostgreSQL failed: %s",
                          PQerrorMessage(s->conn));
-        /* A half-sent pipeline cannot be finished: drop the session (the
-         * next call reconnects). */
-        PQreset(s->conn);
-        loom__store_txcache_clear(s, 0);
-        s->prepared = 0;
-        if (PQstatus(s->conn) == CONNECTION_OK)
-            PQsetnonblocking(s->conn, 1);
+        /* A half-sent pipeline cannot be finished. */
+        tx_reset_session(s);
         return LOOM_ECONN;
     }
     s->tx_index = 0; /* now counts the results as they arrive */
@@ -195,6 +205,40 @@ tx_prepared(loom_store *s, int index, int ok)
     }
 }
 
+/* The tag of a result that ran transaction control, or NULL. The server
+ * names what actually ran, whatever the SQL text looked like. */
+static const char *
+tx_control_tag(const PGresult *r)
+{
+    static const char *const tags[] = {"BEGIN",
+                                       "START TRANSACTION",
+                                       "COMMIT",
+                                       "ROLLBACK",
+                                       "SAVEPOINT",
+                                       "RELEASE",
+                                       "PREPARE TRANSACTION",
+                                       "COMMIT PREPARED",
+                                       "ROLLBACK PREPARED"};
+    const char *tag = PQcmdStatus((PGresult *) r);
+
+    for (size_t i = 0; tag != NULL && i < sizeof tags / sizeof tags[0]; i++)
+        if (strcmp(tag, tags[i]) == 0)
+            return tags[i];
+    return NULL;
+}
+
+/* The statement the current result belongs to, or -1 (map cut short). */
+static long
+tx_current(const loom_store *s)
+{
+    size_t at = (size_t) s->tx_index * sizeof(int32_t);
+    int32_t k = -1;
+
+    if (at + sizeof k <= s->tx_map.len)
+        memcpy(&k, s->tx_map.data + at, sizeof k);
+    return k;
+}
+
 void
 loom__store_collect_tx(loom_store *s)
 {
@@ -218,16 +262,91 @@ loom__store_collect_tx(loom_store *s)
         }
         if (s->tx_pending > 0)
             tx_prepared(s, s->tx_index, st == PGRES_COMMAND_OK);
+        if (st == PGRES_COMMAND_OK && s->tx_control_tag == NULL &&
+            (s->tx_control_tag = tx_control_tag(r)) != NULL)
+            s->tx_control = tx_current(s);
         if (st == PGRES_FATAL_ERROR && s->result == NULL) {
-            size_t at = (size_t) s->tx_index * sizeof(int32_t);
-            int32_t k = -1;
-            if (at + sizeof k <= s->tx_map.len)
-                memcpy(&k, s->tx_map.data + at, sizeof k);
-            s->tx_failed = k;
+            s->tx_failed = tx_current(s);
             s->result = r;
         } else
             PQclear(r);
     }
+}
+
+/* Ends a transaction block the batch left open (a BEGIN that got past
+ * loom_tx_exec()): nothing in it committed, and the session must not run
+ * the next call inside it. Blocking, but only on that misuse. Returns
+ * whether a block was left open. */
+static int
+tx_close_block(loom_store *s)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(s->conn);
+    PGresult *r;
+
+    if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR)
+        return 0;
+    r = PQexec(s->conn, "ROLLBACK");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        tx_reset_session(s);
+    PQclear(r);
+    return 1;
+}
+
+/* What transaction control did to the batch, for the message. */
+static const char *
+tx_control_effect(const char *tag, int block_left)
+{
+    if (block_left)
+        return "nothing of it committed (the transaction block left open "
+               "was rolled back)";
+    if (strstr(tag, "PREPARED") != NULL)
+        return "it finished a prepared transaction that is not the unit "
+               "of work's";
+    if (strcmp(tag, "COMMIT") == 0)
+        return "the statements before it committed, those after it ran in "
+               "a transaction of their own";
+    if (strcmp(tag, "ROLLBACK") == 0)
+        return "the statements before it were rolled back, those after it "
+               "ran in a transaction of their own";
+    return "the transaction block it opened was ended by a later statement";
+}
+
+/* The second line of defence behind loom_tx_exec()'s refusal of
+ * transaction control: the command tags the server sent back and the
+ * session's state after the sync point. Either way the batch did not
+ * commit as one, which must never be reported as LOOM_OK. */
+static loom_err
+tx_check_control(loom_store *s, loom_err rc)
+{
+    int block_left = tx_close_block(s);
+    const char *tag = s->tx_control_tag;
+    loom__buf earlier = LOOM__BUF_INIT;
+
+    if (tag == NULL && !block_left)
+        return rc;
+    if (rc != LOOM_OK)
+        loom__buf_puts(&earlier, loom_store_errmsg(s));
+    if (tag == NULL) /* a block opened where no tag showed it */
+        loom__store_fail(s, LOOM_EDB,
+                         "the unit of work left its session inside a "
+                         "transaction block, so it did not commit as one: "
+                         "%s; a unit of work commits itself, so queue no "
+                         "transaction control",
+                         tx_control_effect("BEGIN", block_left));
+    else
+        loom__store_fail(s, LOOM_EDB,
+                         "statement %ld of the unit of work ran %s, so it "
+                         "did not commit as one: %s; a unit of work commits "
+                         "itself, so queue no transaction control",
+                         s->tx_control, tag,
+                         tx_control_effect(tag, block_left));
+    if (rc != LOOM_OK)
+        loom__buf_printf(&s->err, " (then statement %ld failed: %s)",
+                         s->tx_failed, loom__buf_str(&earlier));
+    loom__buf_free(&earlier);
+    if (s->tx_control >= 0)
+        s->tx_failed = s->tx_control;
+    return LOOM_EDB;
 }
 
 loom_err
@@ -271,6 +390,8 @@ loom__store_take_tx(loom_store *s)
         !PQexitPipelineMode(s->conn) && rc == LOOM_OK)
         rc = loom__store_fail(s, LOOM_ECONN, "cannot leave pipeline mode: %s",
                               PQerrorMessage(s->conn));
+    if (rc != LOOM_ECONN && PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF)
+        rc = tx_check_control(s, rc);
     s->op = LOOM__OP_NONE;
     return rc;
 }
@@ -294,12 +415,12 @@ loom_store_commit(loom_store *s, const loom_tx *tx)
 {
     if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
     if (s->op != LOOM__OP_NONE)
         return loom__store_fail(s, LOOM_EBUSY,
                                 "an operation is already in progress on "
                                 "this store handle: receive it first");
     s->tx_failed = -1;
-    s->sqlstate[0] = '\0';
     if (tx == NULL || tx->n_stmts == 0)
         return loom__store_fail(s, LOOM_EINVAL,
                                 "nothing to commit: the unit of work is %s",

@@ -117,6 +117,7 @@ loom_store_set_upcasters(loom_store *s, const loom_upcasters *u)
 {
     if (s == NULL)
         return LOOM_EINVAL;
+    loom__store_enter(s);
     if (s->op != LOOM__OP_NONE)
         return loom__store_fail(s, LOOM_EBUSY,
                                 "an operation is in progress on this store "

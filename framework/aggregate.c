@@ -118,17 +118,60 @@ decision_clear(loom_decision *d)
     d->n = 0;
 }
 
-/* "<name>-<id>" into b, checking the parts. */
+/* LOOM_OK, or LOOM_EINVAL naming what is wrong with aggregate type `t`.
+ * The state must fit a snapshot (max_payload), which also keeps an absurd
+ * state_size away from the memset() and malloc() sized by it. */
 static loom_err
-agg_stream(loom__buf *b, const loom_aggregate_type *t, const char *id)
+agg_check_type(loom_store *s, const loom_aggregate_type *t)
 {
-    if (t == NULL || t->name == NULL || t->name[0] == '\0' ||
-        strchr(t->name, '-') != NULL || t->apply == NULL ||
-        t->state_size == 0 || t->state_version < 0 || id == NULL ||
-        id[0] == '\0')
-        return LOOM_EINVAL;
+    if (t == NULL)
+        return loom__store_fail(s, LOOM_EINVAL, "the aggregate type is NULL");
+    if (t->name == NULL || t->name[0] == '\0' || strchr(t->name, '-'))
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "the aggregate type's name is %s: it must be "
+                                "a category without '-', such as \"order\"",
+                                t->name == NULL ? "NULL"
+                                : t->name[0]    ? "with '-'"
+                                                : "empty");
+    if (t->apply == NULL)
+        return loom__store_fail(
+            s, LOOM_EINVAL, "aggregate type \"%s\": apply is NULL", t->name);
+    if (t->state_size == 0 || t->state_size > s->cfg.max_payload)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "aggregate type \"%s\": state_size %zu is "
+                                "out of range: it must be 1 to %zu bytes "
+                                "(the store's max_payload: a snapshot holds "
+                                "the state)",
+                                t->name, t->state_size, s->cfg.max_payload);
+    if (t->state_version < 0)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "aggregate type \"%s\": state_version %d "
+                                "is negative",
+                                t->name, (int) t->state_version);
+    return LOOM_OK;
+}
+
+/* "<name>-<id>" into b, checking the parts (LOOM_EINVAL with why). */
+static loom_err
+agg_stream(loom_store *s, loom__buf *b, const loom_aggregate_type *t,
+           const char *id)
+{
+    loom_err rc = agg_check_type(s, t);
+
+    if (rc != LOOM_OK)
+        return rc;
+    if (id == NULL || id[0] == '\0')
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "aggregate type \"%s\": the id is %s: give "
+                                "the instance's id, such as \"42\"",
+                                t->name, id == NULL ? "NULL" : "empty");
     loom__buf_printf(b, "%s-%s", t->name, id);
-    return b->failed ? LOOM_ENOMEM : LOOM_OK;
+    if (b->failed)
+        return loom__store_fail(s, LOOM_ENOMEM,
+                                "out of memory naming the stream of "
+                                "aggregate type \"%s\"",
+                                t->name);
+    return LOOM_OK;
 }
 
 static void
@@ -200,9 +243,14 @@ loom_aggregate_load(loom_store *s, const loom_aggregate_type *t, const char *id,
 
     if (version != NULL)
         *version = -1;
-    if (s == NULL || state == NULL)
+    if (s == NULL)
         return LOOM_EINVAL;
-    rc = agg_stream(&stream, t, id);
+    loom__store_enter(s);
+    if (state == NULL)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "loom_aggregate_load: state is NULL (pass a "
+                                "buffer of the type's state_size bytes)");
+    rc = agg_stream(s, &stream, t, id);
     if (rc == LOOM_OK)
         rc = agg_load(s, t, stream.data, state, &v);
     if (rc == LOOM_OK && version != NULL)
@@ -286,11 +334,18 @@ loom_aggregate_execute(loom_store *s, const loom_aggregate_type *t,
     void *state = NULL;
     loom_err rc;
 
-    if (s == NULL || decide == NULL)
+    if (s == NULL)
         return LOOM_EINVAL;
-    rc = agg_stream(&stream, t, id);
+    loom__store_enter(s);
+    if (decide == NULL)
+        return loom__store_fail(s, LOOM_EINVAL,
+                                "loom_aggregate_execute: decide is NULL");
+    rc = agg_stream(s, &stream, t, id);
     if (rc == LOOM_OK && (state = loom_malloc(t->state_size)) == NULL)
-        rc = LOOM_ENOMEM;
+        rc = loom__store_fail(s, LOOM_ENOMEM,
+                              "out of memory for the %zu-byte state of "
+                              "aggregate type \"%s\"",
+                              t->state_size, t->name);
     for (tmp.attempts = 1; rc == LOOM_OK; tmp.attempts++) {
         decision_clear(&d);
         rc = agg_attempt(s, t, stream.data, state, &d, decide, arg, &tmp);

@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "log_int.h"
 #include "loom/alloc.h"
+#include "pgwire.h"
 #include "redact.h"
 
 static void listen_on_poll(uv_poll_t *h, int status, int events);
@@ -42,6 +43,24 @@ listen_oneline(const char *msg, char *out, size_t len)
         n--;
     out[n] = '\0';
     return n ? out : "no message from libpq";
+}
+
+/* A channel name for a log line: printable ASCII kept, every other byte
+ * as \xNN, so a name that is not UTF-8 can be named too. */
+static const char *
+listen_printable(const char *channel, char *out, size_t len)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *) channel;
+         *p && n + 5 < len; p++) {
+        if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+            out[n++] = (char) *p;
+        else
+            n += (size_t) snprintf(out + n, len - n, "\\x%02x", *p);
+    }
+    out[n] = '\0';
+    return out;
 }
 
 /* Remembers "host:port" of the attempt (never the password) for logs. */
@@ -232,8 +251,19 @@ listen_send(loom_runtime *rt)
         if (l->closed || l->state != LOOM__L_PENDING)
             continue;
         id = PQescapeIdentifier(rt->lsn.conn, l->channel, strlen(l->channel));
-        if (id == NULL)
-            break;
+        if (id == NULL) {
+            /* Fail this one alone: the listeners after it must not wait
+             * behind a channel that cannot be listened to. */
+            char name[4 * LOOM_MAX_CHANNEL + 8], why[256];
+            loom__log(
+                LOOM_LOG_ERROR,
+                "cannot LISTEN to channel \"%s\": %s; its listener "
+                "gets only the fallback wake-ups",
+                listen_printable(l->channel, name, sizeof name),
+                listen_oneline(PQerrorMessage(rt->lsn.conn), why, sizeof why));
+            l->state = LOOM__L_FAILED;
+            continue;
+        }
         loom__buf_printf(&sql, "LISTEN %s;", id);
         PQfreemem(id);
         l->state = LOOM__L_SENT;
@@ -382,10 +412,12 @@ listen_on_poll(uv_poll_t *h, int status, int events)
 static void
 listen_connect(loom_runtime *rt)
 {
+    /* UTF8, as the store's connections: the encoding channel names are
+     * checked in (loom_runtime_listen()) and escaped and reported in. */
     const char *keys[] = {
-        "dbname",
+        "dbname", "client_encoding",
         rt->appname ? "application_name" : "fallback_application_name", NULL};
-    const char *vals[] = {rt->conninfo,
+    const char *vals[] = {rt->conninfo, "UTF8",
                           rt->appname ? rt->appname : "eventloom-listen", NULL};
 
     rt->lsn.conn = PQconnectStartParams(keys, vals, 1);
@@ -483,6 +515,31 @@ loom__lsn_free(loom_runtime *rt)
     listen_sweep(rt);
 }
 
+/* Whether `channel` (len bytes) is a name no LISTEN could take, logged
+ * with the name and the fix (a runtime has no error message of its own).
+ * Not UTF-8: PQescapeIdentifier() would refuse it on the connection. */
+static int
+listen_bad_channel(const char *channel, size_t len)
+{
+    char name[4 * LOOM_MAX_CHANNEL + 8];
+    const char *why;
+
+    if (channel == NULL)
+        why = "the channel name is NULL";
+    else if (len == 0)
+        why = "the channel name is empty";
+    else if (len > LOOM_MAX_CHANNEL)
+        why = "the channel name is longer than 63 bytes (LOOM_MAX_CHANNEL): "
+              "PostgreSQL would truncate it";
+    else if (!loom__utf8_valid(channel, len))
+        why = "the channel name is not valid UTF-8";
+    else
+        return 0;
+    loom__log(LOOM_LOG_WARN, "loom_runtime_listen(\"%s\"): %s",
+              channel ? listen_printable(channel, name, sizeof name) : "", why);
+    return 1;
+}
+
 loom_err
 loom_runtime_listen(loom_runtime *rt, const char *channel, loom_wake_fn fn,
                     void *arg, loom_listener **out)
@@ -492,8 +549,9 @@ loom_runtime_listen(loom_runtime *rt, const char *channel, loom_wake_fn fn,
 
     if (out != NULL)
         *out = NULL;
-    if (rt == NULL || fn == NULL || out == NULL || len == 0 ||
-        len > LOOM_MAX_CHANNEL)
+    if (rt == NULL || fn == NULL || out == NULL)
+        return LOOM_EINVAL;
+    if (listen_bad_channel(channel, len))
         return LOOM_EINVAL;
     if (rt->stopping)
         return LOOM_EBUSY;

@@ -79,7 +79,10 @@ typedef enum loom__lsn_state {
 } loom__lsn_state;
 
 /* A listener's LISTEN on the current connection. */
-enum { LOOM__L_PENDING = 0, LOOM__L_SENT, LOOM__L_ACTIVE };
+/* FAILED: its channel could not be put in a LISTEN on this connection
+ * (logged); it lives on the fallback wake-ups until the next reconnect
+ * tries again. */
+enum { LOOM__L_PENDING = 0, LOOM__L_SENT, LOOM__L_ACTIVE, LOOM__L_FAILED };
 
 struct loom_listener {
     loom_runtime *rt;

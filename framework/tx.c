@@ -174,13 +174,98 @@ tx_queue(loom_tx *tx, const char *sql, int n, const uint32_t *types,
     return LOOM_OK;
 }
 
+/* Skips white space and SQL comments (-- to the end of the line, and
+ * block comments, which nest in PostgreSQL) in front of a statement. */
+static const char *
+tx_skip_space(const char *p)
+{
+    for (;;) {
+        int depth = 0;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' ||
+               *p == '\f' || *p == '\v')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            p += strcspn(p, "\n");
+            continue;
+        }
+        if (p[0] != '/' || p[1] != '*')
+            return p;
+        do {
+            if (p[0] == '/' && p[1] == '*') {
+                depth++;
+                p += 2;
+            } else if (p[0] == '*' && p[1] == '/') {
+                depth--;
+                p += 2;
+            } else
+                p++;
+        } while (depth > 0 && *p != '\0');
+    }
+}
+
+/* Whether the keyword `kw` (upper case) starts at p as a whole word;
+ * *end is set past it. Identifier characters are letters, digits, '_',
+ * '$' and every byte of a multibyte character. */
+static int
+tx_word(const char *p, const char *kw, const char **end)
+{
+    size_t n = strlen(kw);
+    unsigned char c;
+
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] & ~0x20) != kw[i])
+            return 0;
+    c = (unsigned char) p[n];
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+        return 0;
+    if ((c >= '0' && c <= '9') || c == '_' || c == '$' || c >= 0x80)
+        return 0;
+    *end = p + n;
+    return 1;
+}
+
+/* The transaction-control keyword `sql` starts with, or NULL. Such a
+ * statement would end or split the one transaction the unit of work
+ * commits in: ROLLBACK would make nothing commit while the commit reports
+ * success, COMMIT would commit what came before it even when a later
+ * statement fails, BEGIN would leave everything uncommitted. SAVEPOINT,
+ * RELEASE and ROLLBACK TO are refused too: they only work in a block
+ * that BEGIN opened, and a failing statement ends the batch anyway. */
+static const char *
+tx_control(const char *sql)
+{
+    static const char *const words[] = {"BEGIN",     "START",    "COMMIT",
+                                        "END",       "ROLLBACK", "ABORT",
+                                        "SAVEPOINT", "RELEASE"};
+    const char *p = tx_skip_space(sql), *end;
+
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (tx_word(p, words[i], &end))
+            return words[i];
+    /* PREPARE name AS ... is harmless; PREPARE TRANSACTION is not. */
+    if (tx_word(p, "PREPARE", &end) &&
+        tx_word(tx_skip_space(end), "TRANSACTION", &end))
+        return "PREPARE TRANSACTION";
+    return NULL;
+}
+
 /* The checks both exec forms share; LOOM_OK or LOOM_EINVAL with why. */
 static loom_err
 tx_check(loom_tx *tx, const char *sql, int n, const char *const *values)
 {
+    const char *kw;
+
     if (sql == NULL || sql[0] == '\0')
         return loom__tx_fail(tx, LOOM_EINVAL, "the SQL text is %s",
                              sql == NULL ? "NULL" : "empty");
+    if ((kw = tx_control(sql)) != NULL)
+        return loom__tx_fail(tx, LOOM_EINVAL,
+                             "the statement begins with %s: a unit of work "
+                             "commits itself, all of it or none, so it "
+                             "takes no transaction control (BEGIN, START "
+                             "TRANSACTION, COMMIT, END, ROLLBACK, ABORT, "
+                             "SAVEPOINT, RELEASE, PREPARE TRANSACTION)",
+                             kw);
     if (n < 0 || n > LOOM_TX_MAX_PARAMS)
         return loom__tx_fail(tx, LOOM_EINVAL,
                              "%d parameters: a statement takes 0 to %d "

@@ -529,6 +529,65 @@ test_aggregate_invalid_arguments(void **state)
                      0);
 }
 
+/* Loads `t` expecting LOOM_EINVAL with `needle` in the message, after an
+ * unrelated error whose message must not be left behind. */
+static void
+expect_bad_type(loom_store *s, const loom_aggregate_type *t, const char *id,
+                const char *needle)
+{
+    loom_event_data ev;
+    order_state o;
+    int64_t v = 7;
+
+    est_event(&ev, "T", "x", 1);
+    assert_int_equal(loom_store_append(s, "", LOOM_EXPECT_ANY, &ev, 1, NULL),
+                     LOOM_EINVAL);
+    assert_int_equal(loom_aggregate_load(s, t, id, &o, &v), LOOM_EINVAL);
+    assert_int_equal(v, -1);
+    if (strstr(loom_store_errmsg(s), needle) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", loom_store_errmsg(s), needle);
+}
+
+/* A bad type is refused with a message naming what is wrong; a state_size
+ * no snapshot could hold (SIZE_MAX once reached memset()) among them. */
+static void
+test_aggregate_bad_type_is_named(void **state)
+{
+    est_fx *f = *state;
+    loom_aggregate_type t = order_type;
+    order_state o;
+
+    expect_bad_type(f->s, NULL, "x", "type is NULL");
+    t.name = "or-der";
+    expect_bad_type(f->s, &t, "x", "'-'");
+    t = order_type;
+    t.apply = NULL;
+    expect_bad_type(f->s, &t, "x", "apply is NULL");
+    t = order_type;
+    t.state_size = 0;
+    expect_bad_type(f->s, &t, "x", "state_size 0 is out of range");
+    t.state_size = SIZE_MAX;
+    expect_bad_type(f->s, &t, "x", "max_payload");
+    t.state_size = LOOM_DEFAULT_MAX_PAYLOAD + 1;
+    expect_bad_type(f->s, &t, "x", "1 to 1048576 bytes");
+    t = order_type;
+    t.state_version = -1;
+    expect_bad_type(f->s, &t, "x", "state_version -1");
+    expect_bad_type(f->s, &order_type, "", "the id is empty");
+    assert_int_equal(loom_aggregate_load(f->s, &order_type, "x", NULL, NULL),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(loom_store_errmsg(f->s), "state is NULL"));
+    t.state_size = SIZE_MAX;
+    assert_int_equal(
+        loom_aggregate_execute(f->s, &t, "x", decide_place, NULL, NULL, NULL),
+        LOOM_EINVAL);
+    assert_non_null(strstr(loom_store_errmsg(f->s), "state_size"));
+    /* A good load afterwards says nothing. */
+    assert_int_equal(loom_aggregate_load(f->s, &order_type, "x", &o, NULL),
+                     LOOM_OK);
+    assert_string_equal(loom_store_errmsg(f->s), "");
+}
+
 /* ------------------------------------------------------------------ */
 /* Contention                                                          */
 
@@ -726,6 +785,7 @@ main(void)
         T(test_aggregate_load_pages_through_long_streams),
         T(test_aggregate_apply_error_stops_load),
         T(test_aggregate_invalid_arguments),
+        T(test_aggregate_bad_type_is_named),
         T(test_aggregate_concurrent_commands_retry),
         T(test_aggregate_attempts_exhausted_is_conflict),
     };

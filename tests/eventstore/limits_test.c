@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "estest.h"
+#include "loom/upcast.h"
 
 /* Small limits, to test each one without huge inputs. */
 #define SMALL_STREAM_NAME 16
@@ -163,12 +164,88 @@ test_limits_null_arguments(void **state)
            LOOM_EINVAL);
     EXPECT(f->s, loom_store_read_category(f->s, NULL, zero, NULL, 10, &page),
            LOOM_EINVAL);
-    /* These have nowhere to say more than the code. */
-    assert_int_equal(loom_store_stream_version(f->s, "s-1", NULL), LOOM_EINVAL);
-    assert_int_equal(loom_store_read_all(f->s, zero, 10, NULL), LOOM_EINVAL);
-    assert_int_equal(
-        loom_store_read_stream(f->s, "s-1", 0, LOOM_FORWARD, 10, NULL),
-        LOOM_EINVAL);
+    EXPECT(f->s, loom_store_stream_version(f->s, "s-1", NULL), LOOM_EINVAL);
+    EXPECT(f->s, loom_store_read_all(f->s, zero, 10, NULL), LOOM_EINVAL);
+    EXPECT(f->s, loom_store_read_stream(f->s, "s-1", 0, LOOM_FORWARD, 10, NULL),
+           LOOM_EINVAL);
+    EXPECT(f->s, loom_store_read_category(f->s, "s", zero, NULL, 10, NULL),
+           LOOM_EINVAL);
+    EXPECT(f->s, loom_store_events_recv(f->s, NULL), LOOM_EINVAL);
+    store_still_works(f->s);
+}
+
+/* An unrelated error, so that a call leaving the message alone shows. */
+static void
+provoke_error(loom_store *s)
+{
+    loom_event_data ev;
+
+    est_event(&ev, "T", "x", 1);
+    assert_int_equal(append1(s, "", &ev), LOOM_EINVAL);
+    assert_non_null(strstr(loom_store_errmsg(s), "stream name is empty"));
+}
+
+/* `rc` is `want`, and errmsg is about this call: it contains `needle`,
+ * or is "" after a success. */
+static void
+expect_own_message(loom_store *s, loom_err rc, loom_err want,
+                   const char *needle)
+{
+    const char *msg = loom_store_errmsg(s);
+
+    if (rc != want)
+        fail_msg("got %s, want %s (%s)", loom_err_name(rc), loom_err_name(want),
+                 msg);
+    if (want == LOOM_OK)
+        assert_string_equal(msg, "");
+    else if (strstr(msg, needle) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", msg, needle);
+    assert_string_equal(loom_store_sqlstate(s), "");
+}
+
+/* loom_store_errmsg() explains the last call only: no call, failing or
+ * succeeding, leaves an earlier call's message behind. */
+static void
+test_limits_errmsg_belongs_to_the_last_call(void **state)
+{
+    struct fx *f = *state;
+    loom_position zero = {0, 0};
+    loom_events *page = NULL;
+    size_t len;
+    int64_t v;
+    int wait;
+
+    provoke_error(f->s);
+    expect_own_message(f->s,
+                       loom_store_snapshot_load(f->s, "x-1", 0, NULL, &len, &v),
+                       LOOM_EINVAL, "data is NULL");
+    provoke_error(f->s);
+    expect_own_message(f->s, loom_store_stream_version(f->s, "x-1", NULL),
+                       LOOM_EINVAL, "version is NULL");
+    provoke_error(f->s);
+    expect_own_message(f->s, loom_store_poll(f->s, NULL), LOOM_EINVAL,
+                       "no operation is in progress");
+    provoke_error(f->s);
+    expect_own_message(f->s, loom_store_events_recv(f->s, NULL), LOOM_EINVAL,
+                       "out is NULL");
+    provoke_error(f->s);
+    expect_own_message(f->s, loom_store_set_upcasters(f->s, NULL), LOOM_OK,
+                       NULL);
+    /* The non-blocking form: each step after an error. */
+    provoke_error(f->s);
+    expect_own_message(f->s, loom_store_read_all_send(f->s, zero, 1), LOOM_OK,
+                       NULL);
+    /* Busy: refused, and the read goes on. */
+    expect_own_message(f->s, loom_store_read_all_send(f->s, zero, 1),
+                       LOOM_EBUSY, "in progress");
+    while (loom_store_poll(f->s, &wait) == LOOM_EAGAIN)
+        est_sleep_ms(1);
+    assert_string_equal(loom_store_errmsg(f->s), "");
+    expect_own_message(f->s, loom_store_stream_version(f->s, "x-1", &v),
+                       LOOM_EBUSY, "in progress");
+    expect_own_message(f->s, loom_store_events_recv(f->s, &page), LOOM_OK,
+                       NULL);
+    loom_events_free(page);
     store_still_works(f->s);
 }
 
@@ -691,7 +768,21 @@ test_limits_open_unreachable(void **state)
 static void
 test_limits_open_limit_out_of_range(void **state)
 {
-    loom_store_config bad[6];
+    static const char *const field[7] = {"max_stream_name is 4097",
+                                         "max_payload",
+                                         "max_read",
+                                         "max_append",
+                                         "max_metadata",
+                                         "migrate is 7",
+                                         "migrate is -1"};
+    static const char *const range[7] = {"1 to 4096",
+                                         "1 to 268435456",
+                                         "1 to 1000000",
+                                         "1 to 1000000",
+                                         "1 to 16777216",
+                                         "LOOM_MIGRATE_SKIP (2)",
+                                         "LOOM_MIGRATE_CHECK (0)"};
+    loom_store_config bad[7];
     char err[256];
 
     (void) state;
@@ -706,13 +797,18 @@ test_limits_open_limit_out_of_range(void **state)
     bad[3].max_append = 1000001;
     bad[4].max_metadata = ((size_t) 16 << 20) + 1;
     bad[5].migrate = (loom_migrate_mode) 7;
-    for (int i = 0; i < 6; i++) {
+    bad[6] = bad[5];
+    bad[6].migrate = (loom_migrate_mode) -1;
+    for (int i = 0; i < 7; i++) {
         loom_store *s = (loom_store *) &bad[i];
         err[0] = '\0';
         assert_int_equal(loom_store_open(&s, &bad[i], err, sizeof err),
                          LOOM_EINVAL);
         assert_null(s);
-        assert_true(err[0] != '\0');
+        /* The message names the field and its range. */
+        if (strstr(err, field[i]) == NULL || strstr(err, range[i]) == NULL)
+            fail_msg("message \"%s\" lacks \"%s\" or \"%s\"", err, field[i],
+                     range[i]);
     }
     /* The documented maximum itself is accepted. */
     {
@@ -778,6 +874,7 @@ main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_limits_null_arguments),
+        T(test_limits_errmsg_belongs_to_the_last_call),
         T(test_limits_empty_stream_name),
         T(test_limits_stream_name_small_limit),
         T(test_limits_stream_name_default_limit),

@@ -25,6 +25,7 @@
 #include "loom/inbox.h"
 #include "loom/outbox.h"
 #include "loom/subscription.h"
+#include "tx_int.h"
 
 static loom_tx *
 tx_new(void)
@@ -657,6 +658,158 @@ test_uow_commit_bad_arguments(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* Transaction control                                                 */
+
+/* The unit of work is one transaction that commit begins and ends, so
+ * SQL that would end or split it is refused when queued, however it is
+ * spelled; look-alikes are not. */
+static void
+test_uow_refuses_transaction_control(void **state)
+{
+    static const char *const refused[] = {
+        "ROLLBACK",
+        "rollback",
+        "  \n\tCommit",
+        "COMMIT;",
+        "END",
+        "end transaction",
+        "ABORT",
+        "BEGIN",
+        "begin isolation level serializable",
+        "START TRANSACTION",
+        "-- a note\nROLLBACK",
+        "/* a /* nested */ comment */ COMMIT",
+        "/**/-- x\n/* y */  savepoint a",
+        "RELEASE SAVEPOINT a",
+        "ROLLBACK TO SAVEPOINT a",
+        "PREPARE TRANSACTION 'x'",
+        "prepare /* c */ transaction 'x'",
+        "COMMIT PREPARED 'x'",
+        "ROLLBACK PREPARED 'x'",
+    };
+    static const char *const accepted[] = {
+        "SELECT 'COMMIT'",
+        "SELECT 1 -- ROLLBACK",
+        "/* COMMIT */ SELECT 1",
+        "/* unterminated",
+        "PREPARE p AS SELECT 1",
+        "SELECT 1 AS rollback",
+        "committed",
+        "ending",
+        "begin_x",
+        "end$",
+        "abort\xc3\xa9",
+    };
+    loom_tx *tx = tx_new();
+
+    (void) state;
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1", 0, NULL), LOOM_OK);
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        expect_refused(tx, loom_tx_exec(tx, refused[i], 0, NULL), LOOM_EINVAL,
+                       "commits itself");
+        expect_refused(tx,
+                       loom_tx_exec_binary(tx, refused[i], 0, NULL, NULL, NULL),
+                       LOOM_EINVAL, "transaction control");
+    }
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        if (loom_tx_exec(tx, accepted[i], 0, NULL) != LOOM_OK)
+            fail_msg("\"%s\" refused: %s", accepted[i], loom_tx_errmsg(tx));
+        loom_tx_reset(tx);
+        assert_int_equal(loom_tx_exec(tx, "SELECT 1", 0, NULL), LOOM_OK);
+    }
+    loom_tx_free(tx);
+}
+
+/* Several statements in one text cannot split the transaction either:
+ * the extended query protocol, which every statement is sent with,
+ * refuses them, so nothing of the unit of work commits. */
+static void
+test_uow_several_statements_in_one_text_fail(void **state)
+{
+    est_fx *fx = *state;
+    loom_tx *tx = tx_new();
+    loom_event_data ev;
+
+    assert_int_equal(tx_append1(tx, "tcm-1", LOOM_EXPECT_ANY, &ev), LOOM_OK);
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1; ROLLBACK", 0, NULL), LOOM_OK);
+    assert_int_equal(loom_store_commit(fx->s, tx), LOOM_EDB);
+    assert_int_equal(loom_store_commit_failed_at(fx->s), 1);
+    assert_int_equal(rows_tagged("tcm"), 0);
+    loom_tx_reset(tx);
+    assert_int_equal(tx_append1(tx, "tcm-1", LOOM_EXPECT_ANY, &ev), LOOM_OK);
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1; COMMIT", 0, NULL), LOOM_OK);
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL), LOOM_OK);
+    assert_int_equal(loom_store_commit(fx->s, tx), LOOM_EDB);
+    assert_int_equal(rows_tagged("tcm"), 0);
+    loom_tx_free(tx);
+}
+
+/* Queues "SELECT 1" and rewrites its text in place to `sql` (8 bytes):
+ * transaction control that got past loom_tx_exec()'s check, to test the
+ * commit's own check behind it. */
+static void
+queue_behind_the_check(loom_tx *tx, const char *sql)
+{
+    assert_int_equal(strlen(sql), strlen("SELECT 1"));
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1", 0, NULL), LOOM_OK);
+    memcpy(tx->data.data + tx->stmts[tx->n_stmts - 1].sql, sql, strlen(sql));
+}
+
+/* rc is LOOM_EDB, statement `at` is blamed, the message says what
+ * happened (`needle`), and the handle works afterwards. */
+static void
+expect_split(est_fx *fx, loom_err rc, int at, const char *needle)
+{
+    const char *msg = loom_store_errmsg(fx->s);
+    loom_tx *ok = tx_new();
+
+    if (rc != LOOM_EDB)
+        fail_msg("got %s (%s), want LOOM_EDB", loom_err_name(rc), msg);
+    assert_int_equal(loom_store_commit_failed_at(fx->s), at);
+    if (strstr(msg, needle) == NULL || strstr(msg, "commits itself") == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", msg, needle);
+    /* No transaction block was left behind on the session. */
+    assert_int_equal(loom_tx_exec(ok, "SELECT 1", 0, NULL), LOOM_OK);
+    assert_int_equal(loom_store_commit(fx->s, ok), LOOM_OK);
+    assert_string_equal(loom_store_errmsg(fx->s), "");
+    loom_tx_free(ok);
+}
+
+static void
+test_uow_transaction_control_past_the_check_fails_the_commit(void **state)
+{
+    est_fx *fx = *state;
+    loom_tx *tx = tx_new();
+    loom_event_data ev;
+
+    /* ROLLBACK: nothing committed, and the commit must not say LOOM_OK. */
+    assert_int_equal(tx_append1(tx, "tcr-1", LOOM_EXPECT_ANY, &ev), LOOM_OK);
+    queue_behind_the_check(tx, "ROLLBACK");
+    expect_split(fx, loom_store_commit(fx->s, tx), 1, "rolled back");
+    assert_int_equal(rows_tagged("tcr"), 0);
+
+    /* COMMIT, then a failure: the first part did commit, and says so. */
+    loom_tx_reset(tx);
+    assert_int_equal(tx_append1(tx, "tcc-1", LOOM_EXPECT_ANY, &ev), LOOM_OK);
+    queue_behind_the_check(tx, "COMMIT  ");
+    assert_int_equal(loom_tx_exec(tx, "SELECT 1 / 0", 0, NULL), LOOM_OK);
+    assert_int_equal(loom_store_commit(fx->s, tx), LOOM_EDB);
+    assert_non_null(strstr(loom_store_errmsg(fx->s), "then statement 2"));
+    expect_split(fx, LOOM_EDB, 1, "before it committed");
+    assert_int_equal(rows_tagged("tcc"), 2);
+
+    /* BEGIN: the block is left open at the sync point, nothing commits,
+     * and the session is rolled back for the next call. */
+    loom_tx_reset(tx);
+    assert_int_equal(tx_append1(tx, "tcb-1", LOOM_EXPECT_ANY, &ev), LOOM_OK);
+    queue_behind_the_check(tx, "BEGIN   ");
+    assert_int_equal(loom_tx_exec(tx, "SELECT 2", 0, NULL), LOOM_OK);
+    expect_split(fx, loom_store_commit(fx->s, tx), 1, "nothing of it");
+    assert_int_equal(rows_tagged("tcb"), 0);
+    loom_tx_free(tx);
+}
+
+/* ------------------------------------------------------------------ */
 /* Inside a transactional subscription handler                         */
 
 struct uh {
@@ -883,6 +1036,13 @@ main(void)
         cmocka_unit_test(test_uow_inbox_mark_bad_arguments),
         cmocka_unit_test_setup_teardown(test_uow_commit_bad_arguments,
                                         est_setup, est_teardown),
+        cmocka_unit_test(test_uow_refuses_transaction_control),
+        cmocka_unit_test_setup_teardown(
+            test_uow_several_statements_in_one_text_fail, est_setup,
+            est_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_uow_transaction_control_past_the_check_fails_the_commit,
+            est_setup, est_teardown),
         cmocka_unit_test_setup_teardown(
             test_uow_subscription_handler_appends_and_sends_with_its_checkpoint,
             est_setup, est_teardown),

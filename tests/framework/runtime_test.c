@@ -43,6 +43,8 @@ struct fx {
     loom_listener *l1, *l2;
     int lost_logged, restored_logged;
     char lost_line[512];
+    int refused_logged, unlistened_logged; /* bad channel names */
+    char unlistened_line[512];
 };
 
 static struct fx *cur; /* for the log capture */
@@ -59,6 +61,12 @@ fx_log(void *arg, loom_log_level level, const char *msg)
     }
     if (level == LOOM_LOG_INFO && strstr(msg, "restored"))
         cur->restored_logged++;
+    if (level == LOOM_LOG_WARN && strstr(msg, "not valid UTF-8"))
+        cur->refused_logged++;
+    if (level == LOOM_LOG_ERROR && strstr(msg, "cannot LISTEN to channel")) {
+        cur->unlistened_logged++;
+        snprintf(cur->unlistened_line, sizeof cur->unlistened_line, "%s", msg);
+    }
 }
 
 static int
@@ -410,6 +418,60 @@ test_runtime_listen_quotes_channel(void **state)
     fx_close(f);
 }
 
+/* Listeners around one whose channel cannot be LISTENed to: once both
+ * good ones are ready, each is notified. */
+static void
+on_around(void *arg, const char *channel, const char *payload)
+{
+    struct fx *f = arg;
+
+    record(f, channel, payload);
+    if (payload == NULL && ++f->phase == 2) {
+        fx_notify(f, "first", "1");
+        fx_notify(f, "last", "2");
+    }
+    if (count(f, "first", "1") && count(f, "last", "2"))
+        loom_runtime_stop(f->rt);
+}
+
+/* A channel name that is not UTF-8 is refused (PQescapeIdentifier() would
+ * refuse it on the connection); one that still cannot be put in a LISTEN
+ * fails alone: the listeners registered before and after it get their
+ * ready call and their notifications. */
+static void
+test_runtime_unusable_channel_holds_no_one_up(void **state)
+{
+    loom_runtime_config cfg = LOOM_RUNTIME_CONFIG_INIT;
+    struct fx *f = fx_open(&cfg);
+    loom_listener *bad = (loom_listener *) f, *mid = NULL, *last = NULL;
+
+    (void) state;
+    assert_int_equal(loom_runtime_listen(f->rt, "first", on_around, f, &f->l1),
+                     LOOM_OK);
+    assert_int_equal(loom_runtime_listen(f->rt, "bad\xff", on_around, f, &bad),
+                     LOOM_EINVAL);
+    assert_null(bad);
+    assert_int_equal(f->refused_logged, 1);
+    assert_int_equal(
+        loom_runtime_listen(f->rt, "mid\xc3\xa9", on_around, f, &mid), LOOM_OK);
+    /* White box: make it unusable after the check, as a failure of
+     * PQescapeIdentifier() would (out of memory, say). */
+    mid->channel[3] = (char) 0xc3;
+    mid->channel[4] = (char) 0x28;
+    assert_int_equal(loom_runtime_listen(f->rt, "last", on_around, f, &last),
+                     LOOM_OK);
+    assert_int_equal(loom_runtime_run(f->rt), LOOM_OK);
+    assert_false(f->timed_out);
+    assert_int_equal(count(f, "first", NULL), 1);
+    assert_int_equal(count(f, "last", NULL), 1);
+    assert_int_equal(count(f, "first", "1"), 1);
+    assert_int_equal(count(f, "last", "2"), 1);
+    assert_int_equal(f->ncalls, 4); /* nothing for the unusable one */
+    assert_int_equal(f->unlistened_logged, 1);
+    assert_non_null(strstr(f->unlistened_line, "mid\\xc3("));
+    fx_close(f);
+}
+
 static void
 on_reconnect(void *arg, const char *channel, const char *payload)
 {
@@ -556,6 +618,8 @@ test_runtime_argument_errors(void **state)
                      LOOM_EINVAL);
     assert_int_equal(loom_runtime_listen(rt, longname, noop_wake, NULL, &l),
                      LOOM_EINVAL);
+    assert_int_equal(loom_runtime_listen(rt, "\xc0\x80", noop_wake, NULL, &l),
+                     LOOM_EINVAL); /* an overlong NUL is not UTF-8 */
     assert_int_equal(loom_runtime_listen(rt, "c", NULL, NULL, &l), LOOM_EINVAL);
     assert_int_equal(loom_runtime_listen(rt, "c", noop_wake, NULL, NULL),
                      LOOM_EINVAL);
@@ -600,6 +664,7 @@ main(void)
         cmocka_unit_test(test_runtime_listen_delivers_notify),
         cmocka_unit_test(test_runtime_listen_routes_by_channel),
         cmocka_unit_test(test_runtime_listen_quotes_channel),
+        cmocka_unit_test(test_runtime_unusable_channel_holds_no_one_up),
         cmocka_unit_test(test_runtime_reconnects_after_backend_killed),
         cmocka_unit_test(test_runtime_fallback_poll_wakes_listeners),
         cmocka_unit_test(test_runtime_listener_close_in_callback),

@@ -83,15 +83,20 @@ typedef struct loom_store_config {
     /* Shown in pg_stat_activity; NULL gives "eventloom". */
     const char *application_name;
     loom_migrate_mode migrate;
-    /* Largest payload of one event, in bytes. Default 1 MiB. */
+    /* Largest payload of one event (and of a snapshot), in bytes. Default
+     * 1 MiB, at most 256 MiB (LOOM_MAX_PAYLOAD_LIMIT). */
     size_t max_payload;
-    /* Largest encoded metadata (ids and headers) of one event. 64 KiB. */
+    /* Largest encoded metadata (ids and headers) of one event. Default
+     * 64 KiB, at most 16 MiB (LOOM_MAX_METADATA_LIMIT). */
     size_t max_metadata;
-    /* Most events in one append. Default 10,000. */
+    /* Most events in one append. Default 10,000, at most 1,000,000
+     * (LOOM_MAX_APPEND_LIMIT). */
     size_t max_append;
-    /* Longest stream name in bytes. Default 255, at most 4,096. */
+    /* Longest stream name in bytes. Default 255, at most 4,096
+     * (LOOM_MAX_STREAM_NAME_LIMIT). */
     size_t max_stream_name;
-    /* Most events one read returns. Default 10,000. */
+    /* Most events one read returns. Default 10,000, at most 1,000,000
+     * (LOOM_MAX_READ_LIMIT). */
     size_t max_read;
     /* The PostgreSQL role the connection works as; NULL: the login's own
      * rights. Schema 10 makes three (docs/operating.md, "Roles and TLS"):
@@ -119,6 +124,12 @@ typedef struct loom_store_config {
 #define LOOM_DEFAULT_MAX_READ        ((size_t) 10000)
 #define LOOM_MAX_STREAM_NAME_LIMIT   ((size_t) 4096)
 #define LOOM_MAX_TYPE_NAME           ((size_t) 255)
+/* The largest value each limit above may be set to: PostgreSQL caps a
+ * value and a message at 1 GB, and one append at these limits must fit. */
+#define LOOM_MAX_PAYLOAD_LIMIT  ((size_t) 256 << 20)
+#define LOOM_MAX_METADATA_LIMIT ((size_t) 16 << 20)
+#define LOOM_MAX_APPEND_LIMIT   ((size_t) 1000000)
+#define LOOM_MAX_READ_LIMIT     ((size_t) 1000000)
 
 /*
  * Connects to PostgreSQL and checks (or applies) the schema according to
@@ -128,7 +139,8 @@ typedef struct loom_store_config {
  * On failure *out is set to NULL and nothing needs freeing; when `errbuf`
  * is not NULL, up to `errlen` bytes of an explanation are written to it.
  *
- * Errors: LOOM_EINVAL (out NULL, a limit out of range, a bad role name),
+ * Errors: LOOM_EINVAL (out NULL, a limit or the migrate mode out of range,
+ * a bad role name: the message names the field and its range),
  * LOOM_ENOMEM,
  * LOOM_ECONN (cannot connect: the message names host and cause),
  * LOOM_ESCHEMA (schema missing or older than this library: run
@@ -422,12 +434,15 @@ LOOM_API loom_err loom_tx_append(loom_tx *tx, const char *stream,
  * LOOM_ECONN (the connection broke: whether tx committed is unknown, so
  * make the retry idempotent with an inbox mark or fixed event ids),
  * LOOM_EDB (another statement failed: loom_store_errmsg() and
- * loom_store_sqlstate() tell which), LOOM_ESCHEMA, LOOM_EBUSY.
+ * loom_store_sqlstate() tell which; or a statement ran transaction
+ * control that got past loom_tx_exec(), so tx did not commit as one:
+ * the message says what committed), LOOM_ESCHEMA, LOOM_EBUSY.
  */
 LOOM_API loom_err loom_store_commit(loom_store *s, const loom_tx *tx);
 
 /* The 0-based index of the statement that failed the last
- * loom_store_commit() on `s`, or -1 (none failed, unknown, or s NULL). */
+ * loom_store_commit() on `s` (or that ran transaction control), or -1
+ * (none failed, unknown, or s NULL). */
 LOOM_API int loom_store_commit_failed_at(const loom_store *s);
 
 /* ------------------------------------------------------------------ */

@@ -29,6 +29,7 @@ typedef struct loom_aggregate_type {
     /* The category of its streams: instance "42" of "order" lives in
      * stream "order-42". Non-empty, without '-'. */
     const char *name;
+    /* 1 to the store's max_payload bytes (a snapshot holds the state). */
     size_t state_size;
     /* The layout version of the state struct: bump it whenever the struct
      * or apply() changes meaning, and snapshots taken before are ignored. */
@@ -49,8 +50,10 @@ typedef struct loom_aggregate_type {
  * every newer event in pages. *version (may be NULL) receives the version
  * of the last event applied, -1 for an aggregate with no events (state is
  * then as init() left it). Blocking.
- * Errors: LOOM_EINVAL (NULL argument, empty id, bad type), the errors of
- * loom_store_read_stream(), or what apply() returned.
+ * Errors: LOOM_EINVAL (NULL argument, empty id, bad type: a NULL or empty
+ * name or one with '-', apply NULL, state_size 0 or over the store's
+ * max_payload, state_version negative; loom_store_errmsg() names it),
+ * the errors of loom_store_read_stream(), or what apply() returned.
  */
 LOOM_API loom_err loom_aggregate_load(loom_store *s,
                                       const loom_aggregate_type *t,

@@ -171,7 +171,8 @@ typedef void (*loom_wake_fn)(void *arg, const char *channel,
  * Registers fn(arg, channel, payload) for notifications on `channel`, a
  * channel name as NOTIFY spells it after identifier folding: the name is
  * sent quoted (LISTEN "Name"), so it is case-sensitive and may contain any
- * character but NUL. Several listeners may share a channel; each is
+ * character but NUL; it must be valid UTF-8 (the LISTEN connection's
+ * encoding, as the store's). Several listeners may share a channel; each is
  * called. Registration never blocks: while the runtime runs, the LISTEN is
  * queued on the LISTEN connection (opened now if this is the first
  * listener) and fn is called with NULL once it is acknowledged. `channel`
@@ -182,9 +183,16 @@ typedef void (*loom_wake_fn)(void *arg, const char *channel,
  * or freed by loom_runtime_close(). On failure *out is set to NULL (when
  * out is not NULL).
  *
- * Errors: LOOM_EINVAL (rt, channel, fn or out NULL, channel empty or
- * longer than LOOM_MAX_CHANNEL bytes), LOOM_EBUSY (the runtime is
- * stopping or stopped), LOOM_ENOMEM. Loop thread only.
+ * If the connection still cannot put the channel in a LISTEN (libpq
+ * refuses to quote it), the runtime logs an error naming the channel and
+ * that listener gets only the fallback wake-ups (guarantee 3) until the
+ * next reconnection tries again; the other listeners are not held up.
+ *
+ * Errors: LOOM_EINVAL (rt, channel, fn or out NULL, channel empty, longer
+ * than LOOM_MAX_CHANNEL bytes or not valid UTF-8; a runtime has no error
+ * message, so a refused channel is logged at LOOM_LOG_WARN with its name
+ * and why), LOOM_EBUSY (the runtime is stopping or stopped), LOOM_ENOMEM.
+ * Loop thread only.
  */
 LOOM_API loom_err loom_runtime_listen(loom_runtime *rt, const char *channel,
                                       loom_wake_fn fn, void *arg,

@@ -69,10 +69,29 @@ LOOM_API const char *loom_tx_errmsg(const loom_tx *tx);
  * Queues `sql` with `n` text parameters ($1 ... $n; a NULL value is SQL
  * NULL; their types are inferred by PostgreSQL as in PQprepare()).
  *
- * Errors: LOOM_EINVAL (tx or sql NULL, sql empty, n outside 0..64, or
- * values NULL with n > 0), LOOM_ETOOBIG (the transaction would exceed
- * LOOM_TX_MAX_BYTES), LOOM_ENOMEM. After an error the statement is not
- * queued; the others are kept.
+ * `sql` is one statement: every statement is sent with the extended query
+ * protocol (even with no parameters), which refuses several in one text,
+ * so "SELECT 1; ROLLBACK" fails the commit (LOOM_EDB) and nothing of the
+ * unit of work commits.
+ *
+ * The unit of work is one transaction that its runner or
+ * loom_store_commit() begins and commits, so transaction control is
+ * refused: a statement whose first word (after white space and -- or
+ * block comments, in any case) is BEGIN, START, COMMIT, END, ROLLBACK,
+ * ABORT, SAVEPOINT or RELEASE, or that begins with PREPARE TRANSACTION
+ * (COMMIT PREPARED and ROLLBACK PREPARED included). Savepoints are
+ * refused with the rest: they work only inside a block BEGIN opened, and
+ * a failing statement ends the batch anyway. As a second line of
+ * defence, a commit whose server reports such a command (or leaves the
+ * session inside a transaction block) fails with LOOM_EDB instead of
+ * reporting success. A procedure or DO block that commits on its own is
+ * not detected: do not queue one.
+ *
+ * Errors: LOOM_EINVAL (tx or sql NULL, sql empty, transaction control,
+ * n outside 0..64, or values NULL with n > 0; loom_tx_errmsg() says
+ * which), LOOM_ETOOBIG (the transaction would exceed LOOM_TX_MAX_BYTES),
+ * LOOM_ENOMEM. After an error the statement is not queued; the others
+ * are kept.
  */
 LOOM_API loom_err loom_tx_exec(loom_tx *tx, const char *sql, int n,
                                const char *const *values);
