@@ -183,8 +183,8 @@ read_check_category(loom_store *s, const char *category,
                           group->size > INT32_MAX))
         return loom__store_fail(s, LOOM_EINVAL,
                                 "consumer group member %u of %u is invalid: "
-                                "need 0 <= member < size",
-                                group->member, group->size);
+                                "need 0 <= member < size <= %d",
+                                group->member, group->size, INT32_MAX);
     return LOOM_OK;
 }
 

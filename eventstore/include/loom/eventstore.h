@@ -368,7 +368,8 @@ typedef struct loom_group {
  * '+' (Message DB's cardinal id), hashed with the first 64 bits of its MD5
  * and taken modulo group->size, so one stream always goes to one member
  * and each member gets an even share. Errors as above, and LOOM_EINVAL
- * when group->size is 0 or member >= size, or the category contains '-'.
+ * when group->size is 0 or over INT32_MAX or member >= size, or the
+ * category contains '-'.
  */
 LOOM_API loom_err loom_store_read_category(loom_store *s, const char *category,
                                            loom_position after,

@@ -235,7 +235,8 @@ typedef struct loom_topics_consumer_config {
     int manual_commit;
     const char *assignor;        /* "range" (default) or "roundrobin" */
     unsigned session_timeout_ms; /* expelled after; 0: 10000 */
-    unsigned heartbeat_ms;       /* 0: session_timeout_ms / 3 */
+    unsigned heartbeat_ms;       /* 0, or not below session_timeout_ms: a third
+                                    of session_timeout_ms */
     unsigned backoff_ms;         /* first redelivery delay; 0: 1000 */
     unsigned backoff_max_ms;     /* 0: 60000 */
     unsigned visibility_ms;      /* a redelivery in hand; 0: 30000 */
