@@ -3,7 +3,10 @@
  * PostgreSQL, one test per promise of loom/topics.h: a failed message is
  * redelivered with growing backoff, then dead-lettered into "<topic>.dlq"
  * with headers saying why; a rejected message is dead-lettered so on its
- * first delivery and its partition goes on; a dead letter can be
+ * first delivery and its partition goes on; a redelivery counts each time
+ * it is handed out, so one whose consumers die holding it (SIGKILLed
+ * children) is dead-lettered unhandled; a topic with no room for a
+ * ".dlq" redelivers instead of blocking its member; a dead letter can be
  * re-driven; a delayed
  * message waits while later ones in its partition flow; a repeated
  * message id is stored and delivered once within the deduplication window
@@ -26,12 +29,15 @@
  * log line of the library (info included) with a millisecond clock.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "tptest.h"
@@ -310,6 +316,102 @@ a_redelivery_taken_and_never_settled_counts_then_dead_letters(void **state)
     tpt_rec_free(&r);
     tpt_rec_free(&r2);
     tpt_rec_free(&dlq);
+}
+
+/* The same with real deaths: a member process takes the redelivery and
+ * holds it (as a handler that crashes would) until it is SIGKILLed, twice.
+ * The next member finds it delivered max deliveries times and unsettled:
+ * dead letter, handler never called. */
+static void
+kd_hold(loom_consumer *c, const loom_message *const *msgs, size_t n, void *arg)
+{
+    (void) c;
+    (void) msgs;
+    (void) n;
+    (void) arg;
+}
+
+static void
+kd_child(void)
+{
+    loom_runtime *rt;
+    loom_transport *t;
+    loom_consumer *c;
+    const char *topics[] = {"kd.jobs"};
+    loom_consumer_config cfg = LOOM_CONSUMER_CONFIG_INIT;
+    loom_topics_consumer_config topts = tpt_fast_topts();
+    char err[256];
+
+    cfg.group = "kd-g";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    topts.visibility_ms = 300;
+    topts.session_timeout_ms = 500;
+    topts.heartbeat_ms = 100;
+    if (loom_runtime_open(&rt, NULL) != LOOM_OK ||
+        loom_transport_open(rt, "topics://", &t, err, sizeof err) != LOOM_OK ||
+        loom_topics_consumer_open(t, &cfg, &topts, kd_hold, NULL, NULL, &c) !=
+            LOOM_OK)
+        _exit(3);
+    loom_runtime_run(rt); /* until killed */
+    _exit(0);
+}
+
+static void
+a_redelivery_whose_consumers_are_killed_holding_it_is_dead_lettered(
+    void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0}, r2 = {0};
+    int status = 0;
+
+    (void) state;
+    tpt_topic_create("kd.jobs", 1, -1, -1, -1, 3);
+    tpt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 2; /* the first delivery fails: a redelivery */
+    tpt_rec_open(&e, "kd-g", "kd.jobs", NULL, &r);
+    {
+        loom_message m;
+        tpt_msg_init(&m, "kd.jobs", NULL, "poison");
+        assert_int_equal(tpt_publish_wait(&e, &m, 1), LOOM_OK);
+    }
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_retries "
+                 "WHERE group_name = 'kd-g' AND deliveries = 1");
+    tpt_sql_wait(&e, 0,
+                 "SELECT coalesce(sum(lag), -1) FROM loom.topic_lag "
+                 "WHERE group_name = 'kd-g'");
+    loom_consumer_close(r.c);
+    r.c = NULL;
+
+    for (int k = 2; k <= 3; k++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            kd_child();
+        tpt_sql_wait(&e, 1,
+                     "SELECT count(*) FROM loom.topic_retries "
+                     "WHERE group_name = 'kd-g' AND taken AND deliveries = %d",
+                     k);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        assert_true(WIFSIGNALED(status));
+    }
+
+    tpt_rec_open(&e, "kd-g", "kd.jobs", NULL, &r2);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_dead_letters "
+                 "WHERE group_name = 'kd-g' AND deliveries = 3 AND error LIKE "
+                 "'delivered 3 times without being settled%%'");
+    tpt_run(&e, NULL, NULL, TPT_QUIET_MS);
+    assert_int_equal(r2.n, 0);
+    assert_int_equal(est_ll("SELECT count(*) FROM loom.topic_retries "
+                            "WHERE group_name = 'kd-g'"),
+                     0);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+    tpt_rec_free(&r2);
 }
 
 /* A topic whose name leaves no room for ".dlq" (a dead-letter topic of a
@@ -963,6 +1065,7 @@ main(void)
         T(failed_message_is_redelivered_with_backoff_then_dead_lettered),
         T(a_rejected_message_is_dead_lettered_on_its_first_delivery),
         T(a_redelivery_taken_and_never_settled_counts_then_dead_letters),
+        T(a_redelivery_whose_consumers_are_killed_holding_it_is_dead_lettered),
         T(a_topic_too_long_for_a_dead_letter_topic_redelivers_and_flows),
         T(redriven_dead_letter_is_delivered_again_counting_from_one),
         T(delayed_message_waits_while_later_ones_in_its_partition_flow),
