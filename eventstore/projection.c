@@ -35,6 +35,34 @@ proj_word_ok(const char *p, size_t max, int ident)
     return 1;
 }
 
+/* Whether `t` can be an event's type name (eventstore/append.c's rule):
+ * one that cannot would never match an event. */
+static int
+proj_type_ok(const char *t)
+{
+    size_t n;
+
+    if (t == NULL || t[0] == '\0')
+        return 0;
+    n = strnlen(t, LOOM_MAX_TYPE_NAME + 1);
+    return n <= LOOM_MAX_TYPE_NAME && loom__utf8_valid(t, n);
+}
+
+/* Whether d names one event type twice (a handful of types: quadratic is
+ * fine). */
+static int
+proj_types_repeat(const loom_projection_def *d)
+{
+    size_t n = d->batch ? d->n_types : d->n_handlers;
+
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(d->batch ? d->types[i] : d->handlers[i].type,
+                       d->batch ? d->types[j] : d->handlers[j].type) == 0)
+                return 1;
+    return 0;
+}
+
 loom_err
 loom__proj_check(const loom_projection_def *d, const char **why)
 {
@@ -64,15 +92,16 @@ loom__proj_check(const loom_projection_def *d, const char **why)
         *why = "an in-memory read model needs reset() to empty it";
     if (*why == NULL && d != NULL) {
         for (size_t i = 0; i < d->n_handlers; i++)
-            if (d->handlers[i].type == NULL || d->handlers[i].type[0] == 0 ||
-                strlen(d->handlers[i].type) > LOOM_MAX_TYPE_NAME ||
-                d->handlers[i].fn == NULL)
-                *why = "every handler needs a type (1 to 255 bytes) and a "
-                       "function";
+            if (!proj_type_ok(d->handlers[i].type) || d->handlers[i].fn == NULL)
+                *why = "every handler needs a type (1 to 255 bytes of UTF-8, "
+                       "as event types are) and a function";
         for (size_t i = 0; d->batch != NULL && i < d->n_types; i++)
-            if (d->types[i] == NULL || d->types[i][0] == '\0' ||
-                strlen(d->types[i]) > LOOM_MAX_TYPE_NAME)
-                *why = "every type must be 1 to 255 bytes";
+            if (!proj_type_ok(d->types[i]))
+                *why = "every type must be 1 to 255 bytes of UTF-8, as event "
+                       "types are";
+        if (*why == NULL && proj_types_repeat(d))
+            *why = "a type is listed twice: each event type has one handler "
+                   "(the second would never run)";
     }
     return *why == NULL ? LOOM_OK : LOOM_EINVAL;
 }

@@ -698,6 +698,28 @@ test_projection_rejects_bad_definitions(void **state)
         assert_int_equal(loom_projection_start(rt, &b, opts(), &p),
                          LOOM_EINVAL);
     }
+    /* A type no event can have (not UTF-8), or one type twice (its second
+     * handler would never run): refused by start and rebuild alike. */
+    {
+        static const loom_projection_handler bad_utf8[] = {
+            {"p.\xff", counts_add}};
+        static const loom_projection_handler twice[] = {{"p.Add", counts_add},
+                                                        {"p.Add", counts_add}};
+        loom_projection_def b = counts_def("ok", "ok_model");
+        b.handlers = bad_utf8;
+        assert_int_equal(loom_projection_start(rt, &b, opts(), &p),
+                         LOOM_EINVAL);
+        assert_int_equal(loom_projection_rebuild(&b, NULL, err, sizeof err),
+                         LOOM_EINVAL);
+        assert_non_null(strstr(err, "UTF-8"));
+        b.handlers = twice;
+        b.n_handlers = 2;
+        assert_int_equal(loom_projection_start(rt, &b, opts(), &p),
+                         LOOM_EINVAL);
+        assert_int_equal(loom_projection_rebuild(&b, NULL, err, sizeof err),
+                         LOOM_EINVAL);
+        assert_non_null(strstr(err, "twice"));
+    }
     /* The same name registered with another schema. */
     {
         loom_projection_def a = counts_def("clash", "clash_a");

@@ -78,7 +78,8 @@ typedef struct loom_projection_def {
     /* The read model's schema, 1 to 54 bytes of [a-z0-9_] not starting
      * with a digit nor "pg_"; NULL: an in-memory model. */
     const char *schema;
-    /* Either per-type handlers ... */
+    /* Either per-type handlers ... (each type, like an event's, 1 to 255
+     * bytes of UTF-8, and listed once: here or in `types`) */
     const loom_projection_handler *handlers;
     size_t n_handlers;
     /* ... or one batch handler for the events of `types`. */
