@@ -9,16 +9,23 @@
 #include "pgwire.h"
 #include "store_int.h"
 
-/* Keeps only the newest: an older snapshot never replaces a newer one. */
+/* Keeps only the newest: an older snapshot never replaces a newer one.
+ * Only of a version the stream has: a snapshot past its end would make
+ * every load skip the events up to that version when they come. Returns
+ * the stream's version (NULL: no such stream) and whether it was saved
+ * or ignored as older. */
 static const loom__stmt snapshot_save_stmt = {
     LOOM__STMT_SNAPSHOT_SAVE,
     "loom_snapshot_save",
-    "INSERT INTO loom.snapshots AS s (stream, version, schema_version, data) "
-    "VALUES ($1, $2, $3, $4) ON CONFLICT (stream) DO UPDATE "
+    "WITH st AS (SELECT version FROM loom.streams WHERE stream = $1), "
+    "saved AS (INSERT INTO loom.snapshots AS s (stream, version, "
+    "schema_version, data) SELECT $1, $2, $3, $4 FROM st WHERE st.version "
+    ">= $2 ON CONFLICT (stream) DO UPDATE "
     "SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, "
     "data = EXCLUDED.data, taken_at = now() "
     "WHERE s.version <= EXCLUDED.version "
-    "OR s.schema_version <> EXCLUDED.schema_version",
+    "OR s.schema_version <> EXCLUDED.schema_version RETURNING 1) "
+    "SELECT (SELECT version FROM st)",
     4,
     {LOOM__OID_TEXT, LOOM__OID_INT8, LOOM__OID_INT4, LOOM__OID_BYTEA}};
 
@@ -38,6 +45,7 @@ loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
     int lengths[4];
     char num[12];
     PGresult *r = NULL;
+    int64_t have = 0;
     loom_err rc;
 
     if (s == NULL)
@@ -72,6 +80,19 @@ loom_store_snapshot_save(loom_store *s, const char *stream, int64_t version,
     lengths[2] = 4;
     lengths[3] = (int) len;
     rc = loom__store_query(s, &snapshot_save_stmt, values, lengths, &r);
+    if (rc == LOOM_OK && (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)))
+        rc = loom__store_fail(s, LOOM_EINVAL,
+                              "snapshot of \"%s\" at version %lld: no such "
+                              "stream; a snapshot is of a version the stream "
+                              "has",
+                              stream, (long long) version);
+    else if (rc == LOOM_OK && loom__pg_get_i64(r, 0, 0, &have) &&
+             have < version)
+        rc = loom__store_fail(s, LOOM_EINVAL,
+                              "snapshot of \"%s\" at version %lld: the "
+                              "stream is at version %lld; a snapshot is of a "
+                              "version the stream has",
+                              stream, (long long) version, (long long) have);
     PQclear(r);
     return rc;
 }

@@ -396,7 +396,29 @@ test_aggregate_snapshot_keeps_newest(void **state)
     void *data = NULL;
     size_t len = 0;
     int64_t v = -9;
+    loom_event_data ev[9];
 
+    /* A snapshot is of a version the stream has: none of one that does
+     * not exist, none past its end (every load would then skip the
+     * events up to it once they came). */
+    assert_int_equal(
+        loom_store_snapshot_save(f->s, "snaponly-1", 7, 1, "seven", 5),
+        LOOM_EINVAL);
+    assert_non_null(strstr(loom_store_errmsg(f->s), "no such stream"));
+    for (int i = 0; i < 9; i++)
+        est_event(&ev[i], "Snap", "x", 1);
+    assert_int_equal(loom_store_append(f->s, "snaponly-1",
+                                       LOOM_EXPECT_NO_STREAM, ev, 7, NULL),
+                     LOOM_OK);
+    assert_int_equal(
+        loom_store_snapshot_save(f->s, "snaponly-1", 7, 1, "seven", 5),
+        LOOM_EINVAL);
+    assert_non_null(strstr(loom_store_errmsg(f->s), "at version 6"));
+    assert_int_equal(
+        loom_store_snapshot_load(f->s, "snaponly-1", 1, &data, &len, &v),
+        LOOM_ENOTFOUND);
+    assert_int_equal(loom_store_append(f->s, "snaponly-1", 6, ev + 7, 2, NULL),
+                     LOOM_OK);
     assert_int_equal(
         loom_store_snapshot_save(f->s, "snaponly-1", 7, 1, "seven", 5),
         LOOM_OK);
@@ -421,6 +443,10 @@ test_aggregate_snapshot_keeps_newest(void **state)
         loom_store_snapshot_load(f->s, "snaponly-none", 1, &data, &len, &v),
         LOOM_ENOTFOUND);
     /* An empty snapshot is a snapshot. */
+    est_event(&ev[0], "Snap", "x", 1); /* a new event id */
+    assert_int_equal(loom_store_append(f->s, "snaponly-2",
+                                       LOOM_EXPECT_NO_STREAM, ev, 1, NULL),
+                     LOOM_OK);
     assert_int_equal(
         loom_store_snapshot_save(f->s, "snaponly-2", 0, 1, NULL, 0), LOOM_OK);
     assert_int_equal(

@@ -420,7 +420,17 @@ op_snapshot(loom_store *s)
 static void
 test_alloc_snapshot(void **state)
 {
+    loom_store *s = open_plain();
+    loom_event_data ev[4];
+
     (void) state;
+    /* A snapshot is of a version its stream has. */
+    for (int i = 0; i < 4; i++)
+        est_event(&ev[i], "Snap", "x", 1);
+    assert_int_equal(
+        loom_store_append(s, "snapme-1", LOOM_EXPECT_NO_STREAM, ev, 4, NULL),
+        LOOM_OK);
+    loom_store_close(s);
     op_until_ok(op_snapshot, 0);
     op_until_ok(op_snapshot, 1);
 }

@@ -383,7 +383,9 @@ LOOM_API loom_err loom_store_read_category(loom_store *s, const char *category,
  * Stores the state of `stream` at `version` (borrowed bytes, copied) for
  * the state layout `schema_version`. Only the newest snapshot of a stream
  * is kept; an older version than the stored one is ignored.
- * Errors: LOOM_EINVAL, LOOM_ETOOBIG (over max_payload), LOOM_ECONN,
+ * Errors: LOOM_EINVAL (also when the stream does not exist or has not
+ * reached `version`: a snapshot past its end would make loads skip the
+ * events up to it), LOOM_ETOOBIG (over max_payload), LOOM_ECONN,
  * LOOM_EDB.
  */
 LOOM_API loom_err loom_store_snapshot_save(loom_store *s, const char *stream,
