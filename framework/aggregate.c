@@ -127,12 +127,15 @@ agg_check_type(loom_store *s, const loom_aggregate_type *t)
     if (t == NULL)
         return loom__store_fail(s, LOOM_EINVAL, "the aggregate type is NULL");
     if (t->name == NULL || t->name[0] == '\0' || strchr(t->name, '-'))
-        return loom__store_fail(s, LOOM_EINVAL,
-                                "the aggregate type's name is %s: it must be "
-                                "a category without '-', such as \"order\"",
-                                t->name == NULL ? "NULL"
-                                : t->name[0]    ? "with '-'"
-                                                : "empty");
+        return loom__store_fail(
+            s, LOOM_EINVAL,
+            "the aggregate type's name %s%s%s: it must be "
+            "a category without '-', such as \"order\"",
+            t->name == NULL ? "is NULL"
+            : t->name[0]    ? "\""
+                            : "is empty",
+            t->name != NULL ? t->name : "",
+            t->name != NULL && t->name[0] ? "\" contains '-'" : "");
     if (t->apply == NULL)
         return loom__store_fail(
             s, LOOM_EINVAL, "aggregate type \"%s\": apply is NULL", t->name);
