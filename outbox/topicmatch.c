@@ -1,5 +1,6 @@
 /*
- * RabbitMQ topic-exchange matching (loom_topic_matches, loom/transport.h),
+ * Topic names: which are valid (loom_topic_name_valid), and RabbitMQ
+ * topic-exchange matching (loom_topic_matches, both in loom/transport.h),
  * word by word: "*" consumes one word, "#" any number. This is wildcard
  * matching over words, done the linear way: on a mismatch only the most
  * recent "#" takes one more word and matching resumes after it, which
@@ -10,6 +11,7 @@
  */
 #include <string.h>
 
+#include "loom/topics.h"
 #include "loom/transport.h"
 
 /* The length of the word at p (up to '.' or the end). */
@@ -81,4 +83,37 @@ loom_topic_matches(const char *pattern, const char *topic)
     if (pattern == NULL || topic == NULL)
         return 0;
     return tm_match(pattern, topic);
+}
+
+int
+loom_topic_name_valid(const char *name, int patterns)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    int word = 0, wild = 0;
+
+    if (n == 0 || n > LOOM_MAX_TOPIC_NAME)
+        return 0;
+    /* Words of ASCII letters, digits, '_' and '-' (not isalnum(): the
+     * locale must not widen what SQL's check accepts), separated by
+     * single dots; with patterns a word may instead be "*" or "#". */
+    for (size_t i = 0; i <= n; i++) {
+        char ch = name[i];
+        if (ch == '.' || ch == '\0') {
+            if (word == 0 && !wild)
+                return 0;
+            word = wild = 0;
+        } else if (patterns && (ch == '*' || ch == '#')) {
+            if (word > 0 || wild)
+                return 0;
+            wild = 1;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || ch == '_' || ch == '-') {
+            if (wild)
+                return 0;
+            word++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
 }

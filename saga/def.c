@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "loom/saga.h"
+#include "loom/transport.h"
 #include "text.h"
 
 static const char *const state_names[] = {
@@ -83,9 +84,19 @@ check_step(const loom_saga_def *def, const loom_saga_step *st, int forward,
     if (!name_ok(st->name, 255)) {
         return refuse(err, errlen, def, "%s %zu has no valid name", what, i);
     }
-    if (!name_ok(st->participant, 249)) {
-        return refuse(err, errlen, def, "%s %s has no valid participant topic",
-                      what, st->name);
+    if (!loom_topic_name_valid(st->participant, 0)) {
+        return refuse(err, errlen, def,
+                      "%s %s: participant \"%s\" is not a topic name (1 to "
+                      "249 bytes of words of letters, digits, '_' and '-' "
+                      "separated by single dots)",
+                      what, st->name, st->participant ? st->participant : "");
+    }
+    if (strcmp(st->participant, def->reply_topic) == 0) {
+        return refuse(err, errlen, def,
+                      "%s %s: participant \"%s\" is the saga's reply topic: "
+                      "commands and replies on one topic would be consumed "
+                      "by both sides",
+                      what, st->name, st->participant);
     }
     if (!is_message(st->command) || !is_message(st->reply)) {
         return refuse(err, errlen, def,
@@ -115,10 +126,12 @@ check_step(const loom_saga_def *def, const loom_saga_step *st, int forward,
                       st->name);
     }
     for (size_t k = 0; k < r->n_non_retryable; k++) {
-        if (!name_ok(r->non_retryable[k], 255)) {
+        const char *why = loom__saga_text_problem(r->non_retryable[k], 255);
+        if (why != NULL) {
             return refuse(err, errlen, def,
-                          "%s %s: non_retryable code %zu is empty", what,
-                          st->name, k);
+                          "%s %s: non_retryable code %zu %s (a code is 1 to "
+                          "255 bytes of UTF-8 without control characters)",
+                          what, st->name, k, why);
         }
     }
     if (st->build == NULL || st->on_reply == NULL) {
@@ -172,8 +185,12 @@ loom_saga_def_check(const loom_saga_def *def, char *err, size_t errlen)
     if (def->version == 0) {
         return refuse(err, errlen, def, "version must be at least 1");
     }
-    if (!name_ok(def->reply_topic, 249)) {
-        return refuse(err, errlen, def, "reply_topic is empty or too long");
+    if (!loom_topic_name_valid(def->reply_topic, 0)) {
+        return refuse(err, errlen, def,
+                      "reply_topic \"%s\" is not a topic name (1 to 249 "
+                      "bytes of words of letters, digits, '_' and '-' "
+                      "separated by single dots)",
+                      def->reply_topic ? def->reply_topic : "");
     }
     if (!is_message(def->data)) {
         return refuse(err, errlen, def, "data is not a message descriptor");
@@ -195,6 +212,21 @@ loom_saga_def_check(const loom_saga_def *def, char *err, size_t errlen)
             check_step(def, &def->compensations[i], 0, i, err, errlen);
         if (rc != LOOM_OK) {
             return rc;
+        }
+    }
+    /* A compensation undoes one step: shared, it would run once for each
+     * (protoc-gen-loom refuses it too). */
+    for (size_t i = 0; i < def->n_steps; i++) {
+        for (size_t j = i + 1;
+             def->steps[i].compensation >= 0 && j < def->n_steps; j++) {
+            if (def->steps[j].compensation == def->steps[i].compensation) {
+                return refuse(
+                    err, errlen, def,
+                    "steps %s and %s share compensation %s: each "
+                    "step has its own",
+                    def->steps[i].name, def->steps[j].name,
+                    def->compensations[def->steps[i].compensation].name);
+            }
         }
     }
     /* Step names identify steps on the wire (LOOM_SAGA_HDR_STEP). */

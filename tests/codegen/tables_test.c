@@ -203,6 +203,52 @@ test_tables_defs_pass_def_check(void **state)
     assert_int_equal(shop__create_order__saga.abi, LOOM_SAGA_ABI_VERSION);
 }
 
+/* Hand-made variants of a generated table that def_check refuses, each
+ * naming what is wrong: what protoc-gen-loom refuses in a .proto, and
+ * topics no transport takes. */
+static void
+expect_refused(const loom_saga_def *def, const char *needle)
+{
+    char err[512];
+
+    assert_int_equal(loom_saga_def_check(def, err, sizeof err), LOOM_EINVAL);
+    if (strstr(err, needle) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", err, needle);
+}
+
+static void
+test_tables_def_check_refuses_what_could_not_run(void **state)
+{
+    const loom_saga_def *d = &shop__create_order__saga;
+    loom_saga_step steps[3];
+    loom_saga_def def;
+    const char *bad_code[1] = {"\xff"};
+
+    (void) state;
+    assert_int_equal(d->n_steps, 3);
+    def = *d;
+    def.steps = steps;
+    memcpy(steps, d->steps, sizeof steps);
+    steps[1].compensation = steps[0].compensation;
+    expect_refused(&def, "share compensation ReleaseInventory");
+    memcpy(steps, d->steps, sizeof steps);
+    steps[2].participant = d->reply_topic;
+    expect_refused(&def, "is the saga's reply topic");
+    steps[2].participant = "bad topic!";
+    expect_refused(&def, "\"bad topic!\" is not a topic name");
+    steps[2].participant = "a..b";
+    expect_refused(&def, "is not a topic name");
+    memcpy(steps, d->steps, sizeof steps);
+    steps[0].retry.non_retryable = bad_code;
+    steps[0].retry.n_non_retryable = 1;
+    expect_refused(&def, "non_retryable code 0 is not valid UTF-8");
+    memcpy(steps, d->steps, sizeof steps);
+    def.reply_topic = "replies with spaces";
+    expect_refused(&def, "reply_topic \"replies with spaces\" is not a topic");
+    def.reply_topic = d->reply_topic;
+    assert_int_equal(loom_saga_def_check(&def, NULL, 0), LOOM_OK);
+}
+
 static void
 test_tables_create_order_is_what_the_proto_says(void **state)
 {
@@ -504,6 +550,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tables_defs_pass_def_check),
+        cmocka_unit_test(test_tables_def_check_refuses_what_could_not_run),
         cmocka_unit_test(test_tables_create_order_is_what_the_proto_says),
         cmocka_unit_test(test_tables_cancel_order_is_what_the_proto_says),
         cmocka_unit_test(test_tables_diagram_is_the_mmd_file),

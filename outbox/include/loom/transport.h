@@ -269,6 +269,14 @@ LOOM_API void loom_consumer_close(loom_consumer *c);
  */
 LOOM_API int loom_topic_matches(const char *pattern, const char *topic);
 
+/*
+ * Whether `name` is a topic name every transport takes: 1 to 249 bytes
+ * (LOOM_MAX_TOPIC_NAME) of words of ASCII letters, digits, '_' and '-',
+ * separated by single dots. With `patterns` 1 a word may also be "*" or
+ * "#" (a subscription's pattern). Returns 1 or 0 (0 for NULL).
+ */
+LOOM_API int loom_topic_name_valid(const char *name, int patterns);
+
 /* For transports: hands a batch to the consumer's handler, on the loop
  * thread. The messages must stay valid until each is acked, failed or
  * rejected. Does nothing for NULL arguments or n 0. */

@@ -500,7 +500,7 @@ c_check(const loom_consumer_config *cfg, const loom_topics_consumer_config *t)
     if (glen > LOOM_MAX_GROUP_NAME || !loom__utf8_valid(cfg->group, glen))
         return LOOM_EINVAL;
     for (size_t i = 0; i < cfg->n_topics; i++)
-        if (!loom__tp_name_ok(cfg->topics[i], 1))
+        if (!loom_topic_name_valid(cfg->topics[i], 1))
             return LOOM_EINVAL;
     if ((unsigned) t->start.start > LOOM_START_OFFSET ||
         (t->assignor != NULL && strcmp(t->assignor, "range") != 0 &&

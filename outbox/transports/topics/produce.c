@@ -147,7 +147,8 @@ prod_check(tp_transport *tr, const loom_message *m)
 {
     size_t hbytes = 0;
 
-    if (!loom__tp_name_ok(m->topic, 0) || m->partition >= LOOM_MAX_PARTITIONS)
+    if (!loom_topic_name_valid(m->topic, 0) ||
+        m->partition >= LOOM_MAX_PARTITIONS)
         return LOOM_EINVAL;
     for (size_t h = 0; h < m->n_headers; h++)
         hbytes += strlen(m->headers[h].key) + strlen(m->headers[h].value) + 8;

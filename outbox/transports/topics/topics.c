@@ -30,39 +30,6 @@ static const loom__stmt retention_stmt = {
     1,
     {LOOM__OID_INT4}};
 
-int
-loom__tp_name_ok(const char *name, int wildcards)
-{
-    size_t n = name != NULL ? strlen(name) : 0;
-    int word = 0, wild = 0;
-
-    if (n == 0 || n > LOOM_MAX_TOPIC_NAME)
-        return 0;
-    /* Words of ASCII letters, digits, '_' and '-' (not isalnum(): the
-     * locale must not widen what SQL's check accepts), separated by
-     * single dots; with wildcards a word may instead be "*" or "#". */
-    for (size_t i = 0; i <= n; i++) {
-        char ch = name[i];
-        if (ch == '.' || ch == '\0') {
-            if (word == 0 && !wild)
-                return 0;
-            word = wild = 0;
-        } else if (wildcards && (ch == '*' || ch == '#')) {
-            if (word > 0 || wild)
-                return 0;
-            wild = 1;
-        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                   (ch >= '0' && ch <= '9') || ch == '_' || ch == '-') {
-            if (wild)
-                return 0;
-            word++;
-        } else {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* ---- life cycle ------------------------------------------------------ */
 
 static void

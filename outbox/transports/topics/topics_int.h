@@ -97,9 +97,6 @@ void loom__tp_maybe_stopped(tp_transport *tr);
  * not cached). Errors: LOOM_ENOTFOUND, LOOM_ECONN, LOOM_EDB. */
 loom_err loom__tp_partition_count(tp_transport *tr, const char *topic,
                                   int32_t *n);
-/* Whether `name` is a valid topic name (wildcards 0) or subscription
- * pattern (wildcards 1: a word may be "*" or "#"). */
-int loom__tp_name_ok(const char *name, int wildcards);
 
 /* ---- produce.c ------------------------------------------------------- */
 

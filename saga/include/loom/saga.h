@@ -224,7 +224,9 @@ typedef struct loom_saga_def {
 
 /*
  * Checks a definition the way the orchestrator will use it: the ABI,
- * names, descriptors, indexes, timeouts, retry policies and handlers.
+ * names, topics (loom_topic_name_valid(), and no participant on the reply
+ * topic), descriptors, indexes (each compensation undoes one step),
+ * timeouts, retry policies and handlers.
  * Errors: LOOM_EINVAL, with the step and the rule in err (may be NULL).
  */
 LOOM_API loom_err loom_saga_def_check(const loom_saga_def *def, char *err,
