@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "utf8.h"
 
 /* Type oids from pg_type.h (stable across PostgreSQL versions). */
 #define LOOM__OID_BOOL   16
@@ -66,15 +67,5 @@ int loom__pg_get_bool(const PGresult *r, int row, int col, int *v);
 
 /* SQLSTATE of a failed result, or "" (borrowed from `r`). */
 const char *loom__pg_sqlstate(const PGresult *r);
-
-/* Length of the well-formed UTF-8 sequence at `s` (n >= 1 bytes left),
- * or 0 when the bytes there are not one. Follows Unicode table 3-7, so
- * overlong forms, surrogates and values past U+10FFFF are rejected, as
- * PostgreSQL and JSON readers would. A NUL byte is a sequence of 1. */
-size_t loom__utf8_seq(const unsigned char *s, size_t n);
-
-/* 1 when `len` bytes at `s` are valid UTF-8 without NUL bytes (PostgreSQL
- * text cannot hold NUL). */
-int loom__utf8_valid(const char *s, size_t len);
 
 #endif /* LOOM_PGWIRE_H */

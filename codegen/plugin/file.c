@@ -56,7 +56,8 @@ file_event(gen_pool *p, const gen_type *t, gen_file *f, gen_errors *errs)
         if (!gen_text_ok(e->aggregate, GEN_MAX_NAME)) {
             gen_error(errs,
                       "%s: message %s: (loom.event).aggregate is empty, "
-                      "longer than %d bytes or has control characters",
+                      "longer than %d bytes, not UTF-8 or has control "
+                      "characters",
                       f->proto, t->full, GEN_MAX_NAME);
         }
     }

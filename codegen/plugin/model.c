@@ -134,7 +134,7 @@ saga_retry(gen_pool *p, const Loom__RetryPolicy *r, const saga_at *at,
         if (!gen_text_ok(code, GEN_MAX_NAME)) {
             saga_error(at, rpc,
                        "retry.non_retryable code %zu is empty, longer than %d "
-                       "bytes or has control characters",
+                       "bytes, not UTF-8 or has control characters",
                        i, GEN_MAX_NAME);
         }
         out->non_retryable[i] = gen_pool_strdup(p, code);

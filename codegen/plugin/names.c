@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "names.h"
+#include "utf8.h"
 
 static int
 names_upper(char c)
@@ -199,7 +200,9 @@ gen_text_ok(const char *s, size_t max)
             return 0;
         }
     }
-    return 1;
+    /* The library's rule (saga/text.c): a code or name it would refuse
+     * at run time is refused here, at build time. */
+    return loom__utf8_valid(s, n);
 }
 
 int

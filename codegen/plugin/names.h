@@ -53,7 +53,7 @@ char *gen_file_ident(gen_pool *p, const char *file);
  * '-' separated by single dots, 1 to GEN_MAX_TOPIC bytes. */
 int gen_topic_ok(const char *s);
 
-/* 1 when `s` is 1 to `max` bytes without control characters. */
+/* 1 when `s` is 1 to `max` bytes of UTF-8 without control characters. */
 int gen_text_ok(const char *s, size_t max);
 
 /* 1 when `s` is a C identifier ([A-Za-z_][A-Za-z0-9_]*). */
