@@ -88,6 +88,33 @@ file_message(gen_pool *p, const gen_types *types, const char *scope,
     }
 }
 
+/* A step's commands on another saga's reply topic would be consumed by
+ * that saga's orchestrator as replies (model.c checks a saga against its
+ * own reply topic; this, the file's sagas against each other). */
+static void
+file_reply_topics_apart(const gen_file *f, gen_errors *errs)
+{
+    for (size_t a = 0; a < f->n_sagas; a++) {
+        const gen_saga *s = &f->sagas[a];
+        for (size_t i = 0; i < s->n_steps + s->n_comps; i++) {
+            const gen_step *st =
+                i < s->n_steps ? &s->steps[i] : &s->comps[i - s->n_steps];
+            for (size_t b = 0; b < f->n_sagas; b++) {
+                if (b != a && st->participant != NULL &&
+                    f->sagas[b].reply_topic != NULL &&
+                    strcmp(st->participant, f->sagas[b].reply_topic) == 0) {
+                    gen_error(errs,
+                              "%s: service %s, rpc %s: participant \"%s\" "
+                              "is the reply topic of saga %s: commands and "
+                              "replies need topics of their own",
+                              f->proto, s->full, st->name, st->participant,
+                              f->sagas[b].full);
+                }
+            }
+        }
+    }
+}
+
 void
 gen_model_build(gen_pool *p, const gen_request *req, const gen_types *types,
                 const gen_fdp *fd, const gen_params *params, gen_file *f,
@@ -123,6 +150,7 @@ gen_model_build(gen_pool *p, const gen_request *req, const gen_types *types,
     for (size_t i = 0; i < fd->n_message_type; i++) {
         file_message(p, types, fn.package, fd->message_type[i], f, errs);
     }
+    file_reply_topics_apart(f, errs);
     gen_participants_build(p, f, errs);
     gen_check_symbols(p, f, req, errs);
 }
