@@ -11,9 +11,11 @@
  * loom.Metadata protobuf), which the relay decodes to publish.
  */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "headers.h"
+#include "loom/alloc.h"
 #include "loom/outbox.h"
 #include "loom/partitioner.h"
 #include "outbox_int.h"
@@ -256,6 +258,47 @@ outbox_build(loom_tx *tx, loom__buf *b, const char *outbox,
     return LOOM_OK;
 }
 
+static int
+outbox_by_id(const void *a, const void *b)
+{
+    const loom_outbox_message *x = *(const loom_outbox_message *const *) a;
+    const loom_outbox_message *y = *(const loom_outbox_message *const *) b;
+
+    return memcmp(x->id.bytes, y->id.bytes, sizeof x->id.bytes);
+}
+
+/* Two messages of one call with the same id (not nil: nil ids are made
+ * fresh): the topic's deduplication or the consumer's inbox would keep
+ * only the first, and the second would be lost without a word. Sorted,
+ * so a batch of thousands costs n log n. */
+static loom_err
+outbox_check_ids(loom_tx *tx, const loom_outbox_message *msgs, size_t n)
+{
+    const loom_outbox_message **v;
+    size_t k = 0;
+    loom_err rc = LOOM_OK;
+
+    if (n < 2)
+        return LOOM_OK;
+    if ((v = loom_malloc(n * sizeof *v)) == NULL)
+        return loom__tx_fail(tx, LOOM_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (!loom_uuid_is_nil(&msgs[i].id))
+            v[k++] = &msgs[i];
+    qsort(v, k, sizeof *v, outbox_by_id);
+    for (size_t i = 1; i < k && rc == LOOM_OK; i++) {
+        size_t a = (size_t) (v[i - 1] - msgs), b = (size_t) (v[i] - msgs);
+        if (outbox_by_id(&v[i - 1], &v[i]) == 0)
+            rc = loom__tx_fail(tx, LOOM_EINVAL,
+                               "outbox messages %zu and %zu have the same id: "
+                               "the later would be dropped as a duplicate of "
+                               "the earlier (leave ids nil for fresh ones)",
+                               a < b ? a : b, a < b ? b : a);
+    }
+    loom_free(v);
+    return rc;
+}
+
 static loom_err
 outbox_check(loom_tx *tx, const char *outbox, const loom_outbox_message *msgs,
              size_t n)
@@ -278,7 +321,7 @@ outbox_check(loom_tx *tx, const char *outbox, const loom_outbox_message *msgs,
         if (rc != LOOM_OK)
             return rc;
     }
-    return LOOM_OK;
+    return outbox_check_ids(tx, msgs, n);
 }
 
 loom_err

@@ -594,6 +594,14 @@ test_uow_outbox_bad_arguments(void **state)
     m[1].deliver_at = 0;
     /* Nothing refused wrote an id back. */
     assert_true(loom_uuid_is_nil(&m[0].id));
+    /* Two messages of one call with one id: the later would be lost as a
+     * duplicate of the earlier. */
+    assert_int_equal(loom_uuid_generate(&m[0].id), LOOM_OK);
+    m[1].id = m[0].id;
+    expect_refused(tx, loom_outbox_add(tx, NULL, m, 2), LOOM_EINVAL,
+                   "outbox messages 0 and 1 have the same id");
+    memset(&m[0].id, 0, sizeof m[0].id);
+    memset(&m[1].id, 0, sizeof m[1].id);
     assert_int_equal(loom_outbox_add(tx, NULL, m, 2), LOOM_OK);
     assert_false(loom_uuid_is_nil(&m[0].id));
     free(big);

@@ -78,7 +78,9 @@ typedef struct loom_outbox_message {
  * Errors (nothing queued): LOOM_EINVAL (tx or msgs NULL, n 0, a bad outbox
  * name, a message without a topic, a topic, type or header that is not
  * UTF-8, NULL pointers with non-zero lengths, a header with an empty key
- * or NULL value, a negative deliver_at), LOOM_ETOOBIG (a field over its
+ * or NULL value, a negative deliver_at, two messages with the same
+ * non-nil id: the later would be dropped as its duplicate), LOOM_ETOOBIG
+ * (a field over its
  * LOOM_OUTBOX_MAX_* or LOOM_MAX_TYPE_NAME, or the messages together over
  * LOOM_TX_MAX_BYTES), LOOM_ENOMEM, LOOM_EIO (no random source for an
  * id). loom_tx_errmsg() names the message and the limit.
