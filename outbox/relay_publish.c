@@ -17,6 +17,7 @@
 #include "headers.h"
 #include "log_int.h"
 #include "loom/alloc.h"
+#include "loom/nats.h"
 #include "pgwire.h"
 #include "relay_int.h"
 #include "tx_int.h"
@@ -178,8 +179,33 @@ relay_refused_for_good(loom_err rc)
     return rc == LOOM_EINVAL || rc == LOOM_ETOOBIG || rc == LOOM_ENOTFOUND;
 }
 
+/* Why the transport refused message `index` for good: its own words when
+ * it gave them (`why`: loom_nats_errmsg() after a refusal at the call;
+ * topics:// logs its own), else a topic name no transport takes, else
+ * only the code. An operator reading `loomctl outbox dlq` must see what
+ * to change. */
 static void
-relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
+relay_refused(loom_relay *r, loom_err rc, size_t index, const char *why)
+{
+    char buf[400];
+    const char *topic = r->msgs[index].topic;
+
+    if (why != NULL && why[0] != '\0')
+        snprintf(buf, sizeof buf, "%s: %s", loom_strerror(rc), why);
+    else if (topic != NULL && !loom_topic_name_valid(topic, 0))
+        snprintf(buf, sizeof buf,
+                 "%s: \"%.200s\" is not a topic name (1 to 249 bytes of "
+                 "words of letters, digits, '_' and '-' separated by single "
+                 "dots)",
+                 loom_strerror(rc), topic);
+    else
+        snprintf(buf, sizeof buf, "%s", loom_strerror(rc));
+    relay_set_dead(r, index, "the transport refused it: %s", buf);
+}
+
+static void
+relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count,
+                   const char *why)
 {
     if (rc == LOOM_OK) {
         loom__relay_recovered(r);
@@ -203,8 +229,7 @@ relay_publish_done(loom_relay *r, loom_err rc, size_t index, size_t count)
             loom__relay_publish(r);
             return;
         }
-        relay_set_dead(r, index, "the transport refused it: %s",
-                       loom_strerror(rc));
+        relay_refused(r, rc, index, why);
         r->single = index + 1;
         loom__relay_publish(r);
         return;
@@ -235,7 +260,7 @@ relay_published(loom_err rc, size_t n, void *arg)
     if (r == NULL)
         return; /* the relay moved on or is gone */
     r->ticket = NULL;
-    relay_publish_done(r, rc, index, count);
+    relay_publish_done(r, rc, index, count, NULL);
 }
 
 void
@@ -268,10 +293,11 @@ loom__relay_publish(loom_relay *r)
                                 t);
     if (rc == LOOM_OK)
         return;
-    /* Refused at once: the callback will not come. */
+    /* Refused at once: the callback will not come. A NATS transport
+     * says why (the others answer ""). */
     r->ticket = NULL;
     loom_free(t);
-    relay_publish_done(r, rc, first, count);
+    relay_publish_done(r, rc, first, count, loom_nats_errmsg(r->tp));
 }
 
 /* ---- recording progress ------------------------------------------------- */

@@ -405,6 +405,38 @@ relay_retries_a_failing_transport_and_sets_refused_messages_aside(void **state)
     PQfinish(c);
 }
 
+/* A message whose topic no transport takes is set aside saying what is
+ * wrong with the name (it used to say only "invalid argument"), and the
+ * message after it is published. */
+static void
+a_message_to_a_malformed_topic_is_set_aside_saying_why(void **state)
+{
+    tpt_env e;
+    loom_relay_config cfg;
+    loom_relay *r;
+    PGconn *c = est_connect(NULL);
+
+    (void) state;
+    tpt_topic_create("relay.named", 1, -1, -1, 0, -1);
+    tpt_open(&e, "");
+    outbox_insert(c, "named", "a b..c", 0, 1, 1);
+    outbox_insert(c, "named", "relay.named", 1, 1, 1);
+    cfg = tpt_relay_config(e.t);
+    cfg.outbox = "named";
+    r = tpt_relay_start(&e, &cfg);
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.outbox_dead_letters WHERE outbox "
+                 "= 'named' AND error LIKE '%%\"a b..c\" is not a topic "
+                 "name%%'");
+    tpt_sql_wait(&e, 1,
+                 "SELECT count(*) FROM loom.topic_messages m JOIN "
+                 "loom.topics t ON t.id = m.topic_id WHERE t.name = "
+                 "'relay.named'");
+    loom_relay_close(r);
+    tpt_close(&e);
+    PQfinish(c);
+}
+
 /* ---- a clean stop
  * ------------------------------------------------------------- */
 
@@ -1108,6 +1140,7 @@ main(void)
         T(an_outbox_looks_for_its_relay_once_per_transaction_and_after_a_rollback),
         T(one_relay_leads_and_a_standby_takes_over),
         T(relay_retries_a_failing_transport_and_sets_refused_messages_aside),
+        T(a_message_to_a_malformed_topic_is_set_aside_saying_why),
         T(runtime_stop_steps_the_relay_down),
         T(a_sleeping_relay_is_woken_by_the_next_message),
         T(a_relay_arming_waits_for_a_writer_in_flight),
