@@ -263,6 +263,39 @@ test_nats_consume_rejected_message_is_dead_lettered_on_its_first_delivery(
     tpt_rec_free(&dlq);
 }
 
+/* A topic whose name leaves no room for ".dlq" (a dead-letter topic of
+ * a 245-byte name) has no dead-letter topic a consumer could open: a
+ * rejected message comes back after the longest backoff instead, and
+ * the messages after it flow (as with topics://). */
+static void
+test_nats_consume_a_topic_too_long_for_a_dead_letter_topic_redelivers(
+    void **state)
+{
+    tpt_env e;
+    tpt_rec r = {0};
+    loom_message msgs[2];
+    char name[LOOM_MAX_TOPIC_NAME + 1];
+
+    (void) state;
+    memset(name, 'n', sizeof name);
+    memcpy(name + LOOM_MAX_TOPIC_NAME - 4, ".dlq", 5);
+    ntt_open(&e, "");
+    r.fail_payload = "poison";
+    r.fail_until = 3; /* rejected twice, then handled */
+    r.reject = 1;
+    ntt_rec_open(&e, "tl-g", name, 0, 0, &r);
+    tpt_msg_init(&msgs[0], name, NULL, "poison");
+    tpt_msg_init(&msgs[1], name, NULL, "ok-1");
+    assert_int_equal(tpt_publish_wait(&e, msgs, 2), LOOM_OK);
+    tpt_rec_wait(&e, &r, 4);
+    ntt_quiet(&e, 500);
+    assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
+    assert_int_equal(tpt_rec_count(&r, "poison"), 3);
+    assert_int_equal(ntt_nth(&r, "poison", 2)->attempt, 3);
+    tpt_close(&e);
+    tpt_rec_free(&r);
+}
+
 static void
 test_nats_consume_unanswered_message_returns_then_is_dead_lettered(void **state)
 {
@@ -538,6 +571,8 @@ main(void)
             test_nats_consume_rejected_message_is_dead_lettered_on_its_first_delivery),
         cmocka_unit_test(
             test_nats_consume_unanswered_message_returns_then_is_dead_lettered),
+        cmocka_unit_test(
+            test_nats_consume_a_topic_too_long_for_a_dead_letter_topic_redelivers),
         cmocka_unit_test(test_nats_consume_patterns_map_to_subjects),
         cmocka_unit_test(
             test_nats_consume_refuses_patterns_nats_cannot_express),

@@ -57,9 +57,15 @@ test_nats_url_malformed_urls_are_refused_with_a_reason(void **state)
         {"nats://h?prefix=a..b", "bad value in \"prefix=a..b\""},
         {"nats://h?prefix=a.*", "bad value"},
         {"nats://h?ack_wait_ms=abc", "bad value in \"ack_wait_ms=abc\""},
-        {"nats://h?ack_wait_ms=1", "bad value"}, /* below 100 */
-        {"nats://h?max_pending=0", "bad value"},
-        {"nats://h?max_reconnect=-2", "bad value"},
+        /* A number out of range says the range. */
+        {"nats://h?ack_wait_ms=1",
+         "bad value in \"ack_wait_ms=1\": it takes a whole number from 100 "
+         "to 86400000"},
+        {"nats://h?max_pending=0", "from 1 to 1000000"},
+        {"nats://h?max_reconnect=-2", "from -1 to 1000000000"},
+        /* The NATS clients' reply subjects are not a prefix to capture. */
+        {"nats://h?prefix=_INBOX", "bad value in \"prefix=_INBOX\""},
+        {"nats://h?prefix=_INBOX.loom", "not starting with _INBOX"},
         {"nats://h?dedup_window_ms=-5", "bad value"},
         {"nats://h?backoff_ms=500&backoff_max_ms=100",
          "backoff_max_ms is below backoff_ms"},

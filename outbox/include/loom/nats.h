@@ -101,7 +101,9 @@
  * dead-lettered without the handler (nats-server before 2.10.14 can skip
  * or repeat a delivery count when a redelivery meets an expiring pull
  * request: such a message is dead-lettered a count late, or delivered
- * once more). loom_consumer_ack() and
+ * once more). A topic whose name leaves no room for ".dlq" (over 245
+ * bytes) has no dead-letter topic: such a message comes back after
+ * backoff_max_ms instead, with a warning. loom_consumer_ack() and
  * loom_consumer_fail() return LOOM_EINVAL for a message that is not one
  * the consumer's handler holds. Closing a consumer gives what it holds
  * back at once.

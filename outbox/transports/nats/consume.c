@@ -617,6 +617,21 @@ cn_dead(nt_consumer *c, nt_entry *e, const char *error)
                  (long long) e->msg.offset,
                  (unsigned long long) cn_hash(c->group));
     }
+    /* A topic of more than 245 bytes (only a dead-letter topic's name can
+     * be) has no ".dlq" of its own that a consumer could open: as with
+     * topics://, the message comes back instead. */
+    if (strlen(e->msg.topic) + strlen(LOOM_DLQ_SUFFIX) > NT_MAX_TOPIC) {
+        loom__log(LOOM_LOG_WARN,
+                  "nats: message on \"%.40s...\" (stream sequence %lld, "
+                  "group \"%s\") failed (%s) and has no dead-letter topic: "
+                  "its name plus \"%s\" would pass %d bytes; it comes back "
+                  "in %lld ms",
+                  e->msg.topic, (long long) e->msg.offset, c->group, error,
+                  LOOM_DLQ_SUFFIX, NT_MAX_TOPIC,
+                  (long long) tr->cfg.backoff_max_ms);
+        cn_settle(e, NT_JOB_NAK, tr->cfg.backoff_max_ms);
+        return;
+    }
     size = loom__nt_wire_size(&e->msg, strlen(id_text), extra, 6);
     if (max > 0 && size > (size_t) max) {
         loom__log(LOOM_LOG_ERROR,

@@ -191,6 +191,19 @@ url_string(char **field, const char *v, size_t vlen)
     return LOOM_OK;
 }
 
+/* A number option out of its range, said with the range. */
+static loom_err
+url_range(const char *item, size_t len, int64_t min, int64_t max, char *err,
+          size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen,
+                 "nats URL: bad value in \"%.*s\": it takes a whole number "
+                 "from %lld to %lld",
+                 (int) len, item, (long long) min, (long long) max);
+    return LOOM_EINVAL;
+}
+
 static loom_err
 url_option(nt_config *cfg, const char *item, size_t len, char *err,
            size_t errlen)
@@ -208,19 +221,23 @@ url_option(nt_config *cfg, const char *item, size_t len, char *err,
         return url_string(&cfg->stream, v, vlen);
     }
     if (URL_IS("prefix")) {
-        if (!url_words(v, vlen, 1) || vlen > 200)
+        /* _INBOX.> is where NATS clients get their replies: a stream on
+         * it would swallow every request's answer. */
+        if (!url_words(v, vlen, 1) || vlen > 200 ||
+            (vlen >= 6 && memcmp(v, "_INBOX", 6) == 0 &&
+             (vlen == 6 || v[6] == '.')))
             goto bad;
         return url_string(&cfg->prefix, v, vlen);
     }
     if (URL_IS("max_reconnect")) {
         if (!url_int(v, vlen, &x) || x < -1 || x > 1000000000)
-            goto bad;
+            return url_range(item, len, -1, 1000000000, err, errlen);
         cfg->max_reconnect = (int) x;
         return LOOM_OK;
     }
     if (URL_IS("max_pending")) {
         if (!url_int(v, vlen, &x) || x < 1 || x > 1000000)
-            goto bad;
+            return url_range(item, len, 1, 1000000, err, errlen);
         cfg->max_pending = (size_t) x;
         return LOOM_OK;
     }
@@ -230,7 +247,7 @@ url_option(nt_config *cfg, const char *item, size_t len, char *err,
         if (strlen(u->name) != klen || memcmp(item, u->name, klen) != 0)
             continue;
         if (!url_int(v, vlen, &x) || x < u->min || x > u->max)
-            goto bad;
+            return url_range(item, len, u->min, u->max, err, errlen);
         *(int64_t *) (void *) ((char *) cfg + u->offset) = x;
         return LOOM_OK;
     }
@@ -244,8 +261,9 @@ url_option(nt_config *cfg, const char *item, size_t len, char *err,
 bad:
     url_err(err, errlen,
             "nats URL: bad value in \"%.*s\" (stream: a word of letters, "
-            "digits, '_' and '-'; prefix: such words separated by dots; "
-            "numbers: see loom/nats.h for their ranges)",
+            "digits, '_' and '-', at most 200 bytes; prefix: such words "
+            "separated by dots, at most 200 bytes, not starting with "
+            "_INBOX)",
             item, (int) len);
     return LOOM_EINVAL;
 }
