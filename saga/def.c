@@ -4,6 +4,7 @@
  * bad .proto definitions at build time; this catches hand-written tables
  * and tables generated for another ABI.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,10 +115,11 @@ check_step(const loom_saga_def *def, const loom_saga_step *st, int forward,
     }
     const loom_saga_retry *r = &st->retry;
     if (r->max_attempts == 0 || r->initial_backoff_ms == 0 ||
-        !(r->multiplier >= 1.0) || r->max_backoff_ms < r->initial_backoff_ms) {
+        !(r->multiplier >= 1.0) || !isfinite(r->multiplier) ||
+        r->max_backoff_ms < r->initial_backoff_ms) {
         return refuse(err, errlen, def,
                       "%s %s: retry needs max_attempts >= 1, "
-                      "initial_backoff_ms >= 1, multiplier >= 1 and "
+                      "initial_backoff_ms >= 1, a finite multiplier >= 1 and "
                       "max_backoff_ms >= initial_backoff_ms",
                       what, st->name);
     }

@@ -7,6 +7,7 @@
  * table entry calls its own handler with its arguments in place; the
  * register_symbol shared object loads with loom_registry_load().
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -242,6 +243,9 @@ test_tables_def_check_refuses_what_could_not_run(void **state)
     steps[0].retry.non_retryable = bad_code;
     steps[0].retry.n_non_retryable = 1;
     expect_refused(&def, "non_retryable code 0 is not valid UTF-8");
+    memcpy(steps, d->steps, sizeof steps);
+    steps[1].retry.multiplier = INFINITY;
+    expect_refused(&def, "a finite multiplier");
     memcpy(steps, d->steps, sizeof steps);
     def.reply_topic = "replies with spaces";
     expect_refused(&def, "reply_topic \"replies with spaces\" is not a topic");

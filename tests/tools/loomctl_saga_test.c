@@ -707,6 +707,27 @@ test_saga_show_unknown_and_bad_ids(void **state)
 /* ------------------------------------------------------------------ */
 /* retry, skip, abort                                                  */
 
+/* The command it suggests is safe to paste: a saga id with a space, a
+ * semicolon, a $( ) and a quote is one quoted shell word. */
+static void
+test_saga_request_suggests_a_quoted_show_command(void **state)
+{
+    run r;
+
+    (void) state;
+    loomt_sql_exec("INSERT INTO loom.saga_instances (id, type, def_version, "
+                   "state, step, attempt, outbox, data, version) VALUES "
+                   "('odd id;$(x)''q', 'shop.CreateOrder', 2, 'RUNNING', 0, "
+                   "1, 'default', '\\x', 1)");
+    r = lc("saga abort %s --by bob", sq("odd id;$(x)'q"));
+    assert_int_equal(r.rc, 0);
+    assert_has(r.out, "`loomctl saga show 'odd id;$(x)'\\''q'` shows the "
+                      "outcome");
+    run_free(&r);
+    loomt_sql_exec("DELETE FROM loom.saga_instances WHERE id = "
+                   "'odd id;$(x)''q'");
+}
+
 static void
 test_saga_retry_records_request(void **state)
 {
@@ -1242,6 +1263,7 @@ main(void)
         T(test_saga_show_types_decode_the_data),
         T(test_saga_show_json),
         T(test_saga_show_unknown_and_bad_ids),
+        T(test_saga_request_suggests_a_quoted_show_command),
         T(test_saga_retry_records_request),
         T(test_saga_request_refusals),
         T(test_saga_request_wait_sees_it_applied),

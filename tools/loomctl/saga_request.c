@@ -235,17 +235,41 @@ rq_print_json(const rq_args *ra, loom_saga_op op, const PGresult *before,
     return rc;
 }
 
+/* `s` as one shell word, for a command line the operator may paste: as
+ * it is when every character is plain, else in single quotes (a quote
+ * inside as '\''), so a saga id like "a b;$(x)" runs nothing. */
+static void
+rq_shell_word(loom__buf *out, const char *s)
+{
+    static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                                "QRSTUVWXYZ0123456789._-:/@%+=,";
+
+    if (s[0] != '\0' && strspn(s, plain) == strlen(s)) {
+        loom__buf_puts(out, s);
+        return;
+    }
+    loom__buf_putc(out, '\'');
+    for (; *s != '\0'; s++) {
+        if (*s == '\'')
+            loom__buf_puts(out, "'\\''");
+        else
+            loom__buf_putc(out, *s);
+    }
+    loom__buf_putc(out, '\'');
+}
+
 /* After the request: what it will do, and, with --wait, what it did. */
 static int
 rq_report(const ctl *c, PGconn *pg, const rq_args *ra, loom_saga_op op,
           const PGresult *before)
 {
-    loom__buf what = LOOM__BUF_INIT, id = LOOM__BUF_INIT;
+    loom__buf what = LOOM__BUF_INIT, id = LOOM__BUF_INIT, word = LOOM__BUF_INIT;
     PGresult *after = NULL;
     int applied = 0, rc = CTL_OK;
 
     rq_describe(&what, before);
     ctl_topics_shown(&id, ra->id);
+    rq_shell_word(&word, loom__buf_str(&id));
     if (!c->json)
         printf("requested: %s saga %s (%s), by %s\n", rq_op_name(op),
                loom__buf_str(&id), loom__buf_str(&what), ra->who);
@@ -256,7 +280,7 @@ rq_report(const ctl *c, PGconn *pg, const rq_args *ra, loom_saga_op op,
     } else if (!c->json) {
         printf("a running orchestrator for %s applies it, usually at once; "
                "`loomctl saga show %s` shows the outcome\n",
-               PQgetvalue(before, 0, RS_TYPE), loom__buf_str(&id));
+               PQgetvalue(before, 0, RS_TYPE), loom__buf_str(&word));
     }
     if (rc == CTL_OK && c->json)
         rc = rq_print_json(ra, op, before, after, applied);
@@ -270,12 +294,13 @@ rq_report(const ctl *c, PGconn *pg, const rq_args *ra, loom_saga_op op,
                  " s: is one running for %s? The request stays pending "
                  "until one does (`loomctl saga show %s`)",
                  c->sub, ra->wait, PQgetvalue(before, 0, RS_TYPE),
-                 loom__buf_str(&id));
+                 loom__buf_str(&word));
         rc = CTL_ERR;
     }
     PQclear(after);
     loom__buf_free(&what);
     loom__buf_free(&id);
+    loom__buf_free(&word);
     return rc;
 }
 
