@@ -897,7 +897,10 @@ ic_config(loom_inbox_consumer *ic, const loom_consumer_config *cfg,
 
     if (name == NULL || name[0] == '\0')
         return ic_err(err, errlen, LOOM_EINVAL,
-                      "inbox consumer: no consumer name and no group");
+                      icfg->consumer != NULL
+                          ? "inbox consumer: the consumer name is empty "
+                            "(NULL takes the group's name)"
+                          : "inbox consumer: no consumer name and no group");
     len = strnlen(name, LOOM_INBOX_MAX_CONSUMER + 1);
     if (len > LOOM_INBOX_MAX_CONSUMER || !loom__utf8_valid(name, len))
         return ic_err(err, errlen, LOOM_EINVAL,

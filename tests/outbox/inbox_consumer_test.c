@@ -1132,7 +1132,14 @@ test_inbox_consumer_bad_arguments(void **state)
     assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, ibh_fn, &h, &ic,
                                               err, sizeof err),
                      LOOM_EINVAL);
+    /* An empty name is said to be empty, even with a group to fall back
+     * on; no name and no group is said as such. */
     icfg.consumer = "";
+    assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, ibh_fn, &h, &ic,
+                                              err, sizeof err),
+                     LOOM_EINVAL);
+    assert_non_null(strstr(err, "the consumer name is empty"));
+    icfg.consumer = NULL;
     cfg.group = NULL;
     assert_int_equal(loom_inbox_consumer_open(e.t, &cfg, &icfg, ibh_fn, &h, &ic,
                                               err, sizeof err),

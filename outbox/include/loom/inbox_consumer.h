@@ -141,9 +141,12 @@ typedef struct loom_inbox_consumer_config {
  * loom_inbox_consumer_close() before the transport (which would close the
  * consumer under it).
  *
- * Errors: LOOM_EINVAL (NULL arguments, a bad config, a consumer name over
- * LOOM_INBOX_MAX_CONSUMER, max_conflicts over 1000), LOOM_ECONN, LOOM_ESCHEMA,
- * LOOM_ENOMEM, and the transport's own; err (may be NULL) says why.
+ * icfg may be NULL: LOOM_INBOX_CONSUMER_CONFIG_INIT's defaults.
+ *
+ * Errors: LOOM_EINVAL (t, cfg, fn or out NULL, a bad config, an empty
+ * consumer name or one over LOOM_INBOX_MAX_CONSUMER, max_conflicts over
+ * 1000), LOOM_ECONN, LOOM_ESCHEMA, LOOM_ENOMEM, and the transport's own;
+ * err (may be NULL) says why.
  */
 LOOM_API loom_err loom_inbox_consumer_open(
     loom_transport *t, const loom_consumer_config *cfg,
