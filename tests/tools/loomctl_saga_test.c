@@ -1179,6 +1179,13 @@ test_saga_request_error_codes(void **state)
         loom_saga_request(s, "order-4", LOOM_SAGA_OP_ABORT, "bob", err, 8),
         LOOM_EBUSY);
     assert_string_equal(err, "saga \"o");
+    /* A request its state refuses says so, pending request or not (it
+     * used to be told to wait for the pending abort). */
+    assert_int_equal(loom_saga_request(s, "order-4", LOOM_SAGA_OP_RETRY, "bob",
+                                       err, sizeof err),
+                     LOOM_EINVAL);
+    assert_string_equal(loom_store_sqlstate(s), "LM021");
+    assert_has(err, "is RUNNING: retry applies only to COMPENSATION_FAILED");
     loom_store_close(s);
 }
 

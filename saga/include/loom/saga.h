@@ -305,7 +305,8 @@ typedef enum loom_saga_op {
  * a log entry naming `who`) within its poll interval, usually at once.
  * Blocking. Errors: LOOM_EINVAL (NULL, a bad op, or the saga is not in a
  * state the op applies to: err names the state and what is allowed),
- * LOOM_ENOTFOUND (no such saga), LOOM_EBUSY (another request is pending),
+ * LOOM_ENOTFOUND (no such saga), LOOM_EBUSY (another request is pending
+ * and this one suits the saga's state: checked after the state),
  * LOOM_ECONN, LOOM_EDB, LOOM_ESCHEMA. `err` may be NULL.
  */
 LOOM_API loom_err loom_saga_request(loom_store *s, const char *id,
