@@ -122,6 +122,37 @@ test_nats_outage_unacknowledged_publish_fails_then_goes_once(void **state)
     tpt_rec_free(&r);
 }
 
+/* A transport whose connection closed for good (max_reconnect 0) before
+ * any publish went through: publishing fails, and closing it is clean.
+ * libnats 3.4 has no table of pending publishes then, and the close
+ * asked for it: a NULL dereference (a relay stopped with Ctrl-C after
+ * its nats-server had gone away crashed so). */
+static void
+test_nats_outage_closed_before_any_publish_closes_cleanly(void **state)
+{
+    char base[256];
+    tpt_env e;
+    loom_message m;
+    tpt_pcall p = {0, LOOM_OK, 0};
+    tpt_pcall *ps[2] = {&p, NULL};
+    loom_err rc;
+
+    (void) state;
+    ntt_nats_sh(og_dir, "start", base, sizeof base);
+    og_open(&e, base, "stream=OUTAGE3&max_reconnect=0");
+    ntt_nats_sh(og_dir, "stop", NULL, 0);
+    tpt_run(&e, NULL, NULL, 500); /* the connection is closed by now */
+    tpt_msg_init(&m, "outage.closed", "k", "never");
+    /* Refused at the call or in the callback: either way not stored. */
+    rc = loom_transport_publish(e.t, &m, 1, tpt_pcall_record, &p);
+    if (rc == LOOM_OK) {
+        assert_true(tpt_run(&e, tpt_pcalls_done, ps, TPT_WAIT_MS));
+        rc = p.rc;
+    }
+    assert_int_not_equal(rc, LOOM_OK);
+    tpt_close(&e); /* crashed here */
+}
+
 /* Publishes racing a server that stops: one-message calls, up to 64
  * awaiting their callbacks, started from an idle handle for 0.8 s before
  * the stop and 0.5 s after it. Publishes that fail at once, acknowledged
@@ -254,6 +285,9 @@ main(void)
             og_setup, og_teardown),
         cmocka_unit_test_setup_teardown(
             test_nats_outage_a_dead_letter_refused_at_once_is_let_go, og_setup,
+            og_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_nats_outage_closed_before_any_publish_closes_cleanly, og_setup,
             og_teardown),
     };
     tpt_debug_from_env();

@@ -568,7 +568,8 @@ nt_close(void *state)
         natsMsgList pending = {0};
         /* Publishes still awaiting acknowledgement: libnats hands them
          * back (or would keep them forever). Their calls fail below.
-         * (libnats 3.4 crashes here before a first async publish.) */
+         * (libnats 3.4 crashes here before a first async publish has
+         * succeeded: produce.c sets js_async only then.) */
         if (js_PublishAsyncGetPendingList(&pending, tr->js) == NATS_OK)
             natsMsgList_Destroy(&pending);
     }

@@ -349,7 +349,7 @@ struct nt_transport {
     pthread_cond_t io_cond; /* the I/O thread waits here */
     pthread_t io;
     int io_started;
-    int js_async; /* io thread: js_PublishMsgAsync() was called */
+    int js_async; /* io thread: a js_PublishMsgAsync() succeeded */
     /* mu */
     nt_event *ev_head, *ev_tail;
     nt_job *settle_head, *settle_tail; /* ACK, NAK, TERM */

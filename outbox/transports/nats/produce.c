@@ -59,6 +59,18 @@ loom__nt_why(natsStatus s)
     return last;
 }
 
+/* libnats 3.4 creates a JetStream context's table of pending async
+ * publishes only when a js_PublishMsgAsync() gets that far, and
+ * js_PublishAsyncGetPendingList() dereferences it unchecked: the close
+ * may ask only once a call succeeded. Setting the flag before the call,
+ * as this did, crashed a relay stopped after its connection had closed
+ * before any publish went through (found under AddressSanitizer). */
+static void
+nt_async_used(nt_transport *tr)
+{
+    tr->js_async = 1;
+}
+
 /* ---- the table of publishes awaiting acknowledgement --------------------- */
 
 static size_t
@@ -293,13 +305,14 @@ loom__nt_publish_some(nt_transport *tr, nt_call *call)
         p->call = call;
         loom__nt_pub_add(tr, p);
         pthread_mutex_unlock(&tr->mu);
-        tr->js_async = 1;
         /* The call is held (see nt_call): its acknowledgement cannot
          * free it under us. */
         s = js_PublishMsgAsync(tr->js, &call->msgs[i], &po);
         call->sent++;
-        if (s == NATS_OK)
+        if (s == NATS_OK) {
+            nt_async_used(tr);
             continue; /* libnats has the message (msgs[i] is NULL) */
+        }
         natsMsg_Destroy(call->msgs[i]);
         call->msgs[i] = NULL;
         pthread_mutex_lock(&tr->mu);
@@ -325,10 +338,11 @@ loom__nt_publish_dead(nt_transport *tr, nt_entry *e)
     p->dead = e;
     loom__nt_pub_add(tr, p);
     pthread_mutex_unlock(&tr->mu);
-    tr->js_async = 1;
     s = js_PublishMsgAsync(tr->js, &e->dead, &po);
-    if (s == NATS_OK)
+    if (s == NATS_OK) {
+        nt_async_used(tr);
         return; /* loom__nt_on_pub_ack() terminates or retries it */
+    }
     pthread_mutex_lock(&tr->mu);
     removed = loom__nt_pub_remove(tr, p);
     pthread_mutex_unlock(&tr->mu);
