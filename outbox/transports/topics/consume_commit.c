@@ -98,21 +98,33 @@ c_has_dlq(const char *name)
     return strlen(name) + strlen(LOOM_DLQ_SUFFIX) <= LOOM_MAX_TOPIC_NAME;
 }
 
-/* Whether failed entry `e` (its partition still ours) is dead-lettered
- * by the commit rather than redelivered: rejected, or out of deliveries.
- * A delayed message is neither failed nor rejected: it only waits. A
- * message of a topic that cannot have a dead-letter topic is delivered
- * again instead, after the longest backoff (as SQS keeps a message of a
- * queue without a redrive policy): a dead letter that cannot be written
- * would fail every commit, and with it every partition of the member. */
+/* Whether failed entry `e` is done with retries: rejected, or out of
+ * deliveries. A delayed message is neither failed nor rejected: it only
+ * waits. */
 static int
-c_dead_now(tp_consumer *c, tp_entry *e)
+c_spent(const tp_consumer *c, const tp_entry *e)
 {
-    if (e->delay ||
-        (!e->rejected && e->deliveries < loom__tp_c_max_deliveries(c, e->part)))
-        return 0;
-    if (c_has_dlq(e->part->topic))
-        return 1;
+    return !e->delay &&
+           (e->rejected ||
+            e->deliveries >= loom__tp_c_max_deliveries(c, e->part));
+}
+
+/* Whether failed entry `e` (its partition still ours) is dead-lettered
+ * by the commit rather than redelivered. A message of a topic that cannot
+ * have a dead-letter topic is delivered again instead, after the longest
+ * backoff (as SQS keeps a message of a queue without a redrive policy):
+ * a dead letter that cannot be written would fail every commit, and with
+ * it every partition of the member. */
+static int
+c_dead_now(const tp_consumer *c, const tp_entry *e)
+{
+    return c_spent(c, e) && c_has_dlq(e->part->topic);
+}
+
+/* Says, once per failure, that spent entry `e` has no dead-letter topic. */
+static void
+c_warn_no_dlq(const tp_consumer *c, const tp_entry *e)
+{
     loom__log(LOOM_LOG_WARN,
               "topics group \"%s\": message at %.40s.../%d offset %lld "
               "failed (%s) and has no dead-letter topic: its name plus "
@@ -124,7 +136,6 @@ c_dead_now(tp_consumer *c, tp_entry *e)
               LOOM_DLQ_SUFFIX, LOOM_MAX_TOPIC_NAME,
               (unsigned long long) c->topts.backoff_max_ms,
               (int) (LOOM_MAX_TOPIC_NAME - 2 * strlen(LOOM_DLQ_SUFFIX)));
-    return 0;
 }
 
 /* Queues the dead letter of `e`: original headers plus the reasons. */
@@ -179,11 +190,13 @@ c_queue_entry(tp_consumer *c, tp_entry *e)
     /* Failed (or delayed). */
     if (c_dead_now(c, e))
         return c_queue_dead(c, e, &pr);
+    if (c_spent(c, e))
+        c_warn_no_dlq(c, e);
     visible = e->delay ? e->msg.deliver_at
                        : loom__tp_now_us() +
-                             (int64_t) (c_has_dlq(e->part->topic)
-                                            ? c_backoff_ms(c, e->deliveries)
-                                            : c->topts.backoff_max_ms) *
+                             (int64_t) (c_spent(c, e)
+                                            ? c->topts.backoff_max_ms
+                                            : c_backoff_ms(c, e->deliveries)) *
                                  1000;
     c_timestamp(at, sizeof at, visible);
     snprintf(pr.a, sizeof pr.a, "%u", e->delay ? 0u : e->deliveries);
