@@ -22,6 +22,7 @@
 #include "alloc_int.h"
 #include "buf.h"
 #include "loom/alloc.h"
+#include "loom/transport.h"
 #include "nats_int.h"
 
 #define CD_HDR_LINE    10 /* "NATS/1.0\r\n" */
@@ -31,53 +32,11 @@
 
 /* ---- names --------------------------------------------------------------- */
 
-static int
-cd_word_char(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
-}
-
-/* Checks a topic (wild 0) or pattern (wild 1: a word may be "*" or "#").
- * *hash_at is the index of the first "#" word's '#', or -1. */
-static int
-cd_name_ok(const char *name, int wild, long *hash_at)
-{
-    size_t n = name != NULL ? strlen(name) : 0;
-    size_t word = 0;
-    int w = 0; /* the current word is a wildcard */
-
-    *hash_at = -1;
-    if (n == 0 || n > NT_MAX_TOPIC)
-        return 0;
-    for (size_t i = 0; i <= n; i++) {
-        char ch = name[i];
-        if (ch == '.' || ch == '\0') {
-            if (word == 0 && !w)
-                return 0;
-            word = 0;
-            w = 0;
-        } else if (wild && (ch == '*' || ch == '#')) {
-            if (word > 0 || w)
-                return 0;
-            if (ch == '#' && *hash_at < 0)
-                *hash_at = (long) i;
-            w = 1;
-        } else if (cd_word_char(ch) && !w) {
-            word++;
-        } else {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 int
 loom__nt_topic_ok(const char *name)
 {
-    long hash_at;
-
-    return cd_name_ok(name, 0, &hash_at);
+    /* The rule every transport shares (NT_MAX_TOPIC is its 249 bytes). */
+    return loom_topic_name_valid(name, 0);
 }
 
 static char *
@@ -100,11 +59,12 @@ loom__nt_filters(const char *prefix, const char *pattern, char *filters[2],
                  size_t *n, char *err, size_t errlen)
 {
     size_t len = pattern != NULL ? strlen(pattern) : 0;
+    const char *hash;
     long hash_at;
 
     filters[0] = filters[1] = NULL;
     *n = 0;
-    if (!cd_name_ok(pattern, 1, &hash_at)) {
+    if (!loom_topic_name_valid(pattern, 1)) {
         snprintf(err, errlen,
                  "nats: bad topic pattern \"%s\" (words of ASCII letters, "
                  "digits, '_' and '-', or \"*\" or \"#\", separated by "
@@ -112,6 +72,9 @@ loom__nt_filters(const char *prefix, const char *pattern, char *filters[2],
                  pattern ? pattern : "", NT_MAX_TOPIC);
         return LOOM_EINVAL;
     }
+    /* In a valid pattern a '#' is a whole word. */
+    hash = strchr(pattern, '#');
+    hash_at = hash != NULL ? (long) (hash - pattern) : -1;
     if (hash_at >= 0 && (size_t) hash_at != len - 1) {
         snprintf(err, errlen,
                  "nats: \"#\" may only be the last word of a pattern, not "
