@@ -414,7 +414,12 @@ sub_read_done(loom_subscription *s, loom__sub_state step)
         loom__sub_deliver(s);
         return;
     }
-    s->armed = 0;
+    /* A page read after arming leaves the arm standing: an append that
+     * commits later either finds it and notifies, waking us (woken, and
+     * we arm again), or checked before it, which the poll covers as it
+     * does after an empty read. This is the page that an open transaction
+     * elsewhere hid from the read the NOTIFY started; arming again for it
+     * cost one more arm and read per such wake-up. */
     s->next_cursor = loom_events_next(s->page);
     s->next_version = s->source == LOOM_SUB_STREAM
                           ? loom_events_at(s->page, n - 1)->version

@@ -560,6 +560,8 @@ struct wake_probe {
     loom_subscription_stats last;
     loom_subscription_stats at[2];
     uint64_t events_first; /* events after the first append's delivery */
+    const char *stream;    /* appended to; NULL: "wk-1" */
+    PGconn *hider;         /* holds an older transaction open, or NULL */
     int failed;
 };
 
@@ -577,7 +579,8 @@ wake_probe_append(struct wake_probe *p)
 
     for (int i = 0; i < 5; i++)
         est_event(&ev[i], "wk.E", "x", 1);
-    if (loom_store_append(p->s, "wk-1", LOOM_EXPECT_ANY, ev, 5, NULL))
+    if (loom_store_append(p->s, p->stream ? p->stream : "wk-1", LOOM_EXPECT_ANY,
+                          ev, 5, NULL))
         p->failed = 1;
 }
 
@@ -690,6 +693,112 @@ test_subscription_reads_twice_per_wakeup(void **state)
     loom_store_close(p.s);
 }
 
+/* Runs sql on the hider's connection from a loop callback, where a
+ * cmocka failure must not jump: a failure is recorded instead. */
+static void
+hide_exec(struct wake_probe *p, PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+        PQresultStatus(res) != PGRES_TUPLES_OK)
+        p->failed = 1;
+    PQclear(res);
+}
+
+/* Appends while an older transaction is open, so the read the NOTIFY
+ * starts finds nothing; the table lock holds the arm that follows until
+ * that transaction ends, so the read after arming finds the page. */
+static void
+on_hide_tick(uv_timer_t *t)
+{
+    struct wake_probe *p = t->data;
+    loom_subscription_stats st;
+    uint64_t quiet;
+
+    if (loom_subscription_stats_get(p->rec->sub, &st) != LOOM_OK)
+        p->failed = 1;
+    if (p->failed) {
+        loom_runtime_stop(p->r->rt);
+        return;
+    }
+    if (st.reads != p->last.reads || st.wakeups != p->last.wakeups)
+        p->since = uv_now(t->loop);
+    p->last = st;
+    quiet = uv_now(t->loop) - p->since;
+    switch (p->phase) {
+    case 0: /* caught up and asleep, armed */
+        if (st.wakeups == 0 || quiet < 400)
+            return;
+        p->at[0] = st;
+        hide_exec(p, p->hider, "BEGIN");
+        hide_exec(p, p->hider, "SELECT pg_current_xact_id()");
+        wake_probe_append(p);
+        hide_exec(p, p->hider,
+                  "LOCK TABLE loom.wakeups IN SHARE ROW EXCLUSIVE MODE");
+        wake_probe_next(p, 1);
+        break;
+    case 1: /* the NOTIFY's read came back empty; the arm waits */
+        if (st.reads == p->at[0].reads || quiet < 300)
+            return;
+        p->events_first = st.events;
+        hide_exec(p, p->hider, "COMMIT");
+        wake_probe_next(p, 2);
+        break;
+    default:
+        if (p->rec->n < 5 || quiet < 400)
+            return;
+        p->at[1] = st;
+        loom_runtime_stop(p->r->rt);
+        break;
+    }
+}
+
+/* A page that an open transaction hid from the read a NOTIFY started is
+ * found by the read after arming, and the arm still stands: the
+ * subscription sleeps after it, without arming and reading again. */
+static void
+test_subscription_hidden_page_keeps_the_arm(void **state)
+{
+    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
+    struct wake_probe p;
+    struct run r;
+    struct rec *rec;
+
+    (void) state;
+    run_open_poll(&r, 20000);
+    rec = rec_new(&r);
+    c.name = "hid";
+    c.source = LOOM_SUB_CATEGORY;
+    c.category = "hid";
+    c.batch = 64;
+    subscribe(&r, rec, &c);
+    r.want = SIZE_MAX;
+    memset(&p, 0, sizeof p);
+    p.r = &r;
+    p.rec = rec;
+    p.stream = "hid-1";
+    p.s = est_store_open(NULL);
+    p.hider = est_connect(loomt_dsn());
+    uv_timer_init(loom_runtime_loop(r.rt), &p.tick);
+    p.tick.data = &p;
+    uv_timer_start(&p.tick, on_hide_tick, 20, 20);
+    wake_probe_next(&p, 0);
+    assert_int_equal(loom_runtime_run(r.rt), LOOM_OK);
+    uv_close((uv_handle_t *) &p.tick, NULL);
+    assert_int_equal(p.failed, 0);
+    assert_int_equal(r.timed_out, 0);
+    assert_int_equal(rec->n, 5);
+    /* Hidden: the first read delivered nothing. */
+    assert_int_equal(p.events_first, p.at[0].events);
+    assert_int_equal(p.at[1].wakeups - p.at[0].wakeups, 1);
+    assert_int_equal(p.at[1].reads - p.at[0].reads, 2);
+    run_close(&r);
+    free(rec);
+    PQfinish(p.hider);
+    loom_store_close(p.s);
+}
+
 static loom_err
 never(const loom_event *const *events, size_t n, void *arg)
 {
@@ -784,6 +893,7 @@ main(void)
         cmocka_unit_test(test_subscription_consumer_group_shares),
         cmocka_unit_test(test_subscription_survives_killed_backend),
         cmocka_unit_test(test_subscription_reads_twice_per_wakeup),
+        cmocka_unit_test(test_subscription_hidden_page_keeps_the_arm),
         cmocka_unit_test(test_subscription_argument_errors),
     };
 
