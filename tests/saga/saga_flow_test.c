@@ -211,7 +211,7 @@ a_step_that_times_out_is_retried_then_compensated_with_the_others(void **state)
     loom_orchestrator_stats st;
     char buf[1024];
 
-    st_forward_timeouts(2000);
+    st_forward_timeouts(NULL, 2000);
     o = st_orch_open(v, NULL);
     st_start(s, &st_three, "timeout-1", script);
     st_wait_state("timeout-1", "COMPENSATED", WAIT_MS);

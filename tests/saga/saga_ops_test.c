@@ -128,7 +128,7 @@ an_operator_abort_stops_a_running_saga(void **state)
     char buf[1024];
 
     /* The abort must land before the timeout: 4 s of room for it. */
-    st_forward_timeouts(4000);
+    st_forward_timeouts(NULL, 4000);
     st_orch_open(f->v, NULL);
     st_start(f->s, &st_three, "abort-run", script);
     st_wait(1, WAIT_MS,
@@ -198,7 +198,7 @@ a_late_reply_is_logged_and_ignored(void **state)
 
     /* Attempt 1's reply comes 3 s after its timeout; attempt 2, sent at
      * the timeout, has 3 s for its own. */
-    st_forward_timeouts(3000);
+    st_forward_timeouts(NULL, 3000);
     o = st_orch_open(f->v, NULL);
     st_start(f->s, &st_three, "late-1", script);
     st_wait_state("late-1", "COMPLETED", WAIT_MS);

@@ -38,7 +38,7 @@ a_restarted_orchestrator_finishes_the_sagas_that_waited(void **state)
     loom_orchestrator_stats st;
     char id[32];
 
-    st_forward_timeouts(2000);
+    st_forward_timeouts(NULL, 2000);
     o = st_orch_open(f->v, NULL);
     for (int i = 0; i < 12; i++) {
         snprintf(id, sizeof id, "rs-%02d", i);
