@@ -284,7 +284,7 @@ replies_that_cannot_be_processed_are_dead_lettered_or_dropped(void **state)
     assert_int_equal(loom_uuid_generate(&ghost), LOOM_OK);
     st_send_reply(f->s, &st_three, "ghost-1", "Reserve", &ghost, "", 0);
 
-    /* A waits 10 s: both bad replies are dead-lettered while it waits,
+    /* A waits 30 s: both bad replies are dead-lettered while it waits,
      * each on its first delivery. */
     st_wait(2, WAIT_MS,
             "SELECT count(*) FROM loom.topic_dead_letters WHERE group_name = "

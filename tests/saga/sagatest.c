@@ -169,7 +169,8 @@ const loom_saga_def st_three = {LOOM_SAGA_ABI_VERSION,
                                 "// tests/saga/sagatest.c"};
 
 static loom_saga_step four_steps[] = {
-    STEP(A, "stp.a", 0, FWD, 10000, failed_A),
+    /* The poison test answers A itself after much else: room for load. */
+    STEP(A, "stp.a", 0, FWD, 30000, failed_A),
     FSTEP(B, "stp.b", -1),
     FSTEP(C, "stp.c", 1),
     FSTEP(D, "stp.d", -1),
@@ -521,7 +522,7 @@ st_forward_timeouts(const char *step, uint32_t ms)
             found = 1;
         }
     }
-    /* Not A: it always waits 10 s (sagatest.h). */
+    /* Not A: it always waits 30 s (sagatest.h). */
     for (size_t i = 1; i < sizeof four_steps / sizeof four_steps[0]; i++) {
         if (step == NULL || strcmp(four_steps[i].name, step) == 0) {
             four_steps[i].timeout_ms = ms;

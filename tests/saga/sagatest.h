@@ -38,7 +38,7 @@
  * retryable. Compensations: 10 s, 2 attempts, 50 ms. */
 extern const loom_saga_def st_three;
 /* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three,
- * but A waits 10 s for its reply whatever the forward timeouts are. */
+ * but A waits 30 s for its reply whatever the forward timeouts are. */
 extern const loom_saga_def st_four;
 
 /* The forward steps' timeout unless a test sets another: long enough
