@@ -169,7 +169,8 @@ const loom_saga_def st_three = {LOOM_SAGA_ABI_VERSION,
                                 "// tests/saga/sagatest.c"};
 
 static loom_saga_step four_steps[] = {
-    STEP(A, "stp.a", 0, FWD, 10000, failed_A),
+    /* The poison test answers A itself after much else: room for load. */
+    STEP(A, "stp.a", 0, FWD, 30000, failed_A),
     FSTEP(B, "stp.b", -1),
     FSTEP(C, "stp.c", 1),
     FSTEP(D, "stp.d", -1),
@@ -511,12 +512,26 @@ st_on_ended(void *arg, const char *id, loom_saga_state state)
 }
 
 void
-st_forward_timeouts(uint32_t ms)
+st_forward_timeouts(const char *step, uint32_t ms)
 {
-    for (size_t i = 0; i < sizeof three_steps / sizeof three_steps[0]; i++)
-        three_steps[i].timeout_ms = ms;
-    for (size_t i = 1; i < sizeof four_steps / sizeof four_steps[0]; i++)
-        four_steps[i].timeout_ms = ms;
+    int found = 0;
+
+    for (size_t i = 0; i < sizeof three_steps / sizeof three_steps[0]; i++) {
+        if (step == NULL || strcmp(three_steps[i].name, step) == 0) {
+            three_steps[i].timeout_ms = ms;
+            found = 1;
+        }
+    }
+    /* Not A: it always waits 30 s (sagatest.h). */
+    for (size_t i = 1; i < sizeof four_steps / sizeof four_steps[0]; i++) {
+        if (step == NULL || strcmp(four_steps[i].name, step) == 0) {
+            four_steps[i].timeout_ms = ms;
+            found = 1;
+        }
+    }
+    if (!found) {
+        fail_msg("st_forward_timeouts: no forward step %s", step);
+    }
 }
 
 static const loom_saga_def *const st_defs[] = {&st_three, &st_four};
@@ -835,12 +850,41 @@ st_trail_of(char *buf, size_t len, const char *id)
 void
 st_wait_ended(st_env *v, int want)
 {
-    int64_t end = est_now_ms() + 5000;
+    int64_t end = est_now_ms() + 15000;
 
     while (st_ended_count(v) < want && est_now_ms() < end) {
         est_sleep_ms(10);
     }
     assert_int_equal(st_ended_count(v), want);
+}
+
+/* Counter `at` (an offset) of `st`. */
+static uint64_t
+stat_at(const loom_orchestrator_stats *st, size_t at)
+{
+    uint64_t n;
+
+    memcpy(&n, (const char *) st + at, sizeof n);
+    return n;
+}
+
+loom_orchestrator_stats
+st_wait_stat_at(st_env *v, loom_orchestrator *o, size_t at, const char *name,
+                uint64_t want)
+{
+    int64_t end = est_now_ms() + 15000;
+    loom_orchestrator_stats st = st_stats(v, o);
+
+    while (stat_at(&st, at) < want && est_now_ms() < end) {
+        est_sleep_ms(10);
+        st = st_stats(v, o);
+    }
+    if (stat_at(&st, at) < want) {
+        fail_msg("waited 15 s for stats.%s >= %llu (last: %llu)", name,
+                 (unsigned long long) want,
+                 (unsigned long long) stat_at(&st, at));
+    }
+    return st;
 }
 
 int
@@ -849,7 +893,7 @@ st_fx_setup(void **state)
     st_fx *f = calloc(1, sizeof *f);
 
     assert_non_null(f);
-    st_forward_timeouts(ST_FORWARD_TIMEOUT_MS);
+    st_forward_timeouts(NULL, ST_FORWARD_TIMEOUT_MS);
     f->v = st_open();
     f->s = loomt_store_open();
     *state = f;

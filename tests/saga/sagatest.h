@@ -38,7 +38,7 @@
  * retryable. Compensations: 10 s, 2 attempts, 50 ms. */
 extern const loom_saga_def st_three;
 /* sagatest.Four: A (UndoA), B (none), C (UndoC), D; policies as Three,
- * but A waits 10 s for its reply whatever the forward timeouts are. */
+ * but A waits 30 s for its reply whatever the forward timeouts are. */
 extern const loom_saga_def st_four;
 
 /* The forward steps' timeout unless a test sets another: long enough
@@ -47,10 +47,13 @@ extern const loom_saga_def st_four;
  * logs the tests compare whole. */
 #define ST_FORWARD_TIMEOUT_MS 10000
 
-/* Sets the timeout of every forward step of Three and of B, C and D of
- * Four, for the sagas started after it in this test (st_fx_setup puts
- * ST_FORWARD_TIMEOUT_MS back). For the tests of timeouts themselves. */
-void st_forward_timeouts(uint32_t ms);
+/* Sets the timeout of forward step `step` of Three, or of B, C or D of
+ * Four (NULL: all of them), for the sagas started after it in this test
+ * (st_fx_setup puts ST_FORWARD_TIMEOUT_MS back). For the tests of
+ * timeouts themselves, which shorten only the step they wait on: a reply
+ * of another step later than a short timeout (a loaded machine) would
+ * add a timeout and a retry to what they count. */
+void st_forward_timeouts(const char *step, uint32_t ms);
 
 /* The participant topics and the reply topic. */
 #define ST_REPLIES "st.replies"
@@ -123,8 +126,21 @@ void st_send_reply(loom_store *s, const loom_saga_def *def, const char *saga_id,
 const char *st_log_of(char *buf, size_t len, const char *id);
 /* The trail the handlers left in the saga data, comma-separated. */
 const char *st_trail_of(char *buf, size_t len, const char *id);
-/* Waits until `want` ended callbacks were seen; fails the test after 5 s. */
+/* Waits until `want` ended callbacks were seen; fails the test after
+ * 15 s. The orchestrator adds a transaction's stats, then calls ended,
+ * once it has processed the commit's reply on the loop thread, which can
+ * be after the database shows the transaction: wait for this before
+ * reading stats (st_stats()) of a saga's end or anything before it. */
 void st_wait_ended(st_env *v, int want);
+/* Waits until counter `field` of o's stats is at least `want` (see
+ * st_wait_ended()) and returns the stats then; fails the test after
+ * 15 s. */
+#define st_wait_stat(v, o, field, want)                                        \
+    st_wait_stat_at((v), (o), offsetof(loom_orchestrator_stats, field),        \
+                    #field, (want))
+loom_orchestrator_stats st_wait_stat_at(st_env *v, loom_orchestrator *o,
+                                        size_t at, const char *name,
+                                        uint64_t want);
 
 /* The fixture most tests use: the environment and a store of the test's
  * own, closed by the teardown even when the test fails. */
