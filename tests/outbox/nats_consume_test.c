@@ -27,6 +27,13 @@
 
 #include "ntest.h"
 
+/* The ack_wait of tests whose handler holds messages unanswered for a
+ * while (NTT_OPTIONS: 5 s, which a loaded machine can outlast). */
+#define NTT_HOLD_MS "30000"
+/* What "at once" may take on a loaded machine: well below that
+ * ack_wait. */
+#define NTT_SOON_MS 10000
+
 /* Whether every payload "first".."first+n-1" is in exactly one of a, b. */
 static void
 assert_each_once(const tpt_rec *a, const tpt_rec *b, int first, int n)
@@ -52,6 +59,40 @@ ack_held(tpt_rec *r)
         }
 }
 
+/* Checks the deliveries of `payload` in r and copies them to p (room
+ * for `max`): their attempts rise from 1, each above the one before, all
+ * but the last below `lo`, the last from `lo` to `hi`. nats-server 2.9
+ * can skip a delivery count (ntest.h), so 1, 2, 4 passes as 1, 2, 3, 4
+ * does: what counts is that each delivery is counted, and when the
+ * counting stops. Returns how many there are. */
+static size_t
+attempts_rising(const tpt_rec *r, const char *payload, uint32_t lo, uint32_t hi,
+                const tpt_rmsg **p, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < r->n; i++) {
+        const tpt_rmsg *m = &r->m[i];
+        uint32_t before = n == 0 ? 0 : p[n - 1]->attempt;
+        if (strcmp(m->payload, payload) != 0)
+            continue;
+        if (n == max || (n == 0 && m->attempt != 1) || m->attempt <= before ||
+            before >= lo || m->attempt > hi)
+            fail_msg("delivery %zu of \"%s\" has attempt %u, after %u", n,
+                     payload, m->attempt, before);
+        p[n++] = m;
+    }
+    if (n == 0 || p[n - 1]->attempt < lo)
+        fail_msg("\"%s\": %zu deliveries, the last with attempt %u (want "
+                 "%u at least)",
+                 payload, n, n == 0 ? 0 : p[n - 1]->attempt, lo);
+    if (n != p[n - 1]->attempt)
+        printf("nats_consume_test: \"%s\" delivered %zu times, the last "
+               "counted %u (the server skipped a count)\n",
+               payload, n, p[n - 1]->attempt);
+    return n;
+}
+
 /* ---- 1. groups ----------------------------------------------------------- */
 
 static void
@@ -61,7 +102,8 @@ test_nats_consume_members_share_and_groups_each_get_all(void **state)
     tpt_rec a = {0}, b = {0}, other = {0};
 
     (void) state;
-    ntt_open(&e, "");
+    /* A holds 10 messages to the end: ack_wait must not run out. */
+    ntt_open(&e, "ack_wait_ms=" NTT_HOLD_MS);
     tpt_publish_seq(&e, "share.t", 0, 200, 4);
     /* A holds what it gets, so it stops at max_in_flight: 10. */
     a.hold = 1;
@@ -93,7 +135,7 @@ test_nats_consume_closed_member_gives_its_messages_back_at_once(void **state)
     int64_t closed_at;
 
     (void) state;
-    ntt_open(&e, ""); /* ack_wait_ms 5000 */
+    ntt_open(&e, "ack_wait_ms=" NTT_HOLD_MS);
     tpt_publish_seq(&e, "giveback.t", 0, 20, 0);
     a.hold = 1;
     ca = ntt_rec_open(&e, "giveback-g", "giveback.t", 5, 0, &a);
@@ -103,14 +145,15 @@ test_nats_consume_closed_member_gives_its_messages_back_at_once(void **state)
     closed_at = est_now_ms();
     loom_consumer_close(ca);
     tpt_rec_wait(&e, &b, 20);
-    /* Negatively acknowledged on close, not left to ack_wait. */
-    assert_true(est_now_ms() - closed_at < 2500);
+    /* Negatively acknowledged on close, not left to ack_wait (30 s). */
+    assert_true(est_now_ms() - closed_at < NTT_SOON_MS);
     ntt_quiet(&e, 300);
     assert_int_equal(b.n, 20);
     assert_each_once(&b, NULL, 0, 20);
+    /* A's, delivered again (2, or more if the server skipped a count). */
     for (size_t i = 0; i < b.n; i++)
         if (tpt_rec_count(&a, b.m[i].payload) == 1)
-            assert_int_equal(b.m[i].attempt, 2);
+            assert_true(b.m[i].attempt >= 2);
     tpt_close(&e);
     tpt_rec_free(&a);
     tpt_rec_free(&b);
@@ -129,7 +172,7 @@ test_nats_consume_messages_after_a_close_go_to_the_members_left(void **state)
     int64_t closed_at;
 
     (void) state;
-    ntt_open(&e, ""); /* ack_wait_ms 5000 */
+    ntt_open(&e, "ack_wait_ms=" NTT_HOLD_MS);
     ca = ntt_rec_open(&e, "after-g", "after.t", 0, 0, &a);
     ntt_rec_open(&e, "after-g", "after.t", 0, 0, &b);
     ntt_quiet(&e, 500); /* both idle, each with a request waiting */
@@ -139,7 +182,7 @@ test_nats_consume_messages_after_a_close_go_to_the_members_left(void **state)
     tpt_rec_wait(&e, &b, 20);
     printf("nats_consume_test: all 20 within %lld ms of the close\n",
            (long long) (est_now_ms() - closed_at));
-    assert_true(est_now_ms() - closed_at < 2500);
+    assert_true(est_now_ms() - closed_at < NTT_SOON_MS);
     assert_int_equal(a.n, 0);
     assert_each_once(&b, NULL, 0, 20);
     tpt_close(&e);
@@ -159,6 +202,7 @@ test_nats_consume_failed_message_is_redelivered_then_dead_lettered(void **state)
     loom_uuid poison_id;
     const tpt_rmsg *p[4], *d;
     char want[256];
+    size_t n;
 
     (void) state;
     ntt_open(&e, "");
@@ -166,6 +210,7 @@ test_nats_consume_failed_message_is_redelivered_then_dead_lettered(void **state)
     r.fail_until = 1000; /* always */
     r.fail_error = "card declined";
     ntt_rec_open(&e, "dl-g", "dl.orders", 0, 4, &r);
+    ntt_rec_open(&e, "dl-reader", "dl.orders.dlq", 0, 0, &dlq);
     tpt_msg_init(&msgs[0], "dl.orders", "cust-7", "ok-1");
     tpt_msg_init(&msgs[1], "dl.orders", "cust-7", "poison");
     tpt_msg_init(&msgs[2], "dl.orders", "cust-7", "ok-2");
@@ -175,25 +220,23 @@ test_nats_consume_failed_message_is_redelivered_then_dead_lettered(void **state)
     msgs[1].id = poison_id;
     assert_int_equal(tpt_publish_wait(&e, msgs, 3), LOOM_OK);
 
-    tpt_rec_wait(&e, &r, 6); /* 2 good ones, 4 deliveries of the poison */
-    ntt_rec_open(&e, "dl-reader", "dl.orders.dlq", 0, 0, &dlq);
+    /* The dead letter comes after the poison's last delivery. */
     tpt_rec_wait(&e, &dlq, 1);
-    ntt_quiet(&e, 800); /* terminated: no fifth delivery */
+    ntt_quiet(&e, 800); /* terminated: no further delivery */
     assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
     assert_int_equal(tpt_rec_count(&r, "ok-2"), 1);
-    assert_int_equal(tpt_rec_count(&r, "poison"), 4);
-    for (size_t i = 0; i < 4; i++) {
-        p[i] = ntt_nth(&r, "poison", i);
-        assert_int_equal(p[i]->attempt, i + 1);
+    /* Attempts 1, 2, 3, 4 (or with a count the server skipped). */
+    n = attempts_rising(&r, "poison", 4, 4, p, 4);
+    for (size_t i = 0; i < n; i++) {
         assert_int_equal(p[i]->offset, p[0]->offset);
         assert_string_equal(p[i]->headers, "trace=t-1;");
     }
     /* Not held up by the poison before it. */
     assert_true(ntt_nth(&r, "ok-2", 0)->at_ms <= p[1]->at_ms);
-    /* Backoff: 50, 100, 200 ms at least. */
-    for (size_t i = 1; i < 4; i++) {
+    /* Backoff: 50, 100, 200 ms at least after attempts 1, 2, 3. */
+    for (size_t i = 1; i < n; i++) {
         int64_t gap = p[i]->at_ms - p[i - 1]->at_ms;
-        int64_t min = (int64_t) NTT_BACKOFF_MS << (i - 1);
+        int64_t min = (int64_t) NTT_BACKOFF_MS << (p[i - 1]->attempt - 1);
         if (gap < min - 5)
             fail_msg("redelivery %zu came after %lld ms, backoff is %lld", i,
                      (long long) gap, (long long) min);
@@ -263,6 +306,21 @@ test_nats_consume_rejected_message_is_dead_lettered_on_its_first_delivery(
     tpt_rec_free(&dlq);
 }
 
+/* For tpt_run(): "ok-1" and a delivery of "poison" the handler takes
+ * (attempt 3 or more) are in r. */
+static int
+poison_taken(void *arg)
+{
+    const tpt_rec *r = arg;
+    int ok = 0, taken = 0;
+
+    for (size_t i = 0; i < r->n; i++) {
+        ok |= strcmp(r->m[i].payload, "ok-1") == 0;
+        taken |= strcmp(r->m[i].payload, "poison") == 0 && r->m[i].attempt >= 3;
+    }
+    return ok && taken;
+}
+
 /* A topic whose name leaves no room for ".dlq" (a dead-letter topic of
  * a 245-byte name) has no dead-letter topic a consumer could open: a
  * rejected message comes back after the longest backoff instead, and
@@ -275,6 +333,7 @@ test_nats_consume_a_topic_too_long_for_a_dead_letter_topic_redelivers(
     tpt_rec r = {0};
     loom_message msgs[2];
     char name[LOOM_MAX_TOPIC_NAME + 1];
+    const tpt_rmsg *p[3];
 
     (void) state;
     memset(name, 'n', sizeof name);
@@ -287,11 +346,15 @@ test_nats_consume_a_topic_too_long_for_a_dead_letter_topic_redelivers(
     tpt_msg_init(&msgs[0], name, NULL, "poison");
     tpt_msg_init(&msgs[1], name, NULL, "ok-1");
     assert_int_equal(tpt_publish_wait(&e, msgs, 2), LOOM_OK);
-    tpt_rec_wait(&e, &r, 4);
+    if (!tpt_run(&e, poison_taken, &r, TPT_WAIT_MS))
+        fail_msg("the rejected message was not taken at its third attempt: "
+                 "%zu deliveries of it",
+                 tpt_rec_count(&r, "poison"));
     ntt_quiet(&e, 500);
     assert_int_equal(tpt_rec_count(&r, "ok-1"), 1);
-    assert_int_equal(tpt_rec_count(&r, "poison"), 3);
-    assert_int_equal(ntt_nth(&r, "poison", 2)->attempt, 3);
+    /* Rejected at attempts 1 and 2, taken at 3 (or with a count the
+     * server skipped), and then never again. */
+    attempts_rising(&r, "poison", 3, UINT32_MAX, p, 3);
     tpt_close(&e);
     tpt_rec_free(&r);
 }
@@ -451,7 +514,8 @@ test_nats_consume_max_in_flight_and_batch_bound_the_handler(void **state)
 
     (void) state;
     memset(&b, 0, sizeof b);
-    ntt_open(&e, "");
+    /* The handler holds messages for a second or more. */
+    ntt_open(&e, "ack_wait_ms=" NTT_HOLD_MS);
     tpt_publish_seq(&e, "flow.t", 0, 50, 0);
     b.r.hold = 1;
     cfg.group = "flow-g";

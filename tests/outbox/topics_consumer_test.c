@@ -621,13 +621,17 @@ consumer_without_a_partition_waits_then_takes_over(void **state)
     pair_until w;
     PGconn *locker;
     int64_t t0;
+    loom_topics_consumer_config t = tpt_fast_topts();
 
     (void) state;
     tpt_topic_create("idle.one", 1, -1, -1, -1, -1);
     tpt_open(&e, "");
-    /* More members than partitions: one of them joins with none. */
-    tpt_rec_open(&e, "idle-g", "idle.one", NULL, &a);
-    tpt_rec_open(&e, "idle-g", "idle.one", NULL, &b);
+    /* More members than partitions: one of them joins with none. Their
+     * session timeout, 60 s, is what a hand-over that waited for it
+     * would take. */
+    t.session_timeout_ms = 60000;
+    tpt_rec_open(&e, "idle-g", "idle.one", &t, &a);
+    tpt_rec_open(&e, "idle-g", "idle.one", &t, &b);
     /* A pattern that matches no topic yet: no partition either. */
     tpt_rec_open(&e, "idle-pat", "idle.later.#", NULL, &p);
     w.a = a.c;
@@ -645,7 +649,8 @@ consumer_without_a_partition_waits_then_takes_over(void **state)
 
     /* The owner closes while its heartbeat waits for the group's lock
      * (held 500 ms by another session): it still leaves at once, and the
-     * other member takes over long before the 10 s session timeout. */
+     * other member takes over long before the 60 s session timeout
+     * (within TPT_WAIT_MS, a loaded machine's time for a hand-over). */
     locker = est_connect(NULL);
     assert_int_equal(PQsendQuery(locker, "SELECT 1 FROM loom.topic_groups "
                                          "WHERE name = 'idle-g' FOR UPDATE; "
@@ -655,7 +660,7 @@ consumer_without_a_partition_waits_then_takes_over(void **state)
     t0 = est_now_ms();
     loom_consumer_close(owner->c);
     parts_wait(&e, other->c, 1);
-    assert_true(est_now_ms() - t0 < 5000);
+    assert_true(est_now_ms() - t0 < TPT_WAIT_MS);
     for (PGresult *r; (r = PQgetResult(locker)) != NULL;)
         PQclear(r);
     PQfinish(locker);

@@ -21,8 +21,9 @@
 
 #include "tptest.h"
 
-#define WK_POLL_MS 60000 /* a miss would wait this long */
-#define WK_WAIT_MS 5000  /* what a woken consumer may take */
+#define WK_POLL_MS  60000 /* a miss would wait this long */
+#define WK_WAIT_MS  10000 /* what a woken consumer may take */
+#define WK_STILL_MS 500   /* no read for this long, armed: asleep */
 
 /* The lock class the transport uses (topics_int.h, LOOM__TP_WAKE_LOCK). */
 #define WK_LOCK "1819242351"
@@ -51,13 +52,6 @@ wk_delivered(void *arg)
     return ((wk_state *) arg)->delivered > 0;
 }
 
-static int
-wk_never(void *arg)
-{
-    (void) arg;
-    return 0;
-}
-
 static void
 wk_published(loom_err rc, size_t n, void *arg)
 {
@@ -72,6 +66,49 @@ static int
 wk_acked(void *arg)
 {
     return ((wk_state *) arg)->acked;
+}
+
+/* For tpt_run(): waits, looking every 20 ms, until a session waits for
+ * a wake lock in `mode` (counted in this test's database only: other
+ * tests share the server), or until *stop (if not NULL) is set. */
+typedef struct wk_lock_wait {
+    PGconn *probe;
+    const char *mode;
+    const int *stop;
+    long long waiting;
+    int64_t next_ms;
+} wk_lock_wait;
+
+static int
+wk_lock_waited(void *arg)
+{
+    wk_lock_wait *w = arg;
+    int64_t now = est_now_ms();
+
+    if (w->waiting == 1 || (w->stop != NULL && *w->stop))
+        return 1; /* tpt_run() asks once more at the end */
+    if (now < w->next_ms)
+        return 0;
+    w->next_ms = now + 20;
+    w->waiting = est_try_ll_on(
+        &w->probe,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+        "classid = " WK_LOCK " AND mode = '%s' AND NOT granted AND database "
+        "= (SELECT oid FROM pg_database WHERE datname = current_database())",
+        w->mode);
+    return w->waiting == 1;
+}
+
+/* Runs e's loop until a session waits for a wake lock in `mode` (or
+ * *stop is set) and returns how many do, TPT_WAIT_MS at most. */
+static long long
+wk_wait_for_lock(tpt_env *e, const char *mode, const int *stop)
+{
+    wk_lock_wait w = {NULL, mode, stop, 0, 0};
+
+    tpt_run(e, wk_lock_waited, &w, TPT_WAIT_MS);
+    PQfinish(w.probe);
+    return w.waiting;
 }
 
 /* A publish still in flight (it has looked for an armed consumer and
@@ -108,16 +145,9 @@ a_consumer_arming_waits_for_a_publish_in_flight(void **state)
     assert_int_equal(
         loom_topics_consumer_open(e.t, &cfg, &topts, wk_consume, NULL, &s, &c),
         LOOM_OK);
-    /* The consumer reads nothing, arms, and waits in the arm (counted in
-     * this test's database only: other tests share the server). */
-    tpt_run(&e, wk_never, NULL, 700);
+    /* The consumer reads nothing, arms, and waits in the arm. */
+    assert_int_equal(wk_wait_for_lock(&e, "ExclusiveLock", NULL), 1);
     assert_int_equal(s.delivered, 0);
-    assert_int_equal(
-        est_ll("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-               "AND classid = " WK_LOCK " AND mode = 'ExclusiveLock' AND NOT "
-               "granted AND database = (SELECT oid FROM pg_database WHERE "
-               "datname = current_database())"),
-        1);
     est_exec(pub, "COMMIT");
     if (!tpt_run(&e, wk_delivered, &s, WK_WAIT_MS))
         fail_msg("the message committed while the consumer armed was not "
@@ -153,8 +183,9 @@ a_publish_waits_for_a_consumer_arming(void **state)
     m.payload_len = 1;
     assert_int_equal(loom_transport_publish(e.t, &m, 1, wk_published, &s),
                      LOOM_OK);
-    tpt_run(&e, wk_never, NULL, 700);
-    assert_int_equal(s.acked, 0); /* waiting for the arm's commit */
+    /* The publish waits for the arm's commit (and is not done). */
+    assert_int_equal(wk_wait_for_lock(&e, "ShareLock", &s.acked), 1);
+    assert_int_equal(s.acked, 0);
     est_exec(arm, "COMMIT");
     assert_true(tpt_run(&e, wk_acked, &s, WK_WAIT_MS));
     assert_int_equal(s.rc, LOOM_OK);
@@ -174,11 +205,14 @@ typedef struct wk_drain {
     tpt_env e;
     wk_state s;
     loom_consumer *c;
-    PGconn *pub;
+    PGconn *pub, *probe;
     uv_timer_t tick;
     int phase;
     uint64_t phase_ms; /* uv_now() when the phase began */
     uint64_t f0, f1;   /* fetches at the phases' marks */
+    /* wk_drain_asleep(): the fetches seen last, uv_now() when they
+     * changed, and when the consumer was seen armed since (0: not). */
+    uint64_t f_seen, still_ms, armed_ms;
     const char *failure;
 } wk_drain;
 
@@ -232,6 +266,35 @@ wk_drain_next(wk_drain *d, uint64_t now)
 {
     d->phase++;
     d->phase_ms = now;
+    d->f_seen = wk_fetches(d);
+    d->still_ms = now;
+    d->armed_ms = 0;
+}
+
+/* Whether the consumer sleeps: its wake-up is armed (the row a publish
+ * takes to wake it is there), and it has not read since, for
+ * WK_STILL_MS (it reads once more right after arming). On the loop, so
+ * it reports instead of failing the test. */
+static int
+wk_drain_asleep(wk_drain *d, uint64_t now)
+{
+    uint64_t f = wk_fetches(d);
+
+    if (f != d->f_seen) {
+        d->f_seen = f;
+        d->still_ms = now;
+        d->armed_ms = 0;
+        return 0;
+    }
+    if (d->armed_ms == 0) {
+        if (est_try_ll_on(&d->probe,
+                          "SELECT count(*) FROM loom.wakeups WHERE channel "
+                          "= (SELECT 'loom_topic_' || id FROM loom.topics "
+                          "WHERE name = 'drain')") != 1)
+            return 0;
+        d->armed_ms = now;
+    }
+    return now - d->still_ms >= WK_STILL_MS && now - d->armed_ms >= WK_STILL_MS;
 }
 
 static void
@@ -242,9 +305,13 @@ wk_drain_tick(uv_timer_t *t)
 
     switch (d->phase) {
     case 0: /* joined, read, armed, asleep */
-        if (in >= 1500) {
+        if (wk_drain_asleep(d, now)) {
             d->f0 = wk_fetches(d);
             wk_drain_next(d, now);
+        } else if (in >= TPT_WAIT_MS) {
+            wk_drain_end(d, "the consumer did not join, arm and sleep "
+                            "within the wait");
+            return;
         }
         break;
     case 1: /* asleep: no reads */
@@ -271,7 +338,13 @@ wk_drain_tick(uv_timer_t *t)
         }
         break;
     case 3: /* settled, armed, asleep again: two reads in all */
-        if (in >= 500) {
+        if (!wk_drain_asleep(d, now)) {
+            if (in >= WK_WAIT_MS) {
+                wk_drain_end(d, "the consumer did not arm and sleep again "
+                                "within the wait");
+                return;
+            }
+        } else {
             d->f1 = wk_fetches(d);
             if (d->f1 - d->f0 != 2) {
                 wk_drain_end(d, "the wake-up took other than 2 reads (the "
@@ -327,6 +400,7 @@ a_drained_consumer_arms_at_once_and_reads_once_more(void **state)
     uv_timer_start(&d.tick, wk_drain_tick, 5, 5);
     assert_int_equal(loom_runtime_run(d.e.rt), LOOM_OK);
     PQfinish(d.pub);
+    PQfinish(d.probe);
     tpt_close(&d.e); /* before any failure, which leaves the test */
     if (d.failure != NULL)
         fail_msg("%s: phase %d, %zu delivered, %llu reads since asleep",

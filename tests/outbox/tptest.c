@@ -300,6 +300,31 @@ tpt_sql_wait(tpt_env *e, long long want, const char *fmt, ...)
                  w.last);
 }
 
+void
+tpt_sql_wait_progress(tpt_env *e, long long want, const char *fmt, ...)
+{
+    sql_until w;
+    va_list ap;
+    long long before;
+    int ok;
+
+    memset(&w, 0, sizeof w);
+    va_start(ap, fmt);
+    vsnprintf(w.sql, sizeof w.sql, fmt, ap);
+    va_end(ap);
+    w.want = want;
+    w.last = -1;
+    do {
+        before = w.last;
+        ok = tpt_run(e, sql_until_done, &w, TPT_WAIT_MS);
+    } while (!ok && w.last != before);
+    PQfinish(w.conn);
+    if (!ok)
+        fail_msg("waited for %s to return %lld; it returned %lld, the same "
+                 "for %d ms",
+                 w.sql, want, w.last, TPT_WAIT_MS);
+}
+
 int64_t
 tpt_realtime_us(void)
 {

@@ -95,6 +95,11 @@ long long tpt_topic_id(const char *name);
  * own. Fails the test after TPT_WAIT_MS. */
 void tpt_sql_wait(tpt_env *e, long long want, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* As tpt_sql_wait(), for a count that climbs to `want` over a long run
+ * (many durable commits, which a loaded machine slows down): fails only
+ * once a TPT_WAIT_MS wait ends with the result where it began. */
+void tpt_sql_wait_progress(tpt_env *e, long long want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The wall clock in microseconds since the epoch (as deliver_at). */
 int64_t tpt_realtime_us(void);
 

@@ -250,29 +250,41 @@ child_spawn(const char *args)
     return ch;
 }
 
-/* Waits until the child's stdout has `needle`. */
-void
-child_wait_out(const child *ch, const char *needle)
+/* Waits until the child's stdout (or stderr: `err`) has `needle`. */
+static void
+child_wait(const child *ch, int err, const char *needle)
 {
     long long deadline = now_ms() + WAIT_MS;
 
     for (;;) {
-        char *out = read_file(ch->out);
-        int found = strstr(out, needle) != NULL;
+        char *text = read_file(err ? ch->err : ch->out);
+        int found = strstr(text, needle) != NULL;
 
         if (found || now_ms() > deadline) {
             if (!found) {
-                char *err = read_file(ch->err);
-                fail_msg("\"%s\" is not in the relay's output:\n%s\n"
-                         "stderr:\n%s",
-                         needle, out, err);
+                char *other = read_file(err ? ch->out : ch->err);
+                fail_msg("\"%s\" is not in the relay's %s:\n%s\n%s:\n%s",
+                         needle, err ? "stderr" : "output", text,
+                         err ? "output" : "stderr", other);
             }
-            free(out);
+            free(text);
             return;
         }
-        free(out);
+        free(text);
         sleep_ms(50);
     }
+}
+
+void
+child_wait_out(const child *ch, const char *needle)
+{
+    child_wait(ch, 0, needle);
+}
+
+void
+child_wait_err(const child *ch, const char *needle)
+{
+    child_wait(ch, 1, needle);
 }
 
 /* Sends `sig` and returns the exit status (128 + signal when killed). */

@@ -78,6 +78,8 @@ child *child_spawn(const char *args);
 
 /* Waits until the child's stdout has `needle` (WAIT_MS at most). */
 void child_wait_out(const child *ch, const char *needle);
+/* The same for its stderr. */
+void child_wait_err(const child *ch, const char *needle);
 
 /* Sends `sig`, waits; returns the exit status (128 + signal if killed). */
 int child_stop(child *ch, int sig);
