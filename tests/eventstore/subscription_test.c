@@ -584,23 +584,35 @@ wake_probe_append(struct wake_probe *p)
         p->failed = 1;
 }
 
+/* Takes the subscription's counters into *st and returns for how long
+ * they have shown no read and no wake-up, in ms; -1 (the run stopped)
+ * after a failure. */
+static int64_t
+wake_probe_look(struct wake_probe *p, loom_subscription_stats *st)
+{
+    uv_loop_t *loop = loom_runtime_loop(p->r->rt);
+
+    if (loom_subscription_stats_get(p->rec->sub, st) != LOOM_OK)
+        p->failed = 1;
+    if (p->failed) {
+        loom_runtime_stop(p->r->rt);
+        return -1;
+    }
+    if (st->reads != p->last.reads || st->wakeups != p->last.wakeups)
+        p->since = uv_now(loop);
+    p->last = *st;
+    return (int64_t) (uv_now(loop) - p->since);
+}
+
 static void
 on_wake_tick(uv_timer_t *t)
 {
     struct wake_probe *p = t->data;
     loom_subscription_stats st;
-    uint64_t quiet;
+    int64_t quiet = wake_probe_look(p, &st);
 
-    if (loom_subscription_stats_get(p->rec->sub, &st) != LOOM_OK)
-        p->failed = 1;
-    if (p->failed) {
-        loom_runtime_stop(p->r->rt);
+    if (quiet < 0)
         return;
-    }
-    if (st.reads != p->last.reads || st.wakeups != p->last.wakeups)
-        p->since = uv_now(t->loop);
-    p->last = st;
-    quiet = uv_now(t->loop) - p->since;
     switch (p->phase) {
     case 0: /* listening, then quiet: caught up and asleep */
         if (st.wakeups == 0 || quiet < 400)
@@ -714,18 +726,10 @@ on_hide_tick(uv_timer_t *t)
 {
     struct wake_probe *p = t->data;
     loom_subscription_stats st;
-    uint64_t quiet;
+    int64_t quiet = wake_probe_look(p, &st);
 
-    if (loom_subscription_stats_get(p->rec->sub, &st) != LOOM_OK)
-        p->failed = 1;
-    if (p->failed) {
-        loom_runtime_stop(p->r->rt);
+    if (quiet < 0)
         return;
-    }
-    if (st.reads != p->last.reads || st.wakeups != p->last.wakeups)
-        p->since = uv_now(t->loop);
-    p->last = st;
-    quiet = uv_now(t->loop) - p->since;
     switch (p->phase) {
     case 0: /* caught up and asleep, armed */
         if (st.wakeups == 0 || quiet < 400)

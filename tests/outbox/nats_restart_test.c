@@ -123,6 +123,19 @@ rs_on_pub(uv_timer_t *t)
         rs_send(s, s->next++);
 }
 
+/* The message's number (its payload), or -1 when it is not one of ours. */
+static int
+rs_index(const loom_message *m)
+{
+    char buf[16];
+    int i;
+
+    snprintf(buf, sizeof buf, "%.*s", (int) m->payload_len,
+             (const char *) m->payload);
+    i = atoi(buf);
+    return i >= 0 && i < RS_MESSAGES ? i : -1;
+}
+
 static void
 rs_consume(loom_consumer *c, const loom_message *const *msgs, size_t n,
            void *arg)
@@ -130,12 +143,8 @@ rs_consume(loom_consumer *c, const loom_message *const *msgs, size_t n,
     rs_state *s = arg;
 
     for (size_t k = 0; k < n; k++) {
-        char buf[16];
-        int i;
-        snprintf(buf, sizeof buf, "%.*s", (int) msgs[k]->payload_len,
-                 (const char *) msgs[k]->payload);
-        i = atoi(buf);
-        if (i >= 0 && i < RS_MESSAGES)
+        int i = rs_index(msgs[k]);
+        if (i >= 0)
             s->m[i].seen++;
         s->delivered++;
         loom_consumer_ack(c, msgs[k]);
@@ -149,12 +158,8 @@ rs_dead(loom_consumer *c, const loom_message *const *msgs, size_t n, void *arg)
     rs_state *s = arg;
 
     for (size_t k = 0; k < n; k++) {
-        char buf[16];
-        int i;
-        snprintf(buf, sizeof buf, "%.*s", (int) msgs[k]->payload_len,
-                 (const char *) msgs[k]->payload);
-        i = atoi(buf);
-        if (i >= 0 && i < RS_MESSAGES)
+        int i = rs_index(msgs[k]);
+        if (i >= 0)
             s->m[i].dead++;
         s->dead++;
         loom_consumer_ack(c, msgs[k]);
