@@ -9,6 +9,7 @@
 #include "alloc_int.h"
 #include "loom/alloc.h"
 #include "store_int.h"
+#include "utf8.h"
 
 /* A chain longer than this is a registration mistake (a rename cycle). */
 #define UPCAST_MAX_STEPS 64
@@ -87,11 +88,17 @@ loom_err
 loom_upcasters_add(loom_upcasters *u, const char *type, int32_t from,
                    int32_t to, loom_upcast_fn fn, void *arg)
 {
-    size_t i;
+    size_t i, tlen;
     char *copy;
 
     if (u == NULL || type == NULL || type[0] == '\0' || fn == NULL ||
         from < 0 || to <= from)
+        return LOOM_EINVAL;
+    /* A type no append accepts: no event could ever take this step. */
+    tlen = strnlen(type, LOOM_MAX_TYPE_NAME + 1);
+    if (tlen > LOOM_MAX_TYPE_NAME)
+        return LOOM_ETOOBIG;
+    if (!loom__utf8_valid(type, tlen))
         return LOOM_EINVAL;
     if (upcast_find(u, type, from) != NULL)
         return LOOM_EDUPLICATE;

@@ -284,6 +284,20 @@ test_upcast_registration_errors(void **state)
                      LOOM_EINVAL);
     assert_int_equal(loom_upcasters_add(u, "", 1, 2, up_rename, NULL),
                      LOOM_EINVAL);
+    /* Types no append would store: no event could take these steps. */
+    assert_int_equal(loom_upcasters_add(u, "t\xc3", 1, 2, up_rename, NULL),
+                     LOOM_EINVAL);
+    {
+        char long_type[LOOM_MAX_TYPE_NAME + 2];
+        memset(long_type, 't', sizeof long_type - 1);
+        long_type[sizeof long_type - 1] = '\0';
+        assert_int_equal(
+            loom_upcasters_add(u, long_type, 1, 2, up_rename, NULL),
+            LOOM_ETOOBIG);
+        long_type[LOOM_MAX_TYPE_NAME] = '\0'; /* the longest allowed */
+        assert_int_equal(
+            loom_upcasters_add(u, long_type, 1, 2, up_rename, NULL), LOOM_OK);
+    }
     assert_int_equal(loom_upcasters_add(u, "t", 1, 2, NULL, NULL), LOOM_EINVAL);
     assert_int_equal(loom_upcasters_add(u, "t", -1, 2, up_rename, NULL),
                      LOOM_EINVAL);

@@ -58,7 +58,9 @@ LOOM_API void loom_upcasters_free(loom_upcasters *u);
  * version `to` (> from). Chains run in order: 1 -> 2, then 2 -> 3, and a
  * step may rename the type, after which steps registered for the new name
  * apply. `type` is copied; `arg` is passed back unchanged.
- * Errors: LOOM_EINVAL (NULL or empty type, fn NULL, from < 0, to <= from),
+ * Errors: LOOM_EINVAL (NULL or empty type, type not UTF-8, fn NULL,
+ * from < 0, to <= from), LOOM_ETOOBIG (type longer than
+ * LOOM_MAX_TYPE_NAME bytes: appends refuse such types too),
  * LOOM_EDUPLICATE (a step for this type and version exists), LOOM_ENOMEM.
  */
 LOOM_API loom_err loom_upcasters_add(loom_upcasters *u, const char *type,
