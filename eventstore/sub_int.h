@@ -114,7 +114,7 @@ struct loom_subscription {
     loom__sub_state retry; /* the step a BACKOFF retries */
     int listening;         /* the listener has been called once */
     int short_page;        /* the page in hand drained the source */
-    int armed;             /* armed since the listener was last called */
+    int armed;             /* armed, and no wake-up taken since (woken) */
     int woken;             /* the listener was called while busy */
     int stopping;
     int finished;        /* every handle closed */

@@ -414,12 +414,15 @@ sub_read_done(loom_subscription *s, loom__sub_state step)
         loom__sub_deliver(s);
         return;
     }
-    /* A page read after arming leaves the arm standing: an append that
-     * commits later either finds it and notifies, waking us (woken, and
-     * we arm again), or checked before it, which the poll covers as it
-     * does after an empty read. This is the page that an open transaction
-     * elsewhere hid from the read the NOTIFY started; arming again for it
-     * cost one more arm and read per such wake-up. */
+    /* A page read after arming (events committed between the last read
+     * and the arm, or hidden from it by an older open transaction) leaves
+     * the arm standing, and the subscription sleeps after delivering it.
+     * An append that commits later either finds the arm and notifies,
+     * waking us (woken: we read and arm again), or checked before the arm
+     * and commits after this read: the window schema 2 leaves to the
+     * poll, the same as after an empty read. Arming again would not close
+     * it (the row is there already); only another read would, one per
+     * wake-up. */
     s->next_cursor = loom_events_next(s->page);
     s->next_version = s->source == LOOM_SUB_STREAM
                           ? loom_events_at(s->page, n - 1)->version

@@ -3,7 +3,8 @@
  * concurrent writer, resuming from the stored checkpoint and from_start,
  * redelivery after a handler error, the types filter, single-stream
  * subscriptions (closed from their own handler), a consumer group of two,
- * reads per wake-up, and argument errors. Every run is bounded by a deadline
+ * reads per wake-up (a page hidden from the read a NOTIFY starts
+ * included), and argument errors. Every run is bounded by a deadline
  * timer that stops the runtime and fails the test (a cmocka failure inside a
  * loop callback would jump out of uv_run).
  */
@@ -546,10 +547,9 @@ test_subscription_survives_killed_backend(void **state)
     loom_store_close(s);
 }
 
-/* Counts the reads around two wake-ups, from a timer on the loop:
- * quiet (listening, caught up), one append, its delivery and a quiet
- * spell, a second of nothing, then another append. Quiet: no read and
- * no wake-up for 400 ms. */
+/* Counts a subscription's reads around its wake-ups, from a timer on the
+ * loop that appends once the subscription is asleep: armed (the wake-up
+ * row is there) and quiet (no read and no wake-up for 400 ms). */
 struct wake_probe {
     struct run *r;
     struct rec *rec;
@@ -562,6 +562,7 @@ struct wake_probe {
     uint64_t events_first; /* events after the first append's delivery */
     const char *stream;    /* appended to; NULL: "wk-1" */
     PGconn *hider;         /* holds an older transaction open, or NULL */
+    PGconn *probe;         /* for est_try_ll_on() */
     int failed;
 };
 
@@ -582,6 +583,16 @@ wake_probe_append(struct wake_probe *p)
     if (loom_store_append(p->s, p->stream ? p->stream : "wk-1", LOOM_EXPECT_ANY,
                           ev, 5, NULL))
         p->failed = 1;
+}
+
+/* Whether the subscription sleeps armed: an append now notifies it. */
+static int
+wake_probe_asleep(struct wake_probe *p, const loom_subscription_stats *st,
+                  int64_t quiet)
+{
+    return st->wakeups > 0 && quiet >= 400 &&
+           est_try_ll_on(&p->probe, "SELECT count(*) FROM loom.wakeups WHERE "
+                                    "channel = 'loom_events'") == 1;
 }
 
 /* Takes the subscription's counters into *st and returns for how long
@@ -614,8 +625,8 @@ on_wake_tick(uv_timer_t *t)
     if (quiet < 0)
         return;
     switch (p->phase) {
-    case 0: /* listening, then quiet: caught up and asleep */
-        if (st.wakeups == 0 || quiet < 400)
+    case 0: /* listening, then caught up and asleep */
+        if (!wake_probe_asleep(p, &st, quiet))
             return;
         p->at[0] = st;
         wake_probe_append(p);
@@ -632,7 +643,7 @@ on_wake_tick(uv_timer_t *t)
         wake_probe_next(p, 3);
         break;
     case 3: /* a second with nothing appended */
-        if (quiet < 1000)
+        if (quiet < 1000 || !wake_probe_asleep(p, &st, quiet))
             return;
         wake_probe_append(p);
         wake_probe_next(p, 4);
@@ -702,15 +713,16 @@ test_subscription_reads_twice_per_wakeup(void **state)
     assert_true(reads <= 2 * wakeups);
     run_close(&r);
     free(rec);
+    PQfinish(p.probe);
     loom_store_close(p.s);
 }
 
 /* Runs sql on the hider's connection from a loop callback, where a
  * cmocka failure must not jump: a failure is recorded instead. */
 static void
-hide_exec(struct wake_probe *p, PGconn *c, const char *sql)
+hide_exec(struct wake_probe *p, const char *sql)
 {
-    PGresult *res = PQexec(c, sql);
+    PGresult *res = PQexec(p->hider, sql);
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK &&
         PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -732,21 +744,23 @@ on_hide_tick(uv_timer_t *t)
         return;
     switch (p->phase) {
     case 0: /* caught up and asleep, armed */
-        if (st.wakeups == 0 || quiet < 400)
+        if (!wake_probe_asleep(p, &st, quiet))
             return;
         p->at[0] = st;
-        hide_exec(p, p->hider, "BEGIN");
-        hide_exec(p, p->hider, "SELECT pg_current_xact_id()");
+        hide_exec(p, "BEGIN");
+        hide_exec(p, "SELECT pg_current_xact_id()");
         wake_probe_append(p);
-        hide_exec(p, p->hider,
-                  "LOCK TABLE loom.wakeups IN SHARE ROW EXCLUSIVE MODE");
+        hide_exec(p, "LOCK TABLE loom.wakeups IN SHARE ROW EXCLUSIVE MODE");
         wake_probe_next(p, 1);
         break;
-    case 1: /* the NOTIFY's read came back empty; the arm waits */
-        if (st.reads == p->at[0].reads || quiet < 300)
+    case 1: /* the NOTIFY's read came back empty: the arm waits */
+        if (st.reads == p->at[0].reads ||
+            est_try_ll_on(&p->probe,
+                          "SELECT count(*) FROM pg_locks WHERE relation = "
+                          "'loom.wakeups'::regclass AND NOT granted") < 1)
             return;
         p->events_first = st.events;
-        hide_exec(p, p->hider, "COMMIT");
+        hide_exec(p, "COMMIT");
         wake_probe_next(p, 2);
         break;
     default:
@@ -800,6 +814,7 @@ test_subscription_hidden_page_keeps_the_arm(void **state)
     run_close(&r);
     free(rec);
     PQfinish(p.hider);
+    PQfinish(p.probe);
     loom_store_close(p.s);
 }
 

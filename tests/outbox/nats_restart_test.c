@@ -37,8 +37,9 @@
 
 #define RS_MESSAGES  3000
 #define RS_IN_FLIGHT 200 /* calls at once */
-/* Deliveries before a message is dead-lettered: far more than any
- * restart can add to a count. */
+/* Deliveries before a message is dead-lettered: a margin, not a measure
+ * (what a restart adds to a count depends on the pull requests that
+ * expired meanwhile; docs/messaging.md). */
 #define RS_MAX_DELIVERIES 1000
 
 typedef struct rs_state rs_state;

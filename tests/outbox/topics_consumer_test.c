@@ -620,7 +620,6 @@ consumer_without_a_partition_waits_then_takes_over(void **state)
     tpt_rec *owner, *other;
     pair_until w;
     PGconn *locker;
-    int64_t t0;
     loom_topics_consumer_config t = tpt_fast_topts();
 
     (void) state;
@@ -649,18 +648,17 @@ consumer_without_a_partition_waits_then_takes_over(void **state)
 
     /* The owner closes while its heartbeat waits for the group's lock
      * (held 500 ms by another session): it still leaves at once, and the
-     * other member takes over long before the 60 s session timeout
-     * (within TPT_WAIT_MS, a loaded machine's time for a hand-over). */
+     * other member takes over long before the 60 s session timeout:
+     * parts_wait() fails the test after TPT_WAIT_MS (20 s), a loaded
+     * machine's time for a hand-over. */
     locker = est_connect(NULL);
     assert_int_equal(PQsendQuery(locker, "SELECT 1 FROM loom.topic_groups "
                                          "WHERE name = 'idle-g' FOR UPDATE; "
                                          "SELECT pg_sleep(0.5)"),
                      1);
     tpt_run(&e, NULL, NULL, 3 * TPT_HEARTBEAT_MS);
-    t0 = est_now_ms();
     loom_consumer_close(owner->c);
     parts_wait(&e, other->c, 1);
-    assert_true(est_now_ms() - t0 < TPT_WAIT_MS);
     for (PGresult *r; (r = PQgetResult(locker)) != NULL;)
         PQclear(r);
     PQfinish(locker);

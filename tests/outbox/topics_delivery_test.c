@@ -110,8 +110,8 @@ failed_message_is_redelivered_with_backoff_then_dead_lettered(void **state)
     assert_true(rec_nth(&r, "ok-2", 0)->at_ms <= p[1]->at_ms);
     /* Exponential backoff: 50, 100, 200 ms at least. Lower bounds only
      * (a late redelivery, on a loaded machine, stretches a gap but never
-     * shortens one), and they prove the growth: the third gap must be
-     * four times the first backoff, which a constant one would not wait. */
+     * shortens one): the third gap must be four times the base, which a
+     * backoff stuck at the base would not wait. */
     for (size_t i = 1; i < 4; i++) {
         int64_t gap = p[i]->at_ms - p[i - 1]->at_ms;
         int64_t min = (int64_t) TPT_BACKOFF_MS << (i - 1);

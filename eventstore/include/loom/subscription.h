@@ -209,8 +209,9 @@ LOOM_API void loom_subscription_close(loom_subscription *s);
 typedef struct loom_subscription_stats {
     /* Reads of new events sent. A subscription that reads a short page
      * (fewer events than its batch) has caught up: it arms its wake-up
-     * and reads once more, then sleeps until an append wakes it (or
-     * poll_ms passes), so a live subscription reads twice per wake-up. */
+     * and reads once more (delivering what that read finds), then sleeps
+     * until an append wakes it (or poll_ms passes), so a live
+     * subscription reads twice per wake-up. */
     uint64_t reads;
     uint64_t batches; /* pages (or replayed parked events) committed */
     uint64_t events;  /* events the handler accepted (after the filter) */
