@@ -560,8 +560,8 @@ struct wake_probe {
     loom_subscription_stats last;
     loom_subscription_stats at[2];
     uint64_t events_first; /* events after the first append's delivery */
-    const char *stream;    /* appended to; NULL: "wk-1" */
-    PGconn *hider;         /* holds an older transaction open, or NULL */
+    char stream[16];       /* appended to: "<category>-1" */
+    PGconn *hider;         /* holds an older transaction open (hide test) */
     PGconn *probe;         /* for est_try_ll_on() */
     int failed;
 };
@@ -580,8 +580,7 @@ wake_probe_append(struct wake_probe *p)
 
     for (int i = 0; i < 5; i++)
         est_event(&ev[i], "wk.E", "x", 1);
-    if (loom_store_append(p->s, p->stream ? p->stream : "wk-1", LOOM_EXPECT_ANY,
-                          ev, 5, NULL))
+    if (loom_store_append(p->s, p->stream, LOOM_EXPECT_ANY, ev, 5, NULL))
         p->failed = 1;
 }
 
@@ -661,44 +660,67 @@ on_wake_tick(uv_timer_t *t)
     }
 }
 
+/* Subscribes to `category` (batch 64, the runtime polling every
+ * poll_ms), then runs the loop with `tick` on the probe every 20 ms
+ * until it stops the run; fails the test if the probe failed or the
+ * run's deadline passed. The hider is open for ticks that need one. */
+static void
+wake_probe_run(struct wake_probe *p, struct run *r, const char *category,
+               unsigned poll_ms, uv_timer_cb tick)
+{
+    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
+
+    memset(p, 0, sizeof *p);
+    run_open_poll(r, poll_ms);
+    p->r = r;
+    p->rec = rec_new(r);
+    c.name = category;
+    c.source = LOOM_SUB_CATEGORY;
+    c.category = category;
+    c.batch = 64;
+    subscribe(r, p->rec, &c);
+    r->want = SIZE_MAX; /* the probe stops the run */
+    snprintf(p->stream, sizeof p->stream, "%s-1", category);
+    p->s = est_store_open(NULL);
+    p->hider = est_connect(loomt_dsn());
+    uv_timer_init(loom_runtime_loop(r->rt), &p->tick);
+    p->tick.data = p;
+    uv_timer_start(&p->tick, tick, 20, 20);
+    wake_probe_next(p, 0);
+    assert_int_equal(loom_runtime_run(r->rt), LOOM_OK);
+    uv_close((uv_handle_t *) &p->tick, NULL);
+    assert_int_equal(p->failed, 0);
+    assert_int_equal(r->timed_out, 0);
+}
+
+static void
+wake_probe_close(struct wake_probe *p)
+{
+    run_close(p->r);
+    free(p->rec);
+    PQfinish(p->hider);
+    PQfinish(p->probe);
+    loom_store_close(p->s);
+}
+
 /* A short page drains what was committed: the subscription arms and
  * reads once more, instead of reading again first. */
 static void
 test_subscription_reads_twice_per_wakeup(void **state)
 {
-    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
     struct wake_probe p;
     struct run r;
-    struct rec *rec;
     uint64_t reads, wakeups;
 
     (void) state;
+    assert_int_equal(loom_subscription_stats_get(NULL, &p.at[0]), LOOM_EINVAL);
     /* The poll is what wakes the subscription when another transaction
      * of the cluster (another test's) hid the appended events from the
      * read a NOTIFY started; it is one more wake-up, with its reads. */
-    run_open_poll(&r, 5000);
-    rec = rec_new(&r);
-    c.name = "wk";
-    c.source = LOOM_SUB_CATEGORY;
-    c.category = "wk";
-    c.batch = 64;
-    subscribe(&r, rec, &c);
-    r.want = SIZE_MAX; /* the probe stops the run */
-    memset(&p, 0, sizeof p);
-    assert_int_equal(loom_subscription_stats_get(NULL, &p.at[0]), LOOM_EINVAL);
-    assert_int_equal(loom_subscription_stats_get(rec->sub, NULL), LOOM_EINVAL);
-    p.r = &r;
-    p.rec = rec;
-    p.s = est_store_open(NULL);
-    uv_timer_init(loom_runtime_loop(r.rt), &p.tick);
-    p.tick.data = &p;
-    uv_timer_start(&p.tick, on_wake_tick, 20, 20);
-    wake_probe_next(&p, 0);
-    assert_int_equal(loom_runtime_run(r.rt), LOOM_OK);
-    uv_close((uv_handle_t *) &p.tick, NULL);
-    assert_int_equal(p.failed, 0);
-    assert_int_equal(r.timed_out, 0);
-    assert_int_equal(rec->n, 10);
+    wake_probe_run(&p, &r, "wk", 5000, on_wake_tick);
+    assert_int_equal(loom_subscription_stats_get(p.rec->sub, NULL),
+                     LOOM_EINVAL);
+    assert_int_equal(p.rec->n, 10);
     assert_int_equal(p.events_first - p.at[0].events, 5);
     assert_int_equal(p.at[1].events - p.at[0].events, 10);
     assert_int_equal(p.at[1].batches - p.at[0].batches, 2);
@@ -711,10 +733,7 @@ test_subscription_reads_twice_per_wakeup(void **state)
     assert_true(wakeups >= 2);
     assert_true(reads >= 4);
     assert_true(reads <= 2 * wakeups);
-    run_close(&r);
-    free(rec);
-    PQfinish(p.probe);
-    loom_store_close(p.s);
+    wake_probe_close(&p);
 }
 
 /* Runs sql on the hider's connection from a loop callback, where a
@@ -778,44 +797,17 @@ on_hide_tick(uv_timer_t *t)
 static void
 test_subscription_hidden_page_keeps_the_arm(void **state)
 {
-    loom_subscription_config c = LOOM_SUBSCRIPTION_CONFIG_INIT;
     struct wake_probe p;
     struct run r;
-    struct rec *rec;
 
     (void) state;
-    run_open_poll(&r, 20000);
-    rec = rec_new(&r);
-    c.name = "hid";
-    c.source = LOOM_SUB_CATEGORY;
-    c.category = "hid";
-    c.batch = 64;
-    subscribe(&r, rec, &c);
-    r.want = SIZE_MAX;
-    memset(&p, 0, sizeof p);
-    p.r = &r;
-    p.rec = rec;
-    p.stream = "hid-1";
-    p.s = est_store_open(NULL);
-    p.hider = est_connect(loomt_dsn());
-    uv_timer_init(loom_runtime_loop(r.rt), &p.tick);
-    p.tick.data = &p;
-    uv_timer_start(&p.tick, on_hide_tick, 20, 20);
-    wake_probe_next(&p, 0);
-    assert_int_equal(loom_runtime_run(r.rt), LOOM_OK);
-    uv_close((uv_handle_t *) &p.tick, NULL);
-    assert_int_equal(p.failed, 0);
-    assert_int_equal(r.timed_out, 0);
-    assert_int_equal(rec->n, 5);
+    wake_probe_run(&p, &r, "hid", 20000, on_hide_tick);
+    assert_int_equal(p.rec->n, 5);
     /* Hidden: the first read delivered nothing. */
     assert_int_equal(p.events_first, p.at[0].events);
     assert_int_equal(p.at[1].wakeups - p.at[0].wakeups, 1);
     assert_int_equal(p.at[1].reads - p.at[0].reads, 2);
-    run_close(&r);
-    free(rec);
-    PQfinish(p.hider);
-    PQfinish(p.probe);
-    loom_store_close(p.s);
+    wake_probe_close(&p);
 }
 
 static loom_err
